@@ -1,0 +1,59 @@
+import { bigint, datetime, index, int, mysqlTable, uniqueIndex, varchar, char } from "drizzle-orm/mysql-core";
+
+/** Orders and their lifecycle: PENDING → SENT → DELIVERED, or PENDING → CANCELLED. */
+export const orders = mysqlTable(
+  "orders",
+  {
+    id: varchar("id", { length: 26 }).primaryKey(),
+    customerId: varchar("customer_id", { length: 64 }).notNull(),
+    totalCents: bigint("total_cents", { mode: "number" }).notNull(),
+    currency: char("currency", { length: 3 }).notNull(),
+    status: varchar("status", { length: 16, enum: ["PENDING", "SENT", "DELIVERED", "CANCELLED"] }).notNull(),
+    /** The caller's idempotency key for CreateOrder. */
+    requestId: varchar("request_id", { length: 64 }).notNull(),
+    createdAt: datetime("created_at", { mode: "date", fsp: 3 }).notNull(),
+    updatedAt: datetime("updated_at", { mode: "date", fsp: 3 }).notNull(),
+    sentAt: datetime("sent_at", { mode: "date", fsp: 3 }),
+    deliveredAt: datetime("delivered_at", { mode: "date", fsp: 3 }),
+    cancelledAt: datetime("cancelled_at", { mode: "date", fsp: 3 }),
+  },
+  (t) => [
+    uniqueIndex("orders_request_id_uq").on(t.requestId),
+    // ListOrders: a customer's orders newest first (ids sort by creation time).
+    index("orders_customer_id_idx").on(t.customerId, t.id),
+    // ListSentOrders: a window of sent_at, keyset on (sent_at, id).
+    index("orders_sent_at_idx").on(t.sentAt, t.id),
+  ],
+);
+
+/**
+ * Voucher requests written in the same transaction that marks a qualifying
+ * order sent (the transactional outbox). One row per order at most.
+ */
+export const voucherOutbox = mysqlTable(
+  "voucher_outbox",
+  {
+    id: bigint("id", { mode: "number", unsigned: true }).autoincrement().primaryKey(),
+    orderId: varchar("order_id", { length: 26 }).notNull(),
+    // Snapshot of what the voucher service needs, so delivery never reads orders.
+    customerId: varchar("customer_id", { length: 64 }).notNull(),
+    totalCents: bigint("total_cents", { mode: "number" }).notNull(),
+    currency: char("currency", { length: 3 }).notNull(),
+    status: varchar("status", { length: 16, enum: ["pending", "delivered", "dead"] }).notNull(),
+    attempts: int("attempts").notNull().default(0),
+    /** When the row may next be claimed; a claim pushes it out by the lease. */
+    nextAttemptAt: datetime("next_attempt_at", { mode: "date", fsp: 3 }).notNull(),
+    /** Token of the claim holding the lease; acks and failures are fenced on it. */
+    lockedBy: varchar("locked_by", { length: 64 }),
+    lastError: varchar("last_error", { length: 1024 }),
+    voucherId: varchar("voucher_id", { length: 26 }),
+    createdAt: datetime("created_at", { mode: "date", fsp: 3 }).notNull(),
+    deliveredAt: datetime("delivered_at", { mode: "date", fsp: 3 }),
+  },
+  (t) => [
+    uniqueIndex("voucher_outbox_order_id_uq").on(t.orderId),
+    // The claim filters on status and next_attempt_at and orders by these same
+    // columns; without this index SKIP LOCKED degenerates (filesort locks every match).
+    index("voucher_outbox_claim_idx").on(t.status, t.nextAttemptAt, t.id),
+  ],
+);

@@ -1,0 +1,91 @@
+import mysql from "mysql2/promise";
+import type { Logger } from "./logger.js";
+
+export type Pool = mysql.Pool;
+
+export interface PoolOptions {
+  /** mysql://user:password@host:port/database */
+  url: string;
+  /** Connections in the pool. Default 10. */
+  connectionLimit?: number;
+}
+
+/**
+ * A mysql2 pool whose sessions run in UTC and READ COMMITTED: the outbox
+ * claim with SKIP LOCKED deadlocks against concurrent inserts under
+ * REPEATABLE READ (gap locks), and no query here needs a repeatable snapshot.
+ */
+export function createPool({ url, connectionLimit = 10 }: PoolOptions): Pool {
+  const pool = mysql.createPool({
+    uri: url.replace(/^mariadb:/, "mysql:"),
+    connectionLimit,
+    timezone: "Z",
+    dateStrings: false,
+    supportBigNumbers: true,
+    bigNumberStrings: false,
+    enableKeepAlive: true,
+    connectTimeout: 5_000,
+    multipleStatements: false,
+  });
+  pool.pool.on("connection", (conn: any) => {
+    conn.query("SET SESSION time_zone = '+00:00', SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+  });
+  return pool;
+}
+
+/** Waits until the database answers, logging each failed attempt; gives up after timeoutMs. */
+export async function waitForDatabase(pool: Pool, logger: Logger, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await pool.query("SELECT 1");
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`database unreachable after ${timeoutMs} ms: ${(err as Error).message}`);
+      logger.warn({ attempt, err: (err as Error).message }, "database not reachable yet, retrying");
+      await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+    }
+  }
+}
+
+/** True for errors where running the same transaction again is the right answer. */
+export function isTransientDbError(err: unknown): boolean {
+  const e = err as { errno?: number; code?: string } | null;
+  if (!e) return false;
+  // 1213 deadlock, 1205 lock wait timeout, 1020 record changed (MariaDB optimistic), 4031 idle disconnect
+  if (e.errno === 1213 || e.errno === 1205 || e.errno === 1020 || e.errno === 4031) return true;
+  return ["ECONNRESET", "PROTOCOL_CONNECTION_LOST", "EPIPE"].includes(e.code ?? "");
+}
+
+/** Runs fn again (up to `attempts` times) when it fails with a deadlock or lock timeout. */
+export async function retryTransient<T>(fn: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= attempts || !isTransientDbError(err)) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 10 * i));
+    }
+  }
+}
+
+/**
+ * Applies drizzle-kit migrations under a named lock, so replicas starting
+ * together do not race each other through the same migration.
+ */
+export async function migrateWithLock(pool: Pool, lockName: string, run: () => Promise<void>, logger: Logger): Promise<void> {
+  const conn = await pool.getConnection();
+  try {
+    const [rows] = await conn.query("SELECT GET_LOCK(?, 60) AS got", [lockName]);
+    if ((rows as Array<{ got: number }>)[0]?.got !== 1) throw new Error(`could not take migration lock ${lockName} within 60 s`);
+    try {
+      const started = Date.now();
+      await run();
+      logger.info({ ms: Date.now() - started }, "database schema is up to date");
+    } finally {
+      await conn.query("SELECT RELEASE_LOCK(?)", [lockName]);
+    }
+  } finally {
+    conn.release();
+  }
+}

@@ -1,0 +1,243 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import * as grpc from "@grpc/grpc-js";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { create, fromBinary, toBinary, type DescFile, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createHandlerContext, type HandlerContext } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { file_grpc_health_v1_health } from "@shop/sdk/gen/grpc/health/v1/health_pb";
+import { toConnectError } from "./errors.js";
+import type { Logger } from "./logger.js";
+
+type UnaryHandler = (req: any, ctx: HandlerContext) => Promise<any> | any;
+
+/** One service and its implementation; the same object serves both transports. */
+export interface ServiceBinding {
+  service: DescService;
+  impl: Record<string, UnaryHandler>;
+}
+
+export interface ServerOptions {
+  host: string;
+  /** gRPC (HTTP/2) port; 0 picks a free one. */
+  grpcPort: number;
+  /** Connect JSON over HTTP/1.1 port, also /healthz and /readyz; 0 picks a free one. */
+  httpPort: number;
+  services: ServiceBinding[];
+  logger: Logger;
+  /** Answers /readyz: false while the database is unreachable. */
+  isReady: () => Promise<boolean>;
+  /** Largest request accepted, in bytes. Default 1 MiB: no request here needs more. */
+  maxMessageBytes?: number;
+  /** Serve gRPC server reflection. Default true. */
+  reflection?: boolean;
+}
+
+export interface RunningServers {
+  grpcPort: number;
+  httpPort: number;
+  /** Stop accepting calls, let calls in flight finish (up to graceMs), then close. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Wraps every method so both transports log and map errors the same way:
+ * domain refusals are logged at info with their status, anything unexpected at
+ * error with its cause; the caller never sees an internal message.
+ */
+function guarded(binding: ServiceBinding, logger: Logger): Record<string, UnaryHandler> {
+  const out: Record<string, UnaryHandler> = {};
+  for (const method of binding.service.methods) {
+    const impl = binding.impl[method.localName];
+    if (!impl) continue;
+    if (method.methodKind !== "unary") throw new Error(`${method.name}: only unary methods are served`);
+    out[method.localName] = async (req, ctx) => {
+      try {
+        return await impl(req, ctx);
+      } catch (err) {
+        const ce = toConnectError(err);
+        const fields = { rpc: method.name, protocol: ctx.protocolName, code: Code[ce.code] };
+        if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
+          logger.error({ ...fields, err: ce.cause ?? err }, `${method.name} failed: ${ce.rawMessage}`);
+        } else {
+          logger.info(fields, `${method.name} refused: ${ce.rawMessage}`);
+        }
+        throw ce;
+      }
+    };
+  }
+  return out;
+}
+
+/** Descriptors for reflection, dependencies first, each file once. */
+function fileDescriptorProtos(files: DescFile[]): Buffer[] {
+  const seen = new Set<string>();
+  const out: Buffer[] = [];
+  const visit = (f: DescFile) => {
+    if (seen.has(f.name)) return;
+    seen.add(f.name);
+    f.dependencies.forEach(visit);
+    out.push(Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
+  };
+  files.forEach(visit);
+  return out;
+}
+
+function grpcStatusFrom(err: unknown): Partial<grpc.StatusObject> {
+  const ce = err instanceof ConnectError ? err : toConnectError(err);
+  return { code: ce.code as number as grpc.status, details: ce.rawMessage };
+}
+
+function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryHandler>) {
+  const definition: Record<string, grpc.MethodDefinition<any, any>> = {};
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods as DescMethod[]) {
+    const fn = impl[method.localName];
+    if (!fn || method.methodKind !== "unary") continue;
+    const path = `/${service.typeName}/${method.name}`;
+    definition[method.localName] = {
+      path,
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: (m: any) => Buffer.from(toBinary(method.input, m)),
+      requestDeserialize: (b: Buffer) => fromBinary(method.input, b),
+      responseSerialize: (m: any) => Buffer.from(toBinary(method.output, m)),
+      responseDeserialize: (b: Buffer) => fromBinary(method.output, b),
+    };
+    handlers[method.localName] = (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+      const deadline = call.getDeadline();
+      const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number(deadline);
+      const timeoutMs = Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now()) : undefined;
+      const requestSignal = new AbortController();
+      call.on("cancelled", () => requestSignal.abort(new ConnectError("cancelled by client", Code.Canceled)));
+      const requestHeader = new Headers();
+      for (const [k, v] of Object.entries(call.metadata.getMap())) {
+        if (typeof v === "string") requestHeader.set(k, v);
+      }
+      const ctx = createHandlerContext({
+        service,
+        method,
+        protocolName: "grpc",
+        requestMethod: "POST",
+        url: path,
+        timeoutMs,
+        requestSignal: requestSignal.signal,
+        requestHeader,
+      });
+      Promise.resolve()
+        .then(() => fn(call.request, ctx))
+        .then(
+          (res) => callback(null, create(method.output, res)),
+          (err) => callback(grpcStatusFrom(err) as grpc.ServiceError),
+        );
+    };
+  }
+  return { definition: definition as grpc.ServiceDefinition, handlers };
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/**
+ * Serves the given services on grpc-js (with reflection and grpc.health.v1)
+ * and on connect-node (Connect JSON over HTTP/1.1, plus /healthz and /readyz).
+ */
+export async function startServers(opts: ServerOptions): Promise<RunningServers> {
+  const maxBytes = opts.maxMessageBytes ?? 1024 * 1024;
+  const log = opts.logger;
+  const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, log) }));
+
+  const grpcServer = new grpc.Server({
+    "grpc.max_receive_message_length": maxBytes,
+    "grpc.max_send_message_length": 16 * 1024 * 1024,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  for (const b of bindings) {
+    const { definition, handlers } = grpcServiceDefinition(b.service, b.impl);
+    grpcServer.addService(definition, handlers);
+  }
+  const health = new HealthImplementation({
+    "": "SERVING",
+    ...Object.fromEntries(bindings.map((b) => [b.service.typeName, "SERVING" as const])),
+  });
+  health.addToServer(grpcServer);
+  if (opts.reflection ?? true) {
+    const files = [...bindings.map((b) => b.service.file), file_grpc_health_v1_health];
+    const pkg = { reflection: { fileDescriptorProtos: fileDescriptorProtos(files) } } as any;
+    new ReflectionService(pkg).addToServer(grpcServer);
+  }
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    grpcServer.bindAsync(`${opts.host}:${opts.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(new Error(`cannot listen for gRPC on ${opts.host}:${opts.grpcPort}: ${err.message}`)) : resolve(port),
+    ),
+  );
+
+  const connectHandler = connectNodeAdapter({
+    routes: (router) => {
+      for (const b of bindings) router.service(b.service, b.impl as any);
+    },
+    readMaxBytes: maxBytes,
+  });
+  const httpServer = http.createServer((req, res) => {
+    if (req.method === "GET" && req.url === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+      return;
+    }
+    if (req.method === "GET" && req.url === "/readyz") {
+      opts.isReady().then(
+        (ready) => res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "database unreachable\n"),
+        () => res.writeHead(503, { "content-type": "text/plain" }).end("database unreachable\n"),
+      );
+      return;
+    }
+    connectHandler(req, res);
+  });
+  let httpPort: number;
+  try {
+    httpPort = await listen(httpServer, opts.httpPort, opts.host);
+  } catch (err) {
+    grpcServer.forceShutdown();
+    throw new Error(`cannot listen for HTTP on ${opts.host}:${opts.httpPort}: ${(err as Error).message}`);
+  }
+  log.info({ grpcPort, httpPort, host: opts.host }, `serving gRPC on ${opts.host}:${grpcPort}, Connect/HTTP on ${opts.host}:${httpPort}`);
+
+  let closing: Promise<void> | undefined;
+  return {
+    grpcPort,
+    httpPort,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        for (const b of bindings) health.setStatus(b.service.typeName, "NOT_SERVING");
+        health.setStatus("", "NOT_SERVING");
+        const grpcDone = new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            grpcServer.forceShutdown();
+            resolve();
+          }, graceMs);
+          grpcServer.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        const httpDone = new Promise<void>((resolve) => {
+          httpServer.close(() => resolve());
+          httpServer.closeIdleConnections();
+          setTimeout(() => {
+            httpServer.closeAllConnections();
+          }, graceMs).unref();
+        });
+        await Promise.all([grpcDone, httpDone]);
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,46 @@
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { OrderService } from "./gen/shop/order/v1/order_pb.js";
+import { VoucherService } from "./gen/shop/voucher/v1/voucher_pb.js";
+
+export type OrderClient = Client<typeof OrderService>;
+export type VoucherClient = Client<typeof VoucherService>;
+
+export interface ClientOptions {
+  /** Base URL of the gRPC server, e.g. "http://127.0.0.1:50052". */
+  baseUrl: string;
+  /** Deadline applied to every call that does not set its own. Default 5000 ms: grpc-js has none. */
+  defaultTimeoutMs?: number;
+  interceptors?: Interceptor[];
+}
+
+/** A typed client plus the HTTP/2 session it owns; close() it or the process will not exit. */
+export interface ClosableClient<C> {
+  client: C;
+  close(): void;
+}
+
+function transportFor(opts: ClientOptions) {
+  const sessionManager = new Http2SessionManager(opts.baseUrl, {
+    pingIntervalMs: 10_000,
+    pingTimeoutMs: 5_000,
+    idleConnectionTimeoutMs: 60_000,
+  });
+  const transport = createGrpcTransport({
+    baseUrl: opts.baseUrl,
+    sessionManager,
+    defaultTimeoutMs: opts.defaultTimeoutMs ?? 5_000,
+    interceptors: opts.interceptors,
+  });
+  return { transport, close: () => sessionManager.abort() };
+}
+
+export function createOrderClient(opts: ClientOptions): ClosableClient<OrderClient> {
+  const { transport, close } = transportFor(opts);
+  return { client: createClient(OrderService, transport), close };
+}
+
+export function createVoucherClient(opts: ClientOptions): ClosableClient<VoucherClient> {
+  const { transport, close } = transportFor(opts);
+  return { client: createClient(VoucherService, transport), close };
+}
