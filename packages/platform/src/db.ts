@@ -28,7 +28,9 @@ export function createPool({ url, connectionLimit = 10 }: PoolOptions): Pool {
     multipleStatements: false,
   });
   pool.pool.on("connection", (conn: any) => {
-    conn.query("SET SESSION time_zone = '+00:00', SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    // Two statements: the variable behind isolation is named differently on MariaDB and MySQL 8.
+    conn.query("SET SESSION time_zone = '+00:00'");
+    conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
   });
   return pool;
 }
