@@ -7,6 +7,14 @@ import { freePort } from "./ports.js";
 
 const run = promisify(execFile);
 
+// Servers still running when this process exits (a crashed or aborted test
+// run) are killed with it, so no mariadbd is ever left behind. InnoDB
+// recovers from SIGKILL, so data kept in a folder survives.
+const live = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of live) child.kill("SIGKILL");
+});
+
 export interface MariaDbOptions {
   /** Folder for data, socket and logs; kept across restarts. Default: a new temporary folder, removed on stop(). */
   dir?: string;
@@ -81,8 +89,12 @@ export class MariaDbServer {
       { stdio: "ignore" },
     );
     const child = this.child;
+    live.add(child);
     let exited = false;
-    child.once("exit", () => (exited = true));
+    child.once("exit", () => {
+      exited = true;
+      live.delete(child);
+    });
     const deadline = Date.now() + 30_000;
     while (!(await this.ping())) {
       if (exited) throw new Error(`mariadbd exited during start; see ${path.join(this.dir, "error.log")}`);
