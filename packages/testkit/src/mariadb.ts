@@ -55,6 +55,10 @@ export class MariaDbServer {
 
   async start(): Promise<void> {
     const data = path.join(this.dir, "data");
+    // Each server gets its own temporary folder: two mariadb-install-db runs
+    // sharing /tmp clash on their scratch tables.
+    const tmp = path.join(this.dir, "tmp");
+    mkdirSync(tmp, { recursive: true });
     if (!existsSync(path.join(data, "mysql"))) {
       mkdirSync(data, { recursive: true });
       await run("mariadb-install-db", [
@@ -64,7 +68,7 @@ export class MariaDbServer {
         "--auth-root-authentication-method=normal",
         "--skip-test-db",
         "--skip-name-resolve",
-      ]);
+      ], { env: { ...process.env, TMPDIR: tmp } });
     }
     this.port ||= this.opts.port ?? (await freePort());
     this.child = spawn(
@@ -78,6 +82,7 @@ export class MariaDbServer {
         `--socket=${this.socket}`,
         `--pid-file=${path.join(this.dir, "mysqld.pid")}`,
         `--log-error=${path.join(this.dir, "error.log")}`,
+        `--tmpdir=${tmp}`,
         "--skip-name-resolve",
         "--innodb-buffer-pool-size=128M",
         "--innodb-log-file-size=64M",

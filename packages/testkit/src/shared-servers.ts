@@ -11,7 +11,13 @@ let servers: { order: MariaDbServer; voucher: MariaDbServer } | undefined;
 export async function startSharedServers(): Promise<void> {
   const order = new MariaDbServer();
   const voucher = new MariaDbServer();
-  await Promise.all([order.start(), voucher.start()]);
+  const started = await Promise.allSettled([order.start(), voucher.start()]);
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) {
+    // Stop the one that did start, or it would keep the test run alive.
+    await Promise.allSettled([order.stop(), voucher.stop()]);
+    throw failed.reason;
+  }
   servers = { order, voucher };
 }
 

@@ -1,0 +1,55 @@
+import { envReader } from "@shop/platform/config";
+
+export type EnvReader = ReturnType<typeof envReader>;
+
+export interface OrderServiceConfig {
+  /** ORDER_DATABASE_URL, required: mysql://user:password@host:port/database. */
+  databaseUrl: string;
+  /** ORDER_HOST, default 127.0.0.1: listen on loopback unless told otherwise. */
+  host: string;
+  /** ORDER_GRPC_PORT, default 50051. */
+  grpcPort: number;
+  /** ORDER_HTTP_PORT (Connect JSON, /healthz, /readyz), default 8081. */
+  httpPort: number;
+  /** ORDER_DB_POOL_SIZE, default 10: the API and the in-process relay share it. */
+  poolSize: number;
+  /** VOUCHER_SERVICE_URL, default http://127.0.0.1:50052 (the voucher service's default gRPC port); the relay calls it. */
+  voucherServiceUrl: string;
+  /**
+   * RELAY_ENABLED, default true: the relay runs inside the order service, so
+   * one process is the whole order side. False when relays run as their own
+   * processes (then they scale independently of the API).
+   */
+  relayEnabled: boolean;
+}
+
+/**
+ * Reads the order service's own settings into `r` without finishing, so the
+ * composition root can add the relay's settings and report every bad one at once.
+ */
+export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
+  const voucherServiceUrl = r.string("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052");
+  try {
+    const u = new URL(voucherServiceUrl);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
+  } catch {
+    r.problem(`VOUCHER_SERVICE_URL=${JSON.stringify(voucherServiceUrl)} must be an http:// or https:// URL, like http://127.0.0.1:50052`);
+  }
+  return {
+    databaseUrl: r.databaseUrl("ORDER_DATABASE_URL"),
+    host: r.string("ORDER_HOST", "127.0.0.1"),
+    grpcPort: r.port("ORDER_GRPC_PORT", 50051),
+    httpPort: r.port("ORDER_HTTP_PORT", 8081),
+    poolSize: r.int("ORDER_DB_POOL_SIZE", 10, { min: 1, max: 500 }),
+    voucherServiceUrl,
+    relayEnabled: r.bool("RELAY_ENABLED", true),
+  };
+}
+
+/** Reads and validates the order service's settings; throws a ConfigError naming every bad one. */
+export function loadOrderServiceConfig(env: NodeJS.ProcessEnv = process.env): OrderServiceConfig {
+  const r = envReader(env);
+  const config = readOrderServiceConfig(r);
+  r.finish();
+  return config;
+}

@@ -1,0 +1,171 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { DomainError, notFound } from "@shop/platform/errors";
+import type { Logger } from "@shop/platform/logger";
+import {
+  OrderService,
+  OrderStatus as ProtoOrderStatus,
+  VoucherStatus as ProtoVoucherStatus,
+  type OrderSchema,
+} from "@shop/sdk/order";
+import type { OrderStatus } from "../domain/order.js";
+import type { VoucherStatus } from "../domain/voucher-state.js";
+import { decodeIdToken, decodeSentToken, encodeIdToken, encodeSentToken } from "../domain/page-token.js";
+import {
+  LIST_ORDERS_PAGE,
+  LIST_SENT_ORDERS_PAGE,
+  orderIdsToLookUp,
+  pageSize,
+  requireId,
+  sentWindow,
+  validateCreateOrder,
+} from "../domain/validation.js";
+import type { OrderStore, OrderView } from "../db/order-store.js";
+
+export interface OrderServiceDeps {
+  store: OrderStore;
+  logger: Logger;
+}
+
+const ORDER_STATUS: Record<OrderStatus, ProtoOrderStatus> = {
+  PENDING: ProtoOrderStatus.PENDING,
+  SENT: ProtoOrderStatus.SENT,
+  DELIVERED: ProtoOrderStatus.DELIVERED,
+  CANCELLED: ProtoOrderStatus.CANCELLED,
+};
+
+const VOUCHER_STATUS: Record<VoucherStatus, ProtoVoucherStatus> = {
+  NOT_ELIGIBLE: ProtoVoucherStatus.NOT_ELIGIBLE,
+  PENDING: ProtoVoucherStatus.PENDING,
+  ISSUED: ProtoVoucherStatus.ISSUED,
+  DEAD: ProtoVoucherStatus.DEAD,
+};
+
+const ts = (d: Date | null): Timestamp | undefined => (d ? timestampFromDate(d) : undefined);
+
+export function toProtoOrder(o: OrderView): MessageInitShape<typeof OrderSchema> {
+  return {
+    id: o.id,
+    customerId: o.customerId,
+    totalCents: BigInt(o.totalCents),
+    currency: o.currency,
+    status: ORDER_STATUS[o.status],
+    createdAt: ts(o.createdAt),
+    updatedAt: ts(o.updatedAt),
+    sentAt: ts(o.sentAt),
+    deliveredAt: ts(o.deliveredAt),
+    cancelledAt: ts(o.cancelledAt),
+    voucher: {
+      status: VOUCHER_STATUS[o.voucher.status],
+      voucherId: o.voucher.voucherId ?? "",
+      lastError: o.voucher.lastError ?? "",
+      attempts: o.voucher.attempts,
+    },
+  };
+}
+
+const dateOf = (t: Timestamp | undefined): Date | undefined => (t ? timestampDate(t) : undefined);
+
+/**
+ * The OrderService handlers: proto ↔ domain mapping only. Validation and
+ * transitions live in the domain, SQL in the store; refusals are DomainErrors
+ * that the server turns into statuses and logs. Unexpected failures are
+ * logged here once more with the order they concern.
+ */
+export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): ServiceImpl<typeof OrderService> {
+  async function forOrder<T>(rpc: string, orderId: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!(err instanceof DomainError)) logger.error({ rpc, orderId, err }, `${rpc} failed for order ${orderId}`);
+      throw err;
+    }
+  }
+
+  return {
+    async createOrder(req) {
+      const input = validateCreateOrder(req);
+      try {
+        const { order, created } = await store.create(input);
+        return { order: toProtoOrder(order), created };
+      } catch (err) {
+        if (!(err instanceof DomainError)) logger.error({ rpc: "CreateOrder", requestId: input.requestId, err }, `CreateOrder failed for request_id ${input.requestId}`);
+        throw err;
+      }
+    },
+
+    async getOrder(req) {
+      const orderId = requireId("order_id", req.orderId);
+      return forOrder("GetOrder", orderId, async () => {
+        const order = await store.get(orderId);
+        if (!order) throw notFound(`order ${orderId} not found`);
+        return { order: toProtoOrder(order) };
+      });
+    },
+
+    async listOrders(req) {
+      const customerId = requireId("customer_id", req.customerId);
+      const limit = pageSize(req.pageSize, LIST_ORDERS_PAGE);
+      const beforeId = decodeIdToken(req.pageToken);
+      // One row past the page says whether another page exists, so the last page carries no token.
+      const rows = await store.listByCustomer(customerId, beforeId, limit + 1);
+      const page = rows.slice(0, limit);
+      return {
+        orders: page.map(toProtoOrder),
+        nextPageToken: rows.length > limit ? encodeIdToken(page[page.length - 1]!.id) : "",
+      };
+    },
+
+    async markOrderSent(req) {
+      const orderId = requireId("order_id", req.orderId);
+      return forOrder("MarkOrderSent", orderId, async () => {
+        const { order, changed } = await store.markSent(orderId);
+        return { order: toProtoOrder(order), changed };
+      });
+    },
+
+    async markOrderDelivered(req) {
+      const orderId = requireId("order_id", req.orderId);
+      return forOrder("MarkOrderDelivered", orderId, async () => {
+        const { order, changed } = await store.markDelivered(orderId);
+        return { order: toProtoOrder(order), changed };
+      });
+    },
+
+    async cancelOrder(req) {
+      const orderId = requireId("order_id", req.orderId);
+      return forOrder("CancelOrder", orderId, async () => {
+        const { order, changed } = await store.cancel(orderId);
+        return { order: toProtoOrder(order), changed };
+      });
+    },
+
+    async listSentOrders(req) {
+      const window = sentWindow(dateOf(req.sentAfter), dateOf(req.sentBefore));
+      const limit = pageSize(req.pageSize, LIST_SENT_ORDERS_PAGE);
+      const from = decodeSentToken(req.pageToken);
+      const rows = await store.listSent({ ...window, from, limit: limit + 1 });
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return {
+        orders: page.map(toProtoOrder),
+        nextPageToken: rows.length > limit && last ? encodeSentToken({ sentAt: last.sentAt!, id: last.id }) : "",
+      };
+    },
+
+    async batchGetOrders(req) {
+      const ids = orderIdsToLookUp(req.orderIds);
+      const orders = await store.getMany(ids);
+      return { orders: orders.map(toProtoOrder) };
+    },
+
+    async requeueVoucher(req) {
+      const orderId = requireId("order_id", req.orderId);
+      return forOrder("RequeueVoucher", orderId, async () => {
+        const { order, requeued } = await store.requeueVoucher(orderId);
+        return { order: toProtoOrder(order), requeued };
+      });
+    },
+  };
+}

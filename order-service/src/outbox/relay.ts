@@ -1,0 +1,339 @@
+import { hostname } from "node:os";
+import type { envReader } from "@shop/platform/config";
+import { retryTransient, type Pool } from "@shop/platform/db";
+import { newId } from "@shop/platform/ids";
+import type { Logger } from "@shop/platform/logger";
+import type { VoucherClient } from "@shop/sdk/clients";
+import { ackDelivered } from "./ack.js";
+import { errorPauseMs, retryDelayMs } from "./backoff.js";
+import { claimDueRows } from "./claim.js";
+import { deliverRows, type Delivered, type Failed, type Outcome } from "./deliver.js";
+import { markDead, scheduleRetries } from "./fail.js";
+
+export interface RelayConfig {
+  /**
+   * Rows per claim, sent as one BatchIssueVouchers call. Default 100: batching
+   * is the main throughput lever (claim+ack ~0.65k rows/s at 1, ~25k/s at 100),
+   * and the voucher service accepts at most 1000 items per call.
+   */
+  batchSize: number;
+  /**
+   * Claim loops per relay, each with at most one call in flight. Default 4:
+   * enough to overlap the network call of one batch with the claim and ack of
+   * others; the pool needs at least this many connections.
+   */
+  concurrency: number;
+  /**
+   * How long a claim owns its rows before any relay may take them again.
+   * Default 30000 ms. Must exceed twice callTimeoutMs (a batch call refused
+   * as a whole is followed by per-row calls), or rows would be reclaimed
+   * while still being delivered; too long only delays recovery from a relay
+   * that died mid-call.
+   */
+  leaseMs: number;
+  /**
+   * Pause after a claim found fewer rows than batchSize. Default 1000 ms: a
+   * safety net for rows written by other processes; rows written in this
+   * process call wake() and go at once.
+   */
+  pollIntervalMs: number;
+  /** Deadline of each voucher-service call. Default 5000 ms: grpc-js has none, and a hung call holds a lease. */
+  callTimeoutMs: number;
+  /**
+   * Ceiling of the first retry's delay (full jitter, doubling per attempt).
+   * Default 500 ms: a blip is retried almost at once.
+   */
+  retryBaseMs: number;
+  /**
+   * Longest delay between two attempts of one row. Default 300000 ms (5 min):
+   * bounds the delivery lag after a long voucher-service outage without
+   * hammering it while it is down.
+   */
+  retryMaxMs: number;
+}
+
+export const RELAY_DEFAULTS: Readonly<RelayConfig> = {
+  batchSize: 100,
+  concurrency: 4,
+  leaseMs: 30_000,
+  pollIntervalMs: 1_000,
+  callTimeoutMs: 5_000,
+  retryBaseMs: 500,
+  retryMaxMs: 300_000,
+};
+
+/** Problems with a config (empty when it is usable); the rules that single ranges cannot express. */
+export function relayConfigProblems(c: RelayConfig): string[] {
+  const problems: string[] = [];
+  if (c.leaseMs <= 2 * c.callTimeoutMs) {
+    problems.push(
+      `RELAY_LEASE_MS=${c.leaseMs} must exceed twice RELAY_CALL_TIMEOUT_MS=${c.callTimeoutMs} ` +
+        "(a batch call and the per-row fallback after it must both finish within the lease)",
+    );
+  }
+  if (c.retryMaxMs < c.retryBaseMs) {
+    problems.push(`RELAY_RETRY_MAX_MS=${c.retryMaxMs} must not be below RELAY_RETRY_BASE_MS=${c.retryBaseMs}`);
+  }
+  return problems;
+}
+
+/**
+ * Reads the RELAY_* settings. Problems are recorded on the reader; the caller
+ * calls env.finish() once it has read all its settings, so one error lists them all.
+ */
+export function relayConfigFromEnv(env: ReturnType<typeof envReader>): RelayConfig {
+  const d = RELAY_DEFAULTS;
+  const config: RelayConfig = {
+    batchSize: env.int("RELAY_BATCH_SIZE", d.batchSize, { min: 1, max: 1000 }),
+    concurrency: env.int("RELAY_CONCURRENCY", d.concurrency, { min: 1, max: 64 }),
+    leaseMs: env.int("RELAY_LEASE_MS", d.leaseMs, { min: 100, max: 3_600_000 }),
+    pollIntervalMs: env.int("RELAY_POLL_INTERVAL_MS", d.pollIntervalMs, { min: 1, max: 3_600_000 }),
+    callTimeoutMs: env.int("RELAY_CALL_TIMEOUT_MS", d.callTimeoutMs, { min: 10, max: 600_000 }),
+    retryBaseMs: env.int("RELAY_RETRY_BASE_MS", d.retryBaseMs, { min: 1, max: 3_600_000 }),
+    retryMaxMs: env.int("RELAY_RETRY_MAX_MS", d.retryMaxMs, { min: 1, max: 86_400_000 }),
+  };
+  for (const p of relayConfigProblems(config)) env.problem(p);
+  return config;
+}
+
+export interface RelayDeps {
+  pool: Pool;
+  voucher: VoucherClient;
+  logger: Logger;
+  config: RelayConfig;
+  /**
+   * Names this relay in claim tokens and logs. Default: host name and pid.
+   * Need not be unique: every claim token adds a fresh ULID.
+   */
+  relayId?: string;
+}
+
+/** A claim token is relayId + ":" + a 26-character ULID and must fit locked_by VARCHAR(64). */
+const RELAY_ID_MAX = 64 - 27;
+
+function defaultRelayId(): string {
+  return `${hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 24)}-${process.pid}`;
+}
+
+/** A pause that wake() or stop() can end early. */
+class Nap {
+  private timer?: NodeJS.Timeout;
+  private done!: () => void;
+  readonly over: Promise<void>;
+  constructor(ms: number) {
+    this.over = new Promise((resolve) => {
+      this.done = resolve;
+      this.timer = setTimeout(resolve, ms);
+    });
+  }
+  end(): void {
+    clearTimeout(this.timer);
+    this.done();
+  }
+}
+
+/**
+ * Drains voucher_outbox into the voucher service: `concurrency` loops each
+ * claim a batch (SKIP LOCKED, leased to a unique claim token), deliver it with
+ * one call outside any transaction, then ack or fail each row fenced on that
+ * token. Any number of relays, in-process or standalone, may share one
+ * outbox; the voucher service's idempotency per order makes a redelivery
+ * after a lost ack harmless.
+ */
+export class Relay {
+  private readonly pool: Pool;
+  private readonly voucher: VoucherClient;
+  private readonly log: Logger;
+  private readonly config: RelayConfig;
+  readonly relayId: string;
+  private stopping = false;
+  private running?: Promise<void>;
+  private stopped?: Promise<void>;
+  private readonly napping = new Set<Nap>();
+  private wakePending = false;
+
+  constructor(deps: RelayDeps) {
+    const problems = relayConfigProblems(deps.config);
+    if (problems.length > 0) throw new Error(`invalid relay config: ${problems.join("; ")}`);
+    this.pool = deps.pool;
+    this.voucher = deps.voucher;
+    this.config = { ...deps.config };
+    this.relayId = (deps.relayId ?? defaultRelayId()).slice(0, RELAY_ID_MAX);
+    this.log = deps.logger.child({ component: "relay", relayId: this.relayId });
+  }
+
+  start(): void {
+    if (this.running || this.stopping) return;
+    this.log.info({ ...this.config }, "relay started");
+    const loops = Array.from({ length: this.config.concurrency }, (_, i) => this.loop(i));
+    this.running = Promise.all(loops).then(() => undefined);
+  }
+
+  /**
+   * Ends the pause of one idle loop so a row just committed goes now, not
+   * after the poll interval. If every loop is busy, the next one to finish
+   * skips its pause instead, so a wake is never lost.
+   */
+  wake(): void {
+    if (this.stopping) return;
+    if (!this.wakeOneNapper()) this.wakePending = true;
+  }
+
+  /** Stops claiming, lets calls in flight finish and ack, then resolves. Idempotent. */
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      this.stopping = true;
+      for (const nap of this.napping) nap.end();
+      this.napping.clear();
+      await this.running;
+      if (this.running) this.log.info("relay stopped");
+    })();
+    return this.stopped;
+  }
+
+  private wakeOneNapper(): boolean {
+    const nap = this.napping.values().next().value;
+    if (!nap) return false;
+    this.napping.delete(nap);
+    nap.end();
+    return true;
+  }
+
+  private async pause(ms: number): Promise<void> {
+    if (this.wakePending) {
+      this.wakePending = false;
+      return;
+    }
+    const nap = new Nap(ms);
+    this.napping.add(nap);
+    await nap.over;
+    this.napping.delete(nap);
+  }
+
+  private async loop(worker: number): Promise<void> {
+    let consecutiveErrors = 0;
+    while (!this.stopping) {
+      let pauseMs: number;
+      try {
+        const claimed = await this.claimDeliverSettle(worker);
+        consecutiveErrors = 0;
+        if (claimed >= this.config.batchSize) {
+          // A full batch means a backlog: go again at once, and bring an idle loop in to share it.
+          this.wakeOneNapper();
+          pauseMs = 0;
+        } else {
+          pauseMs = this.config.pollIntervalMs;
+        }
+      } catch (err) {
+        consecutiveErrors++;
+        pauseMs = errorPauseMs(consecutiveErrors, {
+          baseMs: Math.min(this.config.retryBaseMs, this.config.pollIntervalMs),
+          maxMs: Math.max(this.config.pollIntervalMs, 5_000),
+        });
+        this.log.error({ err, worker, consecutiveErrors, retryInMs: pauseMs }, "relay loop failed; retrying");
+      }
+      if (pauseMs > 0 && !this.stopping) await this.pause(pauseMs);
+    }
+  }
+
+  /** One round: returns how many rows were claimed. Throws only on database errors. */
+  private async claimDeliverSettle(worker: number): Promise<number> {
+    const { batchSize, leaseMs, callTimeoutMs } = this.config;
+    const token = `${this.relayId}:${newId()}`;
+    const rows = await retryTransient(() => claimDueRows(this.pool, { limit: batchSize, leaseMs, token }));
+    if (rows.length === 0) return 0;
+    const started = Date.now();
+    const outcomes = await deliverRows(this.voucher, rows, { callTimeoutMs });
+    await this.settle(worker, token, outcomes, Date.now() - started);
+    return rows.length;
+  }
+
+  /**
+   * Records every outcome; each kind is written even if another failed, and
+   * the first database error is rethrown for the loop to pause on.
+   */
+  private async settle(worker: number, token: string, outcomes: Outcome[], callMs: number): Promise<void> {
+    const delivered = outcomes.filter((o): o is Delivered => o.kind === "delivered");
+    const retryable = outcomes.filter((o): o is Failed => o.kind === "retryable");
+    const permanent = outcomes.filter((o): o is Failed => o.kind === "permanent");
+    const errors: unknown[] = [];
+    const ctx = { worker, token };
+
+    if (delivered.length > 0) {
+      try {
+        const stale = await retryTransient(() =>
+          ackDelivered(this.pool, token, delivered.map((o) => ({ id: o.row.id, voucherId: o.voucherId }))),
+        );
+        const created = delivered.filter((o) => o.created).length;
+        this.log.debug(
+          { ...ctx, delivered: delivered.length - stale.length, created, replayed: delivered.length - created, callMs },
+          "voucher batch delivered",
+        );
+        this.warnStale(ctx, "ack", stale);
+      } catch (err) {
+        errors.push(err);
+        this.log.error(
+          { ...ctx, err, rows: delivered.length },
+          "vouchers issued but the ack failed; the rows are delivered again after their lease (the voucher service replays, created=false)",
+        );
+      }
+    }
+
+    if (retryable.length > 0) {
+      const retries = retryable.map((o) => ({
+        id: o.row.id,
+        delayMs: retryDelayMs(o.row.attempts, { baseMs: this.config.retryBaseMs, maxMs: this.config.retryMaxMs }),
+        error: o.error,
+      }));
+      try {
+        const stale = await retryTransient(() => scheduleRetries(this.pool, token, retries));
+        const delays = retries.map((r) => r.delayMs);
+        this.log.info(
+          {
+            ...ctx,
+            rows: retries.length - stale.length,
+            maxAttempts: Math.max(...retryable.map((o) => o.row.attempts)),
+            retryInMs: { min: Math.min(...delays), max: Math.max(...delays) },
+            errors: [...new Set(retryable.map((o) => o.error))].slice(0, 3),
+            callMs,
+          },
+          "voucher delivery failed; retry scheduled",
+        );
+        this.warnStale(ctx, "retry", stale);
+      } catch (err) {
+        errors.push(err);
+        this.log.error({ ...ctx, err, rows: retries.length }, "could not schedule retries; the rows are claimed again after their lease");
+      }
+    }
+
+    if (permanent.length > 0) {
+      for (const o of permanent) {
+        this.log.error(
+          { ...ctx, outboxId: o.row.id, orderId: o.row.orderId, attempts: o.row.attempts, error: o.error },
+          "voucher refused for good; outbox row is dead until requeued",
+        );
+      }
+      try {
+        const stale = await retryTransient(() =>
+          markDead(this.pool, token, permanent.map((o) => ({ id: o.row.id, error: o.error }))),
+        );
+        this.warnStale(ctx, "dead", stale);
+      } catch (err) {
+        errors.push(err);
+        this.log.error({ ...ctx, err, rows: permanent.length }, "could not mark rows dead; they are claimed again after their lease");
+      }
+    }
+
+    if (errors.length > 0) throw errors[0];
+  }
+
+  /**
+   * A stale claimer's lease ran out and another relay claimed the rows: its
+   * write was fenced off. Nothing is lost (the new owner delivers and acks),
+   * but it means calls outlast the lease, so it is worth a warning.
+   */
+  private warnStale(ctx: object, op: string, ids: number[]): void {
+    if (ids.length === 0) return;
+    this.log.warn({ ...ctx, op, outboxIds: ids }, "lease lost before settling: another relay owns these rows now; write skipped");
+  }
+}

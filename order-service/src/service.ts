@@ -1,0 +1,87 @@
+import { createPool, waitForDatabase, type Pool } from "@shop/platform/db";
+import type { Logger } from "@shop/platform/logger";
+import { startServers, type RunningServers } from "@shop/platform/servers";
+import { createVoucherClient } from "@shop/sdk/clients";
+import { OrderService } from "@shop/sdk/order";
+import type { OrderServiceConfig } from "./config.js";
+import { migrateOrderDatabase } from "./db/migrate.js";
+import { OrderStore } from "./db/order-store.js";
+import { createOrderServiceImpl } from "./grpc/routes.js";
+import type { RelayConfig } from "./outbox/relay.js";
+
+export interface StartOrderServiceOptions {
+  config: OrderServiceConfig;
+  logger: Logger;
+  /**
+   * The relay's settings, or false to run no relay in this process whatever
+   * RELAY_ENABLED says (tests that look at the outbox themselves; relays
+   * deployed as their own processes).
+   */
+  relay: RelayConfig | false;
+  /** How long stop() lets calls in flight finish. Default 10000 ms. */
+  shutdownGraceMs?: number;
+}
+
+export interface RunningOrderService {
+  grpcPort: number;
+  httpPort: number;
+  pool: Pool;
+  store: OrderStore;
+  /** Idempotent: stop taking calls, stop the relay (waiting for its calls), close the voucher client, end the pool. */
+  stop(): Promise<void>;
+}
+
+interface RelayHandle {
+  start(): void;
+  wake(): void;
+  stop(): Promise<void>;
+}
+
+/** Everything the order service is, minus signals and process exit: main.ts adds those, tests run it in-process. */
+export async function startOrderService(opts: StartOrderServiceOptions): Promise<RunningOrderService> {
+  const { config, logger } = opts;
+  const pool = createPool({ url: config.databaseUrl, connectionLimit: config.poolSize });
+  let relay: RelayHandle | undefined;
+  let closeVoucherClient: (() => void) | undefined;
+  let servers: RunningServers | undefined;
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      // Stop taking calls first, so no new outbox row arrives after the relay is gone.
+      await servers?.close(opts.shutdownGraceMs ?? 10_000);
+      await relay?.stop();
+      closeVoucherClient?.();
+      await pool.end();
+    })());
+
+  try {
+    await waitForDatabase(pool, logger);
+    await migrateOrderDatabase(pool, logger);
+    if (opts.relay !== false) {
+      // Loaded only by processes that run the relay.
+      const { Relay } = await import("./outbox/relay.js");
+      const voucher = createVoucherClient({ baseUrl: config.voucherServiceUrl });
+      closeVoucherClient = voucher.close;
+      relay = new Relay({ pool, voucher: voucher.client, logger, config: opts.relay });
+    }
+    const store = new OrderStore({ pool, logger, onVoucherRequested: () => relay?.wake() });
+    servers = await startServers({
+      host: config.host,
+      grpcPort: config.grpcPort,
+      httpPort: config.httpPort,
+      services: [{ service: OrderService, impl: createOrderServiceImpl({ store, logger }) }],
+      logger,
+      isReady: async () => {
+        await pool.query("SELECT 1");
+        return true;
+      },
+    });
+    relay?.start();
+    logger.info({ relay: relay !== undefined }, relay ? "order service started with its relay" : "order service started without a relay");
+    return { grpcPort: servers.grpcPort, httpPort: servers.httpPort, pool, store, stop };
+  } catch (err) {
+    await stop().catch((stopErr) => logger.error({ err: stopErr }, "cleaning up after a failed start failed"));
+    throw err;
+  }
+}

@@ -1,0 +1,59 @@
+import { expect } from "chai";
+import { ConfigError } from "@shop/platform/config";
+import { loadOrderServiceConfig } from "../src/config.js";
+
+const URL_OK = "mysql://u:p@127.0.0.1:3306/orders";
+
+function problems(env: NodeJS.ProcessEnv): string {
+  try {
+    loadOrderServiceConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message;
+    throw err;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("order service settings", () => {
+  it("have defaults for everything but the database URL", () => {
+    expect(loadOrderServiceConfig({ ORDER_DATABASE_URL: URL_OK })).to.deep.equal({
+      databaseUrl: URL_OK,
+      host: "127.0.0.1",
+      grpcPort: 50051,
+      httpPort: 8081,
+      poolSize: 10,
+      voucherServiceUrl: "http://127.0.0.1:50052",
+      relayEnabled: true,
+    });
+  });
+
+  it("read every variable", () => {
+    const c = loadOrderServiceConfig({
+      ORDER_DATABASE_URL: URL_OK,
+      ORDER_HOST: "0.0.0.0",
+      ORDER_GRPC_PORT: "6000",
+      ORDER_HTTP_PORT: "6001",
+      ORDER_DB_POOL_SIZE: "3",
+      VOUCHER_SERVICE_URL: "http://vouchers:50052",
+      RELAY_ENABLED: "false",
+    });
+    expect(c).to.include({ host: "0.0.0.0", grpcPort: 6000, httpPort: 6001, poolSize: 3, voucherServiceUrl: "http://vouchers:50052", relayEnabled: false });
+  });
+
+  it("name each bad variable, all at once", () => {
+    const message = problems({
+      ORDER_GRPC_PORT: "70000",
+      ORDER_HTTP_PORT: "http",
+      ORDER_DB_POOL_SIZE: "0",
+      VOUCHER_SERVICE_URL: "vouchers:50052",
+      RELAY_ENABLED: "maybe",
+    });
+    for (const name of ["ORDER_DATABASE_URL", "ORDER_GRPC_PORT", "ORDER_HTTP_PORT", "ORDER_DB_POOL_SIZE", "VOUCHER_SERVICE_URL", "RELAY_ENABLED"]) {
+      expect(message).to.contain(name);
+    }
+  });
+
+  it("refuse a database URL that is not mysql://", () => {
+    expect(problems({ ORDER_DATABASE_URL: "postgres://u@h/db" })).to.contain("ORDER_DATABASE_URL");
+  });
+});
