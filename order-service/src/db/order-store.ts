@@ -1,5 +1,5 @@
 import type { PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
-import { retryTransient, type Pool } from "@shop/platform/db";
+import { inTransaction, retryTransient, type Pool } from "@shop/platform/db";
 import { alreadyExists, notFound } from "@shop/platform/errors";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
@@ -18,7 +18,6 @@ import {
 import { voucherStateOf, type OutboxEntry, type VoucherState } from "../domain/voucher-state.js";
 import type { SentPosition } from "../domain/page-token.js";
 import type { SentWindow } from "../domain/validation.js";
-import { inTransaction } from "./transaction.js";
 
 /** An order with the state of its voucher, as the API shows it. */
 export type OrderView = Order & { voucher: VoucherState };

@@ -1,6 +1,5 @@
 import type { ResultSetHeader } from "mysql2/promise";
-import type { Pool } from "@shop/platform/db";
-import { inTransaction } from "./tx.js";
+import { inTransaction, type Pool } from "@shop/platform/db";
 
 export interface Delivery {
   id: number;

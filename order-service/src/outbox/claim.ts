@@ -1,6 +1,5 @@
 import type { RowDataPacket } from "mysql2/promise";
-import type { Pool } from "@shop/platform/db";
-import { inTransaction } from "./tx.js";
+import { inTransaction, type Pool } from "@shop/platform/db";
 
 /** A claimed outbox row: what the voucher service needs, plus the attempt count after this claim. */
 export interface ClaimedRow {

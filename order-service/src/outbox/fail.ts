@@ -1,6 +1,5 @@
 import type { ResultSetHeader } from "mysql2/promise";
-import type { Pool } from "@shop/platform/db";
-import { inTransaction } from "./tx.js";
+import { inTransaction, type Pool } from "@shop/platform/db";
 
 /** last_error is VARCHAR(1024); a longer message would fail the whole update in strict mode. */
 export const LAST_ERROR_MAX = 1024;

@@ -1,4 +1,4 @@
-import mysql from "mysql2/promise";
+import mysql, { type PoolConnection } from "mysql2/promise";
 import type { Logger } from "./logger.js";
 
 export type Pool = mysql.Pool;
@@ -33,6 +33,31 @@ export function createPool({ url, connectionLimit = 10 }: PoolOptions): Pool {
     conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
   });
   return pool;
+}
+
+/**
+ * Runs fn in a transaction on one pooled connection and commits when fn
+ * returns; any error rolls back. A connection whose rollback also fails is
+ * destroyed rather than handed back: it is most likely dead (server
+ * restarted), and the next borrower should get a new one.
+ */
+export async function inTransaction<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
+  const conn = await pool.getConnection();
+  let healthy = true;
+  try {
+    await conn.beginTransaction();
+    const result = await fn(conn);
+    await conn.commit();
+    return result;
+  } catch (err) {
+    await conn.rollback().catch(() => {
+      healthy = false;
+    });
+    throw err;
+  } finally {
+    if (healthy) conn.release();
+    else conn.destroy();
+  }
 }
 
 /** Waits until the database answers, logging each failed attempt; gives up after timeoutMs. */
