@@ -1,0 +1,36 @@
+import { envReader } from "@shop/platform/config";
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+export interface VoucherServiceConfig {
+  /** VOUCHER_DATABASE_URL, required: mysql://user:password@host:port/database. */
+  databaseUrl: string;
+  /** VOUCHER_HOST, default 127.0.0.1: listen on loopback unless told otherwise. */
+  host: string;
+  /** VOUCHER_GRPC_PORT, default 50052. */
+  grpcPort: number;
+  /** VOUCHER_HTTP_PORT (Connect JSON, /healthz, /readyz), default 8082. */
+  httpPort: number;
+  /** VOUCHER_DB_POOL_SIZE, default 10: enough for the batch hot path on one database. */
+  poolSize: number;
+  /** VOUCHER_MAX_BATCH, default 1000 (the proto's documented maximum): items per BatchIssueVouchers call. */
+  maxBatch: number;
+  /** LOG_LEVEL, default info. */
+  logLevel: (typeof LOG_LEVELS)[number];
+}
+
+/** Reads and validates the settings once at start; throws a ConfigError naming every bad one. */
+export function loadVoucherServiceConfig(env: NodeJS.ProcessEnv = process.env): VoucherServiceConfig {
+  const r = envReader(env);
+  const config: VoucherServiceConfig = {
+    databaseUrl: r.databaseUrl("VOUCHER_DATABASE_URL"),
+    host: r.string("VOUCHER_HOST", "127.0.0.1"),
+    grpcPort: r.port("VOUCHER_GRPC_PORT", 50052),
+    httpPort: r.port("VOUCHER_HTTP_PORT", 8082),
+    poolSize: r.int("VOUCHER_DB_POOL_SIZE", 10, { min: 1, max: 200 }),
+    maxBatch: r.int("VOUCHER_MAX_BATCH", 1000, { min: 1, max: 1000 }),
+    logLevel: r.oneOf("LOG_LEVEL", "info", LOG_LEVELS),
+  };
+  r.finish();
+  return config;
+}

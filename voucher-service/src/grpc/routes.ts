@@ -1,0 +1,92 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
+import { toConnectError } from "@shop/platform/errors";
+import {
+  VoucherSchema,
+  VoucherService,
+  VoucherStatus,
+  type IssueVoucherRequest,
+  type Voucher as VoucherMessage,
+} from "@shop/sdk/voucher";
+import type { Voucher } from "../domain/voucher.js";
+import type { RawIssueRequest } from "../domain/validation.js";
+import type { Vouchers } from "../vouchers.js";
+
+export interface VoucherServiceDeps {
+  vouchers: Vouchers;
+}
+
+export function toVoucherMessage(v: Voucher): VoucherMessage {
+  return create(VoucherSchema, {
+    id: v.id,
+    code: v.code,
+    orderId: v.orderId,
+    customerId: v.customerId,
+    amountCents: BigInt(v.amountCents),
+    currency: v.currency,
+    status: v.status === "VOIDED" ? VoucherStatus.VOIDED : VoucherStatus.ISSUED,
+    issuedAt: timestampFromDate(v.issuedAt),
+    orderTotalCents: BigInt(v.orderTotalCents),
+    voidedAt: v.voidedAt ? timestampFromDate(v.voidedAt) : undefined,
+    voidReason: v.voidReason ?? "",
+  });
+}
+
+function fromIssueRequest(req: IssueVoucherRequest): RawIssueRequest {
+  return { orderId: req.orderId, customerId: req.customerId, orderTotalCents: req.orderTotalCents, currency: req.currency };
+}
+
+/** VoucherService handlers: proto in, plain values to `vouchers`, proto out. Errors are mapped by the server. */
+export function createVoucherServiceImpl({ vouchers }: VoucherServiceDeps): ServiceImpl<typeof VoucherService> {
+  return {
+    async issueVoucher(req) {
+      const { voucher, created } = await vouchers.issueOne(fromIssueRequest(req));
+      return { voucher: toVoucherMessage(voucher), created };
+    },
+
+    async batchIssueVouchers(req) {
+      const results = await vouchers.issueBatch(req.items.map(fromIssueRequest));
+      return {
+        results: results.map((r) =>
+          "error" in r
+            ? { orderId: r.orderId, errorCode: toConnectError(r.error).code, errorMessage: r.error.message }
+            : { orderId: r.orderId, voucher: toVoucherMessage(r.voucher), created: r.created },
+        ),
+      };
+    },
+
+    async getVoucher(req) {
+      return { voucher: toVoucherMessage(await vouchers.get(req.voucherId)) };
+    },
+
+    async listVouchers(req) {
+      const page = await vouchers.listByCustomer(req.customerId, req.pageSize, req.pageToken);
+      return { vouchers: page.items.map(toVoucherMessage), nextPageToken: page.nextPageToken };
+    },
+
+    async batchGetVouchersByOrder(req) {
+      return { vouchers: (await vouchers.getByOrders(req.orderIds)).map(toVoucherMessage) };
+    },
+
+    async listIssuedVouchers(req) {
+      const page = await vouchers.listIssued(
+        req.issuedAfter ? timestampDate(req.issuedAfter) : undefined,
+        req.issuedBefore ? timestampDate(req.issuedBefore) : undefined,
+        req.pageSize,
+        req.pageToken,
+      );
+      return { vouchers: page.items.map(toVoucherMessage), nextPageToken: page.nextPageToken };
+    },
+
+    async voidVoucher(req) {
+      const { voucher, changed } = await vouchers.void(req.voucherId, req.reason);
+      return { voucher: toVoucherMessage(voucher), changed };
+    },
+  };
+}
+
+/** For connect-es routers (e.g. createRouterTransport in tests). */
+export function voucherRoutes(deps: VoucherServiceDeps) {
+  return (router: ConnectRouter) => router.service(VoucherService, createVoucherServiceImpl(deps));
+}

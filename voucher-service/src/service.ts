@@ -1,0 +1,89 @@
+import { createPool, waitForDatabase } from "@shop/platform/db";
+import type { Logger } from "@shop/platform/logger";
+import { startServers } from "@shop/platform/servers";
+import { VoucherService } from "@shop/sdk/voucher";
+import { migrateVoucherDatabase } from "./db/migrate.js";
+import { VoucherStore } from "./db/voucher-store.js";
+import { createVoucherServiceImpl } from "./grpc/routes.js";
+import { createVouchers } from "./vouchers.js";
+
+export interface VoucherServiceOptions {
+  databaseUrl: string;
+  host: string;
+  /** 0 picks a free port (tests). */
+  grpcPort: number;
+  /** 0 picks a free port (tests). */
+  httpPort: number;
+  logger: Logger;
+  /** Database connections. Default 10. */
+  poolSize?: number;
+  /** Items per BatchIssueVouchers call. Default 1000. */
+  maxBatch?: number;
+  /** How long stop() lets calls in flight finish. Default 10 s. */
+  graceMs?: number;
+}
+
+export interface RunningVoucherService {
+  grpcPort: number;
+  httpPort: number;
+  /** Stops serving (calls in flight finish), then closes the pool. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const READY_TIMEOUT_MS = 2_000;
+
+/**
+ * Starts the whole service in this process: pool, wait for the database,
+ * migrations, servers. main.ts runs it; other packages' tests run it in-process.
+ */
+export async function startVoucherService(opts: VoucherServiceOptions): Promise<RunningVoucherService> {
+  const { logger } = opts;
+  const pool = createPool({ url: opts.databaseUrl, connectionLimit: opts.poolSize ?? 10 });
+  try {
+    await waitForDatabase(pool, logger);
+    await migrateVoucherDatabase(pool, logger);
+    const store = new VoucherStore(pool);
+    const vouchers = createVouchers({ store, logger, maxBatch: opts.maxBatch });
+    const servers = await startServers({
+      host: opts.host,
+      grpcPort: opts.grpcPort,
+      httpPort: opts.httpPort,
+      services: [{ service: VoucherService, impl: createVoucherServiceImpl({ vouchers }) }],
+      logger,
+      isReady: () => isReachable(store),
+    });
+    let stopping: Promise<void> | undefined;
+    return {
+      grpcPort: servers.grpcPort,
+      httpPort: servers.httpPort,
+      stop() {
+        stopping ??= (async () => {
+          try {
+            await servers.close(opts.graceMs ?? 10_000);
+          } finally {
+            await pool.end();
+          }
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw err;
+  }
+}
+
+/** /readyz answers within READY_TIMEOUT_MS even when the database hangs. */
+async function isReachable(store: VoucherStore): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), READY_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([store.ping().then(() => true), timeout]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,150 @@
+import { expect } from "chai";
+import { DomainError } from "@shop/platform/errors";
+import { classifyIssue, newVoucherCode, VOUCHER_CODE_PATTERN, type Voucher } from "../src/domain/voucher.js";
+import { checkBatchShape, issuedWindow, orderIdsToLookUp, pageSize, validateIssueRequest, voidReason } from "../src/domain/validation.js";
+import { decodeIdToken, decodeIssuedToken, encodeIdToken, encodeIssuedToken } from "../src/domain/page-token.js";
+
+const valid = { orderId: "ord-1", customerId: "cust-1", orderTotalCents: 15_000n, currency: "EUR" };
+
+function problemOf(overrides: Partial<typeof valid>): string {
+  const r = validateIssueRequest({ ...valid, ...overrides });
+  if (r.ok) throw new Error("expected a validation problem");
+  expect(r.error.kind).to.equal("invalid_argument");
+  return r.error.message;
+}
+
+function refusal(fn: () => unknown): DomainError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).to.be.instanceOf(DomainError);
+    return err as DomainError;
+  }
+  throw new Error("expected a refusal");
+}
+
+describe("voucher domain", () => {
+  describe("validateIssueRequest", () => {
+    it("accepts a well-formed request, including totals of 100 EUR or less (the rule is the order service's)", () => {
+      expect(validateIssueRequest(valid)).to.deep.equal({ ok: true, value: { ...valid, orderTotalCents: 15_000 } });
+      expect(validateIssueRequest({ ...valid, orderTotalCents: 1n }).ok).to.equal(true);
+      expect(validateIssueRequest({ ...valid, orderTotalCents: 10_000_000_000n }).ok).to.equal(true);
+    });
+
+    it("names the field and the reason for each bad value", () => {
+      expect(problemOf({ orderId: "" })).to.equal("order_id is required");
+      expect(problemOf({ orderId: "x".repeat(65) })).to.equal("order_id is longer than 64 characters");
+      expect(problemOf({ orderId: "has space" })).to.match(/^order_id may only contain/);
+      expect(problemOf({ customerId: "" })).to.equal("customer_id is required");
+      expect(problemOf({ customerId: "ü" })).to.match(/^customer_id may only contain/);
+      expect(problemOf({ orderTotalCents: 0n })).to.equal("order_total_cents must be greater than 0");
+      expect(problemOf({ orderTotalCents: -5n })).to.equal("order_total_cents must be greater than 0");
+      expect(problemOf({ orderTotalCents: 10_000_000_001n })).to.equal("order_total_cents must be at most 10000000000");
+      expect(problemOf({ currency: "" })).to.match(/^currency must be "EUR"/);
+      expect(problemOf({ currency: "eur" })).to.match(/^currency must be "EUR"/);
+    });
+  });
+
+  describe("newVoucherCode", () => {
+    it("makes well-formed codes that do not repeat", () => {
+      const codes = Array.from({ length: 20_000 }, newVoucherCode);
+      for (const c of codes) expect(c).to.match(VOUCHER_CODE_PATTERN);
+      expect(new Set(codes).size).to.equal(codes.length);
+    });
+
+    it("uses every Crockford character, so all 80 bits are random", () => {
+      const chars = new Set(Array.from({ length: 2_000 }, newVoucherCode).join("").replace(/^V5|-/g, ""));
+      expect(chars.size).to.be.at.least(32);
+    });
+  });
+
+  describe("classifyIssue", () => {
+    const request = { orderId: "ord-1", customerId: "cust-1", orderTotalCents: 15_000, currency: "EUR" as const };
+    const row: Voucher = {
+      ...request,
+      id: "01J00000000000000000000000",
+      code: "V5-AAAA-BBBB-CCCC-DDDD",
+      amountCents: 500,
+      status: "ISSUED",
+      issuedAt: new Date(),
+      voidedAt: null,
+      voidReason: null,
+    };
+
+    it("is created when the row is the one this call inserted", () => {
+      expect(classifyIssue(request, row.id, row).kind).to.equal("created");
+    });
+
+    it("is a replay when an earlier call issued it for the same facts, voided or not", () => {
+      expect(classifyIssue(request, "other", row).kind).to.equal("replayed");
+      expect(classifyIssue(request, "other", { ...row, status: "VOIDED" }).kind).to.equal("replayed");
+    });
+
+    it("is a conflict naming what differs", () => {
+      const msg = (v: Voucher) => {
+        const o = classifyIssue(request, "other", v);
+        return o.kind === "conflict" ? o.message : o.kind;
+      };
+      expect(msg({ ...row, customerId: "cust-2" })).to.equal("voucher for order ord-1 was issued for a different customer");
+      expect(msg({ ...row, orderTotalCents: 1 })).to.equal("voucher for order ord-1 was issued for a different order total");
+      expect(msg({ ...row, customerId: "c", orderTotalCents: 1 })).to.equal(
+        "voucher for order ord-1 was issued for a different customer and order total",
+      );
+    });
+  });
+
+  describe("batch and lookup limits", () => {
+    it("refuses an empty, oversized or duplicated batch", () => {
+      expect(refusal(() => checkBatchShape([], 10)).message).to.equal("items must not be empty");
+      expect(refusal(() => checkBatchShape(["a", "b", "c"], 2)).message).to.match(/at most 2/);
+      expect(refusal(() => checkBatchShape(["a", "b", "a"], 10)).message).to.equal('items[0] and items[2] have the same order_id "a"');
+      expect(() => checkBatchShape(["", ""], 10)).not.to.throw();
+    });
+
+    it("checks every order id of a lookup and caps it at 5000", () => {
+      expect(orderIdsToLookUp(["a", "b", "a"])).to.deep.equal(["a", "b"]);
+      expect(refusal(() => orderIdsToLookUp(["a", ""])).message).to.equal("order_ids[1] is required");
+      expect(refusal(() => orderIdsToLookUp(Array.from({ length: 5001 }, (_, i) => `o${i}`))).message).to.match(/at most 5000/);
+    });
+
+    it("defaults, caps and refuses page sizes", () => {
+      expect(pageSize(0, 50, 500)).to.equal(50);
+      expect(pageSize(7, 50, 500)).to.equal(7);
+      expect(pageSize(9999, 50, 500)).to.equal(500);
+      expect(refusal(() => pageSize(-1, 50, 500)).message).to.equal("page_size must not be negative");
+    });
+
+    it("wants a void reason of 1 to 255 characters", () => {
+      expect(voidReason("fraud")).to.equal("fraud");
+      expect(voidReason("é".repeat(255))).to.have.length(255);
+      expect(refusal(() => voidReason("")).message).to.equal("reason is required");
+      expect(refusal(() => voidReason("   ")).message).to.equal("reason is required");
+      expect(refusal(() => voidReason("x".repeat(256))).message).to.match(/at most 255/);
+    });
+
+    it("refuses an inverted or out-of-range issue window", () => {
+      expect(refusal(() => issuedWindow(new Date(2000), new Date(1000))).message).to.match(/issued_after/);
+      expect(refusal(() => issuedWindow(undefined, new Date(Date.UTC(10000, 0, 2)))).message).to.match(/issued_before/);
+      expect(issuedWindow(new Date(5), new Date(5))).to.deep.equal({ after: new Date(5), before: new Date(5) });
+    });
+  });
+
+  describe("page tokens", () => {
+    const id = "01HZZZZZZZZZZZZZZZZZZZZZZZ";
+
+    it("round-trip", () => {
+      expect(decodeIdToken(encodeIdToken(id))).to.equal(id);
+      const pos = { issuedAt: new Date(1_700_000_000_123), id };
+      expect(decodeIssuedToken(encodeIssuedToken(pos))).to.deep.equal(pos);
+      expect(decodeIdToken("")).to.equal(undefined);
+      expect(decodeIssuedToken("")).to.equal(undefined);
+    });
+
+    it("refuses tokens this service did not make", () => {
+      for (const bad of ["!!!", "abc", Buffer.from("not-an-id").toString("base64url"), encodeIdToken(id) + "=", encodeIdToken(id) + "A"]) {
+        expect(refusal(() => decodeIdToken(bad)).message, bad).to.match(/page_token is malformed/);
+      }
+      expect(refusal(() => decodeIssuedToken(encodeIdToken(id))).message).to.match(/page_token is malformed/);
+    });
+  });
+});
