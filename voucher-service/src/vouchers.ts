@@ -6,7 +6,6 @@ import type { VoucherStore } from "./db/voucher-store.js";
 import { classifyIssue, newVoucherCode, type IssueOutcome, type IssueRequest, type Voucher } from "./domain/voucher.js";
 import {
   checkBatchShape,
-  issuedWindow,
   orderIdsToLookUp,
   pageSize,
   requireId,
@@ -14,7 +13,7 @@ import {
   voidReason,
   type RawIssueRequest,
 } from "./domain/validation.js";
-import { decodeIdToken, decodeIssuedToken, encodeIdToken, encodeIssuedToken } from "./domain/page-token.js";
+import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 
 export interface VouchersDeps {
   store: VoucherStore;
@@ -173,13 +172,13 @@ export function createVouchers(deps: VouchersDeps) {
 
     /** Vouchers issued in [after, before), voided ones included, ascending by (issued_at, id). */
     async listIssued(after: Date | undefined, before: Date | undefined, requestedPageSize: number, pageToken: string): Promise<Page<Voucher>> {
-      const window = issuedWindow(after, before);
+      const window = timeWindow("issued", after, before);
       const size = pageSize(requestedPageSize, 1000, 5000);
-      const from = decodeIssuedToken(pageToken);
+      const from = decodeTimeToken(pageToken);
       const rows = await store.listIssued({ ...window, from, limit: size + 1 });
       const items = rows.slice(0, size);
       const last = items[items.length - 1];
-      return { items, nextPageToken: rows.length > size && last ? encodeIssuedToken(last) : "" };
+      return { items, nextPageToken: rows.length > size && last ? encodeTimeToken(last.issuedAt, last.id) : "" };
     },
 
     /** Voids a voucher; voiding a voided one changes nothing (changed=false) and keeps the first reason. */

@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { Code } from "@connectrpc/connect";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
-import { encodeIdToken } from "../src/domain/page-token.js";
+import { encodeIdToken } from "@shop/platform/paging";
 import { expectCode, issueRequest, orderId, startTestService, type TestService } from "./helpers.js";
 
 describe("reading and voiding vouchers", () => {

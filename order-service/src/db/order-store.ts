@@ -16,8 +16,7 @@ import {
   type VoucherRequest,
 } from "../domain/order.js";
 import { voucherStateOf, type OutboxEntry, type VoucherState } from "../domain/voucher-state.js";
-import type { SentPosition } from "../domain/page-token.js";
-import type { SentWindow } from "../domain/validation.js";
+import type { TimePosition, TimeWindow } from "@shop/platform/paging";
 
 /** An order with the state of its voucher, as the API shows it. */
 export type OrderView = Order & { voucher: VoucherState };
@@ -32,8 +31,8 @@ export interface RequeueResult {
   requeued: boolean;
 }
 
-export interface ListSentQuery extends SentWindow {
-  from?: SentPosition;
+export interface ListSentQuery extends TimeWindow {
+  from?: TimePosition;
   limit: number;
 }
 
@@ -245,7 +244,7 @@ export class OrderStore {
     }
     if (q.from) {
       where.push("(o.sent_at > ? OR (o.sent_at = ? AND o.id > ?))");
-      params.push(q.from.sentAt, q.from.sentAt, q.from.id);
+      params.push(q.from.at, q.from.at, q.from.id);
     }
     params.push(q.limit);
     const [rows] = await this.pool.query<ViewRow[]>(

@@ -11,8 +11,6 @@ export const LIST_ORDERS_PAGE = { default: 50, max: 500 } as const;
 export const LIST_SENT_ORDERS_PAGE = { default: 1000, max: 5000 } as const;
 
 /** DATETIME(3) holds years 1000 to 9999; a bound outside cannot be compared with sent_at. */
-const MIN_DATE = Date.UTC(1000, 0, 1);
-const MAX_DATE = Date.UTC(10000, 0, 1) - 1;
 
 /** Why `value` is not a usable id, or undefined. proto3 sends an absent string as "": never use it as a key. */
 export function idProblem(field: string, value: string): string | undefined {
@@ -65,19 +63,3 @@ export function orderIdsToLookUp(orderIds: string[]): string[] {
   return [...new Set(orderIds)];
 }
 
-export interface SentWindow {
-  /** Inclusive; undefined means the beginning. */
-  after?: Date;
-  /** Exclusive; undefined means now (the database's clock, which stamps sent_at). */
-  before?: Date;
-}
-
-export function sentWindow(after: Date | undefined, before: Date | undefined): SentWindow {
-  for (const [field, d] of [["sent_after", after], ["sent_before", before]] as const) {
-    if (d && !(d.getTime() >= MIN_DATE && d.getTime() <= MAX_DATE)) {
-      throw invalidArgument(`${field} must be between the years 1000 and 9999`);
-    }
-  }
-  if (after && before && after.getTime() > before.getTime()) throw invalidArgument("sent_after must not be later than sent_before");
-  return { after, before };
-}

@@ -11,14 +11,13 @@ import {
 } from "@shop/sdk/order";
 import type { OrderStatus } from "../domain/order.js";
 import type { VoucherStatus } from "../domain/voucher-state.js";
-import { decodeIdToken, decodeSentToken, encodeIdToken, encodeSentToken } from "../domain/page-token.js";
+import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 import {
   LIST_ORDERS_PAGE,
   LIST_SENT_ORDERS_PAGE,
   orderIdsToLookUp,
   pageSize,
   requireId,
-  sentWindow,
   validateCreateOrder,
 } from "../domain/validation.js";
 import type { OrderStore, OrderView } from "../db/order-store.js";
@@ -142,15 +141,15 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
     },
 
     async listSentOrders(req) {
-      const window = sentWindow(dateOf(req.sentAfter), dateOf(req.sentBefore));
+      const window = timeWindow("sent", dateOf(req.sentAfter), dateOf(req.sentBefore));
       const limit = pageSize(req.pageSize, LIST_SENT_ORDERS_PAGE);
-      const from = decodeSentToken(req.pageToken);
+      const from = decodeTimeToken(req.pageToken);
       const rows = await store.listSent({ ...window, from, limit: limit + 1 });
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
       return {
         orders: page.map(toProtoOrder),
-        nextPageToken: rows.length > limit && last ? encodeSentToken({ sentAt: last.sentAt!, id: last.id }) : "",
+        nextPageToken: rows.length > limit && last ? encodeTimeToken(last.sentAt!, last.id) : "",
       };
     },
 

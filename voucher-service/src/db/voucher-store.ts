@@ -1,7 +1,7 @@
 import type { RowDataPacket, ResultSetHeader } from "mysql2/promise";
 import type { Pool } from "@shop/platform/db";
 import { VOUCHER_AMOUNT_CENTS, type Voucher, type VoucherCandidate } from "../domain/voucher.js";
-import type { IssuedPosition } from "../domain/page-token.js";
+import type { TimePosition } from "@shop/platform/paging";
 
 const COLUMNS = `id, code, order_id AS orderId, customer_id AS customerId, order_total_cents AS orderTotalCents,
   amount_cents AS amountCents, currency, status, issued_at AS issuedAt, voided_at AS voidedAt, void_reason AS voidReason`;
@@ -27,7 +27,7 @@ function toVoucher(row: VoucherRow): Voucher {
 export interface ListIssuedQuery {
   after?: Date;
   before?: Date;
-  from?: IssuedPosition;
+  from?: TimePosition;
   limit: number;
 }
 
@@ -104,7 +104,7 @@ export class VoucherStore {
     }
     if (q.from) {
       where.push("issued_at >= ? AND (issued_at > ? OR id > ?)");
-      params.push(q.from.issuedAt, q.from.issuedAt, q.from.id);
+      params.push(q.from.at, q.from.at, q.from.id);
     }
     params.push(q.limit);
     const [rows] = await this.pool.query<VoucherRow[]>(

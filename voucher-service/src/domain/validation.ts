@@ -9,8 +9,6 @@ export const MAX_ORDER_IDS_PER_LOOKUP = 5000;
 export const MAX_VOID_REASON_CHARS = 255;
 
 /** DATETIME(3) holds years 1000 to 9999; anything outside cannot be a bound on issued_at. */
-const MIN_DATE = Date.UTC(1000, 0, 1);
-const MAX_DATE = Date.UTC(10000, 0, 1) - 1;
 
 export type Validated<T> = { ok: true; value: T } | { ok: false; error: DomainError };
 
@@ -102,19 +100,3 @@ export function orderIdsToLookUp(orderIds: string[]): string[] {
   return [...new Set(orderIds)];
 }
 
-export interface IssuedWindow {
-  /** Inclusive; undefined means the beginning. */
-  after?: Date;
-  /** Exclusive; undefined means now (the database's clock). */
-  before?: Date;
-}
-
-export function issuedWindow(after: Date | undefined, before: Date | undefined): IssuedWindow {
-  for (const [field, d] of [["issued_after", after], ["issued_before", before]] as const) {
-    if (d && !(d.getTime() >= MIN_DATE && d.getTime() <= MAX_DATE)) {
-      throw invalidArgument(`${field} must be between the years 1000 and 9999`);
-    }
-  }
-  if (after && before && after.getTime() > before.getTime()) throw invalidArgument("issued_after must not be later than issued_before");
-  return { after, before };
-}
