@@ -1,5 +1,6 @@
 import type { PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { inTransaction, retryTransient, type Pool } from "@shop/platform/db";
+import { failpoint } from "@shop/platform/failpoints";
 import { alreadyExists, notFound } from "@shop/platform/errors";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
@@ -318,9 +319,11 @@ export class OrderStore {
         } else {
           entry = await readOutbox(conn, orderId);
         }
+        if (t.changed && t.order.status === "SENT") failpoint("order.mark-sent.before-commit");
         return { order: { ...t.order, voucher: voucherStateOf(entry) }, changed: t.changed, voucherRequested: t.voucherRequest !== undefined };
       }),
     );
+    if (result.changed && result.order.status === "SENT") failpoint("order.mark-sent.after-commit");
     if (result.changed) {
       this.logger.info(
         { orderId, status: result.order.status, voucherRequested: result.voucherRequested },

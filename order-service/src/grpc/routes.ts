@@ -2,6 +2,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { DomainError, notFound } from "@shop/platform/errors";
+import { failpoint } from "@shop/platform/failpoints";
 import type { Logger } from "@shop/platform/logger";
 import {
   OrderService,
@@ -120,6 +121,7 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
       const orderId = requireId("order_id", req.orderId);
       return forOrder("MarkOrderSent", orderId, async () => {
         const { order, changed } = await store.markSent(orderId);
+        failpoint("order.mark-sent.before-reply");
         return { order: toProtoOrder(order), changed };
       });
     },

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import type { envReader } from "@shop/platform/config";
 import { retryTransient, type Pool } from "@shop/platform/db";
+import { failpoint } from "@shop/platform/failpoints";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
 import type { VoucherClient } from "@shop/sdk/clients";
@@ -242,8 +243,10 @@ export class Relay {
     const token = `${this.relayId}:${newId()}`;
     const rows = await retryTransient(() => claimDueRows(this.pool, { limit: batchSize, leaseMs, token }));
     if (rows.length === 0) return 0;
+    failpoint("relay.after-claim");
     const started = Date.now();
     const outcomes = await deliverRows(this.voucher, rows, { callTimeoutMs });
+    failpoint("relay.before-ack");
     await this.settle(worker, token, outcomes, Date.now() - started);
     return rows.length;
   }

@@ -9,6 +9,7 @@ import { Code, ConnectError, createHandlerContext, type HandlerContext } from "@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { file_grpc_health_v1_health } from "@shop/sdk/gen/grpc/health/v1/health_pb";
 import { toConnectError } from "./errors.js";
+import { armedFailpoints } from "./failpoints.js";
 import type { Logger } from "./logger.js";
 
 type UnaryHandler = (req: any, ctx: HandlerContext) => Promise<any> | any;
@@ -154,6 +155,8 @@ function listen(server: http.Server, port: number, host: string): Promise<number
 export async function startServers(opts: ServerOptions): Promise<RunningServers> {
   const maxBytes = opts.maxMessageBytes ?? 1024 * 1024;
   const log = opts.logger;
+  const armed = armedFailpoints();
+  if (armed.length > 0) log.warn({ failpoints: armed }, `fault injection armed: ${armed.join(", ")}`);
   const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, log) }));
 
   const grpcServer = new grpc.Server({

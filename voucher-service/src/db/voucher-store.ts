@@ -1,5 +1,6 @@
 import type { RowDataPacket, ResultSetHeader } from "mysql2/promise";
-import type { Pool } from "@shop/platform/db";
+import { inTransaction, type Pool } from "@shop/platform/db";
+import { failpoint } from "@shop/platform/failpoints";
 import { VOUCHER_AMOUNT_CENTS, type Voucher, type VoucherCandidate } from "../domain/voucher.js";
 import type { TimePosition } from "@shop/platform/paging";
 
@@ -52,12 +53,18 @@ export class VoucherStore {
     const sorted = [...candidates].sort((a, b) => (a.orderId < b.orderId ? -1 : a.orderId > b.orderId ? 1 : 0));
     const values = sorted.map(() => "(?, ?, ?, ?, ?, ?, ?, 'ISSUED', NOW(3))").join(", ");
     const params = sorted.flatMap((c) => [c.id, c.code, c.orderId, c.customerId, c.orderTotalCents, VOUCHER_AMOUNT_CENTS, c.currency]);
-    await this.pool.query(
-      `INSERT INTO vouchers (id, code, order_id, customer_id, order_total_cents, amount_cents, currency, status, issued_at)
-       VALUES ${values}
-       ON DUPLICATE KEY UPDATE id = id`,
-      params,
-    );
+    // An explicit transaction only so a fault test can crash between the
+    // insert and its commit; the statement alone would be just as atomic.
+    await inTransaction(this.pool, async (conn) => {
+      await conn.query(
+        `INSERT INTO vouchers (id, code, order_id, customer_id, order_total_cents, amount_cents, currency, status, issued_at)
+         VALUES ${values}
+         ON DUPLICATE KEY UPDATE id = id`,
+        params,
+      );
+      failpoint("voucher.issue.before-commit");
+    });
+    failpoint("voucher.issue.after-commit");
   }
 
   async findByOrderIds(orderIds: string[]): Promise<Voucher[]> {

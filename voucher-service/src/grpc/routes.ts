@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
 import { toConnectError } from "@shop/platform/errors";
+import { failpoint } from "@shop/platform/failpoints";
 import {
   VoucherSchema,
   VoucherService,
@@ -42,11 +43,13 @@ export function createVoucherServiceImpl({ vouchers }: VoucherServiceDeps): Serv
   return {
     async issueVoucher(req) {
       const { voucher, created } = await vouchers.issueOne(fromIssueRequest(req));
+      failpoint("voucher.issue.before-reply");
       return { voucher: toVoucherMessage(voucher), created };
     },
 
     async batchIssueVouchers(req) {
       const results = await vouchers.issueBatch(req.items.map(fromIssueRequest));
+      failpoint("voucher.issue.before-reply");
       return {
         results: results.map((r) =>
           "error" in r
