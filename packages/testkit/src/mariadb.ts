@@ -68,7 +68,7 @@ export class MariaDbServer {
         "--auth-root-authentication-method=normal",
         "--skip-test-db",
         "--skip-name-resolve",
-      ], { env: { ...process.env, TMPDIR: tmp } });
+      ], { env: { ...process.env, TMPDIR: tmp }, timeout: 120_000 });
     }
     this.port ||= this.opts.port ?? (await freePort());
     this.child = spawn(
@@ -110,7 +110,7 @@ export class MariaDbServer {
 
   private async ping(): Promise<boolean> {
     try {
-      await run("mariadb-admin", ["--no-defaults", `--socket=${this.socket}`, "-uroot", "ping"]);
+      await run("mariadb-admin", ["--no-defaults", `--socket=${this.socket}`, "-uroot", "--connect-timeout=2", "ping"], { timeout: 5_000 });
       return true;
     } catch {
       return false;
@@ -121,7 +121,8 @@ export class MariaDbServer {
   async sql(statement: string, database?: string): Promise<string> {
     const args = ["--no-defaults", `--socket=${this.socket}`, "-uroot", "-N", "-B", "-e", statement];
     if (database) args.push(database);
-    const { stdout } = await run("mariadb", args, { maxBuffer: 64 * 1024 * 1024 });
+    // A bound on every call: a wedged client must fail the test, not hang the run.
+    const { stdout } = await run("mariadb", args, { maxBuffer: 64 * 1024 * 1024, timeout: 120_000 });
     return stdout;
   }
 

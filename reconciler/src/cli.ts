@@ -1,0 +1,76 @@
+import { parseArgs } from "node:util";
+
+export const USAGE = `usage: npm run reconcile -- [--once] [--dry-run] [--since <ISO time>] [--until <ISO time>] [--json]
+
+  (no flags)        run the scheduler (RECONCILE_CRON, default "30 2 * * *" in RECONCILE_TIMEZONE, default UTC) until SIGTERM
+  --once            run one reconciliation now and exit with its code
+  --dry-run         report drift, change nothing (no vouchers issued or voided, no state saved)
+  --since <time>    start of the window on sent_at / issued_at, inclusive (default: end of the last
+                    completed run minus RECONCILE_OVERLAP_MS, or the beginning)
+  --until <time>    end of the window, exclusive (default: now minus RECONCILE_GRACE_MS)
+  --json            print the JSON report on stdout instead of the summary (logs go to stderr)
+
+exit codes (--once): 0 no drift, 1 drift found and all repaired, 2 drift left unrepaired or the run failed`;
+
+export interface CliOptions {
+  once: boolean;
+  dryRun: boolean;
+  json: boolean;
+  since?: Date;
+  until?: Date;
+  help: boolean;
+}
+
+/** A command line that cannot be run; main prints it with the usage and exits 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+function isoTime(flag: string, value: string | undefined): Date | undefined {
+  if (value === undefined) return undefined;
+  // Date.parse accepts far more than ISO 8601 ("1", "May 5"); insist on a date first.
+  const d = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(d.getTime())) {
+    throw new UsageError(`${flag} ${JSON.stringify(value)} is not an ISO 8601 time (for example 2024-05-01T00:00:00Z)`);
+  }
+  return d;
+}
+
+export function parseCli(argv: string[]): CliOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        once: { type: "boolean", default: false },
+        "dry-run": { type: "boolean", default: false },
+        json: { type: "boolean", default: false },
+        since: { type: "string" },
+        until: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const opts: CliOptions = {
+    once: values.once === true,
+    dryRun: values["dry-run"] === true,
+    json: values.json === true,
+    since: isoTime("--since", values.since as string | undefined),
+    until: isoTime("--until", values.until as string | undefined),
+    help: values.help === true,
+  };
+  if (!opts.once && (opts.since || opts.until || opts.json)) {
+    throw new UsageError("--since, --until and --json only apply to a single run: add --once");
+  }
+  if (opts.since && opts.until && opts.since >= opts.until) {
+    throw new UsageError("--since must be before --until");
+  }
+  return opts;
+}

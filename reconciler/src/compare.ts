@@ -1,0 +1,196 @@
+import { OrderStatus, VoucherStatus as DeliveryStatus, type Order } from "@shop/sdk/order";
+import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
+
+/**
+ * Every way orders and vouchers can disagree. The first three are seen from a
+ * sent, qualifying order; the voucher kinds from a voucher's side.
+ */
+export const DRIFT_KINDS = [
+  "missing_voucher",
+  "dead_delivery",
+  "missing_delivery",
+  "voucher_without_order",
+  "voucher_for_unsent_order",
+  "voucher_for_unqualified_order",
+  "customer_mismatch",
+  "amount_mismatch",
+] as const;
+export type DriftKind = (typeof DRIFT_KINDS)[number];
+
+/** What the reconciler does about a kind of drift. */
+export const REPAIR_OF: Record<DriftKind, string> = {
+  missing_voucher: "issue the voucher (idempotent), then requeue the delivery so the order records it",
+  dead_delivery: "issue the voucher if missing, then requeue the dead delivery",
+  missing_delivery: "requeue the delivery so the order service records the voucher",
+  voucher_without_order: "void the voucher",
+  voucher_for_unsent_order: "void the voucher",
+  voucher_for_unqualified_order: "void the voucher",
+  customer_mismatch: "report only: needs a person",
+  amount_mismatch: "report only: needs a person",
+};
+
+export interface IssueRequest {
+  orderId: string;
+  customerId: string;
+  orderTotalCents: bigint;
+  currency: string;
+}
+
+/** One disagreement and the repair it calls for; the repair's outcome is recorded by the runner. */
+export interface Finding {
+  kind: DriftKind;
+  orderId: string;
+  voucherId?: string;
+  /** Why this is drift, in words an operator can act on. */
+  detail: string;
+  /** Issue this voucher (BatchIssueVouchers). */
+  issue?: IssueRequest;
+  /** The order's voucher delivery state was PENDING when seen: a voucher that appears meanwhile was the relay's, not a repair. */
+  deliveryWasPending?: boolean;
+  /** Call RequeueVoucher for the order (after the issue, if any, succeeded). */
+  requeue?: boolean;
+  /** Void this voucher with this reason. */
+  void?: { voucherId: string; reason: string };
+}
+
+/** The business rule, injected so this module stays free of any service's code. */
+export type QualifiesFn = (order: Order) => boolean;
+
+const SENT = new Set([OrderStatus.SENT, OrderStatus.DELIVERED]);
+
+export const isSent = (order: Order): boolean => SENT.has(order.status);
+
+export const formatCents = (cents: bigint, currency = "EUR"): string => {
+  const sign = cents < 0n ? "-" : "";
+  const abs = cents < 0n ? -cents : cents;
+  return `${sign}${abs / 100n}.${String(abs % 100n).padStart(2, "0")} ${currency}`;
+};
+
+const statusName = (status: OrderStatus): string => OrderStatus[status] ?? String(status);
+
+/** Disagreements between an ISSUED voucher and the sent, qualifying order it belongs to. */
+function mismatches(order: Order, voucher: Voucher): Finding[] {
+  const out: Finding[] = [];
+  if (voucher.customerId !== order.customerId) {
+    out.push({
+      kind: "customer_mismatch",
+      orderId: order.id,
+      voucherId: voucher.id,
+      detail: `voucher is for customer ${JSON.stringify(voucher.customerId)}, the order for ${JSON.stringify(order.customerId)}`,
+    });
+  }
+  if (voucher.orderTotalCents !== order.totalCents) {
+    out.push({
+      kind: "amount_mismatch",
+      orderId: order.id,
+      voucherId: voucher.id,
+      detail: `voucher records an order total of ${formatCents(voucher.orderTotalCents)}, the order is ${formatCents(order.totalCents, order.currency)}`,
+    });
+  }
+  return out;
+}
+
+function voidFinding(kind: DriftKind, orderId: string, voucher: Voucher, detail: string): Finding {
+  return {
+    kind,
+    orderId,
+    voucherId: voucher.id,
+    detail,
+    void: { voucherId: voucher.id, reason: `reconciler: ${detail}`.slice(0, 255) },
+  };
+}
+
+/**
+ * Compares sent orders with the vouchers found for them (keyed by order id).
+ * Orders that are not sent are ignored here; their vouchers are judged from
+ * the voucher side.
+ */
+export function checkSentOrders(orders: Order[], vouchersByOrder: Map<string, Voucher>, qualifies: QualifiesFn): Finding[] {
+  const out: Finding[] = [];
+  for (const order of orders) {
+    if (!isSent(order)) continue;
+    const voucher = vouchersByOrder.get(order.id);
+    const live = voucher?.status === VoucherStatus.ISSUED ? voucher : undefined;
+    if (!qualifies(order)) {
+      if (live) {
+        out.push(voucherFindingFor(live, order, qualifies)!);
+      }
+      continue;
+    }
+    const delivery = order.voucher?.status ?? DeliveryStatus.UNSPECIFIED;
+    const issue: IssueRequest = {
+      orderId: order.id,
+      customerId: order.customerId,
+      orderTotalCents: order.totalCents,
+      currency: order.currency,
+    };
+    if (delivery === DeliveryStatus.DEAD) {
+      const why = order.voucher?.lastError || "no error recorded";
+      out.push({
+        kind: "dead_delivery",
+        orderId: order.id,
+        voucherId: voucher?.id,
+        detail: `delivery died after ${order.voucher?.attempts ?? 0} attempt(s): ${why}${voucher ? "" : "; no voucher was issued"}`,
+        issue: voucher ? undefined : issue,
+        requeue: true,
+      });
+    } else if (!voucher) {
+      const recorded = delivery === DeliveryStatus.ISSUED && order.voucher?.voucherId ? ` (the order records voucher ${order.voucher.voucherId}, which does not exist)` : "";
+      out.push({
+        kind: "missing_voucher",
+        orderId: order.id,
+        detail: `sent order over the threshold (${formatCents(order.totalCents, order.currency)}) has no voucher${recorded}`,
+        issue,
+        deliveryWasPending: delivery === DeliveryStatus.PENDING,
+        requeue: delivery !== DeliveryStatus.ISSUED,
+      });
+    } else if (delivery !== DeliveryStatus.PENDING && delivery !== DeliveryStatus.ISSUED) {
+      out.push({
+        kind: "missing_delivery",
+        orderId: order.id,
+        voucherId: voucher.id,
+        detail: `voucher ${voucher.id} exists but the order service has no delivery for it (state ${DeliveryStatus[delivery] ?? delivery})`,
+        requeue: true,
+      });
+    }
+    if (live) out.push(...mismatches(order, live));
+  }
+  return out;
+}
+
+/**
+ * What is wrong with one ISSUED voucher given its order (undefined when the
+ * order does not exist); undefined when nothing is. Mismatches are left to
+ * checkVouchers, which can report more than one.
+ */
+function voucherFindingFor(voucher: Voucher, order: Order | undefined, qualifies: QualifiesFn): Finding | undefined {
+  if (!order) return voidFinding("voucher_without_order", voucher.orderId, voucher, `order ${voucher.orderId} does not exist`);
+  if (!isSent(order)) {
+    return voidFinding("voucher_for_unsent_order", order.id, voucher, `order ${order.id} is not sent (status ${statusName(order.status)})`);
+  }
+  if (!qualifies(order)) {
+    return voidFinding(
+      "voucher_for_unqualified_order",
+      order.id,
+      voucher,
+      `order ${order.id} does not qualify (total ${formatCents(order.totalCents, order.currency)})`,
+    );
+  }
+  return undefined;
+}
+
+/** Judges vouchers against their orders (keyed by order id). Voided vouchers were already dealt with. */
+export function checkVouchers(vouchers: Voucher[], ordersById: Map<string, Order>, qualifies: QualifiesFn): Finding[] {
+  const out: Finding[] = [];
+  for (const voucher of vouchers) {
+    if (voucher.status !== VoucherStatus.ISSUED) continue;
+    const order = ordersById.get(voucher.orderId);
+    const finding = voucherFindingFor(voucher, order, qualifies);
+    if (finding) out.push(finding);
+    else out.push(...mismatches(order!, voucher));
+  }
+  return out;
+}
+
+/** Identity of a finding, so the same drift seen from both sides (or twice through the overlap) counts once. */
+export const findingKey = (f: Finding): string => `${f.kind}:${f.orderId}:${f.voucherId ?? ""}`;

@@ -1,0 +1,82 @@
+import path from "node:path";
+import cron from "node-cron";
+import { envReader } from "@shop/platform/config";
+
+export interface ReconcilerConfig {
+  /** gRPC address of the order service. Default http://127.0.0.1:50051 (the order service's default port). */
+  orderServiceUrl: string;
+  /** gRPC address of the voucher service. Default http://127.0.0.1:50052. */
+  voucherServiceUrl: string;
+  /** When the scheduler runs, a node-cron expression (5 or 6 fields). Default "30 2 * * *": nightly, after the day's traffic. */
+  cron: string;
+  /** IANA timezone the cron expression is read in. Default UTC, so daylight saving never skips or doubles a run. */
+  timezone: string;
+  /**
+   * Orders sent (and vouchers issued) more recently than this are left for the
+   * next run. Default 600000 (10 minutes): far longer than the relay needs, so
+   * the reconciler never races a delivery that is simply still on its way.
+   */
+  graceMs: number;
+  /**
+   * How far the default window reaches back before the end of the last
+   * successful run. Default 3600000 (1 hour): rows whose timestamps were
+   * written late (clock skew, a long transaction) are still looked at.
+   */
+  overlapMs: number;
+  /** Where the end of the last successful window is kept. Default .data/reconciler/state.json. */
+  stateFile: string;
+  /** Where each run's JSON report is written. Default .data/reconciler/reports. */
+  reportDir: string;
+  /** Deadline of each call to a service. Default 30000: a page of 5000 rows is one call. */
+  callTimeoutMs: number;
+  /** Rows per listing page and per batch lookup. Default 5000, the most the APIs accept. */
+  pageSize: number;
+  /** Repair calls (RequeueVoucher, VoidVoucher) in flight at once. Default 16. */
+  repairConcurrency: number;
+}
+
+/** True when the runtime knows the IANA timezone name. */
+export function isValidTimezone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Reads and validates the reconciler's settings; throws a ConfigError naming every bad one. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): ReconcilerConfig {
+  const r = envReader(env);
+  const url = (name: string, def: string): string => {
+    const v = r.string(name, def);
+    try {
+      const u = new URL(v);
+      if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
+    } catch {
+      r.problem(`${name}=${JSON.stringify(v)} must be an http:// or https:// URL, like ${def}`);
+    }
+    return v;
+  };
+  const config: ReconcilerConfig = {
+    orderServiceUrl: url("ORDER_SERVICE_URL", "http://127.0.0.1:50051"),
+    voucherServiceUrl: url("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052"),
+    cron: r.string("RECONCILE_CRON", "30 2 * * *"),
+    timezone: r.string("RECONCILE_TIMEZONE", "UTC"),
+    graceMs: r.int("RECONCILE_GRACE_MS", 600_000, { min: 0, max: 7 * 24 * 3_600_000 }),
+    overlapMs: r.int("RECONCILE_OVERLAP_MS", 3_600_000, { min: 0, max: 30 * 24 * 3_600_000 }),
+    stateFile: path.resolve(cwd, r.string("RECONCILE_STATE_FILE", ".data/reconciler/state.json")),
+    reportDir: path.resolve(cwd, r.string("RECONCILE_REPORT_DIR", ".data/reconciler/reports")),
+    callTimeoutMs: r.int("RECONCILE_CALL_TIMEOUT_MS", 30_000, { min: 100, max: 600_000 }),
+    pageSize: r.int("RECONCILE_PAGE_SIZE", 5000, { min: 1, max: 5000 }),
+    repairConcurrency: r.int("RECONCILE_REPAIR_CONCURRENCY", 16, { min: 1, max: 256 }),
+  };
+  if (!cron.validate(config.cron)) {
+    r.problem(`RECONCILE_CRON=${JSON.stringify(config.cron)} is not a valid cron expression (for example "30 2 * * *")`);
+  }
+  if (!isValidTimezone(config.timezone)) {
+    r.problem(`RECONCILE_TIMEZONE=${JSON.stringify(config.timezone)} is not a known IANA timezone (for example "UTC", "Europe/Berlin")`);
+  }
+  r.finish();
+  return config;
+}

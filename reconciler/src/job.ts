@@ -1,0 +1,140 @@
+import { createOrderClient, createVoucherClient, type ClosableClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
+import type { Logger } from "@shop/platform/logger";
+import { newId } from "@shop/platform/ids";
+import type { QualifiesFn } from "./compare.js";
+import type { ReconcilerConfig } from "./config.js";
+import { reconcile } from "./reconcile.js";
+import { buildReport, writeReport, type ReconcileReport } from "./report.js";
+import { qualifies as defaultQualifies } from "./rule.js";
+import { defaultWindow, nextWindowEnd, readState, writeJsonAtomically, type ReconcilerState, type Window } from "./state.js";
+
+export interface RunRequest {
+  /** Report only; nothing is repaired and the state file is not touched. */
+  dryRun?: boolean;
+  /** Overrides the window's start (default: end of the last completed run minus the overlap). */
+  since?: Date;
+  /** Overrides the window's end (default: now minus the grace period). */
+  until?: Date;
+  /** The clock, for tests. */
+  now?: Date;
+}
+
+export interface RunOutcome {
+  report: ReconcileReport;
+  /** Where the JSON report was written; undefined if writing it failed (the run then counts as failed). */
+  reportFile?: string;
+}
+
+/**
+ * Everything around one run: reads the state, picks the window, runs the
+ * reconciliation, writes the report and, only after a run that finished (not
+ * a dry run), moves the state forward. Holds the two clients between runs.
+ */
+export class Reconciler {
+  private readonly orderClient: ClosableClient<OrderClient>;
+  private readonly voucherClient: ClosableClient<VoucherClient>;
+
+  constructor(
+    private readonly config: ReconcilerConfig,
+    private readonly logger: Logger,
+    private readonly qualifies: QualifiesFn = defaultQualifies,
+  ) {
+    this.orderClient = createOrderClient({ baseUrl: config.orderServiceUrl, defaultTimeoutMs: config.callTimeoutMs });
+    this.voucherClient = createVoucherClient({ baseUrl: config.voucherServiceUrl, defaultTimeoutMs: config.callTimeoutMs });
+  }
+
+  async run(req: RunRequest = {}): Promise<RunOutcome> {
+    const runId = newId();
+    const log = this.logger.child({ runId });
+    const startedAt = new Date();
+    const now = req.now ?? startedAt;
+    let state: ReconcilerState | undefined;
+    let stateError: string | undefined;
+    try {
+      state = await readState(this.config.stateFile);
+    } catch (err) {
+      stateError = (err as Error).message;
+    }
+    const window: Window = { ...defaultWindow(state, now, this.config.graceMs, this.config.overlapMs) };
+    if (req.since) window.since = req.since;
+    if (req.until) window.until = req.until;
+    log.info(
+      { window: { since: window.since?.toISOString() ?? null, until: window.until.toISOString() }, dryRun: !!req.dryRun },
+      "reconcile run starting",
+    );
+
+    const result = stateError
+      ? {
+          runId,
+          dryRun: !!req.dryRun,
+          startedAt,
+          finishedAt: new Date(),
+          window,
+          scanned: { sentOrders: 0, vouchers: 0, rechecked: 0 },
+          drift: [],
+          racedWithRelay: 0,
+          error: stateError,
+          calls: {},
+        }
+      : await reconcile(
+          {
+            orders: this.orderClient.client,
+            vouchers: this.voucherClient.client,
+            logger: this.logger,
+            qualifies: this.qualifies,
+            orderServiceName: `order service at ${this.config.orderServiceUrl}`,
+            voucherServiceName: `voucher service at ${this.config.voucherServiceUrl}`,
+          },
+          {
+            runId,
+            window,
+            dryRun: !!req.dryRun,
+            pageSize: this.config.pageSize,
+            repairConcurrency: this.config.repairConcurrency,
+            recheckOrderIds: state?.unresolvedOrderIds,
+          },
+        );
+
+    let report = buildReport(result);
+    let reportFile: string | undefined;
+    try {
+      reportFile = await writeReport(this.config.reportDir, report);
+    } catch (err) {
+      // A run that cannot leave its report has not done its job: it fails and the window stays.
+      result.error = `could not write the report to ${this.config.reportDir}: ${(err as Error).message}`;
+      report = buildReport(result);
+      log.error({ err }, result.error);
+    }
+
+    if (!result.error && !result.dryRun) {
+      const end = nextWindowEnd(state, window);
+      const unresolved = [...new Set(result.drift.filter((d) => !d.repaired).map((d) => d.orderId))];
+      if (end) {
+        const next: ReconcilerState = { windowEnd: end.toISOString(), runId, unresolvedOrderIds: unresolved };
+        try {
+          await writeJsonAtomically(this.config.stateFile, next);
+        } catch (err) {
+          log.error({ err, stateFile: this.config.stateFile }, "could not save the state: the next run repeats this window");
+        }
+      }
+    }
+
+    const fields = {
+      outcome: report.outcome,
+      exitCode: report.exitCode,
+      durationMs: report.durationMs,
+      scanned: report.scanned,
+      totals: report.totals,
+      reportFile,
+    };
+    if (report.outcome === "failed") log.error({ ...fields, error: report.error }, `reconcile run failed: ${report.error}`);
+    else if (report.outcome === "unrepaired") log.warn(fields, "reconcile run finished: drift left unrepaired");
+    else log.info(fields, `reconcile run finished: ${report.outcome}`);
+    return { report, reportFile };
+  }
+
+  close(): void {
+    this.orderClient.close();
+    this.voucherClient.close();
+  }
+}

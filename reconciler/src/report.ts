@@ -1,0 +1,121 @@
+import path from "node:path";
+import { DRIFT_KINDS, REPAIR_OF, type DriftKind } from "./compare.js";
+import type { DriftRecord, RunResult } from "./reconcile.js";
+import { writeJsonAtomically } from "./state.js";
+
+/** 0: no drift. 1: drift found and all of it repaired. 2: drift left unrepaired, or the run failed. */
+export type ExitCode = 0 | 1 | 2;
+
+export type Outcome = "clean" | "repaired" | "unrepaired" | "failed";
+
+export interface KindCount {
+  found: number;
+  repaired: number;
+}
+
+/** The JSON report every run leaves behind (RECONCILE_REPORT_DIR, and stdout with --json). */
+export interface ReconcileReport {
+  runId: string;
+  dryRun: boolean;
+  outcome: Outcome;
+  exitCode: ExitCode;
+  /** Why the run failed; null when it finished. */
+  error: string | null;
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  /** Sent orders and issued vouchers looked at: sent_at / issued_at in [since, until). since null = the beginning. */
+  window: { since: string | null; until: string };
+  scanned: { sentOrders: number; vouchers: number; rechecked: number };
+  /** Vouchers the relay delivered between the lookup and the repair (not drift). */
+  racedWithRelay: number;
+  totals: { found: number; repaired: number; unrepaired: number };
+  /** Every kind, zero included, so a dashboard can rely on the keys. */
+  counts: Record<DriftKind, KindCount>;
+  /** Order ids per kind (voucher ids are in `drift`). */
+  ids: Record<DriftKind, string[]>;
+  drift: DriftRecord[];
+  /** Batch and listing calls made: how many, and milliseconds spent waiting on them. */
+  calls: Record<string, { count: number; ms: number }>;
+}
+
+export function exitCodeOf(result: Pick<RunResult, "error" | "drift">): ExitCode {
+  if (result.error) return 2;
+  if (result.drift.length === 0) return 0;
+  return result.drift.every((d) => d.repaired) ? 1 : 2;
+}
+
+export function buildReport(result: RunResult): ReconcileReport {
+  const counts = Object.fromEntries(DRIFT_KINDS.map((k) => [k, { found: 0, repaired: 0 }])) as Record<DriftKind, KindCount>;
+  const ids = Object.fromEntries(DRIFT_KINDS.map((k) => [k, [] as string[]])) as Record<DriftKind, string[]>;
+  for (const d of result.drift) {
+    counts[d.kind].found++;
+    if (d.repaired) counts[d.kind].repaired++;
+    ids[d.kind].push(d.orderId);
+  }
+  const repaired = result.drift.filter((d) => d.repaired).length;
+  const exitCode = exitCodeOf(result);
+  const outcome: Outcome = result.error ? "failed" : exitCode === 0 ? "clean" : exitCode === 1 ? "repaired" : "unrepaired";
+  return {
+    runId: result.runId,
+    dryRun: result.dryRun,
+    outcome,
+    exitCode,
+    error: result.error ?? null,
+    startedAt: result.startedAt.toISOString(),
+    finishedAt: result.finishedAt.toISOString(),
+    durationMs: result.finishedAt.getTime() - result.startedAt.getTime(),
+    window: { since: result.window.since?.toISOString() ?? null, until: result.window.until.toISOString() },
+    scanned: { ...result.scanned },
+    racedWithRelay: result.racedWithRelay,
+    totals: { found: result.drift.length, repaired, unrepaired: result.drift.length - repaired },
+    counts,
+    ids,
+    drift: result.drift,
+    calls: Object.fromEntries(Object.entries(result.calls).map(([m, c]) => [m, { count: c.count, ms: Math.round(c.ms) }])),
+  };
+}
+
+const OUTCOME_TEXT: Record<Outcome, string> = {
+  clean: "no drift",
+  repaired: "drift found, all of it repaired",
+  unrepaired: "drift left unrepaired",
+  failed: "RUN FAILED",
+};
+
+/** The human summary printed at the end of a run. Lists at most `maxItems` drift items; the JSON report has them all. */
+export function formatSummary(report: ReconcileReport, reportFile?: string, maxItems = 50): string {
+  const lines: string[] = [];
+  const secs = (report.durationMs / 1000).toFixed(1);
+  lines.push(`reconcile ${report.runId}${report.dryRun ? " (dry run: nothing changed)" : ""}: ${OUTCOME_TEXT[report.outcome]} (exit ${report.exitCode}) in ${secs} s`);
+  if (report.error) lines.push(`  error:   ${report.error}`);
+  lines.push(`  window:  ${report.window.since ?? "the beginning"} → ${report.window.until}`);
+  lines.push(
+    `  scanned: ${report.scanned.sentOrders} sent orders, ${report.scanned.vouchers} vouchers` +
+      (report.scanned.rechecked ? `, ${report.scanned.rechecked} orders left open by an earlier run` : ""),
+  );
+  if (report.racedWithRelay) lines.push(`  ${report.racedWithRelay} voucher(s) delivered by the relay during the run (not drift)`);
+  if (report.totals.found > 0) {
+    lines.push(`  drift:   ${report.totals.found} found, ${report.totals.repaired} repaired, ${report.totals.unrepaired} left`);
+    for (const kind of DRIFT_KINDS) {
+      const c = report.counts[kind];
+      if (c.found === 0) continue;
+      lines.push(`    ${kind.padEnd(30)} ${String(c.found).padStart(7)} found ${String(c.repaired).padStart(7)} repaired   (${REPAIR_OF[kind]})`);
+    }
+    for (const d of report.drift.slice(0, maxItems)) {
+      const ids = `order ${d.orderId}${d.voucherId ? ` voucher ${d.voucherId}` : ""}`;
+      lines.push(`    ${d.repaired ? "repaired" : "OPEN    "} ${d.kind}: ${ids}: ${d.detail}${d.error ? ` [${d.error}]` : ""}`);
+    }
+    if (report.drift.length > maxItems) lines.push(`    … and ${report.drift.length - maxItems} more in the JSON report`);
+  }
+  if (reportFile) lines.push(`  report:  ${reportFile}`);
+  return lines.join("\n") + "\n";
+}
+
+/** Writes the report as <dir>/<startedAt>-<runId>.json (atomically) and returns the path. */
+export async function writeReport(dir: string, report: ReconcileReport): Promise<string> {
+  const stamp = report.startedAt.replace(/[:.]/g, "-");
+  const file = path.join(dir, `${stamp}-${report.runId}${report.dryRun ? "-dry-run" : ""}.json`);
+  await writeJsonAtomically(file, report);
+  return file;
+}

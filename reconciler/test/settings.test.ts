@@ -1,0 +1,175 @@
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { expect } from "chai";
+import { parseCli, UsageError } from "../src/cli.js";
+import { loadConfig } from "../src/config.js";
+import { buildReport, exitCodeOf, formatSummary } from "../src/report.js";
+import { defaultWindow, nextWindowEnd, readState, writeJsonAtomically } from "../src/state.js";
+import type { DriftRecord, RunResult } from "../src/reconcile.js";
+
+describe("reconciler settings", () => {
+  it("defaults to the local services, nightly at 02:30 UTC, a 10 minute grace and a 1 hour overlap", () => {
+    const c = loadConfig({}, "/srv");
+    expect(c).to.include({
+      orderServiceUrl: "http://127.0.0.1:50051",
+      voucherServiceUrl: "http://127.0.0.1:50052",
+      cron: "30 2 * * *",
+      timezone: "UTC",
+      graceMs: 600_000,
+      overlapMs: 3_600_000,
+      stateFile: "/srv/.data/reconciler/state.json",
+      reportDir: "/srv/.data/reconciler/reports",
+    });
+  });
+
+  it("names every bad setting at once", () => {
+    expect(() =>
+      loadConfig({ RECONCILE_CRON: "61 * * * *", RECONCILE_TIMEZONE: "Mars/Olympus", RECONCILE_GRACE_MS: "-1", ORDER_SERVICE_URL: "nope" }),
+    ).to.throw(/RECONCILE_CRON[\s\S]*ORDER_SERVICE_URL|ORDER_SERVICE_URL[\s\S]*RECONCILE_CRON/)
+      .with.property("problems")
+      .that.has.length(4);
+  });
+
+  it("accepts a per-second expression and a real timezone", () => {
+    expect(loadConfig({ RECONCILE_CRON: "*/5 * * * * *", RECONCILE_TIMEZONE: "Europe/Berlin" })).to.include({ cron: "*/5 * * * * *" });
+  });
+});
+
+describe("reconcile command line", () => {
+  it("parses a one-shot dry run over an explicit window", () => {
+    const o = parseCli(["--once", "--dry-run", "--since", "2024-05-01T00:00:00Z", "--until", "2024-05-02", "--json"]);
+    expect(o).to.deep.include({ once: true, dryRun: true, json: true });
+    expect(o.since!.toISOString()).to.equal("2024-05-01T00:00:00.000Z");
+    expect(o.until!.toISOString()).to.equal("2024-05-02T00:00:00.000Z");
+  });
+
+  for (const [args, why] of [
+    [["--frobnicate"], /Unknown option/],
+    [["--once", "--since", "yesterday"], /not an ISO 8601 time/],
+    [["--once", "--since", "2024-05-02", "--until", "2024-05-01"], /before --until/],
+    [["--json"], /add --once/],
+    [["--once", "extra"], /positional/i],
+  ] as const) {
+    it(`refuses ${args.join(" ")} with a usage error`, () => {
+      expect(() => parseCli([...args])).to.throw(UsageError, why);
+    });
+  }
+});
+
+describe("reconciliation window", () => {
+  const now = new Date("2024-05-02T02:30:00Z");
+
+  it("starts at the beginning on the first run and stops a grace period before now", () => {
+    expect(defaultWindow(undefined, now, 600_000, 3_600_000)).to.deep.equal({ until: new Date("2024-05-02T02:20:00Z") });
+  });
+
+  it("starts an overlap before where the last completed run ended", () => {
+    const state = { windowEnd: "2024-05-01T02:20:00.000Z", runId: "r", unresolvedOrderIds: [] };
+    expect(defaultWindow(state, now, 600_000, 3_600_000)).to.deep.equal({
+      since: new Date("2024-05-01T01:20:00Z"),
+      until: new Date("2024-05-02T02:20:00Z"),
+    });
+  });
+
+  it("moves forward after a contiguous run, but never backwards and never across a gap", () => {
+    const state = { windowEnd: "2024-05-01T00:00:00.000Z", runId: "r", unresolvedOrderIds: [] };
+    const until = new Date("2024-05-02T00:00:00Z");
+    expect(nextWindowEnd(state, { since: new Date("2024-04-30T23:00:00Z"), until })).to.deep.equal(until);
+    expect(nextWindowEnd(undefined, { until })).to.deep.equal(until);
+    expect(nextWindowEnd(state, { since: new Date("2024-05-01T12:00:00Z"), until })).to.deep.equal(new Date(state.windowEnd));
+    expect(nextWindowEnd(state, { since: new Date("2024-01-01T00:00:00Z"), until: new Date("2024-02-01T00:00:00Z") })).to.deep.equal(
+      new Date(state.windowEnd),
+    );
+  });
+
+  it("keeps its state in a file written whole, and says how to recover from a broken one", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "reconcile-state-"));
+    try {
+      const file = path.join(dir, "nested", "state.json");
+      expect(await readState(file)).to.equal(undefined);
+      await writeJsonAtomically(file, { windowEnd: "2024-05-01T00:00:00.000Z", runId: "r1", unresolvedOrderIds: ["o1"] });
+      expect(await readState(file)).to.deep.equal({ windowEnd: "2024-05-01T00:00:00.000Z", runId: "r1", unresolvedOrderIds: ["o1"] });
+      expect(readdirSync(path.dirname(file))).to.deep.equal(["state.json"]);
+      writeFileSync(file, "{ half");
+      let error: Error | undefined;
+      await readState(file).catch((e) => (error = e));
+      expect(error?.message).to.contain("delete it");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("reconcile report", () => {
+  const run = (drift: DriftRecord[], error?: string): RunResult => ({
+    runId: "01RUN",
+    dryRun: false,
+    startedAt: new Date("2024-05-02T02:30:00.000Z"),
+    finishedAt: new Date("2024-05-02T02:30:01.500Z"),
+    window: { since: new Date("2024-05-01T01:20:00Z"), until: new Date("2024-05-02T02:20:00Z") },
+    scanned: { sentOrders: 10, vouchers: 8, rechecked: 0 },
+    drift,
+    racedWithRelay: 0,
+    error,
+    calls: {},
+  });
+  const d = (kind: DriftRecord["kind"], repaired: boolean): DriftRecord => ({ kind, orderId: `o-${kind}`, detail: "x", action: "y", repaired });
+
+  it("exits 0 without drift, 1 when all drift was repaired, 2 when some was not or the run failed", () => {
+    expect(exitCodeOf(run([]))).to.equal(0);
+    expect(exitCodeOf(run([d("missing_voucher", true)]))).to.equal(1);
+    expect(exitCodeOf(run([d("missing_voucher", true), d("customer_mismatch", false)]))).to.equal(2);
+    expect(exitCodeOf(run([], "order service down"))).to.equal(2);
+  });
+
+  it("has counts for every kind, the ids, the window and the duration", () => {
+    const report = buildReport(run([d("missing_voucher", true), d("customer_mismatch", false)]));
+    expect(report).to.deep.include({
+      runId: "01RUN",
+      outcome: "unrepaired",
+      exitCode: 2,
+      error: null,
+      durationMs: 1500,
+      window: { since: "2024-05-01T01:20:00.000Z", until: "2024-05-02T02:20:00.000Z" },
+      totals: { found: 2, repaired: 1, unrepaired: 1 },
+    });
+    expect(Object.keys(report.counts)).to.have.length(8);
+    expect(report.counts.missing_voucher).to.deep.equal({ found: 1, repaired: 1 });
+    expect(report.counts.voucher_without_order).to.deep.equal({ found: 0, repaired: 0 });
+    expect(report.ids.customer_mismatch).to.deep.equal(["o-customer_mismatch"]);
+    expect(JSON.parse(JSON.stringify(report))).to.deep.equal(report);
+  });
+
+  it("summarises a failed run with its error first", () => {
+    const text = formatSummary(buildReport(run([], "ListSentOrders on the order service failed: Unavailable")), "/r.json");
+    expect(text.split("\n")[0]).to.contain("RUN FAILED (exit 2)");
+    expect(text).to.contain("error:   ListSentOrders").and.contain("report:  /r.json");
+  });
+});
+
+// The report file is what operators read the next morning; keep it valid JSON.
+describe("report file", () => {
+  it("is written whole under the report folder", async () => {
+    const { writeReport } = await import("../src/report.js");
+    const dir = mkdtempSync(path.join(tmpdir(), "reconcile-report-"));
+    try {
+      const report = buildReport({
+        runId: "01RUN",
+        dryRun: true,
+        startedAt: new Date("2024-05-02T02:30:00.000Z"),
+        finishedAt: new Date("2024-05-02T02:30:00.010Z"),
+        window: { until: new Date("2024-05-02T02:20:00Z") },
+        scanned: { sentOrders: 0, vouchers: 0, rechecked: 0 },
+        drift: [],
+        racedWithRelay: 0,
+        calls: {},
+      });
+      const file = await writeReport(dir, report);
+      expect(path.basename(file)).to.equal("2024-05-02T02-30-00-000Z-01RUN-dry-run.json");
+      expect(JSON.parse(readFileSync(file, "utf8"))).to.deep.equal(report);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
