@@ -18,7 +18,7 @@ export function createLogger(service: string): Logger {
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
     transport: pretty
-      ? { target: "pino-pretty", options: { translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", sync: true } }
+      ? { target: "pino-pretty", options: { translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", singleLine: true, sync: true } }
       : undefined,
   });
   if (level !== wanted) logger.warn(`LOG_LEVEL=${JSON.stringify(process.env.LOG_LEVEL)} is not one of ${LEVELS.join(", ")}; using info`);

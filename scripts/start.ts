@@ -1,0 +1,367 @@
+/**
+ * `npm start`: the whole system on this machine, in one terminal.
+ *
+ * Without database URLs it runs two private MariaDB servers with their data
+ * in .data/ (so orders and vouchers survive a restart), then the voucher
+ * service and the order service (with its in-process relay) as child
+ * processes, their output prefixed with their name. Ctrl-C stops the services
+ * gracefully, then the databases; a second Ctrl-C forces.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import net from "node:net";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { MariaDbServer } from "@shop/testkit/mariadb";
+
+const root = path.resolve(import.meta.dirname, "..");
+const require = createRequire(import.meta.url);
+
+const useColour = process.stdout.isTTY && !process.env.NO_COLOR;
+const paint = (code: number, text: string) => (useColour ? `\x1b[${code}m${text}\x1b[0m` : text);
+const bold = (t: string) => paint(1, t);
+const dim = (t: string) => paint(2, t);
+
+function say(message: string): void {
+  process.stdout.write(`${paint(35, "start   │")} ${message}\n`);
+}
+
+function fail(message: string): never {
+  process.stderr.write(`${paint(31, "start   │")} ${message}\n`);
+  process.exit(1);
+}
+
+function intSetting(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) fail(`${name}=${raw} is not a port number (1-65535)`);
+  return n;
+}
+
+/** /readyz must be polled on an address we can reach; 0.0.0.0 and :: mean "all interfaces", so use loopback. */
+function reachableHost(host: string): string {
+  return host === "0.0.0.0" || host === "::" || host === "" ? "127.0.0.1" : host;
+}
+
+const voucherHost = process.env.VOUCHER_HOST || "127.0.0.1";
+const voucherGrpcPort = intSetting("VOUCHER_GRPC_PORT", 50052);
+const voucherHttpPort = intSetting("VOUCHER_HTTP_PORT", 8082);
+const orderHost = process.env.ORDER_HOST || "127.0.0.1";
+const orderGrpcPort = intSetting("ORDER_GRPC_PORT", 50051);
+const orderHttpPort = intSetting("ORDER_HTTP_PORT", 8081);
+
+// ---------------------------------------------------------------------------
+// Databases
+
+const databases: MariaDbServer[] = [];
+
+async function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once("error", () => resolve(false));
+    probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)));
+  });
+}
+
+/** A pid file left by a server that is still running means an earlier `npm start` did not stop (it was killed). */
+function leftoverServer(dir: string): number | undefined {
+  const pidFile = path.join(dir, "mysqld.pid");
+  if (!existsSync(pidFile)) return undefined;
+  const pid = Number(readFileSync(pidFile, "utf8").trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return undefined;
+  }
+  // After a kill -9 the pid file stays behind and its pid may since belong to another program.
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir) ? pid : undefined;
+  } catch {
+    return pid; // no /proc: trust the pid file
+  }
+}
+
+async function startLocalDatabase(label: string, folder: string, port: number, database: string, user: string) {
+  const dir = path.join(root, ".data", folder);
+  const stale = leftoverServer(dir);
+  if (stale) throw new Error(`a MariaDB server from an earlier run still uses ${dir} (pid ${stale}); stop it with: kill ${stale}`);
+  if (!(await portIsFree(port))) {
+    const setting = label === "order" ? "LOCAL_ORDER_DB_PORT" : "LOCAL_VOUCHER_DB_PORT";
+    throw new Error(`port ${port} for the ${label} database is in use; free it or set ${setting} to another port`);
+  }
+  const server = new MariaDbServer({ dir, port });
+  databases.push(server);
+  await server.start();
+  // Idempotent: the second start finds the database and the user already there.
+  const url = await server.createDatabase(database, user, `${user}-local`);
+  say(`${label} database ready at 127.0.0.1:${port} ${dim(`(data in .data/${folder})`)}`);
+  return url;
+}
+
+async function stopDatabases(): Promise<void> {
+  await Promise.all(databases.map((db) => db.stop().catch(() => undefined)));
+}
+
+function mariadbInstalled(): boolean {
+  try {
+    MariaDbServer.binary();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function resolveDatabaseUrls(): Promise<{ orderUrl: string; voucherUrl: string }> {
+  const orderUrl = process.env.ORDER_DATABASE_URL;
+  const voucherUrl = process.env.VOUCHER_DATABASE_URL;
+  if (orderUrl && voucherUrl) {
+    say("using ORDER_DATABASE_URL and VOUCHER_DATABASE_URL from the environment");
+    return { orderUrl, voucherUrl };
+  }
+  if (orderUrl || voucherUrl) {
+    const missing = orderUrl ? "VOUCHER_DATABASE_URL" : "ORDER_DATABASE_URL";
+    fail(
+      `only one database URL is set; set ${missing} too, or unset both to run two local MariaDB servers in .data/`,
+    );
+  }
+  if (!mariadbInstalled()) {
+    fail(
+      "MariaDB server binaries (mariadbd) are not installed. Install them with\n" +
+        "    sudo apt-get update && sudo apt-get install -y mariadb-server\n" +
+        "  or point ORDER_DATABASE_URL and VOUCHER_DATABASE_URL at existing servers.",
+    );
+  }
+  // allSettled: if one fails, the other has finished starting before shutdown stops it.
+  const [o, v] = await Promise.allSettled([
+    startLocalDatabase("order", "order-db", intSetting("LOCAL_ORDER_DB_PORT", 3316), "orders", "orders"),
+    startLocalDatabase("voucher", "voucher-db", intSetting("LOCAL_VOUCHER_DB_PORT", 3317), "vouchers", "vouchers"),
+  ]);
+  if (o.status === "rejected") throw o.reason;
+  if (v.status === "rejected") throw v.reason;
+  return { orderUrl: o.value, voucherUrl: v.value };
+}
+
+// ---------------------------------------------------------------------------
+// Services
+
+interface Service {
+  name: string;
+  colour: number;
+  entry: string;
+  env: Record<string, string>;
+  readyUrl: string;
+  child?: ChildProcess;
+  exited?: Promise<void>;
+}
+
+let stopping = false;
+
+function pipeLines(stream: NodeJS.ReadableStream, prefix: string, out: NodeJS.WriteStream): void {
+  createInterface({ input: stream, crlfDelay: Infinity }).on("line", (line) => out.write(`${prefix} ${line}\n`));
+}
+
+function spawnService(service: Service): void {
+  const prefix = paint(service.colour, `${service.name.padEnd(8)}│`);
+  const child = spawn(process.execPath, ["--import", require.resolve("tsx"), service.entry], {
+    cwd: root,
+    env: {
+      ...process.env,
+      LOG_FORMAT: process.env.LOG_FORMAT ?? "pretty",
+      // The output goes through a pipe; keep pino-pretty's colours when we are on a terminal.
+      ...(useColour && !process.env.FORCE_COLOR ? { FORCE_COLOR: "1" } : {}),
+      ...service.env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+    // Its own process group: a Ctrl-C in the terminal reaches only this script,
+    // which then stops the services in order (order service first, as it calls
+    // the voucher service) instead of all of them at once.
+    detached: true,
+  });
+  service.child = child;
+  pipeLines(child.stdout!, prefix, process.stdout);
+  pipeLines(child.stderr!, prefix, process.stderr);
+  service.exited = new Promise((resolve) => {
+    child.once("exit", (code, signal) => {
+      resolve();
+      if (stopping) return;
+      say(paint(31, `${service.name} exited unexpectedly (${signal ?? `code ${code}`}); stopping everything`));
+      void shutdown(1);
+    });
+  });
+}
+
+async function waitReady(service: Service, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (stopping) throw new Error("stopped while starting");
+    try {
+      const res = await fetch(service.readyUrl, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${service.name} not ready after ${timeoutMs / 1000} s (${service.readyUrl})`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** SIGTERM, then SIGKILL if it has not exited after graceMs (the services themselves give up after 20 s). */
+async function stopService(service: Service, graceMs = 25_000): Promise<void> {
+  const child = service.child;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await service.exited;
+  clearTimeout(timer);
+}
+
+function killEverything(): void {
+  for (const s of services) if (s.child?.exitCode === null && s.child.signalCode === null) s.child.kill("SIGKILL");
+  // Private MariaDB servers are killed with SIGKILL when this process exits (see MariaDbServer); InnoDB recovers.
+}
+
+const services: Service[] = [];
+let shuttingDown: Promise<void> | undefined;
+
+function shutdown(code: number): Promise<void> {
+  shuttingDown ??= (async () => {
+    stopping = true;
+    say("stopping the services…");
+    for (const s of [...services].reverse()) await stopService(s);
+    if (databases.length) say("stopping the databases…");
+    await stopDatabases();
+    say(code === 0 ? "stopped" : "stopped after an error");
+    process.exit(code);
+  })();
+  return shuttingDown;
+}
+
+// npm and tsx pass on the signal that the terminal already delivered to the
+// whole process group, so one Ctrl-C can arrive here two or three times within
+// milliseconds. Only a signal well after the first counts as a second Ctrl-C.
+let firstSignalAt = 0;
+function onSignal(signal: NodeJS.Signals): void {
+  const now = Date.now();
+  if (!firstSignalAt) {
+    firstSignalAt = now;
+    say(`${signal}: shutting down (press Ctrl-C again to force)`);
+    void shutdown(0);
+    return;
+  }
+  if (now - firstSignalAt < 1000) return;
+  say(paint(31, `${signal} again: killing everything`));
+  killEverything();
+  process.exit(1);
+}
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
+// The services run in their own process groups, so a closed terminal would not reach them.
+process.on("SIGHUP", onSignal);
+process.on("exit", killEverything);
+
+/**
+ * `kill <pid of npm>` reaches npm's shell, which dies without passing the
+ * signal on, and would leave this script and everything it started running
+ * as orphans. So watch the chain of processes that started us (tsx, its
+ * shell, npm) and stop as on SIGTERM when one of them is gone.
+ */
+function watchAncestors(): void {
+  const ancestors: number[] = [];
+  let pid = process.ppid;
+  for (let i = 0; i < 3 && pid > 1; i++) {
+    ancestors.push(pid);
+    try {
+      // /proc/<pid>/stat: "pid (comm) state ppid …"; comm may contain spaces, so split after the last ")".
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      pid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    } catch {
+      break; // no /proc (not Linux): watch the direct parent only
+    }
+  }
+  const alive = (p: number) => {
+    try {
+      process.kill(p, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === "EPERM";
+    }
+  };
+  setInterval(() => {
+    if (firstSignalAt || ancestors.every(alive)) return;
+    firstSignalAt = Date.now();
+    say("the process that started this script is gone; shutting down");
+    void shutdown(0);
+  }, 1000).unref();
+}
+watchAncestors();
+
+// ---------------------------------------------------------------------------
+
+function banner(): string {
+  const og = `${reachableHost(orderHost)}:${orderGrpcPort}`;
+  const oh = `${reachableHost(orderHost)}:${orderHttpPort}`;
+  const vg = `${reachableHost(voucherHost)}:${voucherGrpcPort}`;
+  const vh = `${reachableHost(voucherHost)}:${voucherHttpPort}`;
+  return [
+    "",
+    bold("Ready."),
+    `  order service    gRPC ${og}   Connect/JSON http://${oh}   health http://${oh}/readyz`,
+    `  voucher service  gRPC ${vg}   Connect/JSON http://${vh}   health http://${vh}/readyz`,
+    "",
+    "  Try it (see README.md for the full walkthrough):",
+    dim(`    npx buf curl --protocol grpc --http2-prior-knowledge \\`),
+    dim(`      -d '{"customer_id":"c-1","total_cents":12000,"currency":"EUR","request_id":"r-1"}' \\`),
+    dim(`      http://${og}/shop.order.v1.OrderService/CreateOrder`),
+    dim(`    curl -s -H 'content-type: application/json' \\`),
+    dim(`      -d '{"customer_id":"c-1","page_size":10}' \\`),
+    dim(`      http://${oh}/shop.order.v1.OrderService/ListOrders`),
+    "",
+    "  Ctrl-C stops everything.",
+    "",
+  ].join("\n");
+}
+
+async function main(): Promise<void> {
+  const { orderUrl, voucherUrl } = await resolveDatabaseUrls();
+  if (stopping) return;
+
+  services.push(
+    {
+      name: "voucher",
+      colour: 36,
+      entry: path.join(root, "voucher-service/src/main.ts"),
+      env: { VOUCHER_DATABASE_URL: voucherUrl },
+      readyUrl: `http://${reachableHost(voucherHost)}:${voucherHttpPort}/readyz`,
+    },
+    {
+      name: "order",
+      colour: 33,
+      entry: path.join(root, "order-service/src/main.ts"),
+      env: {
+        ORDER_DATABASE_URL: orderUrl,
+        VOUCHER_SERVICE_URL:
+          process.env.VOUCHER_SERVICE_URL || `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`,
+      },
+      readyUrl: `http://${reachableHost(orderHost)}:${orderHttpPort}/readyz`,
+    },
+    // Reconciler slot: once reconciler/src/main.ts exists, it runs here as a third
+    // service (it reads the order and voucher services through the SDK).
+  );
+
+  for (const s of services) {
+    if (!existsSync(s.entry)) throw new Error(`${path.relative(root, s.entry)} does not exist`);
+  }
+  // Both start at once; the order service's relay retries until the voucher service answers.
+  for (const s of services) spawnService(s);
+  await Promise.all(services.map((s) => waitReady(s)));
+  if (!stopping) process.stdout.write(banner());
+}
+
+main().catch((err: Error) => {
+  if (stopping) return;
+  process.stderr.write(`${paint(31, "start   │")} ${err.message}\n`);
+  void shutdown(1);
+});
