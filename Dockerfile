@@ -28,6 +28,7 @@ COPY reconciler reconciler
 
 ENV NODE_ENV=production \
     LOG_FORMAT=json
+RUN mkdir -p /data/reconciler && chown node:node /data/reconciler
 USER node
 
 ENTRYPOINT ["node", "--import", "tsx"]

@@ -24,11 +24,11 @@ const bold = (t: string) => paint(1, t);
 const dim = (t: string) => paint(2, t);
 
 function say(message: string): void {
-  process.stdout.write(`${paint(35, "start   │")} ${message}\n`);
+  process.stdout.write(`${paint(35, "start     │")} ${message}\n`);
 }
 
 function fail(message: string): never {
-  process.stderr.write(`${paint(31, "start   │")} ${message}\n`);
+  process.stderr.write(`${paint(31, "start     │")} ${message}\n`);
   process.exit(1);
 }
 
@@ -152,7 +152,8 @@ interface Service {
   colour: number;
   entry: string;
   env: Record<string, string>;
-  readyUrl: string;
+  /** Polled until it answers 200; none for a process without an HTTP port. */
+  readyUrl?: string;
   child?: ChildProcess;
   exited?: Promise<void>;
 }
@@ -164,7 +165,7 @@ function pipeLines(stream: NodeJS.ReadableStream, prefix: string, out: NodeJS.Wr
 }
 
 function spawnService(service: Service): void {
-  const prefix = paint(service.colour, `${service.name.padEnd(8)}│`);
+  const prefix = paint(service.colour, `${service.name.padEnd(10)}│`);
   const child = spawn(process.execPath, ["--import", require.resolve("tsx"), service.entry], {
     cwd: root,
     env: {
@@ -194,11 +195,12 @@ function spawnService(service: Service): void {
 }
 
 async function waitReady(service: Service, timeoutMs = 60_000): Promise<void> {
+  if (!service.readyUrl) return;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (stopping) throw new Error("stopped while starting");
     try {
-      const res = await fetch(service.readyUrl, { signal: AbortSignal.timeout(1000) });
+      const res = await fetch(service.readyUrl!, { signal: AbortSignal.timeout(1000) });
       if (res.ok) return;
     } catch {
       // not listening yet
@@ -347,21 +349,33 @@ async function main(): Promise<void> {
       },
       readyUrl: `http://${reachableHost(orderHost)}:${orderHttpPort}/readyz`,
     },
-    // Reconciler slot: once reconciler/src/main.ts exists, it runs here as a third
-    // service (it reads the order and voucher services through the SDK).
   );
+  // The nightly reconciler's scheduler (RECONCILE_CRON, default 02:30 UTC),
+  // started once both services answer; it is stopped first on Ctrl-C.
+  const reconciler: Service = {
+    name: "reconciler",
+    colour: 32,
+    entry: path.join(root, "reconciler/src/main.ts"),
+    env: {
+      ORDER_SERVICE_URL: `http://${reachableHost(orderHost)}:${orderGrpcPort}`,
+      VOUCHER_SERVICE_URL: `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`,
+    },
+  };
 
-  for (const s of services) {
+  for (const s of [...services, reconciler]) {
     if (!existsSync(s.entry)) throw new Error(`${path.relative(root, s.entry)} does not exist`);
   }
   // Both start at once; the order service's relay retries until the voucher service answers.
   for (const s of services) spawnService(s);
   await Promise.all(services.map((s) => waitReady(s)));
-  if (!stopping) process.stdout.write(banner());
+  if (stopping) return;
+  services.push(reconciler);
+  spawnService(reconciler);
+  process.stdout.write(banner());
 }
 
 main().catch((err: Error) => {
   if (stopping) return;
-  process.stderr.write(`${paint(31, "start   │")} ${err.message}\n`);
+  process.stderr.write(`${paint(31, "start     │")} ${err.message}\n`);
   void shutdown(1);
 });
