@@ -1,4 +1,5 @@
 import { envReader } from "@shop/platform/config";
+import { outboxCleanupConfigFromEnv, type OutboxCleanupConfig } from "./outbox/cleanup.js";
 
 export type EnvReader = ReturnType<typeof envReader>;
 
@@ -21,6 +22,13 @@ export interface OrderServiceConfig {
    * processes (then they scale independently of the API).
    */
   relayEnabled: boolean;
+  /**
+   * OUTBOX_RETENTION_MS (default 7 days, 0 keeps rows forever),
+   * OUTBOX_CLEANUP_INTERVAL_MS (default 60000), OUTBOX_CLEANUP_BATCH (default
+   * 500): removal of delivered outbox rows, see OutboxCleanup. Optional so
+   * configs built in code may leave it out; the defaults apply then.
+   */
+  outboxCleanup?: OutboxCleanupConfig;
 }
 
 /**
@@ -43,6 +51,7 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
     poolSize: r.int("ORDER_DB_POOL_SIZE", 10, { min: 1, max: 500 }),
     voucherServiceUrl,
     relayEnabled: r.bool("RELAY_ENABLED", true),
+    outboxCleanup: outboxCleanupConfigFromEnv(r),
   };
 }
 

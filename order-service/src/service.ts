@@ -7,6 +7,7 @@ import type { OrderServiceConfig } from "./config.js";
 import { migrateOrderDatabase } from "./db/migrate.js";
 import { OrderStore } from "./db/order-store.js";
 import { createOrderServiceImpl } from "./grpc/routes.js";
+import { OutboxCleanup, OUTBOX_CLEANUP_DEFAULTS } from "./outbox/cleanup.js";
 import type { RelayConfig } from "./outbox/relay.js";
 
 export interface StartOrderServiceOptions {
@@ -27,7 +28,7 @@ export interface RunningOrderService {
   httpPort: number;
   pool: Pool;
   store: OrderStore;
-  /** Idempotent: stop taking calls, stop the relay (waiting for its calls), close the voucher client, end the pool. */
+  /** Idempotent: stop taking calls, stop the relay (waiting for its calls) and the outbox cleanup, close the voucher client, end the pool. */
   stop(): Promise<void>;
 }
 
@@ -42,6 +43,7 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
   const { config, logger } = opts;
   const pool = createPool({ url: config.databaseUrl, connectionLimit: config.poolSize });
   let relay: RelayHandle | undefined;
+  let cleanup: OutboxCleanup | undefined;
   let closeVoucherClient: (() => void) | undefined;
   let servers: RunningServers | undefined;
 
@@ -50,7 +52,7 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
     (stopping ??= (async () => {
       // Stop taking calls first, so no new outbox row arrives after the relay is gone.
       await servers?.close(opts.shutdownGraceMs ?? 10_000);
-      await relay?.stop();
+      await Promise.all([relay?.stop(), cleanup?.stop()]);
       closeVoucherClient?.();
       await pool.end();
     })());
@@ -78,6 +80,9 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
       },
     });
     relay?.start();
+    // Configs built by hand (tests, older callers) may leave it out: the defaults apply.
+    cleanup = new OutboxCleanup({ pool, logger, config: config.outboxCleanup ?? OUTBOX_CLEANUP_DEFAULTS });
+    cleanup.start();
     logger.info({ relay: relay !== undefined }, relay ? "order service started with its relay" : "order service started without a relay");
     return { grpcPort: servers.grpcPort, httpPort: servers.httpPort, pool, store, stop };
   } catch (err) {

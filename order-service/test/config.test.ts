@@ -24,7 +24,28 @@ describe("order service settings", () => {
       poolSize: 10,
       voucherServiceUrl: "http://127.0.0.1:50052",
       relayEnabled: true,
+      outboxCleanup: { retentionMs: 7 * 24 * 3_600_000, intervalMs: 60_000, batchSize: 500, batchPauseMs: 20 },
     });
+  });
+
+  it("read the outbox retention settings, where 0 keeps delivered rows forever", () => {
+    const c = loadOrderServiceConfig({
+      ORDER_DATABASE_URL: URL_OK,
+      OUTBOX_RETENTION_MS: "0",
+      OUTBOX_CLEANUP_INTERVAL_MS: "5000",
+      OUTBOX_CLEANUP_BATCH: "200",
+    });
+    expect(c.outboxCleanup).to.include({ retentionMs: 0, intervalMs: 5000, batchSize: 200 });
+  });
+
+  it("name bad outbox retention settings", () => {
+    const message = problems({
+      ORDER_DATABASE_URL: URL_OK,
+      OUTBOX_RETENTION_MS: "-1",
+      OUTBOX_CLEANUP_INTERVAL_MS: "soon",
+      OUTBOX_CLEANUP_BATCH: "0",
+    });
+    for (const name of ["OUTBOX_RETENTION_MS", "OUTBOX_CLEANUP_INTERVAL_MS", "OUTBOX_CLEANUP_BATCH"]) expect(message).to.contain(name);
   });
 
   it("read every variable", () => {

@@ -16,7 +16,7 @@ import {
   type SentTransition,
   type VoucherRequest,
 } from "../domain/order.js";
-import { voucherStateOf, type OutboxEntry, type VoucherState } from "../domain/voucher-state.js";
+import { entryOrArchived, voucherStateOf, type OutboxEntry, type VoucherState } from "../domain/voucher-state.js";
 import type { TimePosition, TimeWindow } from "@shop/platform/paging";
 
 /** An order with the state of its voucher, as the API shows it. */
@@ -54,7 +54,7 @@ const ORDER_COLUMNS = `o.id, o.customer_id AS customerId, o.total_cents AS total
   o.request_id AS requestId, o.created_at AS createdAt, o.updated_at AS updatedAt, o.sent_at AS sentAt,
   o.delivered_at AS deliveredAt, o.cancelled_at AS cancelledAt`;
 
-const OUTBOX_COLUMNS = `v.status AS outboxStatus, v.attempts AS outboxAttempts, v.last_error AS outboxLastError,
+const OUTBOX_COLUMNS = `o.voucher_id AS archivedVoucherId, v.status AS outboxStatus, v.attempts AS outboxAttempts, v.last_error AS outboxLastError,
   v.voucher_id AS outboxVoucherId`;
 
 // The voucher state is read through the outbox's UNIQUE(order_id), one probe per order.
@@ -62,6 +62,7 @@ const SELECT_VIEW = `SELECT ${ORDER_COLUMNS}, ${OUTBOX_COLUMNS} FROM orders o LE
 
 type OrderRow = Order & RowDataPacket;
 type ViewRow = OrderRow & {
+  archivedVoucherId: string | null;
   outboxStatus: string | null;
   outboxAttempts: number | null;
   outboxLastError: string | null;
@@ -94,7 +95,7 @@ function toView(row: ViewRow): OrderView {
           lastError: row.outboxLastError,
           voucherId: row.outboxVoucherId,
         };
-  return { ...toOrder(row), voucher: voucherStateOf(entry) };
+  return { ...toOrder(row), voucher: voucherStateOf(entryOrArchived(entry, row.archivedVoucherId ?? null)) };
 }
 
 const JUST_QUEUED: OutboxEntry = { status: "pending", attempts: 0, lastError: null, voucherId: null };
@@ -109,13 +110,20 @@ function isDuplicateKey(err: unknown): boolean {
  * result. NOW(3) comes along: every state change is stamped with the
  * database's clock, the one clock all replicas (and the relay's claim) share.
  */
-async function lockOrder(conn: PoolConnection, orderId: string): Promise<{ order: Order; now: Date } | undefined> {
-  const [rows] = await conn.query<Array<OrderRow & { dbNow: Date }>>(
-    `SELECT ${ORDER_COLUMNS}, NOW(3) AS dbNow FROM orders o WHERE o.id = ? FOR UPDATE`,
+interface LockedOrder {
+  order: Order;
+  now: Date;
+  /** orders.voucher_id: set once the cleanup has archived the delivered outbox row. */
+  archivedVoucherId: string | null;
+}
+
+async function lockOrder(conn: PoolConnection, orderId: string): Promise<LockedOrder | undefined> {
+  const [rows] = await conn.query<Array<OrderRow & { dbNow: Date; archivedVoucherId: string | null }>>(
+    `SELECT ${ORDER_COLUMNS}, o.voucher_id AS archivedVoucherId, NOW(3) AS dbNow FROM orders o WHERE o.id = ? FOR UPDATE`,
     [orderId],
   );
   const row = rows[0];
-  return row ? { order: toOrder(row), now: row.dbNow } : undefined;
+  return row ? { order: toOrder(row), now: row.dbNow, archivedVoucherId: row.archivedVoucherId ?? null } : undefined;
 }
 
 async function saveOrder(conn: PoolConnection, order: Order): Promise<void> {
@@ -271,7 +279,8 @@ export class OrderStore {
   /**
    * Makes sure a sent, qualifying order's voucher is on its way: records a
    * missing request, puts a dead one back to pending (keeping last_error for
-   * the record), leaves a pending or delivered one alone. The outbox row is
+   * the record), leaves a pending or delivered one alone (also one whose
+   * delivered row the cleanup has archived to orders.voucher_id). The outbox row is
    * locked too, so a relay acking it at the same moment is not overwritten.
    */
   async requeueVoucher(orderId: string): Promise<RequeueResult> {
@@ -279,7 +288,8 @@ export class OrderStore {
       inTransaction(this.pool, async (conn) => {
         const locked = await lockOrder(conn, orderId);
         if (!locked) throw notFound(`order ${orderId} not found`);
-        const entry = await readOutbox(conn, orderId, true);
+        // An archived delivery counts as delivered: nothing to requeue.
+        const entry = entryOrArchived(await readOutbox(conn, orderId, true), locked.archivedVoucherId);
         const action = requeueAction(locked.order, entry);
         let after = entry;
         if (action.kind === "insert") {
@@ -317,7 +327,7 @@ export class OrderStore {
           await insertOutbox(conn, t.voucherRequest, locked.now);
           entry = JUST_QUEUED;
         } else {
-          entry = await readOutbox(conn, orderId);
+          entry = entryOrArchived(await readOutbox(conn, orderId), locked.archivedVoucherId);
         }
         if (t.changed && t.order.status === "SENT") failpoint("order.mark-sent.before-commit");
         return { order: { ...t.order, voucher: voucherStateOf(entry) }, changed: t.changed, voucherRequested: t.voucherRequest !== undefined };

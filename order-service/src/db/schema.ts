@@ -16,6 +16,11 @@ export const orders = mysqlTable(
     sentAt: datetime("sent_at", { mode: "date", fsp: 3 }),
     deliveredAt: datetime("delivered_at", { mode: "date", fsp: 3 }),
     cancelledAt: datetime("cancelled_at", { mode: "date", fsp: 3 }),
+    /**
+     * The issued voucher, copied here by the outbox cleanup when it removes the
+     * delivered outbox row, so the order keeps its voucher id after the row is gone.
+     */
+    voucherId: varchar("voucher_id", { length: 26 }),
   },
   (t) => [
     uniqueIndex("orders_request_id_uq").on(t.requestId),
@@ -55,5 +60,8 @@ export const voucherOutbox = mysqlTable(
     // The claim filters on status and next_attempt_at and orders by these same
     // columns; without this index SKIP LOCKED degenerates (filesort locks every match).
     index("voucher_outbox_claim_idx").on(t.status, t.nextAttemptAt, t.id),
+    // The retention cleanup walks delivered rows oldest first and stops at the
+    // cutoff, so it reads only the rows it deletes and never the pending ones.
+    index("voucher_outbox_delivered_idx").on(t.status, t.deliveredAt, t.id),
   ],
 );

@@ -20,9 +20,22 @@ export interface VoucherState {
 }
 
 /**
- * Derived from the outbox row alone, never stored on the order: the row
- * exists exactly when a voucher is due, and the relay keeps its status, so a
- * second copy on the orders table could only drift from it.
+ * The outbox row of an order, or, once the retention cleanup has removed a
+ * delivered row, the delivery it stood for: the cleanup copies the voucher id
+ * to orders.voucher_id in the same transaction that deletes the row, so a
+ * missing row with a voucher id on the order means "delivered and archived".
+ * The attempt count and error history go with the row.
+ */
+export function entryOrArchived(entry: OutboxEntry | null, archivedVoucherId: string | null): OutboxEntry | null {
+  if (entry || !archivedVoucherId) return entry;
+  return { status: "delivered", attempts: 0, lastError: null, voucherId: archivedVoucherId };
+}
+
+/**
+ * Derived from the outbox row (or its archived voucher id, see
+ * entryOrArchived): while a delivery is under way the row is the only record
+ * of it, and the relay keeps its status, so a second copy on the orders table
+ * could only drift from it. Only a finished delivery is copied to the order.
  */
 export function voucherStateOf(entry: OutboxEntry | null): VoucherState {
   if (!entry) return { status: "NOT_ELIGIBLE", attempts: 0, voucherId: null, lastError: null };

@@ -89,6 +89,22 @@ describe("outbox SQL operations", () => {
     expect(acked.deliveredAt).to.be.instanceOf(Date);
   });
 
+  it("acks a whole batch in one go, each row with its own voucher, and names only the rows whose fence failed", async () => {
+    await insertOutboxRows(o.pool, 3);
+    const rows = await claimDueRows(o.pool, { limit: 3, leaseMs: 60_000, token: "mine:1" });
+    await o.pool.query("UPDATE voucher_outbox SET locked_by = 'other:1' WHERE id = ?", [rows[1]!.id]);
+
+    const stale = await ackDelivered(o.pool, "mine:1", rows.map((r) => ({ id: r.id, voucherId: `V-${r.id}` })));
+
+    expect(stale).to.deep.equal([rows[1]!.id]);
+    const after = await outboxRows(o.pool);
+    expect(after.map((r) => [r.status, r.voucherId])).to.deep.equal([
+      ["delivered", `V-${rows[0]!.id}`],
+      ["pending", null],
+      ["delivered", `V-${rows[2]!.id}`],
+    ]);
+  });
+
   it("schedules a retry on the database clock and releases the lease", async () => {
     const [order] = await insertOutboxRows(o.pool, 1);
     const [row] = await claimDueRows(o.pool, { limit: 1, leaseMs: 60_000, token: "a:1" });
