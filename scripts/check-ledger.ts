@@ -1,0 +1,487 @@
+/**
+ * Checks the invariants I1–I9 of docs/design (architecture: "Invariants")
+ * straight from the two databases, plus calls to the services where an
+ * invariant is about their behaviour. An operator tool and the last step of
+ * every fault test.
+ *
+ *   ORDER_DATABASE_URL=mysql://… VOUCHER_DATABASE_URL=mysql://… npm run check:ledger
+ *   npm run check:ledger -- --voucher-service http://127.0.0.1:50052 --order-service http://127.0.0.1:50051
+ *
+ * Prints one line per invariant (PASS, FAIL or SKIP, with counts) and exits 1
+ * on any FAIL, 2 when it cannot run at all.
+ */
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { RowDataPacket } from "mysql2/promise";
+import { createPool, type Pool } from "@shop/platform/db";
+import { qualifiesForVoucher } from "@shop/order-service/domain/order";
+import { createVoucherClient } from "@shop/sdk/clients";
+
+const root = path.resolve(import.meta.dirname, "..");
+
+export type Verdict = "PASS" | "FAIL" | "SKIP";
+
+export interface InvariantResult {
+  id: string;
+  title: string;
+  verdict: Verdict;
+  /** What was counted, for the printed line. */
+  counts: Record<string, number>;
+  /** Why it failed or was skipped, and a few offending ids. */
+  detail?: string;
+}
+
+export interface LedgerOptions {
+  orderDatabaseUrl: string;
+  voucherDatabaseUrl: string;
+  /** Needed for I9 (the reconciler's dry run); without it I9 is skipped. */
+  orderServiceUrl?: string;
+  /** Needed for I5 (replays against the live service) and I9; without it they are skipped. */
+  voucherServiceUrl?: string;
+  /** I8: the oldest pending outbox row must be younger than this. Default 60000 ms, the lag alert's target. */
+  lagTargetMs?: number;
+  /** I6: order ids whose MarkOrderSent returned OK to a client; each must be SENT (or later). Without it I6 is skipped. */
+  acknowledgedSent?: string[];
+  /**
+   * I2 on a quiet system (default true): every qualifying sent order must
+   * already have its voucher. False on a live system: an order whose outbox
+   * row is still pending is on its way and not counted missing.
+   */
+  drained?: boolean;
+  /** I9: the reconciler's RECONCILE_GRACE_MS. Default 0: on a quiet system nothing is too young to judge. */
+  reconcileGraceMs?: number;
+  /** I5: how many vouchers to replay. Default 10. */
+  replaySample?: number;
+}
+
+export interface LedgerResult {
+  ok: boolean;
+  results: InvariantResult[];
+}
+
+interface OrderRow {
+  id: string;
+  status: string;
+  totalCents: number;
+  currency: string;
+  voucherId: string | null;
+}
+
+interface OutboxRow {
+  orderId: string;
+  status: "pending" | "delivered" | "dead";
+  voucherId: string | null;
+  ageMs: number;
+}
+
+interface VoucherRow {
+  id: string;
+  orderId: string;
+  customerId: string;
+  orderTotalCents: number;
+  currency: string;
+  status: string;
+}
+
+const SENT = new Set(["SENT", "DELIVERED"]);
+
+function sample(ids: Iterable<string>, n = 5): string {
+  const list = [...ids];
+  return list.length === 0 ? "" : `${list.slice(0, n).join(", ")}${list.length > n ? ` … (+${list.length - n})` : ""}`;
+}
+
+async function hasColumn(pool: Pool, table: string, column: string): Promise<boolean> {
+  const [rows] = await pool.query<RowDataPacket[]>(
+    "SELECT COUNT(*) AS n FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+    [table, column],
+  );
+  return Number(rows[0]!.n) > 0;
+}
+
+async function readOrderSide(pool: Pool): Promise<{ orders: OrderRow[]; outbox: OutboxRow[]; retention: boolean }> {
+  // orders.voucher_id appears with outbox retention: a delivered row may be
+  // deleted once its voucher id is copied onto the order.
+  const retention = await hasColumn(pool, "orders", "voucher_id");
+  const [orders] = await pool.query<RowDataPacket[]>(
+    `SELECT id, status, total_cents AS totalCents, currency, ${retention ? "voucher_id" : "NULL"} AS voucherId FROM orders`,
+  );
+  const [outbox] = await pool.query<RowDataPacket[]>(
+    `SELECT order_id AS orderId, status, voucher_id AS voucherId,
+            TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) / 1000 AS ageMs
+       FROM voucher_outbox`,
+  );
+  return {
+    orders: orders.map((r) => ({ ...(r as OrderRow), totalCents: Number(r.totalCents) })),
+    outbox: outbox.map((r) => ({ ...(r as OutboxRow), ageMs: Number(r.ageMs) })),
+    retention,
+  };
+}
+
+async function readVouchers(pool: Pool): Promise<VoucherRow[]> {
+  const [rows] = await pool.query<RowDataPacket[]>(
+    `SELECT id, order_id AS orderId, customer_id AS customerId, order_total_cents AS orderTotalCents, currency, status FROM vouchers`,
+  );
+  return rows.map((r) => ({ ...(r as VoucherRow), orderTotalCents: Number(r.orderTotalCents) }));
+}
+
+function result(id: string, title: string, failures: number, counts: Record<string, number>, detail?: string): InvariantResult {
+  return { id, title, verdict: failures === 0 ? "PASS" : "FAIL", counts, detail: failures === 0 ? undefined : detail };
+}
+
+/** Reads both ledgers and checks every invariant it can with what it was given. */
+export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
+  const orderPool = createPool({ url: opts.orderDatabaseUrl, connectionLimit: 2 });
+  const voucherPool = createPool({ url: opts.voucherDatabaseUrl, connectionLimit: 2 });
+  try {
+    const [{ orders, outbox, retention }, vouchers] = await Promise.all([readOrderSide(orderPool), readVouchers(voucherPool)]);
+    const results: InvariantResult[] = [];
+
+    const orderById = new Map(orders.map((o) => [o.id, o]));
+    const outboxByOrder = new Map(outbox.map((r) => [r.orderId, r]));
+    const vouchersByOrder = new Map<string, VoucherRow[]>();
+    for (const v of vouchers) vouchersByOrder.set(v.orderId, [...(vouchersByOrder.get(v.orderId) ?? []), v]);
+    // The rule is the order service's own function, applied to what is stored.
+    const owed = orders.filter((o) => SENT.has(o.status) && qualifiesForVoucher(o));
+    const owedIds = new Set(owed.map((o) => o.id));
+
+    // I1: a delivery record (outbox row, or the voucher id kept on the order after retention removed the row) iff owed.
+    {
+      const noRecord = owed.filter((o) => !outboxByOrder.has(o.id) && !o.voucherId).map((o) => o.id);
+      const unowedRows = outbox.filter((r) => !owedIds.has(r.orderId)).map((r) => r.orderId);
+      const unowedIds = orders.filter((o) => o.voucherId && !owedIds.has(o.id)).map((o) => o.id);
+      const dupRows = outbox.length - outboxByOrder.size;
+      const bad = noRecord.length + unowedRows.length + unowedIds.length + dupRows;
+      results.push(
+        result(
+          "I1",
+          "an outbox row (or orders.voucher_id) exists iff the order is sent and qualifies",
+          bad,
+          {
+            "sent qualifying": owed.length,
+            "outbox rows": outbox.length,
+            "kept voucher ids": retention ? orders.filter((o) => o.voucherId && !outboxByOrder.has(o.id)).length : 0,
+            "owed without record": noRecord.length,
+            "records not owed": unowedRows.length + unowedIds.length,
+          },
+          [
+            noRecord.length ? `owed but no outbox row: ${sample(noRecord)}` : "",
+            unowedRows.length ? `outbox row for an order not sent or not qualifying: ${sample(unowedRows)}` : "",
+            unowedIds.length ? `voucher_id on an order not owed one: ${sample(unowedIds)}` : "",
+            dupRows ? `${dupRows} duplicate outbox rows` : "",
+          ].filter(Boolean).join("; "),
+        ),
+      );
+    }
+
+    // I2: every owed order has its voucher (on a live system, pending rows are on their way).
+    {
+      const drained = opts.drained ?? true;
+      const missing = owed
+        .filter((o) => !vouchersByOrder.has(o.id))
+        .filter((o) => drained || outboxByOrder.get(o.id)?.status !== "pending")
+        .map((o) => o.id);
+      const pending = outbox.filter((r) => r.status === "pending").length;
+      results.push(
+        result("I2", "every qualifying sent order has a voucher", missing.length, {
+          "sent qualifying": owed.length,
+          "with voucher": owed.filter((o) => vouchersByOrder.has(o.id)).length,
+          missing: missing.length,
+          "still pending": pending,
+        }, `no voucher for ${sample(missing)}${drained && pending ? ` (${pending} outbox rows still pending: not drained?)` : ""}`),
+      );
+    }
+
+    // I3: one voucher per order, and it is the one the order side recorded.
+    {
+      const doubled = [...vouchersByOrder].filter(([, vs]) => vs.length > 1).map(([id]) => id);
+      const mismatched = owed
+        .filter((o) => {
+          const recorded = outboxByOrder.get(o.id)?.voucherId ?? o.voucherId;
+          const actual = vouchersByOrder.get(o.id);
+          return recorded && actual && !actual.some((v) => v.id === recorded);
+        })
+        .map((o) => o.id);
+      results.push(
+        result("I3", "no order has two vouchers; the recorded voucher id is the voucher", doubled.length + mismatched.length, {
+          vouchers: vouchers.length,
+          "orders with vouchers": vouchersByOrder.size,
+          "orders with two or more": doubled.length,
+          "recorded id differs": mismatched.length,
+        }, [doubled.length ? `doubled: ${sample(doubled)}` : "", mismatched.length ? `recorded voucher id differs: ${sample(mismatched)}` : ""]
+          .filter(Boolean).join("; ")),
+      );
+    }
+
+    // I4: every live voucher belongs to an owed order, for that customer's total. VOIDED ones are what the reconciler did with strays.
+    {
+      const stray = vouchers.filter((v) => v.status === "ISSUED" && !owedIds.has(v.orderId)).map((v) => v.orderId);
+      const wrongFacts = vouchers
+        .filter((v) => {
+          const o = orderById.get(v.orderId);
+          return v.status === "ISSUED" && o && owedIds.has(o.id) && (o.totalCents !== v.orderTotalCents || o.currency !== v.currency);
+        })
+        .map((v) => v.orderId);
+      results.push(
+        result("I4", "no voucher without a sent, qualifying order", stray.length + wrongFacts.length, {
+          issued: vouchers.filter((v) => v.status === "ISSUED").length,
+          voided: vouchers.filter((v) => v.status === "VOIDED").length,
+          stray: stray.length,
+          "total differs": wrongFacts.length,
+        }, [stray.length ? `issued voucher for an order not owed one: ${sample(stray)}` : "", wrongFacts.length ? `order total differs: ${sample(wrongFacts)}` : ""]
+          .filter(Boolean).join("; ")),
+      );
+    }
+
+    results.push(await checkReplays(opts, vouchers, voucherPool));
+
+    // I6: what a client was told is sent is sent.
+    if (opts.acknowledgedSent) {
+      const lost = opts.acknowledgedSent.filter((id) => !SENT.has(orderById.get(id)?.status ?? ""));
+      results.push(
+        result("I6", "every MarkOrderSent that returned OK is sent in the database", lost.length, {
+          acknowledged: opts.acknowledgedSent.length,
+          lost: lost.length,
+        }, `acknowledged but not sent: ${sample(lost)}`),
+      );
+    } else {
+      results.push({ id: "I6", title: "every MarkOrderSent that returned OK is sent in the database", verdict: "SKIP", counts: {}, detail: "no list of acknowledged orders given (--acked-file)" });
+    }
+
+    // I7: each owed order is in exactly one place: delivered (with a voucher that exists), pending, or dead.
+    {
+      let delivered = 0;
+      let pending = 0;
+      let dead = 0;
+      const unaccounted: string[] = [];
+      for (const o of owed) {
+        const row = outboxByOrder.get(o.id);
+        const status = row?.status ?? (o.voucherId ? "delivered" : undefined);
+        if (status === "pending") pending++;
+        else if (status === "dead") dead++;
+        else if (status === "delivered" && vouchersByOrder.has(o.id)) delivered++;
+        else unaccounted.push(o.id);
+      }
+      results.push(
+        result("I7", "qualifying sent orders = delivered vouchers + pending + dead", unaccounted.length, {
+          "sent qualifying": owed.length,
+          delivered,
+          pending,
+          dead,
+          unaccounted: unaccounted.length,
+        }, `neither delivered with a voucher, pending nor dead: ${sample(unaccounted)}`),
+      );
+    }
+
+    // I8: the delivery lag is under its target.
+    {
+      const target = opts.lagTargetMs ?? 60_000;
+      const pendingAges = outbox.filter((r) => r.status === "pending").map((r) => r.ageMs);
+      const oldest = pendingAges.length ? Math.max(...pendingAges) : 0;
+      results.push(
+        result("I8", `the oldest pending outbox row is younger than ${target} ms`, oldest < target ? 0 : 1, {
+          pending: pendingAges.length,
+          "oldest ms": Math.round(oldest),
+        }, `oldest pending row is ${Math.round(oldest)} ms old`),
+      );
+    }
+
+    results.push(await checkReconciler(opts));
+    return { ok: results.every((r) => r.verdict !== "FAIL"), results };
+  } finally {
+    await Promise.allSettled([orderPool.end(), voucherPool.end()]);
+  }
+}
+
+/** I5: replays of existing vouchers come back unchanged; a replay with another customer is refused and writes nothing. */
+async function checkReplays(opts: LedgerOptions, vouchers: VoucherRow[], voucherPool: Pool): Promise<InvariantResult> {
+  const title = "a replayed IssueVoucher returns the same voucher; a conflicting one is rejected";
+  if (!opts.voucherServiceUrl) return { id: "I5", title, verdict: "SKIP", counts: {}, detail: "no voucher service URL given" };
+  const issued = vouchers.filter((v) => v.status === "ISSUED");
+  if (issued.length === 0) return { id: "I5", title, verdict: "SKIP", counts: {}, detail: "no issued voucher to replay" };
+  const n = Math.min(opts.replaySample ?? 10, issued.length);
+  const picked = Array.from({ length: n }, (_, i) => issued[Math.floor((i * issued.length) / n)]!);
+  const { client, close } = createVoucherClient({ baseUrl: opts.voucherServiceUrl, defaultTimeoutMs: 5_000 });
+  const problems: string[] = [];
+  let same = 0;
+  let rejected = 0;
+  try {
+    for (const v of picked) {
+      const req = { orderId: v.orderId, customerId: v.customerId, orderTotalCents: BigInt(v.orderTotalCents), currency: v.currency };
+      const res = await client.issueVoucher(req);
+      if (res.voucher?.id === v.id && !res.created) same++;
+      else problems.push(`replay of ${v.orderId} gave ${res.voucher?.id} created=${res.created}, want ${v.id} created=false`);
+      try {
+        await client.issueVoucher({ ...req, customerId: v.customerId === "ledger-conflict" ? "ledger-conflict-2" : "ledger-conflict" });
+        problems.push(`conflicting replay of ${v.orderId} was accepted`);
+      } catch (err) {
+        const code = ConnectError.from(err).code;
+        if (code === Code.AlreadyExists || code === Code.FailedPrecondition) rejected++;
+        else problems.push(`conflicting replay of ${v.orderId} failed with ${Code[code]}, want ALREADY_EXISTS`);
+      }
+    }
+    const [after] = await voucherPool.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM vouchers");
+    const written = Number(after[0]!.n) - vouchers.length;
+    if (written !== 0) problems.push(`${written} voucher rows appeared during the replays`);
+  } catch (err) {
+    problems.push(`replay failed: ${(err as Error).message}`);
+  } finally {
+    close();
+  }
+  return result("I5", title, problems.length, { replayed: picked.length, "same voucher": same, "conflicts rejected": rejected }, problems.slice(0, 3).join("; "));
+}
+
+/** I9: the reconciler's dry run over everything finds no drift. */
+async function checkReconciler(opts: LedgerOptions): Promise<InvariantResult> {
+  const title = "the reconciler reports 0 drift";
+  if (!opts.orderServiceUrl || !opts.voucherServiceUrl) {
+    return { id: "I9", title, verdict: "SKIP", counts: {}, detail: "needs both service URLs (--order-service, --voucher-service)" };
+  }
+  const run = await runReconciler({ orderServiceUrl: opts.orderServiceUrl, voucherServiceUrl: opts.voucherServiceUrl, dryRun: true, graceMs: opts.reconcileGraceMs ?? 0 });
+  if (!run.report) {
+    return { id: "I9", title, verdict: "FAIL", counts: { exit: run.exitCode }, detail: `no report (exit ${run.exitCode}): ${run.stderr.trim().split("\n").slice(-3).join(" | ")}` };
+  }
+  const found = run.report.totals.found;
+  const failed = run.report.error ? 1 : 0;
+  return result("I9", title, found + failed, { "sent orders scanned": run.report.scanned.sentOrders, "vouchers scanned": run.report.scanned.vouchers, drift: found }, run.report.error ?? `drift: ${JSON.stringify(run.report.counts)}`);
+}
+
+export interface ReconcileRun {
+  exitCode: number;
+  report?: {
+    totals: { found: number; repaired: number; unrepaired: number };
+    counts: Record<string, { found: number; repaired: number }>;
+    scanned: { sentOrders: number; vouchers: number };
+    error: string | null;
+  };
+  stderr: string;
+}
+
+/** Runs `reconcile --once --json` as its own process with a throwaway state file (so it scans from the beginning). */
+export function runReconciler(o: {
+  orderServiceUrl: string;
+  voucherServiceUrl: string;
+  dryRun: boolean;
+  graceMs?: number;
+  /** The run is killed after this long. Default 60000 ms. */
+  timeoutMs?: number;
+  /** Signal for a run past timeoutMs; SIGKILL lets a test crash the reconciler part-way. Default SIGTERM. */
+  killSignal?: NodeJS.Signals;
+}): Promise<ReconcileRun> {
+  const dir = mkdtempSync(path.join(tmpdir(), "ledger-reconcile-"));
+  const tsx = createRequire(import.meta.url).resolve("tsx");
+  const args = ["--import", tsx, path.join(root, "reconciler/src/main.ts"), "--once", "--json", ...(o.dryRun ? ["--dry-run"] : [])];
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      args,
+      {
+        env: {
+          ...process.env,
+          ORDER_SERVICE_URL: o.orderServiceUrl,
+          VOUCHER_SERVICE_URL: o.voucherServiceUrl,
+          RECONCILE_GRACE_MS: String(o.graceMs ?? 0),
+          RECONCILE_STATE_FILE: path.join(dir, "state.json"),
+          RECONCILE_REPORT_DIR: path.join(dir, "reports"),
+          RECONCILE_CALL_TIMEOUT_MS: "5000",
+          LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+        },
+        timeout: o.timeoutMs ?? 60_000,
+        killSignal: o.killSignal ?? "SIGTERM",
+        maxBuffer: 64 * 1024 * 1024,
+      },
+      (err, stdout, stderr) => {
+        rmSync(dir, { recursive: true, force: true });
+        const exitCode = err ? (typeof err.code === "number" ? err.code : -1) : 0;
+        let report: ReconcileRun["report"];
+        try {
+          report = JSON.parse(stdout);
+        } catch {
+          report = undefined;
+        }
+        resolve({ exitCode, report, stderr });
+      },
+    );
+  });
+}
+
+/** One line per invariant: `I2 PASS every qualifying sent order has a voucher (sent qualifying 61, …)`. */
+export function formatLedger(r: LedgerResult): string {
+  const lines = r.results.map((x) => {
+    const counts = Object.entries(x.counts).map(([k, v]) => `${k} ${v}`).join(", ");
+    return `${x.id} ${x.verdict} ${x.title}${counts ? ` (${counts})` : ""}${x.detail ? `: ${x.detail}` : ""}`;
+  });
+  const failed = r.results.filter((x) => x.verdict === "FAIL").map((x) => x.id);
+  lines.push(failed.length ? `ledger: FAIL (${failed.join(", ")})` : "ledger: PASS");
+  return lines.join("\n");
+}
+
+const USAGE = `usage: npm run check:ledger -- [options]
+  --order-db <url>          order database (default: ORDER_DATABASE_URL)
+  --voucher-db <url>        voucher database (default: VOUCHER_DATABASE_URL)
+  --order-service <url>     order service gRPC URL, for I9 (default: ORDER_SERVICE_URL)
+  --voucher-service <url>   voucher service gRPC URL, for I5 and I9 (default: VOUCHER_SERVICE_URL)
+  --lag-target-ms <ms>      I8 target for the oldest pending row (default 60000)
+  --acked-file <file>       I6: order ids whose MarkOrderSent returned OK, one per line
+  --live                    the system is not quiet: pending rows are not missing vouchers (I2)
+  --json                    print the results as JSON
+exit: 0 all pass (or skipped), 1 an invariant failed, 2 could not run`;
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        "order-db": { type: "string" },
+        "voucher-db": { type: "string" },
+        "order-service": { type: "string" },
+        "voucher-service": { type: "string" },
+        "lag-target-ms": { type: "string" },
+        "acked-file": { type: "string" },
+        live: { type: "boolean", default: false },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (err) {
+    process.stderr.write(`check-ledger: ${(err as Error).message}\n${USAGE}\n`);
+    process.exit(2);
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const orderDatabaseUrl = values["order-db"] ?? process.env.ORDER_DATABASE_URL;
+  const voucherDatabaseUrl = values["voucher-db"] ?? process.env.VOUCHER_DATABASE_URL;
+  const lag = values["lag-target-ms"] === undefined ? 60_000 : Number(values["lag-target-ms"]);
+  if (!orderDatabaseUrl || !voucherDatabaseUrl || !Number.isInteger(lag) || lag <= 0) {
+    process.stderr.write(`check-ledger: both database URLs are needed (ORDER_DATABASE_URL, VOUCHER_DATABASE_URL) and --lag-target-ms must be a positive integer\n${USAGE}\n`);
+    process.exit(2);
+  }
+  const acked = values["acked-file"] ? readFileSync(values["acked-file"], "utf8").split(/\s+/).filter(Boolean) : undefined;
+  try {
+    const r = await checkLedger({
+      orderDatabaseUrl,
+      voucherDatabaseUrl,
+      orderServiceUrl: values["order-service"] ?? process.env.ORDER_SERVICE_URL,
+      voucherServiceUrl: values["voucher-service"] ?? process.env.VOUCHER_SERVICE_URL,
+      lagTargetMs: lag,
+      acknowledgedSent: acked,
+      drained: !values.live,
+    });
+    process.stdout.write(values.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatLedger(r)}\n`);
+    process.exitCode = r.ok ? 0 : 1;
+  } catch (err) {
+    process.stderr.write(`check-ledger: could not read the ledgers: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+}
+
+// No top-level await: the tests load this module too, and mocha loads test
+// files with require() where it can, which a module with top-level await defeats.
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) void main();

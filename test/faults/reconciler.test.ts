@@ -1,0 +1,80 @@
+import { expect } from "chai";
+import { checkLedger, runReconciler } from "../../scripts/check-ledger.js";
+import { Cluster } from "./cluster.js";
+import { driveTraffic } from "./traffic.js";
+
+describe("reconciler: drift the other mechanisms missed", function () {
+  this.timeout(90_000);
+  let cluster: Cluster;
+  afterEach(() => cluster?.stop());
+
+  it("finds every injected drift, the ledger check fails on it, and one repairing run leaves a clean ledger", async () => {
+    cluster = new Cluster({ name: "drift", reconciler: false });
+    await cluster.start();
+    const t = await driveTraffic(cluster.orders, { count: 40, prefix: "drift" });
+    await cluster.drained();
+
+    // A bug that lost the outbox row of a sent order over 100 EUR.
+    await cluster.orderDb.sql(
+      `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, sent_at)
+       VALUES ('01DRIFTLOSTOUTBOXROW000001', 'cust-drift', 25000, 'EUR', 'SENT', 'drift-lost-row', NOW(3), NOW(3), NOW(3))`,
+    );
+    // A delivery that died (an operator's requeue never came).
+    await cluster.orderDb.sql(
+      `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, sent_at)
+       VALUES ('01DRIFTDEADDELIVERY0000001', 'cust-drift', 30000, 'EUR', 'SENT', 'drift-dead-row', NOW(3), NOW(3), NOW(3));
+       INSERT INTO voucher_outbox (order_id, customer_id, total_cents, currency, status, attempts, next_attempt_at, last_error, created_at)
+       VALUES ('01DRIFTDEADDELIVERY0000001', 'cust-drift', 30000, 'EUR', 'dead', 1, NOW(3), 'INVALID_ARGUMENT: injected', NOW(3))`,
+    );
+    // A voucher restored from a backup for an order that does not exist.
+    await cluster.voucherDb.sql(
+      `INSERT INTO vouchers (id, code, order_id, customer_id, order_total_cents, amount_cents, currency, status, issued_at)
+       VALUES ('01DRIFTORPHANVOUCHER000001', 'DRIFT-ORPHAN-1', '01DRIFTNOSUCHORDER00000001', 'cust-drift', 20000, 500, 'EUR', 'ISSUED', NOW(3))`,
+    );
+
+    const ledger = {
+      orderDatabaseUrl: cluster.orderDb.url,
+      voucherDatabaseUrl: cluster.voucherDb.url,
+      orderServiceUrl: cluster.orderServiceUrl,
+      voucherServiceUrl: cluster.voucherServiceUrl,
+    };
+    const before = await checkLedger(ledger);
+    const failed = before.results.filter((r) => r.verdict === "FAIL").map((r) => r.id);
+    expect(before.ok).to.equal(false);
+    expect(failed).to.include.members(["I1", "I2", "I4", "I9"]);
+
+    const dry = await runReconciler({ ...ledger, dryRun: true });
+    expect(dry.report!.counts.missing_voucher!.found).to.equal(1);
+    expect(dry.report!.counts.dead_delivery!.found).to.equal(1);
+    expect(dry.report!.counts.voucher_without_order!.found).to.equal(1);
+    expect(dry.report!.totals.found).to.equal(3);
+
+    const repair = await runReconciler({ ...ledger, dryRun: false });
+    expect(repair.exitCode, repair.stderr).to.equal(1);
+    expect(repair.report!.totals.repaired).to.equal(3);
+
+    await cluster.expectLedgerClean(t.acknowledgedSent);
+  });
+
+  it("finishes the repair on the next run after a run is killed -9 part-way", async () => {
+    cluster = new Cluster({ name: "drift-kill", reconciler: false });
+    await cluster.start();
+    const t = await driveTraffic(cluster.orders, { count: 20, prefix: "drift-kill" });
+    await cluster.drained();
+    // Three hundred sent orders over 100 EUR whose outbox rows were lost: enough repair work to be caught in the middle of.
+    const rows = Array.from({ length: 300 }, (_, i) => {
+      const id = `01DRIFTKILL${String(i).padStart(15, "0")}`;
+      return `('${id}', 'cust-kill', ${20_000 + i}, 'EUR', 'SENT', 'injected-kill-${i}', NOW(3), NOW(3), NOW(3))`;
+    });
+    await cluster.orderDb.sql(
+      `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, sent_at) VALUES ${rows.join(", ")}`,
+    );
+    const urls = { orderServiceUrl: cluster.orderServiceUrl, voucherServiceUrl: cluster.voucherServiceUrl };
+    // Killed somewhere between start-up and the end of its repairs (start-up alone takes about a second).
+    const killed = await runReconciler({ ...urls, dryRun: false, timeoutMs: 1_300, killSignal: "SIGKILL" });
+    expect(killed.report, "the first run should not have finished").to.equal(undefined);
+    const next = await runReconciler({ ...urls, dryRun: false });
+    expect(next.exitCode, next.stderr).to.be.oneOf([0, 1]);
+    await cluster.expectLedgerClean(t.acknowledgedSent);
+  });
+});
