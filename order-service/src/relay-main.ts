@@ -1,9 +1,11 @@
 import { envReader } from "@shop/platform/config";
 import { createPool, waitForDatabase } from "@shop/platform/db";
 import { createLogger } from "@shop/platform/logger";
+import { createMetrics, startMetricsServer } from "@shop/platform/metrics";
 import { dieOnStartupError, exitOnSignals } from "@shop/platform/shutdown";
 import { createVoucherClient } from "@shop/sdk/clients";
 import { migrateOrderDatabase } from "./db/migrate.js";
+import { createRelayMetrics } from "./metrics.js";
 import { Relay, relayConfigFromEnv } from "./outbox/relay.js";
 
 /**
@@ -20,6 +22,9 @@ async function main(): Promise<void> {
     if (!/^https?:\/\/[^/]+/.test(voucherUrl)) env.problem(`VOUCHER_SERVICE_URL=${JSON.stringify(voucherUrl)} must look like http://host:port`);
     const relayId = env.optionalString("RELAY_ID");
     const config = relayConfigFromEnv(env);
+    // Off by default: the order service's /metrics already has the outbox gauges; set a port to see this relay's counters.
+    const metricsPort = env.int("RELAY_METRICS_PORT", 0, { min: 0, max: 65535 });
+    const metricsHost = env.string("RELAY_METRICS_HOST", "127.0.0.1");
     env.finish();
 
     // One connection per loop, plus one so a claim never waits behind an ack.
@@ -28,12 +33,16 @@ async function main(): Promise<void> {
     await migrateOrderDatabase(pool, logger);
 
     const voucher = createVoucherClient({ baseUrl: voucherUrl, defaultTimeoutMs: config.callTimeoutMs });
-    const relay = new Relay({ pool, voucher: voucher.client, logger, config, relayId });
+    const metrics = createMetrics();
+    const relay = new Relay({ pool, voucher: voucher.client, logger, config, relayId, metrics: createRelayMetrics(metrics.registry) });
+    const metricsServer =
+      metricsPort === 0 ? undefined : await startMetricsServer({ host: metricsHost, port: metricsPort, registry: metrics.registry, logger });
     relay.start();
     logger.info({ voucherUrl }, "order relay running");
 
     exitOnSignals(logger, async () => {
       await relay.stop();
+      await metricsServer?.close();
       voucher.close();
       await pool.end();
     });

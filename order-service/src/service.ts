@@ -3,10 +3,13 @@ import type { Logger } from "@shop/platform/logger";
 import { startServers, type RunningServers } from "@shop/platform/servers";
 import { createVoucherClient } from "@shop/sdk/clients";
 import { OrderService } from "@shop/sdk/order";
+import { OrderAdminService } from "@shop/sdk/order-admin";
 import type { OrderServiceConfig } from "./config.js";
 import { migrateOrderDatabase } from "./db/migrate.js";
 import { OrderStore } from "./db/order-store.js";
+import { createOrderAdminServiceImpl } from "./grpc/admin-routes.js";
 import { createOrderServiceImpl } from "./grpc/routes.js";
+import { createOrderMetrics, type OrderMetrics } from "./metrics.js";
 import { OutboxCleanup, OUTBOX_CLEANUP_DEFAULTS } from "./outbox/cleanup.js";
 import type { RelayConfig } from "./outbox/relay.js";
 
@@ -21,6 +24,8 @@ export interface StartOrderServiceOptions {
   relay: RelayConfig | false;
   /** How long stop() lets calls in flight finish. Default 10000 ms. */
   shutdownGraceMs?: number;
+  /** How long one reading of the outbox gauges serves /metrics scrapes. Default 5000 ms (see registerOutboxGauges). */
+  outboxMetricsCacheMs?: number;
 }
 
 export interface RunningOrderService {
@@ -28,6 +33,8 @@ export interface RunningOrderService {
   httpPort: number;
   pool: Pool;
   store: OrderStore;
+  /** The registry served on /metrics. */
+  metrics: OrderMetrics;
   /** Idempotent: stop taking calls, stop the relay (waiting for its calls) and the outbox cleanup, close the voucher client, end the pool. */
   stop(): Promise<void>;
 }
@@ -42,6 +49,7 @@ interface RelayHandle {
 export async function startOrderService(opts: StartOrderServiceOptions): Promise<RunningOrderService> {
   const { config, logger } = opts;
   const pool = createPool({ url: config.databaseUrl, connectionLimit: config.poolSize });
+  const metrics = createOrderMetrics({ pool, logger, outboxCacheMs: opts.outboxMetricsCacheMs });
   let relay: RelayHandle | undefined;
   let cleanup: OutboxCleanup | undefined;
   let closeVoucherClient: (() => void) | undefined;
@@ -65,15 +73,19 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
       const { Relay } = await import("./outbox/relay.js");
       const voucher = createVoucherClient({ baseUrl: config.voucherServiceUrl });
       closeVoucherClient = voucher.close;
-      relay = new Relay({ pool, voucher: voucher.client, logger, config: opts.relay });
+      relay = new Relay({ pool, voucher: voucher.client, logger, config: opts.relay, metrics: metrics.relay });
     }
     const store = new OrderStore({ pool, logger, onVoucherRequested: () => relay?.wake() });
     servers = await startServers({
       host: config.host,
       grpcPort: config.grpcPort,
       httpPort: config.httpPort,
-      services: [{ service: OrderService, impl: createOrderServiceImpl({ store, logger }) }],
+      services: [
+        { service: OrderService, impl: createOrderServiceImpl({ store, logger }) },
+        { service: OrderAdminService, impl: createOrderAdminServiceImpl({ pool, store, logger }) },
+      ],
       logger,
+      metrics,
       isReady: async () => {
         await pool.query("SELECT 1");
         return true;
@@ -84,7 +96,7 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
     cleanup = new OutboxCleanup({ pool, logger, config: config.outboxCleanup ?? OUTBOX_CLEANUP_DEFAULTS });
     cleanup.start();
     logger.info({ relay: relay !== undefined }, relay ? "order service started with its relay" : "order service started without a relay");
-    return { grpcPort: servers.grpcPort, httpPort: servers.httpPort, pool, store, stop };
+    return { grpcPort: servers.grpcPort, httpPort: servers.httpPort, pool, store, metrics, stop };
   } catch (err) {
     await stop().catch((stopErr) => logger.error({ err: stopErr }, "cleaning up after a failed start failed"));
     throw err;

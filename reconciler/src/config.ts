@@ -33,6 +33,14 @@ export interface ReconcilerConfig {
   pageSize: number;
   /** Repair calls (RequeueVoucher, VoidVoucher) in flight at once. Default 16. */
   repairConcurrency: number;
+  /**
+   * Port of the scheduler's GET /metrics. Default 9464 (the usual port of a
+   * Prometheus exporter with no server of its own); 0 serves none. A --once
+   * run never serves metrics: it is over before a scrape would come.
+   */
+  metricsPort: number;
+  /** Address the metrics port listens on. Default 127.0.0.1; 0.0.0.0 in containers. */
+  metricsHost: string;
 }
 
 /** True when the runtime knows the IANA timezone name. */
@@ -70,6 +78,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     callTimeoutMs: r.int("RECONCILE_CALL_TIMEOUT_MS", 30_000, { min: 100, max: 600_000 }),
     pageSize: r.int("RECONCILE_PAGE_SIZE", 5000, { min: 1, max: 5000 }),
     repairConcurrency: r.int("RECONCILE_REPAIR_CONCURRENCY", 16, { min: 1, max: 256 }),
+    metricsPort: r.int("RECONCILE_METRICS_PORT", 9464, { min: 0, max: 65535 }),
+    metricsHost: r.string("RECONCILE_METRICS_HOST", "127.0.0.1"),
   };
   if (!cron.validate(config.cron)) {
     r.problem(`RECONCILE_CRON=${JSON.stringify(config.cron)} is not a valid cron expression (for example "30 2 * * *")`);

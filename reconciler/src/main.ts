@@ -1,9 +1,11 @@
 import { pino } from "pino";
 import { createLogger, type Logger } from "@shop/platform/logger";
+import { startMetricsServer, type RunningMetricsServer } from "@shop/platform/metrics";
 import { dieOnStartupError, exitOnSignals } from "@shop/platform/shutdown";
 import { parseCli, UsageError, USAGE, type CliOptions } from "./cli.js";
 import { loadConfig } from "./config.js";
 import { Reconciler } from "./job.js";
+import { ReconcilerMetrics, runRecorded } from "./metrics.js";
 import { formatSummary } from "./report.js";
 import { ReconcileScheduler } from "./scheduler.js";
 
@@ -49,11 +51,17 @@ async function runOnce(cli: CliOptions): Promise<void> {
   }
 }
 
-function runScheduler(cli: CliOptions): void {
+async function runScheduler(cli: CliOptions): Promise<void> {
   const logger = createLogger("reconciler");
   let config;
+  let metricsServer: RunningMetricsServer | undefined;
+  const metrics = new ReconcilerMetrics();
   try {
     config = loadConfig();
+    await metrics.seedFromStateFile(config.stateFile);
+    if (config.metricsPort !== 0) {
+      metricsServer = await startMetricsServer({ host: config.metricsHost, port: config.metricsPort, registry: metrics.registry, logger });
+    }
   } catch (err) {
     dieOnStartupError(logger, err);
   }
@@ -62,12 +70,13 @@ function runScheduler(cli: CliOptions): void {
     cron: config.cron,
     timezone: config.timezone,
     logger,
-    run: () => reconciler.run({ dryRun: cli.dryRun }),
+    run: () => runRecorded(metrics, () => reconciler.run({ dryRun: cli.dryRun })),
   });
   scheduler.start();
   exitOnSignals(logger, async () => {
     await scheduler.stop();
     reconciler.close();
+    await metricsServer?.close();
   });
 }
 
@@ -84,5 +93,5 @@ if (cli.help) {
 } else if (cli.once) {
   await runOnce(cli);
 } else {
-  runScheduler(cli);
+  await runScheduler(cli);
 }

@@ -5,6 +5,7 @@ import { VoucherService } from "@shop/sdk/voucher";
 import { migrateVoucherDatabase } from "./db/migrate.js";
 import { VoucherStore } from "./db/voucher-store.js";
 import { createVoucherServiceImpl } from "./grpc/routes.js";
+import { createVoucherMetrics, type VoucherMetrics } from "./metrics.js";
 import { createVouchers } from "./vouchers.js";
 
 export interface VoucherServiceOptions {
@@ -26,6 +27,8 @@ export interface VoucherServiceOptions {
 export interface RunningVoucherService {
   grpcPort: number;
   httpPort: number;
+  /** The registry served on /metrics. */
+  metrics: VoucherMetrics;
   /** Stops serving (calls in flight finish), then closes the pool. Idempotent. */
   stop(): Promise<void>;
 }
@@ -44,18 +47,21 @@ export async function startVoucherService(opts: VoucherServiceOptions): Promise<
     await migrateVoucherDatabase(pool, logger);
     const store = new VoucherStore(pool);
     const vouchers = createVouchers({ store, logger, maxBatch: opts.maxBatch });
+    const metrics = createVoucherMetrics();
     const servers = await startServers({
       host: opts.host,
       grpcPort: opts.grpcPort,
       httpPort: opts.httpPort,
-      services: [{ service: VoucherService, impl: createVoucherServiceImpl({ vouchers }) }],
+      services: [{ service: VoucherService, impl: createVoucherServiceImpl({ vouchers, issued: metrics.issued }) }],
       logger,
+      metrics,
       isReady: () => isReachable(store),
     });
     let stopping: Promise<void> | undefined;
     return {
       grpcPort: servers.grpcPort,
       httpPort: servers.httpPort,
+      metrics,
       stop() {
         stopping ??= (async () => {
           try {

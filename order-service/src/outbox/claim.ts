@@ -10,6 +10,12 @@ export interface ClaimedRow {
   currency: string;
   /** Attempts including the one this claim starts (1 on the first delivery). */
   attempts: number;
+  /**
+   * How old the request was at the claim (NOW(3) − created_at, both on the
+   * database clock, so app-host clock skew does not enter the commit → voucher
+   * latency metric).
+   */
+  ageAtClaimMs?: number;
 }
 
 export interface ClaimOptions {
@@ -34,7 +40,8 @@ export interface ClaimOptions {
  * index once most rows were delivered. MySQL 8 accepts the same hint.
  * A test EXPLAINs this text in both table shapes.
  */
-export const CLAIM_SELECT_SQL = `SELECT id, order_id, customer_id, total_cents, currency, attempts
+export const CLAIM_SELECT_SQL = `SELECT id, order_id, customer_id, total_cents, currency, attempts,
+       TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) AS age_us
   FROM voucher_outbox FORCE INDEX (voucher_outbox_claim_idx)
  WHERE status = 'pending' AND next_attempt_at <= NOW(3)
  ORDER BY status, next_attempt_at, id
@@ -72,6 +79,7 @@ export async function claimDueRows(pool: Pool, { limit, leaseMs, token }: ClaimO
       totalCents: Number(r.total_cents),
       currency: String(r.currency),
       attempts: Number(r.attempts) + 1,
+      ageAtClaimMs: Number(r.age_us) / 1000,
     }));
   });
 }

@@ -10,6 +10,7 @@ import { errorPauseMs, retryDelayMs } from "./backoff.js";
 import { claimDueRows } from "./claim.js";
 import { deliverRows, type Delivered, type Failed, type Outcome } from "./deliver.js";
 import { markDead, scheduleRetries } from "./fail.js";
+import type { RelayMetrics } from "../metrics.js";
 
 export interface RelayConfig {
   /**
@@ -107,6 +108,8 @@ export interface RelayDeps {
    * Need not be unique: every claim token adds a fresh ULID.
    */
   relayId?: string;
+  /** Delivery counters and the commit → voucher latency. Default: none recorded. */
+  metrics?: RelayMetrics;
 }
 
 /** A claim token is relayId + ":" + a 26-character ULID and must fit locked_by VARCHAR(64). */
@@ -146,12 +149,17 @@ export class Relay {
   private readonly voucher: VoucherClient;
   private readonly log: Logger;
   private readonly config: RelayConfig;
+  private readonly metrics?: RelayMetrics;
   readonly relayId: string;
   private stopping = false;
   private running?: Promise<void>;
   private stopped?: Promise<void>;
   private readonly napping = new Set<Nap>();
   private wakePending = false;
+  /** Loops between claim and settle: a wake() while one is busy waits for it rather than starting a second small round. */
+  private inRound = 0;
+  /** A wake() since the last claim began has already arranged a claim to come; further wakes ride on it. */
+  private claimArranged = false;
 
   constructor(deps: RelayDeps) {
     const problems = relayConfigProblems(deps.config);
@@ -160,6 +168,7 @@ export class Relay {
     this.voucher = deps.voucher;
     this.config = { ...deps.config };
     this.relayId = (deps.relayId ?? defaultRelayId()).slice(0, RELAY_ID_MAX);
+    this.metrics = deps.metrics;
     this.log = deps.logger.child({ component: "relay", relayId: this.relayId });
   }
 
@@ -172,12 +181,22 @@ export class Relay {
 
   /**
    * Ends the pause of one idle loop so a row just committed goes now, not
-   * after the poll interval. If every loop is busy, the next one to finish
-   * skips its pause instead, so a wake is never lost.
+   * after the poll interval. If a loop is busy delivering, the next one to
+   * finish skips its pause instead, so a wake is never lost.
+   *
+   * Wakes coalesce: the caller has committed before calling, so any claim
+   * that starts after this call sees the row. While a claim is already
+   * arranged, or a round is in flight (whose loop goes again at once), a
+   * wake adds nothing. Under steady load one loop then takes every row
+   * committed during the previous round in one batch, instead of each
+   * commit starting a round of one row with its own claim, call and ack
+   * (4 loops of 1-row rounds cost ~15 round trips per order). A backlog
+   * still brings in every loop (full batches wake an idle one).
    */
   wake(): void {
-    if (this.stopping) return;
-    if (!this.wakeOneNapper()) this.wakePending = true;
+    if (this.stopping || this.claimArranged) return;
+    this.claimArranged = true;
+    if (this.inRound > 0 || !this.wakeOneNapper()) this.wakePending = true;
   }
 
   /** Stops claiming, lets calls in flight finish and ack, then resolves. Idempotent. */
@@ -239,15 +258,26 @@ export class Relay {
 
   /** One round: returns how many rows were claimed. Throws only on database errors. */
   private async claimDeliverSettle(worker: number): Promise<number> {
-    const { batchSize, leaseMs, callTimeoutMs } = this.config;
     const token = `${this.relayId}:${newId()}`;
+    // This claim's SELECT goes out after now, so it covers every wake so far.
+    this.claimArranged = false;
+    this.inRound++;
+    try {
+      return await this.claimAndDeliver(worker, token);
+    } finally {
+      this.inRound--;
+    }
+  }
+
+  private async claimAndDeliver(worker: number, token: string): Promise<number> {
+    const { batchSize, leaseMs, callTimeoutMs } = this.config;
     const rows = await retryTransient(() => claimDueRows(this.pool, { limit: batchSize, leaseMs, token }));
     if (rows.length === 0) return 0;
     failpoint("relay.after-claim");
     const started = Date.now();
     const outcomes = await deliverRows(this.voucher, rows, { callTimeoutMs });
     failpoint("relay.before-ack");
-    await this.settle(worker, token, outcomes, Date.now() - started);
+    await this.settle(worker, token, outcomes, started);
     return rows.length;
   }
 
@@ -255,7 +285,8 @@ export class Relay {
    * Records every outcome; each kind is written even if another failed, and
    * the first database error is rethrown for the loop to pause on.
    */
-  private async settle(worker: number, token: string, outcomes: Outcome[], callMs: number): Promise<void> {
+  private async settle(worker: number, token: string, outcomes: Outcome[], claimedAt: number): Promise<void> {
+    const callMs = Date.now() - claimedAt;
     const delivered = outcomes.filter((o): o is Delivered => o.kind === "delivered");
     const retryable = outcomes.filter((o): o is Failed => o.kind === "retryable");
     const permanent = outcomes.filter((o): o is Failed => o.kind === "permanent");
@@ -269,14 +300,22 @@ export class Relay {
         );
         const created = delivered.filter((o) => o.created).length;
         this.log.debug(
-          { ...ctx, delivered: delivered.length - stale.length, created, replayed: delivered.length - created, callMs },
+          {
+            ...ctx,
+            delivered: delivered.length - stale.length,
+            created,
+            replayed: delivered.length - created,
+            callMs,
+            orderIds: delivered.map((o) => o.row.orderId),
+          },
           "voucher batch delivered",
         );
-        this.warnStale(ctx, "ack", stale);
+        this.recordDelivered(delivered, stale, claimedAt);
+        this.warnStale(ctx, "ack", stale, delivered);
       } catch (err) {
         errors.push(err);
         this.log.error(
-          { ...ctx, err, rows: delivered.length },
+          { ...ctx, err, rows: delivered.length, orderIds: delivered.map((o) => o.row.orderId) },
           "vouchers issued but the ack failed; the rows are delivered again after their lease (the voucher service replays, created=false)",
         );
       }
@@ -295,6 +334,7 @@ export class Relay {
           {
             ...ctx,
             rows: retries.length - stale.length,
+            orderIds: retryable.map((o) => o.row.orderId),
             maxAttempts: Math.max(...retryable.map((o) => o.row.attempts)),
             retryInMs: { min: Math.min(...delays), max: Math.max(...delays) },
             errors: [...new Set(retryable.map((o) => o.error))].slice(0, 3),
@@ -302,10 +342,13 @@ export class Relay {
           },
           "voucher delivery failed; retry scheduled",
         );
-        this.warnStale(ctx, "retry", stale);
+        this.metrics?.deliveries.inc({ result: "retry" }, retries.length - stale.length);
+        this.warnStale(ctx, "retry", stale, retryable);
       } catch (err) {
         errors.push(err);
-        this.log.error({ ...ctx, err, rows: retries.length }, "could not schedule retries; the rows are claimed again after their lease");
+        this.log.error(
+          { ...ctx, err, rows: retries.length, orderIds: retryable.map((o) => o.row.orderId) },
+          "could not schedule retries; the rows are claimed again after their lease");
       }
     }
 
@@ -320,14 +363,31 @@ export class Relay {
         const stale = await retryTransient(() =>
           markDead(this.pool, token, permanent.map((o) => ({ id: o.row.id, error: o.error }))),
         );
-        this.warnStale(ctx, "dead", stale);
+        this.metrics?.deliveries.inc({ result: "dead" }, permanent.length - stale.length);
+        this.warnStale(ctx, "dead", stale, permanent);
       } catch (err) {
         errors.push(err);
-        this.log.error({ ...ctx, err, rows: permanent.length }, "could not mark rows dead; they are claimed again after their lease");
+        this.log.error(
+          { ...ctx, err, rows: permanent.length, orderIds: permanent.map((o) => o.row.orderId) },
+          "could not mark rows dead; they are claimed again after their lease");
       }
     }
 
     if (errors.length > 0) throw errors[0];
+  }
+
+  /** Acked rows count as delivered; their latency runs from the commit to now, the ack. */
+  private recordDelivered(delivered: Delivered[], stale: number[], claimedAt: number): void {
+    if (!this.metrics) return;
+    const fenced = new Set(stale);
+    const sinceClaimMs = Date.now() - claimedAt;
+    let acked = 0;
+    for (const o of delivered) {
+      if (fenced.has(o.row.id)) continue;
+      acked++;
+      if (o.row.ageAtClaimMs !== undefined) this.metrics.commitToIssue.observe((o.row.ageAtClaimMs + sinceClaimMs) / 1000);
+    }
+    this.metrics.deliveries.inc({ result: "delivered" }, acked);
   }
 
   /**
@@ -335,8 +395,11 @@ export class Relay {
    * write was fenced off. Nothing is lost (the new owner delivers and acks),
    * but it means calls outlast the lease, so it is worth a warning.
    */
-  private warnStale(ctx: object, op: string, ids: number[]): void {
+  private warnStale(ctx: object, op: string, ids: number[], outcomes: Outcome[]): void {
     if (ids.length === 0) return;
-    this.log.warn({ ...ctx, op, outboxIds: ids }, "lease lost before settling: another relay owns these rows now; write skipped");
+    this.metrics?.deliveries.inc({ result: "stale" }, ids.length);
+    const fenced = new Set(ids);
+    const orderIds = outcomes.filter((o) => fenced.has(o.row.id)).map((o) => o.row.orderId);
+    this.log.warn({ ...ctx, op, outboxIds: ids, orderIds }, "lease lost before settling: another relay owns these rows now; write skipped");
   }
 }

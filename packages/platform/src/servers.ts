@@ -11,6 +11,7 @@ import { file_grpc_health_v1_health } from "@shop/sdk/gen/grpc/health/v1/health_
 import { toConnectError } from "./errors.js";
 import { armedFailpoints } from "./failpoints.js";
 import type { Logger } from "./logger.js";
+import { createMetrics, grpcCodeName, serveMetrics, type ProcessMetrics } from "./metrics.js";
 
 type UnaryHandler = (req: any, ctx: HandlerContext) => Promise<any> | any;
 
@@ -24,12 +25,23 @@ export interface ServerOptions {
   host: string;
   /** gRPC (HTTP/2) port; 0 picks a free one. */
   grpcPort: number;
-  /** Connect JSON over HTTP/1.1 port, also /healthz and /readyz; 0 picks a free one. */
+  /** Connect JSON over HTTP/1.1 port, also /healthz, /readyz and /metrics; 0 picks a free one. */
   httpPort: number;
   services: ServiceBinding[];
   logger: Logger;
   /** Answers /readyz: false while the database is unreachable. */
   isReady: () => Promise<boolean>;
+  /**
+   * How long /readyz waits for isReady before answering 503. Default 2000 ms:
+   * a database that hangs rather than refuses must still fail readiness,
+   * well within a probe's usual timeout.
+   */
+  readyTimeoutMs?: number;
+  /**
+   * The registry served on GET /metrics, where the RPC metrics are recorded.
+   * Default: a new one with process metrics; pass the service's own to add its metrics.
+   */
+  metrics?: ProcessMetrics;
   /** Largest request accepted, in bytes. Default 1 MiB: no request here needs more. */
   maxMessageBytes?: number;
   /** Serve gRPC server reflection. Default true. */
@@ -48,17 +60,25 @@ export interface RunningServers {
  * domain refusals are logged at info with their status, anything unexpected at
  * error with its cause; the caller never sees an internal message.
  */
-function guarded(binding: ServiceBinding, logger: Logger): Record<string, UnaryHandler> {
+function guarded(binding: ServiceBinding, logger: Logger, metrics: ProcessMetrics): Record<string, UnaryHandler> {
   const out: Record<string, UnaryHandler> = {};
+  const service = binding.service.typeName;
   for (const method of binding.service.methods) {
     const impl = binding.impl[method.localName];
     if (!impl) continue;
     if (method.methodKind !== "unary") throw new Error(`${method.name}: only unary methods are served`);
+    const labels = { service, method: method.name };
     out[method.localName] = async (req, ctx) => {
+      const endTimer = metrics.rpc.handling.startTimer(labels);
       try {
-        return await impl(req, ctx);
+        const res = await impl(req, ctx);
+        endTimer();
+        metrics.rpc.handled.inc({ ...labels, code: "OK" });
+        return res;
       } catch (err) {
         const ce = toConnectError(err);
+        endTimer();
+        metrics.rpc.handled.inc({ ...labels, code: grpcCodeName(ce.code) });
         const fields = { rpc: method.name, protocol: ctx.protocolName, code: Code[ce.code] };
         if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
           logger.error({ ...fields, err: ce.cause ?? err }, `${method.name} failed: ${ce.rawMessage}`);
@@ -91,6 +111,9 @@ function grpcStatusFrom(err: unknown): Partial<grpc.StatusObject> {
   return { code: ce.code as number as grpc.status, details: ce.rawMessage };
 }
 
+/** Reason of the abort that releases a finished call's context; made once, as nothing reads it. */
+const CALL_FINISHED = new ConnectError("call finished", Code.Canceled);
+
 function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryHandler>) {
   const definition: Record<string, grpc.MethodDefinition<any, any>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
@@ -112,7 +135,13 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
       const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number(deadline);
       const timeoutMs = Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now()) : undefined;
       const requestSignal = new AbortController();
-      call.on("cancelled", () => requestSignal.abort(new ConnectError("cancelled by client", Code.Canceled)));
+      // grpc-js emits "cancelled" when the stream closes, also after a normal
+      // answer: only a call still running is cancelled (a ConnectError per
+      // call, with its stack, cost more than the handler's own mapping).
+      let finished = false;
+      call.on("cancelled", () => {
+        if (!finished) requestSignal.abort(new ConnectError("cancelled by client", Code.Canceled));
+      });
       const requestHeader = new Headers();
       for (const [k, v] of Object.entries(call.metadata.getMap())) {
         if (typeof v === "string") requestHeader.set(k, v);
@@ -127,15 +156,36 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
         requestSignal: requestSignal.signal,
         requestHeader,
       });
+      // ctx.abort() clears the context's deadline timer, which would otherwise
+      // stay armed for the whole deadline after the answer and then fire.
+      const settle = () => {
+        finished = true;
+        ctx.abort(CALL_FINISHED);
+      };
       Promise.resolve()
         .then(() => fn(call.request, ctx))
         .then(
-          (res) => callback(null, create(method.output, res)),
-          (err) => callback(grpcStatusFrom(err) as grpc.ServiceError),
+          (res) => {
+            settle();
+            callback(null, create(method.output, res));
+          },
+          (err) => {
+            settle();
+            callback(grpcStatusFrom(err) as grpc.ServiceError);
+          },
         );
     };
   }
   return { definition: definition as grpc.ServiceDefinition, handlers };
+}
+
+/** false once timeoutMs has passed without an answer. */
+function withTimeout(ready: Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  return Promise.race([ready, late]).finally(() => clearTimeout(timer));
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {
@@ -150,14 +200,15 @@ function listen(server: http.Server, port: number, host: string): Promise<number
 
 /**
  * Serves the given services on grpc-js (with reflection and grpc.health.v1)
- * and on connect-node (Connect JSON over HTTP/1.1, plus /healthz and /readyz).
+ * and on connect-node (Connect JSON over HTTP/1.1, plus /healthz, /readyz and /metrics).
  */
 export async function startServers(opts: ServerOptions): Promise<RunningServers> {
   const maxBytes = opts.maxMessageBytes ?? 1024 * 1024;
   const log = opts.logger;
   const armed = armedFailpoints();
   if (armed.length > 0) log.warn({ failpoints: armed }, `fault injection armed: ${armed.join(", ")}`);
-  const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, log) }));
+  const metrics = opts.metrics ?? createMetrics();
+  const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, log, metrics) }));
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": maxBytes,
@@ -196,12 +247,13 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
       return;
     }
     if (req.method === "GET" && req.url === "/readyz") {
-      opts.isReady().then(
+      withTimeout(opts.isReady(), opts.readyTimeoutMs ?? 2_000).then(
         (ready) => res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "database unreachable\n"),
         () => res.writeHead(503, { "content-type": "text/plain" }).end("database unreachable\n"),
       );
       return;
     }
+    if (serveMetrics(metrics.registry, log, req, res)) return;
     connectHandler(req, res);
   });
   let httpPort: number;

@@ -1,9 +1,11 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { OrderAdminService } from "./gen/shop/order/v1/order_admin_pb.js";
 import { OrderService } from "./gen/shop/order/v1/order_pb.js";
 import { VoucherService } from "./gen/shop/voucher/v1/voucher_pb.js";
 
 export type OrderClient = Client<typeof OrderService>;
+export type OrderAdminClient = Client<typeof OrderAdminService>;
 export type VoucherClient = Client<typeof VoucherService>;
 
 export interface ClientOptions {
@@ -43,4 +45,10 @@ export function createOrderClient(opts: ClientOptions): ClosableClient<OrderClie
 export function createVoucherClient(opts: ClientOptions): ClosableClient<VoucherClient> {
   const { transport, close } = transportFor(opts);
   return { client: createClient(VoucherService, transport), close };
+}
+
+/** The order service's admin API (dead voucher deliveries), on the order service's gRPC port. */
+export function createOrderAdminClient(opts: ClientOptions): ClosableClient<OrderAdminClient> {
+  const { transport, close } = transportFor(opts);
+  return { client: createClient(OrderAdminService, transport), close };
 }

@@ -13,9 +13,12 @@ import {
 import type { Voucher } from "../domain/voucher.js";
 import type { RawIssueRequest } from "../domain/validation.js";
 import type { Vouchers } from "../vouchers.js";
+import { refusalResult, type IssueResult } from "../metrics.js";
 
 export interface VoucherServiceDeps {
   vouchers: Vouchers;
+  /** Counts issue outcomes (vouchers_issued_total). Default: not counted. */
+  issued?: { inc(labels: { result: IssueResult }, value?: number): void };
 }
 
 export function toVoucherMessage(v: Voucher): VoucherMessage {
@@ -39,16 +42,33 @@ function fromIssueRequest(req: IssueVoucherRequest): RawIssueRequest {
 }
 
 /** VoucherService handlers: proto in, plain values to `vouchers`, proto out. Errors are mapped by the server. */
-export function createVoucherServiceImpl({ vouchers }: VoucherServiceDeps): ServiceImpl<typeof VoucherService> {
+export function createVoucherServiceImpl({ vouchers, issued }: VoucherServiceDeps): ServiceImpl<typeof VoucherService> {
   return {
     async issueVoucher(req) {
-      const { voucher, created } = await vouchers.issueOne(fromIssueRequest(req));
+      let outcome;
+      try {
+        outcome = await vouchers.issueOne(fromIssueRequest(req));
+      } catch (err) {
+        const result = refusalResult(err);
+        if (result) issued?.inc({ result });
+        throw err;
+      }
+      const { voucher, created } = outcome;
+      issued?.inc({ result: created ? "created" : "replayed" });
       failpoint("voucher.issue.before-reply");
       return { voucher: toVoucherMessage(voucher), created };
     },
 
     async batchIssueVouchers(req) {
       const results = await vouchers.issueBatch(req.items.map(fromIssueRequest));
+      if (issued) {
+        const counts: Record<IssueResult, number> = { created: 0, replayed: 0, conflict: 0, invalid: 0 };
+        for (const r of results) {
+          const result = "error" in r ? refusalResult(r.error) : r.created ? "created" : "replayed";
+          if (result) counts[result]++;
+        }
+        for (const [result, n] of Object.entries(counts)) if (n > 0) issued.inc({ result: result as IssueResult }, n);
+      }
       failpoint("voucher.issue.before-reply");
       return {
         results: results.map((r) =>

@@ -1,0 +1,83 @@
+import { stat } from "node:fs/promises";
+import { createMetrics, Counter, Gauge, type Registry } from "@shop/platform/metrics";
+import { DRIFT_KINDS } from "./compare.js";
+import type { RunOutcome } from "./job.js";
+import type { ReconcileReport } from "./report.js";
+
+const RESULTS = ["clean", "repaired", "unrepaired", "failed"] as const;
+
+/**
+ * The scheduler's metrics. A "success" is a run that finished, drift or not
+ * (outcome other than failed): what the missed-run alert watches.
+ */
+export class ReconcilerMetrics {
+  readonly registry: Registry;
+  /** reconciler_drift_found{kind}: drift found by the last finished run, per kind (0 included). */
+  private readonly driftFound: Gauge<"kind">;
+  /** reconciler_last_success_timestamp_seconds: when the last finished run ended. */
+  private readonly lastSuccess: Gauge;
+  /** reconciler_runs_total{result}: runs by outcome (clean, repaired, unrepaired, failed). */
+  private readonly runs: Counter<"result">;
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    this.registry = createMetrics({ processMetrics: opts.processMetrics }).registry;
+    this.driftFound = new Gauge({
+      name: "reconciler_drift_found",
+      help: "Drift found by the last finished reconcile run, by kind.",
+      labelNames: ["kind"] as const,
+      registers: [this.registry],
+    });
+    for (const kind of DRIFT_KINDS) this.driftFound.set({ kind }, 0);
+    this.lastSuccess = new Gauge({
+      name: "reconciler_last_success_timestamp_seconds",
+      help: "Unix time at which the last finished (not failed) reconcile run ended; 0 if none is known.",
+      registers: [this.registry],
+    });
+    this.runs = new Counter({
+      name: "reconciler_runs_total",
+      help: "Reconcile runs by outcome: clean, repaired, unrepaired, failed.",
+      labelNames: ["result"] as const,
+      registers: [this.registry],
+    });
+    for (const result of RESULTS) this.runs.inc({ result }, 0);
+  }
+
+  /**
+   * Starts the success time from the state file's modification time: the
+   * file is written only after a finished run, so a restarted scheduler does
+   * not look as if it had never succeeded (and the missed-run alert stays quiet).
+   */
+  async seedFromStateFile(stateFile: string): Promise<void> {
+    try {
+      const { mtimeMs } = await stat(stateFile);
+      this.lastSuccess.set(mtimeMs / 1000);
+    } catch {
+      // No state yet: no run has finished here, the gauge stays 0.
+    }
+  }
+
+  record(report: ReconcileReport): void {
+    this.runs.inc({ result: report.outcome });
+    if (report.outcome === "failed") return;
+    for (const kind of DRIFT_KINDS) this.driftFound.set({ kind }, report.counts[kind].found);
+    this.lastSuccess.set(Date.parse(report.finishedAt) / 1000);
+  }
+
+  /** A run that threw instead of returning a report. */
+  recordCrash(): void {
+    this.runs.inc({ result: "failed" });
+  }
+}
+
+/** Runs `run` and records its outcome, including a crash (which is rethrown). */
+export async function runRecorded(metrics: ReconcilerMetrics, run: () => Promise<RunOutcome>): Promise<RunOutcome> {
+  let outcome: RunOutcome;
+  try {
+    outcome = await run();
+  } catch (err) {
+    metrics.recordCrash();
+    throw err;
+  }
+  metrics.record(outcome.report);
+  return outcome;
+}
