@@ -8,8 +8,9 @@ class SummaryReporter extends Mocha.reporters.Spec {
     const started = Date.now();
     runner.once("end", () => {
       const s = this.stats;
-      process.stdout.write(`fault suite took ${Math.round((Date.now() - started) / 1000)} s\n`);
-      process.stdout.write(`${s.passes} passed, ${s.failures} failed\n`);
+      process.stdout.write(`took ${Math.round((Date.now() - started) / 1000)} s\n`);
+      const skipped = s.pending > 0 ? `, ${s.pending} skipped` : "";
+      process.stdout.write(`${s.passes} passed, ${s.failures} failed${skipped}\n`);
     });
   }
 }
