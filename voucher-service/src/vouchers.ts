@@ -1,4 +1,5 @@
 import { retryTransient } from "@shop/platform/db";
+import { requireId } from "@shop/platform/ids";
 import { alreadyExists, notFound, type DomainError } from "@shop/platform/errors";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
@@ -8,7 +9,6 @@ import {
   checkBatchShape,
   orderIdsToLookUp,
   pageSize,
-  requireId,
   validateIssueRequest,
   voidReason,
   type RawIssueRequest,

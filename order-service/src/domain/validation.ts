@@ -1,4 +1,4 @@
-import { ID_PATTERN } from "@shop/platform/ids";
+import { requireId } from "@shop/platform/ids";
 import { invalidArgument } from "@shop/platform/errors";
 import { ORDER_CURRENCY, type NewOrder } from "./order.js";
 
@@ -9,22 +9,6 @@ export const MAX_BATCH_GET_IDS = 5000;
 
 export const LIST_ORDERS_PAGE = { default: 50, max: 500 } as const;
 export const LIST_SENT_ORDERS_PAGE = { default: 1000, max: 5000 } as const;
-
-/** DATETIME(3) holds years 1000 to 9999; a bound outside cannot be compared with sent_at. */
-
-/** Why `value` is not a usable id, or undefined. proto3 sends an absent string as "": never use it as a key. */
-export function idProblem(field: string, value: string): string | undefined {
-  if (value === "") return `${field} is required`;
-  if (value.length > 64) return `${field} is longer than 64 characters`;
-  if (!ID_PATTERN.test(value)) return `${field} may only contain letters, digits and . _ : -`;
-  return undefined;
-}
-
-export function requireId(field: string, value: string): string {
-  const problem = idProblem(field, value);
-  if (problem) throw invalidArgument(problem);
-  return value;
-}
 
 export interface RawCreateOrder {
   customerId: string;

@@ -6,7 +6,8 @@ import { DomainError, invalidArgument } from "@shop/platform/errors";
 import type { Logger } from "@shop/platform/logger";
 import { OrderAdminService, type SkippedVoucherDeliverySchema } from "@shop/sdk/order-admin";
 import type { OrderStore } from "../db/order-store.js";
-import { pageSize, requireId } from "../domain/validation.js";
+import { requireId } from "@shop/platform/ids";
+import { pageSize } from "../domain/validation.js";
 import { listDeadDeliveries, outboxStatusOf } from "../outbox/dead.js";
 
 export interface OrderAdminDeps {

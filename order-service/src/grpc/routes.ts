@@ -1,4 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { requireId } from "@shop/platform/ids";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { DomainError, notFound } from "@shop/platform/errors";
@@ -18,7 +19,6 @@ import {
   LIST_SENT_ORDERS_PAGE,
   orderIdsToLookUp,
   pageSize,
-  requireId,
   validateCreateOrder,
 } from "../domain/validation.js";
 import type { OrderStore, OrderView } from "../db/order-store.js";

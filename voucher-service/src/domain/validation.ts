@@ -1,4 +1,4 @@
-import { ID_PATTERN } from "@shop/platform/ids";
+import { idProblem } from "@shop/platform/ids";
 import { invalidArgument, type DomainError } from "@shop/platform/errors";
 import { VOUCHER_CURRENCY, type IssueRequest } from "./voucher.js";
 
@@ -8,23 +8,7 @@ export const MAX_ORDER_TOTAL_CENTS = 10_000_000_000n;
 export const MAX_ORDER_IDS_PER_LOOKUP = 5000;
 export const MAX_VOID_REASON_CHARS = 255;
 
-/** DATETIME(3) holds years 1000 to 9999; anything outside cannot be a bound on issued_at. */
-
 export type Validated<T> = { ok: true; value: T } | { ok: false; error: DomainError };
-
-/** Why `value` is not a usable id, or undefined when it is. proto3 sends an absent string as "", never a key. */
-export function idProblem(field: string, value: string): string | undefined {
-  if (value === "") return `${field} is required`;
-  if (value.length > 64) return `${field} is longer than 64 characters`;
-  if (!ID_PATTERN.test(value)) return `${field} may only contain letters, digits and . _ : -`;
-  return undefined;
-}
-
-export function requireId(field: string, value: string): string {
-  const problem = idProblem(field, value);
-  if (problem) throw invalidArgument(problem);
-  return value;
-}
 
 export interface RawIssueRequest {
   orderId: string;
