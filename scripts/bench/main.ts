@@ -1,6 +1,7 @@
 /**
  * `npm run bench` (`-- --quick` for a smoke run of about a minute; `-- --profile`
- * to write CPU profiles of the relay processes during the drain).
+ * to write CPU profiles of the services and relay processes to bench-results/profiles/,
+ * summarised by `npx tsx scripts/bench/summarize-profile.ts <file>`).
  *
  * Starts two private MariaDB servers (1 GiB buffer pool, durable commits:
  * innodb_flush_log_at_trx_commit=1, the default), the voucher and order
@@ -98,9 +99,14 @@ async function insertBacklog(pool: Pool, n: number, tag: string): Promise<void> 
   );
 }
 
-async function scalar(pool: Pool, sql: string, params: unknown[] = []): Promise<number> {
-  const [rows] = await pool.query<RowDataPacket[]>(sql, params);
-  return Number(Object.values(rows[0]!)[0] ?? 0);
+/**
+ * EXISTS rather than COUNT(*): the waits poll every 100 ms, and counting up to
+ * 100,000 pending index entries each time loaded the very database whose
+ * drain was being timed.
+ */
+async function anyPending(pool: Pool): Promise<boolean> {
+  const [rows] = await pool.query<RowDataPacket[]>("SELECT 1 FROM voucher_outbox WHERE status = 'pending' LIMIT 1");
+  return rows.length > 0;
 }
 
 async function waitUntil(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<boolean> {
@@ -140,6 +146,9 @@ async function main(): Promise<void> {
   const voucherDb = new MariaDbServer({ args: DB_ARGS });
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   const profileDir = path.join(ROOT, "bench-results", "profiles");
+  // NODE_OPTIONS refuses --cpu-prof; the preload profiles the main thread instead.
+  const profileEnv = (name: string): Record<string, string> =>
+    PROFILE ? { NODE_OPTIONS: `--import=${path.join(ROOT, "scripts/bench/cpu-profile.mjs")}`, CPU_PROFILE_DIR: profileDir, CPU_PROFILE_NAME: name } : {};
   try {
     say(`${QUICK ? "quick run" : "full run"} on ${JSON.stringify(results.machine)}`);
     await Promise.all([orderDb.start(), voucherDb.start()]);
@@ -153,7 +162,7 @@ async function main(): Promise<void> {
     const voucher = new ServiceProcess({
       name: "bench-voucher-service",
       entry: path.join(ROOT, "voucher-service/src/main.ts"),
-      env: { VOUCHER_DATABASE_URL: voucherUrl, VOUCHER_GRPC_PORT: String(vGrpc), VOUCHER_HTTP_PORT: String(vHttp), LOG_LEVEL: "info" },
+      env: { VOUCHER_DATABASE_URL: voucherUrl, VOUCHER_GRPC_PORT: String(vGrpc), VOUCHER_HTTP_PORT: String(vHttp), LOG_LEVEL: "info", ...profileEnv("voucher-service") },
       readyUrl: `http://127.0.0.1:${vHttp}/readyz`,
     });
     await voucher.start();
@@ -172,6 +181,7 @@ async function main(): Promise<void> {
           VOUCHER_SERVICE_URL: voucherServiceUrl,
           RELAY_ENABLED: String(relayEnabled),
           LOG_LEVEL: "info",
+          ...profileEnv(`order-service${relayEnabled ? "" : "-no-relay"}`),
         },
         readyUrl: `http://127.0.0.1:${httpPort}/readyz`,
       });
@@ -243,10 +253,10 @@ async function main(): Promise<void> {
     }
     results.transports = transports;
     noteLoad("transports");
-    sampleRss("order-service", order.p.pid);
+    sampleRss("order-service (API + relay)", order.p.pid);
     sampleRss("voucher-service", voucher.pid);
     sampleRss("bench (load generator)", process.pid);
-    await waitUntil("the MarkOrderSent vouchers", P.drainTimeoutMs, async () => (await scalar(orderPool, "SELECT COUNT(*) FROM voucher_outbox WHERE status = 'pending'")) === 0);
+    await waitUntil("the MarkOrderSent vouchers", P.drainTimeoutMs, async () => !(await anyPending(orderPool)));
 
     // 2. Commit → voucher at a fixed offered rate.
     const steady: Record<string, unknown> = {};
@@ -254,7 +264,7 @@ async function main(): Promise<void> {
       say(`steady state: ${rate} qualifying MarkOrderSent per second for ${P.steadyMs} ms`);
       const batch = await insertPendingOrders(orderPool, Math.ceil((rate * P.steadyMs) / 1000), `st${rate}`);
       const r = await openLoop(batch, rate, P.steadyMs, 512, (id) => grpcClient.client.markOrderSent({ orderId: id }));
-      await waitUntil("steady-state vouchers", P.drainTimeoutMs, async () => (await scalar(orderPool, "SELECT COUNT(*) FROM voucher_outbox WHERE status = 'pending'")) === 0);
+      await waitUntil("steady-state vouchers", P.drainTimeoutMs, async () => !(await anyPending(orderPool)));
       const created = new Map<string, number>();
       const issued = new Map<string, number>();
       for (let i = 0; i < r.used.length; i += 5_000) {
@@ -271,7 +281,7 @@ async function main(): Promise<void> {
     }
     results.steadyState = steady;
     noteLoad("steadyState");
-    sampleRss("order-service", order.p.pid);
+    sampleRss("order-service (API + relay)", order.p.pid);
     sampleRss("voucher-service", voucher.pid);
 
     // 3. Drain: the API keeps running without its relay; relays run as their own processes.
@@ -286,13 +296,13 @@ async function main(): Promise<void> {
       say(`  backlog built in ${Date.now() - t} ms`);
       const procs = Array.from({ length: relays }, (_, i) => {
         const env: Record<string, string> = { ORDER_DATABASE_URL: orderUrl, VOUCHER_SERVICE_URL: voucherServiceUrl, RELAY_ID: `bench-${tag}-${i}`, LOG_LEVEL: "info" };
-        if (PROFILE) env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
+        if (PROFILE) Object.assign(env, profileEnv(`relay-${tag}-${i}`));
         return new ServiceProcess({ name: `bench-relay-${i}`, entry: path.join(ROOT, "order-service/src/relay-main.ts"), env });
       });
       t = Date.now();
       await Promise.all(procs.map((p) => p.start()));
       let peakTimer = setInterval(() => procs.forEach((p, i) => sampleRss(`relay ${i + 1}`, p.pid)), 500);
-      const done = await waitUntil("the drain", P.drainTimeoutMs, async () => (await scalar(orderPool, "SELECT COUNT(*) FROM voucher_outbox WHERE status = 'pending'")) === 0);
+      const done = await waitUntil("the drain", P.drainTimeoutMs, async () => !(await anyPending(orderPool)));
       const wallMs = Date.now() - t;
       clearInterval(peakTimer);
       procs.forEach((p, i) => sampleRss(`relay ${i + 1}`, p.pid));
@@ -308,7 +318,7 @@ async function main(): Promise<void> {
     }
     results.drain = drain;
     noteLoad("drain");
-    sampleRss("order-service", order.p.pid);
+    sampleRss("order-service (API only, during the drain)", order.p.pid);
     await order.p.stop();
 
     // 7. Claim speed next to a million delivered rows, then with the cleanup removing them.

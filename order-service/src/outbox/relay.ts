@@ -14,9 +14,11 @@ import type { RelayMetrics } from "../metrics.js";
 
 export interface RelayConfig {
   /**
-   * Rows per claim, sent as one BatchIssueVouchers call. Default 100: batching
+   * Rows per claim, sent as one BatchIssueVouchers call. Default 250: batching
    * is the main throughput lever (claim+ack ~0.65k rows/s at 1, ~25k/s at 100),
-   * and the voucher service accepts at most 1000 items per call.
+   * and a backlog drain measured ~5.8k vouchers/s at 100 against ~6.6–7.8k/s
+   * at 250 (500 gained nothing more). Only a backlog fills a batch; steady
+   * traffic sends what is due. The voucher service accepts at most 1000 items per call.
    */
   batchSize: number;
   /**
@@ -55,7 +57,7 @@ export interface RelayConfig {
 }
 
 export const RELAY_DEFAULTS: Readonly<RelayConfig> = {
-  batchSize: 100,
+  batchSize: 250,
   concurrency: 4,
   leaseMs: 30_000,
   pollIntervalMs: 1_000,

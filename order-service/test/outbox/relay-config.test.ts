@@ -6,7 +6,7 @@ describe("relay settings", () => {
   it("uses the documented defaults when nothing is set", () => {
     const env = envReader({});
     expect(relayConfigFromEnv(env)).to.deep.equal({
-      batchSize: 100,
+      batchSize: 250,
       concurrency: 4,
       leaseMs: 30_000,
       pollIntervalMs: 1_000,
@@ -15,7 +15,7 @@ describe("relay settings", () => {
       retryMaxMs: 300_000,
     });
     expect(() => env.finish()).not.to.throw();
-    expect(RELAY_DEFAULTS.batchSize).to.equal(100);
+    expect(RELAY_DEFAULTS.batchSize).to.equal(250);
   });
 
   it("reads every RELAY_* setting", () => {

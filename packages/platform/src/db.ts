@@ -26,6 +26,9 @@ export function createPool({ url, connectionLimit = 10 }: PoolOptions): Pool {
     enableKeepAlive: true,
     connectTimeout: 5_000,
     multipleStatements: false,
+    // No stack captured per query for errors: it cost ~3 % of a service's CPU
+    // under load. Errors still carry code, errno and the SQL message.
+    trace: false,
   });
   pool.pool.on("connection", (conn: any) => {
     // Two statements: the variable behind isolation is named differently on MariaDB and MySQL 8.
