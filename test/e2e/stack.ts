@@ -1,4 +1,5 @@
 import path from "node:path";
+import { outboxCounts } from "@shop/testkit/outbox";
 import { createOrderClient, createVoucherClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { freePort } from "@shop/testkit/ports";
@@ -63,14 +64,8 @@ export class Stack {
   }
 
   /** Outbox rows by status, straight from the order database. */
-  async outboxCounts(): Promise<Record<string, number>> {
-    const out = await this.orderDb.sql("SELECT status, COUNT(*) FROM voucher_outbox GROUP BY status");
-    const counts: Record<string, number> = { pending: 0, delivered: 0, dead: 0 };
-    for (const line of out.trim().split("\n").filter(Boolean)) {
-      const [status, n] = line.split("\t");
-      counts[status!] = Number(n);
-    }
-    return counts;
+  outboxCounts(): Promise<Record<string, number>> {
+    return outboxCounts(this.orderDb);
   }
 
   /** Polls until no outbox row is pending (or the timeout passes). */

@@ -1,4 +1,5 @@
 import path from "node:path";
+import { outboxCounts } from "@shop/testkit/outbox";
 import { expect } from "chai";
 import { createOrderClient, createVoucherClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
 import { MariaDbServer } from "@shop/testkit/mariadb";
@@ -152,14 +153,8 @@ export class Cluster {
   }
 
   /** Outbox rows by status. */
-  async outboxCounts(): Promise<Record<string, number>> {
-    const out = await this.orderDb.sql("SELECT status, COUNT(*) FROM voucher_outbox GROUP BY status");
-    const counts: Record<string, number> = { pending: 0, delivered: 0, dead: 0 };
-    for (const line of out.trim().split("\n").filter(Boolean)) {
-      const [status, n] = line.split("\t");
-      counts[status!] = Number(n);
-    }
-    return counts;
+  outboxCounts(): Promise<Record<string, number>> {
+    return outboxCounts(this.orderDb);
   }
 
   async voucherCount(): Promise<number> {
