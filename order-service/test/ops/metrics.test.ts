@@ -122,9 +122,14 @@ describe("metrics on /metrics", function () {
       const { orders: got } = await orders.batchGetOrders({ orderIds: ids });
       return got.every((o) => o.voucher?.status === VoucherStatus.ISSUED);
     });
-    const after = await scrape(orderService.httpPort);
-
+    // The relay counts a delivery just after its ack commits, so the order can
+    // show ISSUED a moment before the counter moves: wait for the counter too.
     const delivered = (t: string) => sampleValue(t, "relay_deliveries_total", { result: "delivered" }) ?? 0;
+    let after = "";
+    await eventually("the relay has counted three deliveries", async () => {
+      after = await scrape(orderService.httpPort);
+      return delivered(after) - delivered(before) >= 3;
+    });
     expect(delivered(after) - delivered(before)).to.equal(3);
     expect(sampleValue(after, "relay_deliveries_total", { result: "dead" })).to.equal(0);
     const latencyCount = (t: string) => sampleValue(t, "voucher_commit_to_issue_seconds_count") ?? 0;
