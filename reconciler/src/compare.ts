@@ -49,6 +49,8 @@ export interface Finding {
   deliveryWasPending?: boolean;
   /** Call RequeueVoucher for the order (after the issue, if any, succeeded). */
   requeue?: boolean;
+  /** With requeue: redeliver even a delivery the order service records as done (its recorded voucher is gone or wrong). */
+  redeliver?: boolean;
   /** Void this voucher with this reason. */
   void?: { voucherId: string; reason: string };
 }
@@ -142,7 +144,17 @@ export function checkSentOrders(orders: Order[], vouchersByOrder: Map<string, Vo
         detail: `sent order over the threshold (${formatCents(order.totalCents, order.currency)}) has no voucher${recorded}`,
         issue,
         deliveryWasPending: delivery === DeliveryStatus.PENDING,
-        requeue: delivery !== DeliveryStatus.ISSUED,
+        requeue: true,
+        redeliver: delivery === DeliveryStatus.ISSUED,
+      });
+    } else if (delivery === DeliveryStatus.ISSUED && order.voucher?.voucherId && order.voucher.voucherId !== voucher.id) {
+      out.push({
+        kind: "missing_delivery",
+        orderId: order.id,
+        voucherId: voucher.id,
+        detail: `the order records voucher ${order.voucher.voucherId}, but the order's voucher is ${voucher.id}`,
+        requeue: true,
+        redeliver: true,
       });
     } else if (delivery !== DeliveryStatus.PENDING && delivery !== DeliveryStatus.ISSUED) {
       out.push({

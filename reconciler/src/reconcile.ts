@@ -265,7 +265,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
       concurrency,
       async (f) => {
         try {
-          await orderApi.requeueVoucher({ orderId: f.orderId });
+          await orderApi.requeueVoucher({ orderId: f.orderId, redeliver: f.redeliver ?? false });
         } catch (err) {
           const ce = ConnectError.from(err);
           if (SERVICE_TROUBLE.has(ce.code)) throw new ServiceCallError(orderSvc, "RequeueVoucher", err);

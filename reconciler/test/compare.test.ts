@@ -44,10 +44,18 @@ describe("compare: sent orders against their vouchers", () => {
     expect(f!.issue).to.deep.equal({ orderId: "a", customerId: "cust-1", orderTotalCents: 12_000n, currency: "EUR" });
   });
 
-  it("issues without requeueing when the order already records the (deleted) voucher, and says so", () => {
+  it("issues a voucher the order records but that no longer exists, and has it redelivered so the order records the new one", () => {
     const [f] = checkSentOrders([order("a", 12_000n)], new Map(), qualifies);
-    expect(f).to.include({ kind: "missing_voucher", requeue: false });
+    expect(f).to.include({ kind: "missing_voucher", requeue: true, redeliver: true });
+    expect(f!.issue).to.include({ orderId: "a" });
     expect(f!.detail).to.contain("records voucher v-a");
+  });
+
+  it("has a delivery redelivered when the order records another voucher than the order's", () => {
+    const [f, ...rest] = checkSentOrders([order("a", 12_000n)], byOrder(voucher("a", { id: "v-other" })), qualifies);
+    expect(rest).to.deep.equal([]);
+    expect(f).to.include({ kind: "missing_delivery", voucherId: "v-other", requeue: true, redeliver: true });
+    expect(f!.issue).to.equal(undefined);
   });
 
   it("remembers that a missing voucher's delivery was still pending, so a relay that wins the race is not counted as drift", () => {

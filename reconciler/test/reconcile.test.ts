@@ -60,7 +60,26 @@ describe("reconciler against both services", function () {
       expect(rows[0]).to.include({ status: "ISSUED", customerId: "cust-1" });
       expect(rows[0]!.id).to.not.equal(before!.id);
       expect(report.drift[0]!.voucherId).to.equal(rows[0]!.id);
+      // The order stops pointing at the deleted voucher: the redelivery records the new one.
+      const state = await orderVoucherState(order.id, DeliveryStatus.ISSUED);
+      expect(state.voucherId).to.equal(rows[0]!.id);
 
+      expect((await sys.reconcile()).report.exitCode).to.equal(0);
+    });
+
+    it("corrects an order that records the wrong voucher id", async () => {
+      const order = await sys.sentOrder(15_000n);
+      await sys.drained();
+      const [voucher] = await sys.voucherRows(order.id);
+      await sys.orderDb.sql(`UPDATE voucher_outbox SET voucher_id = '01J00000000000000000000000' WHERE order_id = '${order.id}'`);
+
+      const { report } = await sys.reconcile();
+      expect(report.exitCode).to.equal(1);
+      expect(report.counts.missing_delivery).to.deep.equal({ found: 1, repaired: 1 });
+      expect(report.drift[0]!.detail).to.contain("01J00000000000000000000000");
+      const state = await orderVoucherState(order.id, DeliveryStatus.ISSUED);
+      expect(state.voucherId).to.equal(voucher!.id);
+      expect(await sys.voucherRows(order.id)).to.have.length(1);
       expect((await sys.reconcile()).report.exitCode).to.equal(0);
     });
 

@@ -283,18 +283,26 @@ export class OrderStore {
    * delivered row the cleanup has archived to orders.voucher_id). The outbox row is
    * locked too, so a relay acking it at the same moment is not overwritten.
    */
-  async requeueVoucher(orderId: string): Promise<RequeueResult> {
+  async requeueVoucher(orderId: string, redeliver = false): Promise<RequeueResult> {
     const result = await retryTransient(() =>
       inTransaction(this.pool, async (conn) => {
         const locked = await lockOrder(conn, orderId);
         if (!locked) throw notFound(`order ${orderId} not found`);
-        // An archived delivery counts as delivered: nothing to requeue.
-        const entry = entryOrArchived(await readOutbox(conn, orderId, true), locked.archivedVoucherId);
-        const action = requeueAction(locked.order, entry);
+        // An archived delivery counts as delivered: nothing to requeue unless asked to redeliver.
+        const row = await readOutbox(conn, orderId, true);
+        const entry = entryOrArchived(row, locked.archivedVoucherId);
+        const action = requeueAction(locked.order, entry, redeliver);
         let after = entry;
-        if (action.kind === "insert") {
+        if (action.kind === "insert" || (action.kind === "redeliver" && !row)) {
+          // A new row wins over orders.voucher_id (see entryOrArchived) until the cleanup archives it again.
           await insertOutbox(conn, action.request, locked.now);
           after = JUST_QUEUED;
+        } else if (action.kind === "redeliver") {
+          await conn.query<ResultSetHeader>(
+            `UPDATE voucher_outbox SET status = 'pending', next_attempt_at = ?, locked_by = NULL WHERE order_id = ? AND status = 'delivered'`,
+            [locked.now, orderId],
+          );
+          after = { ...entry!, status: "pending" };
         } else if (action.kind === "revive") {
           await conn.query<ResultSetHeader>(
             `UPDATE voucher_outbox SET status = 'pending', next_attempt_at = ?, locked_by = NULL WHERE order_id = ? AND status = 'dead'`,

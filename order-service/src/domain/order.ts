@@ -138,17 +138,25 @@ export type RequeueAction =
   | { kind: "insert"; request: VoucherRequest }
   /** Delivery failed for good: back to pending, due now. */
   | { kind: "revive" }
-  /** Pending or delivered: already on its way or done. */
+  /**
+   * Delivered, but the caller (the reconciler) found the recorded voucher
+   * gone or wrong: deliver again; the voucher service answers with the
+   * order's current voucher and the ack records its id.
+   */
+  | { kind: "redeliver"; request: VoucherRequest }
+  /** Pending, or delivered and not asked to redeliver: already on its way or done. */
   | { kind: "none" };
 
 /**
  * What RequeueVoucher does for this order and its outbox row. Only a sent
  * (or delivered), qualifying order is owed a voucher; anything else is refused.
  */
-export function requeueAction(order: Order, entry: OutboxEntry | null): RequeueAction {
+export function requeueAction(order: Order, entry: OutboxEntry | null, redeliver = false): RequeueAction {
   const request = owedVoucher(order);
   if (!entry) return { kind: "insert", request };
-  return entry.status === "dead" ? { kind: "revive" } : { kind: "none" };
+  if (entry.status === "dead") return { kind: "revive" };
+  if (redeliver && entry.status === "delivered") return { kind: "redeliver", request };
+  return { kind: "none" };
 }
 
 function owedVoucher(order: Order): VoucherRequest {

@@ -164,7 +164,7 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
     async requeueVoucher(req) {
       const orderId = requireId("order_id", req.orderId);
       return forOrder("RequeueVoucher", orderId, async () => {
-        const { order, requeued } = await store.requeueVoucher(orderId);
+        const { order, requeued } = await store.requeueVoucher(orderId, req.redeliver);
         return { order: toProtoOrder(order), requeued };
       });
     },

@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import type { Pool } from "@shop/platform/db";
+import type { RowDataPacket } from "mysql2/promise";
 import { DomainError, type ErrorKind } from "@shop/platform/errors";
 import { randomCrockford } from "@shop/platform/ids";
 import type { TestDatabase } from "@shop/testkit/shared-servers";
@@ -311,6 +312,33 @@ describe("OrderStore", function () {
       expect(d.order.voucher).to.include({ status: "ISSUED", voucherId: "V1" });
       expect(await snapshot(pool)).to.deep.equal(before);
       expect(wakeUps).to.deep.equal([]);
+    });
+
+    it("redelivers a delivered row, or an archived delivery, only when asked to", async () => {
+      const delivered = await sentOrder();
+      const archived = await sentOrder();
+      await pool.query("UPDATE voucher_outbox SET status = 'delivered', voucher_id = 'V-GONE' WHERE order_id = ?", [delivered.id]);
+      // What the retention cleanup leaves: no outbox row, the voucher id kept on the order.
+      await pool.query("UPDATE orders SET voucher_id = 'V-ARCHIVED' WHERE id = ?", [archived.id]);
+      await pool.query("DELETE FROM voucher_outbox WHERE order_id = ?", [archived.id]);
+
+      const d = await store.requeueVoucher(delivered.id, true);
+      expect(d.requeued).to.equal(true);
+      expect(d.order.voucher.status).to.equal("PENDING");
+      const a = await store.requeueVoucher(archived.id, true);
+      expect(a.requeued).to.equal(true);
+      expect(a.order.voucher.status).to.equal("PENDING");
+      const [rows] = await pool.query<RowDataPacket[]>(
+        "SELECT order_id AS orderId, status, locked_by AS lockedBy FROM voucher_outbox WHERE order_id IN (?, ?) ORDER BY order_id",
+        [delivered.id, archived.id],
+      );
+      expect(rows.map((r) => ({ ...r }))).to.have.deep.members([
+        { orderId: delivered.id, status: "pending", lockedBy: null },
+        { orderId: archived.id, status: "pending", lockedBy: null },
+      ]);
+      expect(wakeUps).to.have.length(2);
+      // A second call finds them pending: nothing more to do.
+      expect((await store.requeueVoucher(delivered.id, true)).requeued).to.equal(false);
     });
 
     it("refuses pending, cancelled and non-qualifying orders and writes nothing", async () => {
