@@ -1,15 +1,18 @@
 import type { RowDataPacket } from "mysql2/promise";
 import { inTransaction, type Pool } from "@shop/platform/db";
 
-/** A claimed outbox row: what the voucher service needs, plus the attempt count after this claim. */
-export interface ClaimedRow {
+/** An outbox row's voucher request: what the voucher service needs, and how often delivery was tried. */
+export interface OutboxRequestRow {
   id: number;
   orderId: string;
   customerId: string;
   totalCents: number;
   currency: string;
-  /** Attempts including the one this claim starts (1 on the first delivery). */
   attempts: number;
+}
+
+/** A claimed outbox row; `attempts` includes the one this claim starts (1 on the first delivery). */
+export interface ClaimedRow extends OutboxRequestRow {
   /**
    * How old the request was at the claim (NOW(3) − created_at, both on the
    * database clock, so app-host clock skew does not enter the commit → voucher

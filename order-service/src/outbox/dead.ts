@@ -1,15 +1,9 @@
 import type { RowDataPacket } from "mysql2/promise";
 import type { Pool } from "@shop/platform/db";
+import type { OutboxRequestRow } from "./claim.js";
 
-/** A dead outbox row as the admin API shows it. */
-export interface DeadDelivery {
-  /** The outbox row's id: the keyset position for paging. */
-  id: number;
-  orderId: string;
-  customerId: string;
-  totalCents: number;
-  currency: string;
-  attempts: number;
+/** A dead outbox row as the admin API shows it; its id is the keyset position for paging. */
+export interface DeadDelivery extends OutboxRequestRow {
   lastError: string | null;
   createdAt: Date;
 }
