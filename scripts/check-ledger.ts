@@ -11,7 +11,7 @@
  * on any FAIL, 2 when it cannot run at all.
  */
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -58,6 +58,8 @@ export interface LedgerOptions {
   reconcileGraceMs?: number;
   /** I5: how many vouchers to replay. Default 10. */
   replaySample?: number;
+  /** Bearer token with the reconciler's scopes, for I5 and I9 (they call the services). */
+  token?: string;
 }
 
 export interface LedgerResult {
@@ -306,7 +308,7 @@ async function checkReplays(opts: LedgerOptions, vouchers: VoucherRow[], voucher
   if (issued.length === 0) return { id: "I5", title, verdict: "SKIP", counts: {}, detail: "no issued voucher to replay" };
   const n = Math.min(opts.replaySample ?? 10, issued.length);
   const picked = Array.from({ length: n }, (_, i) => issued[Math.floor((i * issued.length) / n)]!);
-  const { client, close } = createVoucherClient({ baseUrl: opts.voucherServiceUrl, defaultTimeoutMs: 5_000 });
+  const { client, close } = createVoucherClient({ baseUrl: opts.voucherServiceUrl, defaultTimeoutMs: 5_000, token: opts.token });
   const problems: string[] = [];
   let same = 0;
   let rejected = 0;
@@ -342,7 +344,13 @@ async function checkReconciler(opts: LedgerOptions): Promise<InvariantResult> {
   if (!opts.orderServiceUrl || !opts.voucherServiceUrl) {
     return { id: "I9", title, verdict: "SKIP", counts: {}, detail: "needs both service URLs (--order-service, --voucher-service)" };
   }
-  const run = await runReconciler({ orderServiceUrl: opts.orderServiceUrl, voucherServiceUrl: opts.voucherServiceUrl, dryRun: true, graceMs: opts.reconcileGraceMs ?? 0 });
+  const run = await runReconciler({
+    orderServiceUrl: opts.orderServiceUrl,
+    voucherServiceUrl: opts.voucherServiceUrl,
+    dryRun: true,
+    graceMs: opts.reconcileGraceMs ?? 0,
+    token: opts.token,
+  });
   if (!run.report) {
     return { id: "I9", title, verdict: "FAIL", counts: { exit: run.exitCode }, detail: `no report (exit ${run.exitCode}): ${run.stderr.trim().split("\n").slice(-3).join(" | ")}` };
   }
@@ -367,6 +375,8 @@ export function runReconciler(o: {
   orderServiceUrl: string;
   voucherServiceUrl: string;
   dryRun: boolean;
+  /** The reconciler's bearer token; default RECONCILE_TOKEN (or RECONCILE_TOKEN_FILE) from this process's environment. */
+  token?: string;
   graceMs?: number;
   /** The run is killed after this long. Default 60000 ms. */
   timeoutMs?: number;
@@ -390,6 +400,7 @@ export function runReconciler(o: {
           RECONCILE_REPORT_DIR: path.join(dir, "reports"),
           RECONCILE_CALL_TIMEOUT_MS: "5000",
           LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+          ...(o.token ? { RECONCILE_TOKEN: o.token, RECONCILE_TOKEN_FILE: "" } : {}),
         },
         timeout: o.timeoutMs ?? 60_000,
         killSignal: o.killSignal ?? "SIGTERM",
@@ -429,8 +440,18 @@ const USAGE = `usage: npm run check:ledger -- [options]
   --lag-target-ms <ms>      I8 target for the oldest pending row (default 60000)
   --acked-file <file>       I6: order ids whose MarkOrderSent returned OK, one per line
   --live                    the system is not quiet: pending rows are not missing vouchers (I2)
+  --token-file <file>       the reconciler's token, for I5 and I9 (default: RECONCILE_TOKEN, or
+                            .data/auth/reconciler.token as written by npm start)
   --json                    print the results as JSON
 exit: 0 all pass (or skipped), 1 an invariant failed, 2 could not run`;
+
+function ledgerToken(file: string | undefined): string | undefined {
+  const local = path.join(root, ".data/auth/reconciler.token");
+  if (file) return readFileSync(file, "utf8").trim();
+  if (process.env.RECONCILE_TOKEN) return process.env.RECONCILE_TOKEN;
+  if (process.env.RECONCILE_TOKEN_FILE) return readFileSync(process.env.RECONCILE_TOKEN_FILE, "utf8").trim();
+  return existsSync(local) ? readFileSync(local, "utf8").trim() : undefined;
+}
 
 async function main(): Promise<void> {
   let values;
@@ -443,6 +464,7 @@ async function main(): Promise<void> {
         "voucher-service": { type: "string" },
         "lag-target-ms": { type: "string" },
         "acked-file": { type: "string" },
+        "token-file": { type: "string" },
         live: { type: "boolean", default: false },
         json: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -473,6 +495,7 @@ async function main(): Promise<void> {
       lagTargetMs: lag,
       acknowledgedSent: acked,
       drained: !values.live,
+      token: ledgerToken(values["token-file"]),
     });
     process.stdout.write(values.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatLedger(r)}\n`);
     process.exitCode = r.ok ? 0 : 1;

@@ -8,11 +8,12 @@
  * gracefully, then the databases; a second Ctrl-C forces.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import net from "node:net";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import { newSigningKey, signingKeyFromJwk, signingKeyToJwk, tokenForRole, type Role } from "@shop/platform/auth";
 import { MariaDbServer } from "@shop/testkit/mariadb";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -142,6 +143,64 @@ async function resolveDatabaseUrls(): Promise<{ orderUrl: string; voucherUrl: st
   if (o.status === "rejected") throw o.reason;
   if (v.status === "rejected") throw v.reason;
   return { orderUrl: o.value, voucherUrl: v.value };
+}
+
+// ---------------------------------------------------------------------------
+// Keys and tokens
+
+const AUTH_DIR = path.join(root, ".data", "auth");
+const LOCAL_CUSTOMER = "c-1";
+const TOKEN_TTL_SECONDS = 7 * 86_400;
+
+interface LocalAuth {
+  /** Settings for the services. */
+  env: Record<string, string>;
+  /** Where each role's token was written, by role. */
+  tokenFiles: Array<[label: string, file: string]>;
+}
+
+/**
+ * The local stack's signing key (made once, kept in .data/auth) and a fresh
+ * token for every role, each in its own file; the services get the public
+ * key and the relay's and reconciler's token files. Unless AUTH_PUBLIC_KEYS is
+ * set: then the caller's own keys and tokens (RELAY_TOKEN, RECONCILE_TOKEN or
+ * their _FILE forms) pass through untouched.
+ */
+function localAuth(): LocalAuth | undefined {
+  if (process.env.AUTH_PUBLIC_KEYS) {
+    say("using AUTH_PUBLIC_KEYS and the relay's and reconciler's tokens from the environment");
+    return undefined;
+  }
+  mkdirSync(AUTH_DIR, { recursive: true, mode: 0o700 });
+  const keyFile = path.join(AUTH_DIR, "signing-key.json");
+  let key;
+  if (existsSync(keyFile)) {
+    key = signingKeyFromJwk(readFileSync(keyFile, "utf8"));
+  } else {
+    key = newSigningKey("local");
+    writeFileSync(keyFile, signingKeyToJwk(key), { mode: 0o600 });
+  }
+  const roles: Array<[label: string, role: Role, customerId?: string]> = [
+    ["shop", "shop"],
+    ["relay", "relay"],
+    ["reconciler", "reconciler"],
+    ["admin", "admin"],
+    [`customer-${LOCAL_CUSTOMER}`, "customer", LOCAL_CUSTOMER],
+  ];
+  const tokenFiles = roles.map(([label, role, customerId]): [string, string] => {
+    const file = path.join(AUTH_DIR, `${label}.token`);
+    writeFileSync(file, tokenForRole(key, role, { ttlSeconds: TOKEN_TTL_SECONDS, customerId }) + "\n", { mode: 0o600 });
+    return [label, file];
+  });
+  say(`signing key ${key.kid} in .data/auth; tokens for each role written there ${dim("(valid 7 days, renewed at every start)")}`);
+  return {
+    env: {
+      AUTH_PUBLIC_KEYS: `${key.kid}=${key.x}`,
+      RELAY_TOKEN_FILE: path.join(AUTH_DIR, "relay.token"),
+      RECONCILE_TOKEN_FILE: path.join(AUTH_DIR, "reconciler.token"),
+    },
+    tokenFiles,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -302,7 +361,16 @@ watchAncestors();
 
 // ---------------------------------------------------------------------------
 
-function banner(): string {
+function tokenLines(auth: LocalAuth | undefined): string[] {
+  if (!auth) return [];
+  return [
+    "  Tokens (send as authorization: Bearer <token>; also in .data/auth/<role>.token):",
+    ...auth.tokenFiles.map(([label, file]) => `    ${label.padEnd(14)} ${dim(readFileSync(file, "utf8").trim())}`),
+    "",
+  ];
+}
+
+function banner(auth: LocalAuth | undefined): string {
   const og = `${reachableHost(orderHost)}:${orderGrpcPort}`;
   const oh = `${reachableHost(orderHost)}:${orderHttpPort}`;
   const vg = `${reachableHost(voucherHost)}:${voucherGrpcPort}`;
@@ -313,11 +381,13 @@ function banner(): string {
     `  order service    gRPC ${og}   Connect/JSON http://${oh}   health http://${oh}/readyz`,
     `  voucher service  gRPC ${vg}   Connect/JSON http://${vh}   health http://${vh}/readyz`,
     "",
+    ...tokenLines(auth),
     "  Try it (see README.md for the full walkthrough):",
-    dim(`    npx buf curl --protocol grpc --http2-prior-knowledge \\`),
+    dim(`    TOKEN=$(cat .data/auth/shop.token)`),
+    dim(`    npx buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $TOKEN" \\`),
     dim(`      -d '{"customer_id":"c-1","total_cents":12000,"currency":"EUR","request_id":"r-1"}' \\`),
     dim(`      http://${og}/shop.order.v1.OrderService/CreateOrder`),
-    dim(`    curl -s -H 'content-type: application/json' \\`),
+    dim(`    curl -s -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \\`),
     dim(`      -d '{"customer_id":"c-1","page_size":10}' \\`),
     dim(`      http://${oh}/shop.order.v1.OrderService/ListOrders`),
     "",
@@ -329,13 +399,15 @@ function banner(): string {
 async function main(): Promise<void> {
   const { orderUrl, voucherUrl } = await resolveDatabaseUrls();
   if (stopping) return;
+  const auth = localAuth();
+  const authEnv = auth?.env ?? {};
 
   services.push(
     {
       name: "voucher",
       colour: 36,
       entry: path.join(root, "voucher-service/src/main.ts"),
-      env: { VOUCHER_DATABASE_URL: voucherUrl },
+      env: { VOUCHER_DATABASE_URL: voucherUrl, ...authEnv },
       readyUrl: `http://${reachableHost(voucherHost)}:${voucherHttpPort}/readyz`,
     },
     {
@@ -344,6 +416,7 @@ async function main(): Promise<void> {
       entry: path.join(root, "order-service/src/main.ts"),
       env: {
         ORDER_DATABASE_URL: orderUrl,
+        ...authEnv,
         VOUCHER_SERVICE_URL:
           process.env.VOUCHER_SERVICE_URL || `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`,
       },
@@ -359,6 +432,7 @@ async function main(): Promise<void> {
     env: {
       ORDER_SERVICE_URL: `http://${reachableHost(orderHost)}:${orderGrpcPort}`,
       VOUCHER_SERVICE_URL: `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`,
+      ...authEnv,
     },
   };
 
@@ -371,7 +445,7 @@ async function main(): Promise<void> {
   if (stopping) return;
   services.push(reconciler);
   spawnService(reconciler);
-  process.stdout.write(banner());
+  process.stdout.write(banner(auth));
 }
 
 main().catch((err: Error) => {

@@ -8,6 +8,7 @@ import { startOrderService, type RunningOrderService } from "@shop/order-service
 import { startVoucherService, type RunningVoucherService } from "@shop/voucher-service/service";
 import { createOrderClient, createVoucherClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
+import { testAuth, allScopesToken } from "@shop/testkit/auth";
 
 /**
  * Every RPC of both services fed empty, overlong, malformed, negative, zero,
@@ -55,7 +56,7 @@ describe("bad input on every RPC", function () {
 
   before(async () => {
     [orderDb, voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
-    voucherSvc = await startVoucherService({ databaseUrl: voucherDb.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger: silent, graceMs: 500 });
+    voucherSvc = await startVoucherService({ auth: testAuth, databaseUrl: voucherDb.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger: silent, graceMs: 500 });
     orderSvc = await startOrderService({
       config: {
         databaseUrl: orderDb.url,
@@ -64,14 +65,14 @@ describe("bad input on every RPC", function () {
         httpPort: 0,
         poolSize: 5,
         voucherServiceUrl: `http://127.0.0.1:${voucherSvc.grpcPort}`,
-        relayEnabled: false,
+        relayEnabled: false, auth: testAuth,
       },
       logger: silent,
       relay: false,
       shutdownGraceMs: 500,
     });
-    const o = createOrderClient({ baseUrl: `http://127.0.0.1:${orderSvc.grpcPort}`, defaultTimeoutMs: 10_000 });
-    const v = createVoucherClient({ baseUrl: `http://127.0.0.1:${voucherSvc.grpcPort}`, defaultTimeoutMs: 10_000 });
+    const o = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${orderSvc.grpcPort}`, defaultTimeoutMs: 10_000 });
+    const v = createVoucherClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${voucherSvc.grpcPort}`, defaultTimeoutMs: 10_000 });
     orders = o.client;
     vouchers = v.client;
     closers.push(o.close, v.close);
@@ -275,7 +276,7 @@ describe("bad input on every RPC", function () {
 
   describe("on the Connect (JSON over HTTP) transport", () => {
     const post = (port: () => number, path: string, body: string) =>
-      fetch(`http://127.0.0.1:${port()}/${path}`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      fetch(`http://127.0.0.1:${port()}/${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${allScopesToken}` }, body });
 
     for (const [what, body] of [
       ["a body that is not JSON", "{not json"],

@@ -1,3 +1,4 @@
+import { readAuthSettings, readCallerToken, type AuthSettings, type TokenSource } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
 import { outboxCleanupConfigFromEnv, type OutboxCleanupConfig } from "./outbox/cleanup.js";
 
@@ -22,6 +23,13 @@ export interface OrderServiceConfig {
    * processes (then they scale independently of the API).
    */
   relayEnabled: boolean;
+  /** AUTH_PUBLIC_KEYS, required: the public keys whose bearer tokens are accepted (kid=key, comma-separated). */
+  auth: AuthSettings;
+  /**
+   * RELAY_TOKEN or RELAY_TOKEN_FILE, required when the relay runs here: the
+   * token (scope vouchers:issue) the relay presents to the voucher service.
+   */
+  relayToken?: TokenSource;
   /**
    * OUTBOX_RETENTION_MS (default 7 days, 0 keeps rows forever),
    * OUTBOX_CLEANUP_INTERVAL_MS (default 60000), OUTBOX_CLEANUP_BATCH (default
@@ -43,6 +51,7 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
   } catch {
     r.problem(`VOUCHER_SERVICE_URL=${JSON.stringify(voucherServiceUrl)} must be an http:// or https:// URL, like http://127.0.0.1:50052`);
   }
+  const relayEnabled = r.bool("RELAY_ENABLED", true);
   return {
     databaseUrl: r.databaseUrl("ORDER_DATABASE_URL"),
     host: r.string("ORDER_HOST", "127.0.0.1"),
@@ -50,7 +59,9 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
     httpPort: r.port("ORDER_HTTP_PORT", 8081),
     poolSize: r.int("ORDER_DB_POOL_SIZE", 10, { min: 1, max: 500 }),
     voucherServiceUrl,
-    relayEnabled: r.bool("RELAY_ENABLED", true),
+    relayEnabled,
+    auth: readAuthSettings(r),
+    relayToken: relayEnabled ? readCallerToken(r, "RELAY_TOKEN") : undefined,
     outboxCleanup: outboxCleanupConfigFromEnv(r),
   };
 }

@@ -1,3 +1,4 @@
+import { readCallerToken } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
 import { createPool, waitForDatabase } from "@shop/platform/db";
 import { createLogger } from "@shop/platform/logger";
@@ -20,6 +21,7 @@ async function main(): Promise<void> {
     const databaseUrl = env.databaseUrl("ORDER_DATABASE_URL");
     const voucherUrl = env.string("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052");
     if (!/^https?:\/\/[^/]+/.test(voucherUrl)) env.problem(`VOUCHER_SERVICE_URL=${JSON.stringify(voucherUrl)} must look like http://host:port`);
+    const token = readCallerToken(env, "RELAY_TOKEN");
     const relayId = env.optionalString("RELAY_ID");
     const config = relayConfigFromEnv(env);
     // Off by default: the order service's /metrics already has the outbox gauges; set a port to see this relay's counters.
@@ -32,7 +34,7 @@ async function main(): Promise<void> {
     await waitForDatabase(pool, logger);
     await migrateOrderDatabase(pool, logger);
 
-    const voucher = createVoucherClient({ baseUrl: voucherUrl, defaultTimeoutMs: config.callTimeoutMs });
+    const voucher = createVoucherClient({ baseUrl: voucherUrl, defaultTimeoutMs: config.callTimeoutMs, token });
     const metrics = createMetrics();
     const relay = new Relay({ pool, voucher: voucher.client, logger, config, relayId, metrics: createRelayMetrics(metrics.registry) });
     const metricsServer =

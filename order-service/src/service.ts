@@ -7,6 +7,7 @@ import { OrderAdminService } from "@shop/sdk/order-admin";
 import type { OrderServiceConfig } from "./config.js";
 import { migrateOrderDatabase } from "./db/migrate.js";
 import { OrderStore } from "./db/order-store.js";
+import { ORDER_ADMIN_ACCESS, ORDER_SERVICE_ACCESS } from "./grpc/access.js";
 import { createOrderAdminServiceImpl } from "./grpc/admin-routes.js";
 import { createOrderServiceImpl } from "./grpc/routes.js";
 import { createOrderMetrics, type OrderMetrics } from "./metrics.js";
@@ -71,7 +72,8 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
     if (opts.relay !== false) {
       // Loaded only by processes that run the relay.
       const { Relay } = await import("./outbox/relay.js");
-      const voucher = createVoucherClient({ baseUrl: config.voucherServiceUrl });
+      if (!config.relayToken) throw new Error("the relay needs a token for the voucher service: set RELAY_TOKEN or RELAY_TOKEN_FILE");
+      const voucher = createVoucherClient({ baseUrl: config.voucherServiceUrl, token: config.relayToken });
       closeVoucherClient = voucher.close;
       relay = new Relay({ pool, voucher: voucher.client, logger, config: opts.relay, metrics: metrics.relay });
     }
@@ -81,9 +83,10 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
       grpcPort: config.grpcPort,
       httpPort: config.httpPort,
       services: [
-        { service: OrderService, impl: createOrderServiceImpl({ store, logger }) },
-        { service: OrderAdminService, impl: createOrderAdminServiceImpl({ pool, store, logger }) },
+        { service: OrderService, impl: createOrderServiceImpl({ store, logger }), access: ORDER_SERVICE_ACCESS },
+        { service: OrderAdminService, impl: createOrderAdminServiceImpl({ pool, store, logger }), access: ORDER_ADMIN_ACCESS },
       ],
+      auth: config.auth,
       logger,
       metrics,
       isReady: async () => {

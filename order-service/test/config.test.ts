@@ -1,8 +1,10 @@
 import { expect } from "chai";
 import { ConfigError } from "@shop/platform/config";
+import { testAuthEnv } from "@shop/testkit/auth";
 import { loadOrderServiceConfig } from "../src/config.js";
 
 const URL_OK = "mysql://u:p@127.0.0.1:3306/orders";
+const AUTH = { AUTH_PUBLIC_KEYS: testAuthEnv.AUTH_PUBLIC_KEYS, RELAY_TOKEN: "relay-token" };
 
 function problems(env: NodeJS.ProcessEnv): string {
   try {
@@ -15,8 +17,10 @@ function problems(env: NodeJS.ProcessEnv): string {
 }
 
 describe("order service settings", () => {
-  it("have defaults for everything but the database URL", () => {
-    expect(loadOrderServiceConfig({ ORDER_DATABASE_URL: URL_OK })).to.deep.equal({
+  it("have defaults for everything but the database URL, the public keys and the relay's token", () => {
+    const { auth, ...rest } = loadOrderServiceConfig({ ORDER_DATABASE_URL: URL_OK, ...AUTH });
+    expect(auth.keys.map((k) => k.kid)).to.deep.equal(["test-key"]);
+    expect(rest).to.deep.equal({
       databaseUrl: URL_OK,
       host: "127.0.0.1",
       grpcPort: 50051,
@@ -24,12 +28,14 @@ describe("order service settings", () => {
       poolSize: 10,
       voucherServiceUrl: "http://127.0.0.1:50052",
       relayEnabled: true,
+      relayToken: "relay-token",
       outboxCleanup: { retentionMs: 7 * 24 * 3_600_000, intervalMs: 60_000, batchSize: 500, batchPauseMs: 20 },
     });
   });
 
   it("read the outbox retention settings, where 0 keeps delivered rows forever", () => {
     const c = loadOrderServiceConfig({
+      ...AUTH,
       ORDER_DATABASE_URL: URL_OK,
       OUTBOX_RETENTION_MS: "0",
       OUTBOX_CLEANUP_INTERVAL_MS: "5000",
@@ -50,6 +56,7 @@ describe("order service settings", () => {
 
   it("read every variable", () => {
     const c = loadOrderServiceConfig({
+      ...AUTH,
       ORDER_DATABASE_URL: URL_OK,
       ORDER_HOST: "0.0.0.0",
       ORDER_GRPC_PORT: "6000",
@@ -69,12 +76,17 @@ describe("order service settings", () => {
       VOUCHER_SERVICE_URL: "vouchers:50052",
       RELAY_ENABLED: "maybe",
     });
-    for (const name of ["ORDER_DATABASE_URL", "ORDER_GRPC_PORT", "ORDER_HTTP_PORT", "ORDER_DB_POOL_SIZE", "VOUCHER_SERVICE_URL", "RELAY_ENABLED"]) {
+    for (const name of ["ORDER_DATABASE_URL", "ORDER_GRPC_PORT", "ORDER_HTTP_PORT", "ORDER_DB_POOL_SIZE", "VOUCHER_SERVICE_URL", "RELAY_ENABLED", "AUTH_PUBLIC_KEYS"]) {
       expect(message).to.contain(name);
     }
   });
 
   it("refuse a database URL that is not mysql://", () => {
-    expect(problems({ ORDER_DATABASE_URL: "postgres://u@h/db" })).to.contain("ORDER_DATABASE_URL");
+    expect(problems({ ...AUTH, ORDER_DATABASE_URL: "postgres://u@h/db" })).to.contain("ORDER_DATABASE_URL");
+  });
+
+  it("need the relay's token only when the relay runs here", () => {
+    expect(problems({ ORDER_DATABASE_URL: URL_OK, AUTH_PUBLIC_KEYS: AUTH.AUTH_PUBLIC_KEYS })).to.contain("RELAY_TOKEN (or RELAY_TOKEN_FILE) is required");
+    expect(loadOrderServiceConfig({ ORDER_DATABASE_URL: URL_OK, AUTH_PUBLIC_KEYS: AUTH.AUTH_PUBLIC_KEYS, RELAY_ENABLED: "false" }).relayToken).to.equal(undefined);
   });
 });

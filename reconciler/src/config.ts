@@ -1,5 +1,6 @@
 import path from "node:path";
 import cron from "node-cron";
+import { readCallerToken, type TokenSource } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
 
 export interface ReconcilerConfig {
@@ -7,6 +8,8 @@ export interface ReconcilerConfig {
   orderServiceUrl: string;
   /** gRPC address of the voucher service. Default http://127.0.0.1:50052. */
   voucherServiceUrl: string;
+  /** RECONCILE_TOKEN or RECONCILE_TOKEN_FILE, required: the reconciler's bearer token (role reconciler), sent to both services. */
+  token: TokenSource;
   /** When the scheduler runs, a node-cron expression (5 or 6 fields). Default "30 2 * * *": nightly, after the day's traffic. */
   cron: string;
   /** IANA timezone the cron expression is read in. Default UTC, so daylight saving never skips or doubles a run. */
@@ -69,6 +72,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const config: ReconcilerConfig = {
     orderServiceUrl: url("ORDER_SERVICE_URL", "http://127.0.0.1:50051"),
     voucherServiceUrl: url("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052"),
+    token: readCallerToken(r, "RECONCILE_TOKEN"),
     cron: r.string("RECONCILE_CRON", "30 2 * * *"),
     timezone: r.string("RECONCILE_TIMEZONE", "UTC"),
     graceMs: r.int("RECONCILE_GRACE_MS", 600_000, { min: 0, max: 7 * 24 * 3_600_000 }),

@@ -39,8 +39,8 @@ export class Reconciler {
     private readonly logger: Logger,
     private readonly qualifies: QualifiesFn = defaultQualifies,
   ) {
-    this.orderClient = createOrderClient({ baseUrl: config.orderServiceUrl, defaultTimeoutMs: config.callTimeoutMs });
-    this.voucherClient = createVoucherClient({ baseUrl: config.voucherServiceUrl, defaultTimeoutMs: config.callTimeoutMs });
+    this.orderClient = createOrderClient({ baseUrl: config.orderServiceUrl, defaultTimeoutMs: config.callTimeoutMs, token: config.token });
+    this.voucherClient = createVoucherClient({ baseUrl: config.voucherServiceUrl, defaultTimeoutMs: config.callTimeoutMs, token: config.token });
   }
 
   async run(req: RunRequest = {}): Promise<RunOutcome> {

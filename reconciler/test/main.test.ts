@@ -34,6 +34,7 @@ describe("the reconcile command", function () {
       VOUCHER_SERVICE_URL: `http://127.0.0.1:${voucherPort}`,
       RECONCILE_STATE_FILE: path.join(dir, "state.json"),
       RECONCILE_REPORT_DIR: path.join(dir, "reports"),
+      RECONCILE_TOKEN: "any-token",
     });
     expect(code).to.equal(2);
     const report = JSON.parse(stdout);
@@ -54,6 +55,7 @@ describe("the reconcile command", function () {
       VOUCHER_SERVICE_URL: `http://127.0.0.1:${port}`,
       RECONCILE_STATE_FILE: path.join(dir, "state.json"),
       RECONCILE_REPORT_DIR: path.join(dir, "reports"),
+      RECONCILE_TOKEN: "any-token",
     });
     expect(code).to.equal(2);
     expect(stdout).to.match(/^reconcile \w+: RUN FAILED \(exit 2\)/);

@@ -10,7 +10,7 @@ import type { DriftRecord, RunResult } from "../src/reconcile.js";
 
 describe("reconciler settings", () => {
   it("defaults to the local services, nightly at 02:30 UTC, a 10 minute grace and a 1 hour overlap", () => {
-    const c = loadConfig({}, "/srv");
+    const c = loadConfig({ RECONCILE_TOKEN: "t" }, "/srv");
     expect(c).to.include({
       orderServiceUrl: "http://127.0.0.1:50051",
       voucherServiceUrl: "http://127.0.0.1:50052",
@@ -25,14 +25,14 @@ describe("reconciler settings", () => {
 
   it("names every bad setting at once", () => {
     expect(() =>
-      loadConfig({ RECONCILE_CRON: "61 * * * *", RECONCILE_TIMEZONE: "Mars/Olympus", RECONCILE_GRACE_MS: "-1", ORDER_SERVICE_URL: "nope" }),
+      loadConfig({ RECONCILE_TOKEN: "t", RECONCILE_CRON: "61 * * * *", RECONCILE_TIMEZONE: "Mars/Olympus", RECONCILE_GRACE_MS: "-1", ORDER_SERVICE_URL: "nope" }),
     ).to.throw(/RECONCILE_CRON[\s\S]*ORDER_SERVICE_URL|ORDER_SERVICE_URL[\s\S]*RECONCILE_CRON/)
       .with.property("problems")
       .that.has.length(4);
   });
 
   it("accepts a per-second expression and a real timezone", () => {
-    expect(loadConfig({ RECONCILE_CRON: "*/5 * * * * *", RECONCILE_TIMEZONE: "Europe/Berlin" })).to.include({ cron: "*/5 * * * * *" });
+    expect(loadConfig({ RECONCILE_TOKEN: "t", RECONCILE_CRON: "*/5 * * * * *", RECONCILE_TIMEZONE: "Europe/Berlin" })).to.include({ cron: "*/5 * * * * *" });
   });
 });
 

@@ -12,6 +12,7 @@ import { RELAY_DEFAULTS } from "@shop/order-service/outbox/relay";
 import { startVoucherService, type RunningVoucherService } from "@shop/voucher-service/service";
 import { loadConfig, type ReconcilerConfig } from "../src/config.js";
 import { Reconciler, type RunRequest } from "../src/job.js";
+import { testAuth, roleToken, allScopesToken } from "@shop/testkit/auth";
 
 export const quietLogger = () => pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -37,7 +38,7 @@ export class System {
 
   async start(): Promise<void> {
     [this.orderDb, this.voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
-    this.voucherService = await startVoucherService({
+    this.voucherService = await startVoucherService({ auth: testAuth,
       databaseUrl: this.voucherDb.url,
       host: "127.0.0.1",
       grpcPort: 0,
@@ -57,15 +58,15 @@ export class System {
         httpPort: 0,
         poolSize: 10,
         voucherServiceUrl: relayUrl,
-        relayEnabled: true,
+        relayEnabled: true, auth: testAuth, relayToken: roleToken("relay"),
       },
       relay: { ...RELAY_DEFAULTS, pollIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 500 },
       logger: quietLogger(),
       shutdownGraceMs: 500,
     });
     const orderUrl = `http://127.0.0.1:${this.orderService.grpcPort}`;
-    const o = createOrderClient({ baseUrl: orderUrl });
-    const v = createVoucherClient({ baseUrl: voucherUrl });
+    const o = createOrderClient({ token: allScopesToken, baseUrl: orderUrl });
+    const v = createVoucherClient({ token: allScopesToken, baseUrl: voucherUrl });
     this.orders = o.client;
     this.vouchers = v.client;
     this.clientClosers.push(o.close, v.close);
@@ -76,6 +77,7 @@ export class System {
       RECONCILE_STATE_FILE: path.join(this.dir, "state.json"),
       RECONCILE_REPORT_DIR: path.join(this.dir, "reports"),
       RECONCILE_CALL_TIMEOUT_MS: "10000",
+      RECONCILE_TOKEN: roleToken("reconciler"),
     });
   }
 

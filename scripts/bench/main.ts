@@ -37,6 +37,7 @@ import { claimDueRows } from "@shop/order-service/outbox/claim";
 import { OutboxCleanup, OUTBOX_CLEANUP_DEFAULTS } from "@shop/order-service/outbox/cleanup";
 import { RELAY_DEFAULTS } from "@shop/order-service/outbox/relay";
 import { closedLoop, openLoop, peakRssMb, round, summarize, type Latency } from "./load.js";
+import { allScopesToken } from "@shop/testkit/auth";
 
 const QUICK = process.argv.includes("--quick");
 const PROFILE = process.argv.includes("--profile");
@@ -222,7 +223,7 @@ async function main(): Promise<void> {
     const ids = await insertPendingOrders(orderPool, P.orders, "ms");
     let cursor = 0;
     const take = (n: number) => ids.slice(cursor, (cursor = Math.min(ids.length, cursor + n)));
-    const grpcClient = createOrderClient({ baseUrl: `http://127.0.0.1:${order.grpcPort}`, defaultTimeoutMs: 10_000 });
+    const grpcClient = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${order.grpcPort}`, defaultTimeoutMs: 10_000 });
     cleanups.push(() => grpcClient.close());
     await closedLoop(take(500), 8, 2_000, (id) => grpcClient.client.markOrderSent({ orderId: id })); // warm-up
     const markSent: Record<string, unknown> = {};

@@ -19,6 +19,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
 import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
 import { closedLoop, openLoop, round, summarize } from "./load.js";
+import { allScopesToken } from "@shop/testkit/auth";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const arg = (name: string, def: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? def;
@@ -163,7 +164,7 @@ try {
       [ids.slice(i, i + 5_000).map((id) => [id, `p-${id.slice(-4)}`, 12_345, "EUR", "PENDING", `p-${id}`, now, now])],
     );
   }
-  const client = createOrderClient({ baseUrl: `http://127.0.0.1:${oGrpc}`, defaultTimeoutMs: 10_000 });
+  const client = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${oGrpc}`, defaultTimeoutMs: 10_000 });
   cleanups.push(() => client.close());
   let cursor = 0;
   const take = (k: number) => ids.slice(cursor, (cursor = Math.min(ids.length, cursor + k)));

@@ -4,6 +4,7 @@ import { createOrderClient, createVoucherClient, type OrderClient, type VoucherC
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
+import { allScopesToken } from "@shop/testkit/auth";
 
 const root = path.resolve(import.meta.dirname, "../..");
 
@@ -50,8 +51,8 @@ export class Stack {
       readyUrl: `http://127.0.0.1:${oh}/readyz`,
     });
     await Promise.all([this.voucher.start(), this.order.start()]);
-    const o = createOrderClient({ baseUrl: `http://127.0.0.1:${og}` });
-    const v = createVoucherClient({ baseUrl: `http://127.0.0.1:${vg}` });
+    const o = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${og}` });
+    const v = createVoucherClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${vg}` });
     this.orders = o.client;
     this.vouchers = v.client;
     this.closers.push(o.close, v.close);

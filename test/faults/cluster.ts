@@ -8,6 +8,7 @@ import { ServiceProcess } from "@shop/testkit/service-process";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { checkLedger, formatLedger, runReconciler } from "../../scripts/check-ledger.js";
 import { FaultProxy } from "./fault-proxy.js";
+import { allScopesToken, roleToken } from "@shop/testkit/auth";
 
 const root = path.resolve(import.meta.dirname, "../..");
 
@@ -101,8 +102,8 @@ export class Cluster {
       this.relays.push(this.relayProcess(i, this.opts.relayEnv?.(i) ?? {}));
     }
     await Promise.all(this.relays.map((r) => r.start()));
-    const o = createOrderClient({ baseUrl: this.orderServiceUrl, defaultTimeoutMs: 3_000 });
-    const v = createVoucherClient({ baseUrl: this.voucherServiceUrl, defaultTimeoutMs: 3_000 });
+    const o = createOrderClient({ token: allScopesToken, baseUrl: this.orderServiceUrl, defaultTimeoutMs: 3_000 });
+    const v = createVoucherClient({ token: allScopesToken, baseUrl: this.voucherServiceUrl, defaultTimeoutMs: 3_000 });
     this.orders = o.client;
     this.vouchers = v.client;
     this.closers.push(o.close, v.close);
@@ -183,6 +184,7 @@ export class Cluster {
       voucherServiceUrl: this.voucherServiceUrl,
       acknowledgedSent,
       lagTargetMs: 60_000,
+      token: roleToken("reconciler"),
     });
     const text = formatLedger(r);
     if (process.env.FAULT_VERBOSE || !r.ok) console.log(text.replace(/^/gm, "      "));
@@ -256,6 +258,7 @@ export class Cluster {
         dryRun: false,
         graceMs: 3_000,
         timeoutMs: 30_000,
+        token: roleToken("reconciler"),
       });
       this.reconcileRuns.push(run.exitCode);
       for (let i = 0; i < 10 && !this.stopping; i++) await sleep(100);

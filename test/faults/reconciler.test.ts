@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { roleToken } from "@shop/testkit/auth";
 import { checkLedger, runReconciler } from "../../scripts/check-ledger.js";
 import { Cluster } from "./cluster.js";
 import { driveTraffic } from "./traffic.js";
@@ -37,6 +38,7 @@ describe("reconciler: drift the other mechanisms missed", function () {
       voucherDatabaseUrl: cluster.voucherDb.url,
       orderServiceUrl: cluster.orderServiceUrl,
       voucherServiceUrl: cluster.voucherServiceUrl,
+      token: roleToken("reconciler"),
     };
     const before = await checkLedger(ledger);
     const failed = before.results.filter((r) => r.verdict === "FAIL").map((r) => r.id);
@@ -69,7 +71,7 @@ describe("reconciler: drift the other mechanisms missed", function () {
     await cluster.orderDb.sql(
       `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, sent_at) VALUES ${rows.join(", ")}`,
     );
-    const urls = { orderServiceUrl: cluster.orderServiceUrl, voucherServiceUrl: cluster.voucherServiceUrl };
+    const urls = { orderServiceUrl: cluster.orderServiceUrl, voucherServiceUrl: cluster.voucherServiceUrl, token: roleToken("reconciler") };
     // Killed somewhere between start-up and the end of its repairs (start-up alone takes about a second).
     const killed = await runReconciler({ ...urls, dryRun: false, timeoutMs: 1_300, killSignal: "SIGKILL" });
     expect(killed.report, "the first run should not have finished").to.equal(undefined);

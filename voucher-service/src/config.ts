@@ -1,3 +1,4 @@
+import { readAuthSettings, type AuthSettings } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -15,6 +16,8 @@ export interface VoucherServiceConfig {
   poolSize: number;
   /** VOUCHER_MAX_BATCH, default 1000 (the proto's documented maximum): items per BatchIssueVouchers call. */
   maxBatch: number;
+  /** AUTH_PUBLIC_KEYS, required: the public keys whose bearer tokens are accepted (kid=key, comma-separated). */
+  auth: AuthSettings;
   /** LOG_LEVEL, default info. */
   logLevel: (typeof LOG_LEVELS)[number];
 }
@@ -29,6 +32,7 @@ export function loadVoucherServiceConfig(env: NodeJS.ProcessEnv = process.env): 
     httpPort: r.port("VOUCHER_HTTP_PORT", 8082),
     poolSize: r.int("VOUCHER_DB_POOL_SIZE", 10, { min: 1, max: 200 }),
     maxBatch: r.int("VOUCHER_MAX_BATCH", 1000, { min: 1, max: 1000 }),
+    auth: readAuthSettings(r),
     logLevel: r.oneOf("LOG_LEVEL", "info", LOG_LEVELS),
   };
   r.finish();

@@ -1,9 +1,11 @@
+import type { AuthSettings } from "@shop/platform/auth";
 import { createPool, waitForDatabase } from "@shop/platform/db";
 import type { Logger } from "@shop/platform/logger";
 import { startServers } from "@shop/platform/servers";
 import { VoucherService } from "@shop/sdk/voucher";
 import { migrateVoucherDatabase } from "./db/migrate.js";
 import { VoucherStore } from "./db/voucher-store.js";
+import { VOUCHER_SERVICE_ACCESS } from "./grpc/access.js";
 import { createVoucherServiceImpl } from "./grpc/routes.js";
 import { createVoucherMetrics, type VoucherMetrics } from "./metrics.js";
 import { createVouchers } from "./vouchers.js";
@@ -16,6 +18,8 @@ export interface VoucherServiceOptions {
   /** 0 picks a free port (tests). */
   httpPort: number;
   logger: Logger;
+  /** Public keys whose bearer tokens are accepted. */
+  auth: AuthSettings;
   /** Database connections. Default 10. */
   poolSize?: number;
   /** Items per BatchIssueVouchers call. Default 1000. */
@@ -52,7 +56,8 @@ export async function startVoucherService(opts: VoucherServiceOptions): Promise<
       host: opts.host,
       grpcPort: opts.grpcPort,
       httpPort: opts.httpPort,
-      services: [{ service: VoucherService, impl: createVoucherServiceImpl({ vouchers, issued: metrics.issued }) }],
+      services: [{ service: VoucherService, impl: createVoucherServiceImpl({ vouchers, issued: metrics.issued }), access: VOUCHER_SERVICE_ACCESS }],
+      auth: opts.auth,
       logger,
       metrics,
       isReady: () => isReachable(store),

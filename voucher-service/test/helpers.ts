@@ -5,6 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { createVoucherClient, type VoucherClient } from "@shop/sdk/clients";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { startVoucherService, type RunningVoucherService } from "../src/service.js";
+import { testAuth, allScopesToken } from "@shop/testkit/auth";
 
 export interface LogLine {
   level: number;
@@ -41,7 +42,7 @@ export interface TestService {
 export async function startTestService(opts: { maxBatch?: number; poolSize?: number } = {}): Promise<TestService> {
   const db = await freshDatabase("voucher");
   const { logger, lines } = captureLogger();
-  const service = await startVoucherService({
+  const service = await startVoucherService({ auth: testAuth,
     databaseUrl: db.url,
     host: "127.0.0.1",
     grpcPort: 0,
@@ -51,7 +52,7 @@ export async function startTestService(opts: { maxBatch?: number; poolSize?: num
     maxBatch: opts.maxBatch,
     graceMs: 1_000,
   });
-  const { client, close } = createVoucherClient({ baseUrl: `http://127.0.0.1:${service.grpcPort}`, defaultTimeoutMs: 10_000 });
+  const { client, close } = createVoucherClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${service.grpcPort}`, defaultTimeoutMs: 10_000 });
   return {
     db,
     service,

@@ -4,6 +4,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { VoucherStatus } from "@shop/sdk/voucher";
 import { VOUCHER_CODE_PATTERN } from "../src/domain/voucher.js";
 import { expectCode, issueRequest, LEVEL, orderId, startTestService, type TestService } from "./helpers.js";
+import { allScopesToken } from "@shop/testkit/auth";
 
 describe("IssueVoucher", () => {
   let t: TestService;
@@ -123,7 +124,7 @@ describe("IssueVoucher", () => {
     const call = (body: unknown) =>
       fetch(`${t.httpUrl}/shop.voucher.v1.VoucherService/IssueVoucher`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", authorization: `Bearer ${allScopesToken}` },
         body: JSON.stringify(body),
       });
     const res = await call({ orderId: id, customerId: "cust-json", orderTotalCents: "12345", currency: "EUR" });

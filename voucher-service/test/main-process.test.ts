@@ -5,6 +5,7 @@ import { createVoucherClient } from "@shop/sdk/clients";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
+import { allScopesToken } from "@shop/testkit/auth";
 
 const ENTRY = path.resolve(import.meta.dirname, "../src/main.ts");
 
@@ -34,7 +35,7 @@ describe("voucher service as a process (main.ts)", () => {
     const ready = await fetch(`http://127.0.0.1:${httpPort}/readyz`);
     expect(ready.status).to.equal(200);
 
-    const { client, close } = createVoucherClient({ baseUrl: `http://127.0.0.1:${grpcPort}` });
+    const { client, close } = createVoucherClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${grpcPort}` });
     try {
       const res = await client.issueVoucher({ orderId: "main-1", customerId: "c-1", orderTotalCents: 15_000n, currency: "EUR" });
       expect(res.created).to.equal(true);

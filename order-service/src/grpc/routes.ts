@@ -2,6 +2,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { requireId } from "@shop/platform/ids";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
+import { requireCustomer } from "@shop/platform/auth";
 import { DomainError, notFound } from "@shop/platform/errors";
 import { failpoint } from "@shop/platform/failpoints";
 import type { Logger } from "@shop/platform/logger";
@@ -95,17 +96,19 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
       }
     },
 
-    async getOrder(req) {
+    async getOrder(req, ctx) {
       const orderId = requireId("order_id", req.orderId);
       return forOrder("GetOrder", orderId, async () => {
         const order = await store.get(orderId);
         if (!order) throw notFound(`order ${orderId} not found`);
+        requireCustomer(ctx, order.customerId, `order ${orderId}`);
         return { order: toProtoOrder(order) };
       });
     },
 
-    async listOrders(req) {
+    async listOrders(req, ctx) {
       const customerId = requireId("customer_id", req.customerId);
+      requireCustomer(ctx, customerId, `the orders of customer ${customerId}`);
       const limit = pageSize(req.pageSize, LIST_ORDERS_PAGE);
       const beforeId = decodeIdToken(req.pageToken);
       // One row past the page says whether another page exists, so the last page carries no token.

@@ -9,6 +9,7 @@ import { RequeueDeadVoucherDeliveriesRequestSchema } from "@shop/sdk/order-admin
 import { createOrderAdminServiceImpl } from "../../src/grpc/admin-routes.js";
 import { startOrderService, type RunningOrderService } from "../../src/service.js";
 import { silentLogger } from "../db/helpers.js";
+import { testAuth, allScopesToken } from "@shop/testkit/auth";
 
 describe("OrderAdminService", function () {
   let db: TestDatabase;
@@ -20,13 +21,13 @@ describe("OrderAdminService", function () {
   before(async () => {
     db = await freshDatabase("order");
     service = await startOrderService({
-      config: { databaseUrl: db.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, poolSize: 4, voucherServiceUrl: "http://127.0.0.1:1", relayEnabled: false },
+      config: { databaseUrl: db.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, poolSize: 4, voucherServiceUrl: "http://127.0.0.1:1", relayEnabled: false, auth: testAuth },
       relay: false,
       logger: silentLogger,
       shutdownGraceMs: 200,
     });
-    const o = createOrderClient({ baseUrl: `http://127.0.0.1:${service.grpcPort}` });
-    const a = createOrderAdminClient({ baseUrl: `http://127.0.0.1:${service.grpcPort}` });
+    const o = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${service.grpcPort}` });
+    const a = createOrderAdminClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${service.grpcPort}` });
     orders = o.client;
     admin = a.client;
     closers.push(o.close, a.close);

@@ -7,6 +7,7 @@ import { OrderStatus, VoucherStatus, type Order } from "@shop/sdk/order";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { startOrderService, type RunningOrderService } from "../../src/service.js";
 import { count, silentLogger, snapshot } from "../db/helpers.js";
+import { testAuth, allScopesToken } from "@shop/testkit/auth";
 
 async function statusOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
   try {
@@ -34,13 +35,13 @@ describe("OrderService over gRPC", function () {
         httpPort: 0,
         poolSize: 10,
         voucherServiceUrl: "http://127.0.0.1:1",
-        relayEnabled: false,
+        relayEnabled: false, auth: testAuth,
       },
       logger: silentLogger,
       relay: false,
       shutdownGraceMs: 1_000,
     });
-    const c = createOrderClient({ baseUrl: `http://127.0.0.1:${service.grpcPort}` });
+    const c = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${service.grpcPort}` });
     orders = c.client;
     closeClient = c.close;
   });
@@ -315,7 +316,7 @@ describe("OrderService over gRPC", function () {
       const o = await newOrder();
       const res = await fetch(`http://127.0.0.1:${service.httpPort}/shop.order.v1.OrderService/MarkOrderSent`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", authorization: `Bearer ${allScopesToken}` },
         body: JSON.stringify({ orderId: o.id }),
       });
       expect(res.status).to.equal(200);
@@ -327,7 +328,7 @@ describe("OrderService over gRPC", function () {
 
       const refused = await fetch(`http://127.0.0.1:${service.httpPort}/shop.order.v1.OrderService/GetOrder`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", authorization: `Bearer ${allScopesToken}` },
         body: JSON.stringify({ orderId: "" }),
       });
       expect(refused.status).to.equal(400);

@@ -9,6 +9,7 @@ import { startOrderService, type RunningOrderService } from "../../src/service.j
 import { silentLogger } from "../db/helpers.js";
 import { eventually } from "../outbox/outbox-db.js";
 import { sampleValue, scrape } from "./metrics-text.js";
+import { testAuth, roleToken, allScopesToken } from "@shop/testkit/auth";
 
 const ORDER_SVC = "shop.order.v1.OrderService";
 const VOUCHER_SVC = "shop.voucher.v1.VoucherService";
@@ -16,7 +17,7 @@ const VOUCHER_SVC = "shop.voucher.v1.VoucherService";
 async function connectCall(httpPort: number, path: string, body: object): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${httpPort}/${path}`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", authorization: `Bearer ${allScopesToken}` },
     body: JSON.stringify(body),
   });
   await res.text();
@@ -34,7 +35,7 @@ describe("metrics on /metrics", function () {
 
   before(async () => {
     [orderDb, voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
-    voucherService = await startVoucherService({
+    voucherService = await startVoucherService({ auth: testAuth,
       databaseUrl: voucherDb.url,
       host: "127.0.0.1",
       grpcPort: 0,
@@ -50,14 +51,14 @@ describe("metrics on /metrics", function () {
         httpPort: 0,
         poolSize: 10,
         voucherServiceUrl: `http://127.0.0.1:${voucherService.grpcPort}`,
-        relayEnabled: true,
+        relayEnabled: true, auth: testAuth, relayToken: roleToken("relay"),
       },
       relay: { ...RELAY_DEFAULTS, pollIntervalMs: 50, retryBaseMs: 20, retryMaxMs: 200 },
       logger: silentLogger,
       shutdownGraceMs: 500,
     });
-    const o = createOrderClient({ baseUrl: `http://127.0.0.1:${orderService.grpcPort}` });
-    const v = createVoucherClient({ baseUrl: `http://127.0.0.1:${voucherService.grpcPort}` });
+    const o = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${orderService.grpcPort}` });
+    const v = createVoucherClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${voucherService.grpcPort}` });
     orders = o.client;
     vouchers = v.client;
     closers.push(o.close, v.close);

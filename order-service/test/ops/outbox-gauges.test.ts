@@ -9,6 +9,7 @@ import { startOrderService, type RunningOrderService } from "../../src/service.j
 import { silentLogger } from "../db/helpers.js";
 import { freshOutboxDb, type OutboxDb } from "../outbox/outbox-db.js";
 import { sampleValue, scrape } from "./metrics-text.js";
+import { testAuth } from "@shop/testkit/auth";
 
 /** Outbox rows in `status`, created `ageSeconds` ago on the database clock. */
 async function insertRows(pool: Pool, status: string, count: number, ageSeconds: number): Promise<void> {
@@ -56,7 +57,7 @@ describe("outbox gauges", () => {
     let service: RunningOrderService;
     beforeEach(async () => {
       service = await startOrderService({
-        config: { databaseUrl: o.db.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, poolSize: 4, voucherServiceUrl: "http://127.0.0.1:1", relayEnabled: false },
+        config: { databaseUrl: o.db.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, poolSize: 4, voucherServiceUrl: "http://127.0.0.1:1", relayEnabled: false, auth: testAuth },
         relay: false,
         logger: silentLogger,
         shutdownGraceMs: 200,

@@ -4,6 +4,7 @@ import { startVoucherService, type RunningVoucherService } from "@shop/voucher-s
 import { startOrderService, type RunningOrderService } from "../../src/service.js";
 import { silentLogger } from "../db/helpers.js";
 import { eventually } from "../outbox/outbox-db.js";
+import { testAuth } from "@shop/testkit/auth";
 
 async function get(httpPort: number, path: string): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, { signal: AbortSignal.timeout(5_000) });
@@ -21,12 +22,12 @@ describe("readiness and liveness", function () {
     await server.start();
     const [orderUrl, voucherUrl] = await Promise.all([server.createDatabase("ready_orders"), server.createDatabase("ready_vouchers")]);
     orderService = await startOrderService({
-      config: { databaseUrl: orderUrl, host: "127.0.0.1", grpcPort: 0, httpPort: 0, poolSize: 2, voucherServiceUrl: "http://127.0.0.1:1", relayEnabled: false },
+      config: { databaseUrl: orderUrl, host: "127.0.0.1", grpcPort: 0, httpPort: 0, poolSize: 2, voucherServiceUrl: "http://127.0.0.1:1", relayEnabled: false, auth: testAuth },
       relay: false,
       logger: silentLogger,
       shutdownGraceMs: 200,
     });
-    voucherService = await startVoucherService({ databaseUrl: voucherUrl, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger: silentLogger, graceMs: 200, poolSize: 2 });
+    voucherService = await startVoucherService({ auth: testAuth, databaseUrl: voucherUrl, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger: silentLogger, graceMs: 200, poolSize: 2 });
   });
 
   after(async () => {

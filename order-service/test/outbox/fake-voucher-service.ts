@@ -4,6 +4,8 @@ import { newId } from "@shop/platform/ids";
 import { startServers, type RunningServers } from "@shop/platform/servers";
 import { createVoucherClient, type ClosableClient, type VoucherClient } from "@shop/sdk/clients";
 import { VoucherService, VoucherStatus, type IssueVoucherRequest } from "@shop/sdk/voucher";
+import { allScopesToken, testAuth } from "@shop/testkit/auth";
+import { VOUCHER_SERVICE_ACCESS } from "@shop/voucher-service/grpc/access";
 
 export const quietLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -109,14 +111,15 @@ export async function startFakeVoucherServer(fake = new FakeVoucherService(), po
       host: "127.0.0.1",
       grpcPort: p,
       httpPort: 0,
-      services: [{ service: VoucherService, impl: fake.impl as any }],
+      services: [{ service: VoucherService, impl: fake.impl as any, access: VOUCHER_SERVICE_ACCESS }],
+      auth: testAuth,
       logger: quietLogger,
       isReady: async () => true,
       reflection: false,
     });
   let servers: RunningServers | undefined = await serve(port);
   const boundPort = servers.grpcPort;
-  const client: ClosableClient<VoucherClient> = createVoucherClient({ baseUrl: `http://127.0.0.1:${boundPort}` });
+  const client: ClosableClient<VoucherClient> = createVoucherClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${boundPort}` });
   return {
     fake,
     port: boundPort,

@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 
 /** What kind of refusal a domain error is; each maps to one gRPC status code. */
-export type ErrorKind = "invalid_argument" | "not_found" | "failed_precondition" | "already_exists";
+export type ErrorKind = "invalid_argument" | "not_found" | "failed_precondition" | "already_exists" | "permission_denied";
 
 /** An expected refusal whose message is safe to show the caller. */
 export class DomainError extends Error {
@@ -18,12 +18,14 @@ export const invalidArgument = (message: string) => new DomainError("invalid_arg
 export const notFound = (message: string) => new DomainError("not_found", message);
 export const failedPrecondition = (message: string) => new DomainError("failed_precondition", message);
 export const alreadyExists = (message: string) => new DomainError("already_exists", message);
+export const permissionDenied = (message: string) => new DomainError("permission_denied", message);
 
 const CODES: Record<ErrorKind, Code> = {
   invalid_argument: Code.InvalidArgument,
   not_found: Code.NotFound,
   failed_precondition: Code.FailedPrecondition,
   already_exists: Code.AlreadyExists,
+  permission_denied: Code.PermissionDenied,
 };
 
 /**

@@ -8,6 +8,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createHandlerContext, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { file_grpc_health_v1_health } from "@shop/sdk/gen/grpc/health/v1/health_pb";
+import { Authenticator, authorize, callerKey, type AccessPolicy, type AuthSettings, type Principal } from "./auth.js";
 import { toConnectError } from "./errors.js";
 import { armedFailpoints } from "./failpoints.js";
 import type { Logger } from "./logger.js";
@@ -15,10 +16,12 @@ import { createMetrics, grpcCodeName, serveMetrics, type ProcessMetrics } from "
 
 type UnaryHandler = (req: any, ctx: HandlerContext) => Promise<any> | any;
 
-/** One service and its implementation; the same object serves both transports. */
+/** One service, its implementation and who may call what; the same objects serve both transports. */
 export interface ServiceBinding {
   service: DescService;
   impl: Record<string, UnaryHandler>;
+  /** A rule for every method served; startServers refuses to serve a method without one. */
+  access: AccessPolicy;
 }
 
 export interface ServerOptions {
@@ -28,6 +31,8 @@ export interface ServerOptions {
   /** Connect JSON over HTTP/1.1 port, also /healthz, /readyz and /metrics; 0 picks a free one. */
   httpPort: number;
   services: ServiceBinding[];
+  /** Keys that sign the bearer tokens every call must carry. */
+  auth: AuthSettings;
   logger: Logger;
   /** Answers /readyz: false while the database is unreachable. */
   isReady: () => Promise<boolean>;
@@ -56,21 +61,29 @@ export interface RunningServers {
 }
 
 /**
- * Wraps every method so both transports log and map errors the same way:
- * domain refusals are logged at info with their status, anything unexpected at
- * error with its cause; the caller never sees an internal message.
+ * Wraps every method so both transports check the caller and log and map
+ * errors the same way: the bearer token is verified (UNAUTHENTICATED) and its
+ * scopes checked against the method's rule (PERMISSION_DENIED) before the
+ * handler runs; refusals are logged at info with their status and reason,
+ * anything unexpected at error with its cause; the caller never sees an
+ * internal message, and the token itself is never logged.
  */
-function guarded(binding: ServiceBinding, logger: Logger, metrics: ProcessMetrics): Record<string, UnaryHandler> {
+function guarded(binding: ServiceBinding, auth: Authenticator, logger: Logger, metrics: ProcessMetrics): Record<string, UnaryHandler> {
   const out: Record<string, UnaryHandler> = {};
   const service = binding.service.typeName;
   for (const method of binding.service.methods) {
     const impl = binding.impl[method.localName];
     if (!impl) continue;
     if (method.methodKind !== "unary") throw new Error(`${method.name}: only unary methods are served`);
+    const rule = binding.access[method.localName];
+    if (!rule) throw new Error(`${service}/${method.name} has no access rule: every served method must say who may call it`);
     const labels = { service, method: method.name };
     out[method.localName] = async (req, ctx) => {
       const endTimer = metrics.rpc.handling.startTimer(labels);
+      let principal: Principal | undefined;
       try {
+        principal = auth.authenticate(ctx.requestHeader);
+        ctx.values.set(callerKey, authorize(principal, rule, method.name));
         const res = await impl(req, ctx);
         endTimer();
         metrics.rpc.handled.inc({ ...labels, code: "OK" });
@@ -79,9 +92,11 @@ function guarded(binding: ServiceBinding, logger: Logger, metrics: ProcessMetric
         const ce = toConnectError(err);
         endTimer();
         metrics.rpc.handled.inc({ ...labels, code: grpcCodeName(ce.code) });
-        const fields = { rpc: method.name, protocol: ctx.protocolName, code: Code[ce.code] };
+        const fields = { rpc: method.name, protocol: ctx.protocolName, code: Code[ce.code], caller: principal?.subject };
         if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
           logger.error({ ...fields, err: ce.cause ?? err }, `${method.name} failed: ${ce.rawMessage}`);
+        } else if (ce.code === Code.Unauthenticated || ce.code === Code.PermissionDenied) {
+          logger.warn(fields, `${method.name} refused: ${ce.rawMessage}`);
         } else {
           logger.info(fields, `${method.name} refused: ${ce.rawMessage}`);
         }
@@ -208,7 +223,8 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
   const armed = armedFailpoints();
   if (armed.length > 0) log.warn({ failpoints: armed }, `fault injection armed: ${armed.join(", ")}`);
   const metrics = opts.metrics ?? createMetrics();
-  const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, log, metrics) }));
+  const auth = new Authenticator(opts.auth);
+  const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, auth, log, metrics) }));
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": maxBytes,

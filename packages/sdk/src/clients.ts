@@ -13,7 +13,20 @@ export interface ClientOptions {
   baseUrl: string;
   /** Deadline applied to every call that does not set its own. Default 5000 ms: grpc-js has none. */
   defaultTimeoutMs?: number;
+  /**
+   * Bearer token sent with every call (the services refuse calls without
+   * one), or a function giving the current token, for callers that renew it.
+   */
+  token?: string | (() => string);
   interceptors?: Interceptor[];
+}
+
+/** Adds authorization: Bearer <token> to every call that does not carry its own. */
+export function bearerToken(token: string | (() => string)): Interceptor {
+  return (next) => (req) => {
+    if (!req.header.has("authorization")) req.header.set("authorization", `Bearer ${typeof token === "function" ? token() : token}`);
+    return next(req);
+  };
 }
 
 /** A typed client plus the HTTP/2 session it owns; close() it or the process will not exit. */
@@ -32,7 +45,7 @@ function transportFor(opts: ClientOptions) {
     baseUrl: opts.baseUrl,
     sessionManager,
     defaultTimeoutMs: opts.defaultTimeoutMs ?? 5_000,
-    interceptors: opts.interceptors,
+    interceptors: [...(opts.token ? [bearerToken(opts.token)] : []), ...(opts.interceptors ?? [])],
   });
   return { transport, close: () => sessionManager.abort() };
 }

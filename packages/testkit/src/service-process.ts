@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
 import { createWriteStream, mkdirSync } from "node:fs";
 import path from "node:path";
+import { testAuthEnv } from "./auth.js";
 
 const require = createRequire(import.meta.url);
 const TSX_LOADER = require.resolve("tsx");
@@ -44,7 +45,7 @@ export class ServiceProcess {
   async start(): Promise<void> {
     const log = createWriteStream(this.logFile, { flags: "a" });
     const child = spawn(process.execPath, ["--import", TSX_LOADER, this.opts.entry, ...(this.opts.args ?? [])], {
-      env: { ...process.env, LOG_FORMAT: "json", ...this.opts.env },
+      env: { ...process.env, LOG_FORMAT: "json", ...testAuthEnv, ...this.opts.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child = child;

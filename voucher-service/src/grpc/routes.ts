@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
+import { requireCustomer } from "@shop/platform/auth";
 import { toConnectError } from "@shop/platform/errors";
 import { failpoint } from "@shop/platform/failpoints";
 import {
@@ -79,11 +80,14 @@ export function createVoucherServiceImpl({ vouchers, issued }: VoucherServiceDep
       };
     },
 
-    async getVoucher(req) {
-      return { voucher: toVoucherMessage(await vouchers.get(req.voucherId)) };
+    async getVoucher(req, ctx) {
+      const voucher = await vouchers.get(req.voucherId);
+      requireCustomer(ctx, voucher.customerId, `voucher ${voucher.id}`);
+      return { voucher: toVoucherMessage(voucher) };
     },
 
-    async listVouchers(req) {
+    async listVouchers(req, ctx) {
+      requireCustomer(ctx, req.customerId, `the vouchers of customer ${req.customerId}`);
       const page = await vouchers.listByCustomer(req.customerId, req.pageSize, req.pageToken);
       return { vouchers: page.items.map(toVoucherMessage), nextPageToken: page.nextPageToken };
     },

@@ -1,0 +1,27 @@
+import { SCOPES, type AccessRule } from "@shop/platform/auth";
+import type { OrderService } from "@shop/sdk/order";
+import type { OrderAdminService } from "@shop/sdk/order-admin";
+
+const write: AccessRule = { scopes: [SCOPES.ordersWrite] };
+const read: AccessRule = { scopes: [SCOPES.ordersRead] };
+/** Customer-facing reads: any order with orders:read, a customer's own with orders:read:own. */
+const customerRead: AccessRule = { scopes: [SCOPES.ordersRead], customerScope: SCOPES.ordersReadOwn };
+
+/** Who may call each OrderService method. */
+export const ORDER_SERVICE_ACCESS: Record<keyof (typeof OrderService)["method"], AccessRule> = {
+  createOrder: write,
+  getOrder: customerRead,
+  listOrders: customerRead,
+  markOrderSent: write,
+  markOrderDelivered: write,
+  cancelOrder: write,
+  listSentOrders: read,
+  batchGetOrders: read,
+  requeueVoucher: { scopes: [SCOPES.ordersRequeue] },
+};
+
+/** The admin API is for operators only. */
+export const ORDER_ADMIN_ACCESS: Record<keyof (typeof OrderAdminService)["method"], AccessRule> = {
+  listDeadVoucherDeliveries: { scopes: [SCOPES.admin] },
+  requeueDeadVoucherDeliveries: { scopes: [SCOPES.admin] },
+};
