@@ -1,0 +1,296 @@
+import { Writable } from "node:stream";
+import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { expect } from "chai";
+import { pino } from "pino";
+import type { RowDataPacket } from "mysql2/promise";
+import { newSigningKey, publicKeyFromX, signToken, tokenForRole, type Role } from "@shop/platform/auth";
+import { createPool, type Pool } from "@shop/platform/db";
+import { startOrderService, type RunningOrderService } from "@shop/order-service/service";
+import { startVoucherService, type RunningVoucherService } from "@shop/voucher-service/service";
+import { bearerToken } from "@shop/sdk/clients";
+import { OrderService } from "@shop/sdk/order";
+import { OrderAdminService } from "@shop/sdk/order-admin";
+import { VoucherService } from "@shop/sdk/voucher";
+import { allScopesToken, roleToken, testAuth, testSigningKey } from "@shop/testkit/auth";
+import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
+
+/**
+ * Who may call what, on both transports: every method tried with every
+ * role's token, each expected outcome written out here (not read from the
+ * services' rule tables, so a wrong rule fails the test); customers confined
+ * to their own data; missing, malformed, forged, expired, wrongly signed and
+ * unknown-key tokens refused with UNAUTHENTICATED; the log says why and never
+ * holds a token; a refused call writes nothing.
+ */
+
+type Caller = Role | "customer-a";
+const CALLERS: Caller[] = ["shop", "relay", "reconciler", "admin", "customer-a"];
+const CUSTOMER_A = "cust-a";
+const CUSTOMER_B = "cust-b";
+
+function tokenOf(caller: Caller): string {
+  return caller === "customer-a" ? roleToken("customer", CUSTOMER_A) : roleToken(caller);
+}
+
+/** Log lines, kept to check what the refusals said (and that no token was written). */
+const logLines: string[] = [];
+const logger = pino(
+  { level: "info" },
+  new Writable({
+    write(chunk, _enc, done) {
+      logLines.push(chunk.toString());
+      done();
+    },
+  }),
+);
+
+interface Clients {
+  orders: ReturnType<typeof createClient<typeof OrderService>>;
+  admin: ReturnType<typeof createClient<typeof OrderAdminService>>;
+  vouchers: ReturnType<typeof createClient<typeof VoucherService>>;
+}
+
+describe("access control on both transports", function () {
+  this.timeout(60_000);
+  let orderDb: TestDatabase;
+  let voucherDb: TestDatabase;
+  let orderSvc: RunningOrderService;
+  let voucherSvc: RunningVoucherService;
+  let orderPool: Pool;
+  const closers: Array<() => void> = [];
+  // Seeded data: an order and a voucher of each customer.
+  let orderA: string;
+  let orderB: string;
+  let voucherA: string;
+  let voucherB: string;
+
+  const transports: Record<"grpc" | "connect", (port: { grpc: number; http: number }, interceptors: Interceptor[]) => Transport> = {
+    grpc: (port, interceptors) => {
+      const t = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port.grpc}`, defaultTimeoutMs: 10_000, interceptors });
+      return t;
+    },
+    connect: (port, interceptors) =>
+      createConnectTransport({ baseUrl: `http://127.0.0.1:${port.http}`, httpVersion: "1.1", defaultTimeoutMs: 10_000, interceptors }),
+  };
+
+  function clients(kind: "grpc" | "connect", interceptors: Interceptor[]): Clients {
+    const o = transports[kind]({ grpc: orderSvc.grpcPort, http: orderSvc.httpPort }, interceptors);
+    const v = transports[kind]({ grpc: voucherSvc.grpcPort, http: voucherSvc.httpPort }, interceptors);
+    return { orders: createClient(OrderService, o), admin: createClient(OrderAdminService, o), vouchers: createClient(VoucherService, v) };
+  }
+
+  const byCaller = new Map<string, Clients>();
+  /** One set of clients per transport and caller, reused across tests. */
+  function callerClients(kind: "grpc" | "connect", caller: Caller): Clients {
+    const key = `${kind}:${caller}`;
+    if (!byCaller.has(key)) byCaller.set(key, clients(kind, [bearerToken(tokenOf(caller))]));
+    return byCaller.get(key)!;
+  }
+
+  async function codeOf(call: Promise<unknown>): Promise<Code | "OK"> {
+    try {
+      await call;
+      return "OK";
+    } catch (err) {
+      return ConnectError.from(err).code;
+    }
+  }
+
+  before(async () => {
+    [orderDb, voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
+    voucherSvc = await startVoucherService({ auth: testAuth, databaseUrl: voucherDb.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger, graceMs: 200 });
+    orderSvc = await startOrderService({
+      config: {
+        databaseUrl: orderDb.url,
+        host: "127.0.0.1",
+        grpcPort: 0,
+        httpPort: 0,
+        poolSize: 4,
+        voucherServiceUrl: `http://127.0.0.1:${voucherSvc.grpcPort}`,
+        relayEnabled: false,
+        auth: testAuth,
+      },
+      logger,
+      relay: false,
+      shutdownGraceMs: 200,
+    });
+    orderPool = createPool({ url: orderDb.url, connectionLimit: 2 });
+    const c = clients("grpc", [bearerToken(allScopesToken)]);
+    const seed = async (customerId: string) => {
+      const { order } = await c.orders.createOrder({ customerId, totalCents: 20_000n, currency: "EUR", requestId: `seed-${customerId}` });
+      await c.orders.markOrderSent({ orderId: order!.id });
+      const { voucher } = await c.vouchers.issueVoucher({ orderId: order!.id, customerId, orderTotalCents: 20_000n, currency: "EUR" });
+      return [order!.id, voucher!.id] as const;
+    };
+    [orderA, voucherA] = await seed(CUSTOMER_A);
+    [orderB, voucherB] = await seed(CUSTOMER_B);
+  });
+
+  after(async () => {
+    closers.forEach((c) => c());
+    await Promise.allSettled([orderSvc?.stop(), voucherSvc?.stop(), orderPool?.end()]);
+    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop()]);
+  });
+
+  /** One valid call of every method; the callers expected to get in; the rest must get PERMISSION_DENIED. */
+  const methods: Array<{ name: string; allowed: Caller[]; call: (c: Clients, n: number) => Promise<unknown> }> = [
+    {
+      name: "OrderService/CreateOrder",
+      allowed: ["shop"],
+      call: (c, n) => c.orders.createOrder({ customerId: CUSTOMER_A, totalCents: 5_000n, currency: "EUR", requestId: `acl-${n}` }),
+    },
+    { name: "OrderService/GetOrder", allowed: ["shop", "reconciler", "admin", "customer-a"], call: (c) => c.orders.getOrder({ orderId: orderA }) },
+    {
+      name: "OrderService/ListOrders",
+      allowed: ["shop", "reconciler", "admin", "customer-a"],
+      call: (c) => c.orders.listOrders({ customerId: CUSTOMER_A }),
+    },
+    { name: "OrderService/MarkOrderSent", allowed: ["shop"], call: (c) => c.orders.markOrderSent({ orderId: orderA }) },
+    { name: "OrderService/MarkOrderDelivered", allowed: ["shop"], call: (c) => c.orders.markOrderDelivered({ orderId: orderA }) },
+    { name: "OrderService/CancelOrder", allowed: ["shop"], call: (c) => c.orders.cancelOrder({ orderId: orderB }) },
+    { name: "OrderService/ListSentOrders", allowed: ["shop", "reconciler", "admin"], call: (c) => c.orders.listSentOrders({}) },
+    { name: "OrderService/BatchGetOrders", allowed: ["shop", "reconciler", "admin"], call: (c) => c.orders.batchGetOrders({ orderIds: [orderA] }) },
+    { name: "OrderService/RequeueVoucher", allowed: ["reconciler"], call: (c) => c.orders.requeueVoucher({ orderId: orderA }) },
+    { name: "OrderAdminService/ListDeadVoucherDeliveries", allowed: ["admin"], call: (c) => c.admin.listDeadVoucherDeliveries({}) },
+    { name: "OrderAdminService/RequeueDeadVoucherDeliveries", allowed: ["admin"], call: (c) => c.admin.requeueDeadVoucherDeliveries({ all: true }) },
+    {
+      name: "VoucherService/IssueVoucher",
+      allowed: ["relay", "reconciler"],
+      call: (c) => c.vouchers.issueVoucher({ orderId: orderA, customerId: CUSTOMER_A, orderTotalCents: 20_000n, currency: "EUR" }),
+    },
+    {
+      name: "VoucherService/BatchIssueVouchers",
+      allowed: ["relay", "reconciler"],
+      call: (c) => c.vouchers.batchIssueVouchers({ items: [{ orderId: orderA, customerId: CUSTOMER_A, orderTotalCents: 20_000n, currency: "EUR" }] }),
+    },
+    { name: "VoucherService/GetVoucher", allowed: ["shop", "reconciler", "admin", "customer-a"], call: (c) => c.vouchers.getVoucher({ voucherId: voucherA }) },
+    {
+      name: "VoucherService/ListVouchers",
+      allowed: ["shop", "reconciler", "admin", "customer-a"],
+      call: (c) => c.vouchers.listVouchers({ customerId: CUSTOMER_A }),
+    },
+    {
+      name: "VoucherService/BatchGetVouchersByOrder",
+      allowed: ["shop", "reconciler", "admin"],
+      call: (c) => c.vouchers.batchGetVouchersByOrder({ orderIds: [orderA] }),
+    },
+    { name: "VoucherService/ListIssuedVouchers", allowed: ["shop", "reconciler", "admin"], call: (c) => c.vouchers.listIssuedVouchers({}) },
+    { name: "VoucherService/VoidVoucher", allowed: ["reconciler"], call: (c) => c.vouchers.voidVoucher({ voucherId: voucherB, reason: "access test" }) },
+  ];
+
+  for (const transport of ["grpc", "connect"] as const) {
+    describe(`over ${transport === "grpc" ? "gRPC" : "Connect JSON"}`, () => {
+      let n = 0;
+      for (const m of methods) {
+        it(`${m.name}: lets in ${m.allowed.join(", ")}; refuses the others`, async () => {
+          for (const caller of CALLERS) {
+            const code = await codeOf(m.call(callerClients(transport, caller), n++));
+            if (m.allowed.includes(caller)) {
+              expect([Code.PermissionDenied, Code.Unauthenticated], `${caller} should get into ${m.name}`).not.to.include(code);
+            } else {
+              expect(code, `${caller} calling ${m.name}`).to.equal(Code.PermissionDenied);
+            }
+          }
+        });
+      }
+
+      it("keeps a customer to its own orders and vouchers", async () => {
+        const c = callerClients(transport, "customer-a");
+        expect(await codeOf(c.orders.getOrder({ orderId: orderA }))).to.equal("OK");
+        expect(await codeOf(c.orders.getOrder({ orderId: orderB }))).to.equal(Code.PermissionDenied);
+        expect(await codeOf(c.orders.listOrders({ customerId: CUSTOMER_B }))).to.equal(Code.PermissionDenied);
+        expect(await codeOf(c.vouchers.getVoucher({ voucherId: voucherA }))).to.equal("OK");
+        expect(await codeOf(c.vouchers.getVoucher({ voucherId: voucherB }))).to.equal(Code.PermissionDenied);
+        expect(await codeOf(c.vouchers.listVouchers({ customerId: CUSTOMER_B }))).to.equal(Code.PermissionDenied);
+        const own = await c.orders.listOrders({ customerId: CUSTOMER_A });
+        expect(own.orders).to.have.length.greaterThan(0);
+        expect(new Set(own.orders.map((o) => o.customerId))).to.deep.equal(new Set([CUSTOMER_A]));
+      });
+    });
+  }
+
+  describe("tokens that are refused with UNAUTHENTICATED", () => {
+    const header = (value: string): Interceptor => (next) => (req) => {
+      req.header.set("authorization", value);
+      return next(req);
+    };
+    const valid = roleToken("shop");
+    const [h, p, s] = valid.split(".") as [string, string, string];
+    const claims = JSON.parse(Buffer.from(p, "base64url").toString());
+    const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+    const stranger = newSigningKey(testSigningKey.kid); // same key id, another key
+    const cases: Array<[string, Interceptor[], RegExp]> = [
+      ["no token at all", [], /no bearer token/],
+      ["a Basic credential", [header("Basic dXNlcjpwYXNz")], /not a Bearer token/],
+      ["a token that is not a JWT", [header("Bearer not-a-token")], /malformed token/],
+      ["a forged token (scopes added, signature kept)", [header(`Bearer ${h}.${b64({ ...claims, scope: "admin orders:write" })}.${s}`)], /bad signature/],
+      ["an expired token", [bearerToken(signToken(testSigningKey, { subject: "old", scopes: ["orders:read"], ttlSeconds: 60, issuedAt: 1_000_000 }))], /expired/],
+      ["a token signed by another key under the same key id", [bearerToken(tokenForRole(stranger, "shop", { ttlSeconds: 600 }))], /bad signature/],
+      ["a token from an unknown key id", [bearerToken(tokenForRole(newSigningKey("other"), "shop", { ttlSeconds: 600 }))], /unknown key id/],
+      ["an unsigned token (alg none)", [header(`Bearer ${b64({ alg: "none", kid: testSigningKey.kid })}.${p}.`)], /malformed|unsupported/],
+    ];
+    for (const transport of ["grpc", "connect"] as const) {
+      for (const [what, interceptors, reason] of cases) {
+        it(`${what} over ${transport}: refused, the reason logged, nothing written`, async () => {
+          const before = await orderRows();
+          const c = clients(transport, interceptors);
+          let err: ConnectError | undefined;
+          try {
+            await c.orders.createOrder({ customerId: CUSTOMER_A, totalCents: 20_000n, currency: "EUR", requestId: `unauth-${transport}-${what}` });
+          } catch (e) {
+            err = ConnectError.from(e);
+          }
+          expect(err?.code, what).to.equal(Code.Unauthenticated);
+          expect(err!.rawMessage).to.match(reason);
+          expect(await orderRows()).to.equal(before);
+          expect(logLines.some((l) => l.includes("CreateOrder refused: unauthenticated") && reason.test(l))).to.equal(true);
+        });
+      }
+    }
+  });
+
+  // Mocha runs a suite's own tests before its nested suites: this one is nested so it comes after the calls above.
+  describe("the log", () => it("says why each call was refused and never holds a token", () => {
+    expect(logLines.length).to.be.greaterThan(50);
+    const tokens = CALLERS.map(tokenOf).concat(allScopesToken);
+    const signatures = tokens.map((t) => t.split(".")[2]!);
+    for (const line of logLines) for (const sig of signatures) expect(line).not.to.contain(sig);
+    expect(logLines.some((l) => /may only read its own customer's data.*"caller":"customer:cust-a"|"caller":"customer:cust-a".*may only read its own customer's data/.test(l))).to.equal(true);
+    expect(logLines.some((l) => l.includes('"code":"PermissionDenied"') && l.includes("relay may not call CreateOrder"))).to.equal(true);
+  }));
+
+  it("accepts every listed key, so keys can be rotated: add the new one, re-issue tokens, drop the old one", async () => {
+    const next = newSigningKey("next-key");
+    const both = { keys: [...testAuth.keys, { kid: next.kid, key: publicKeyFromX(next.x) }] };
+    const onlyNext = { keys: [{ kid: next.kid, key: publicKeyFromX(next.x) }] };
+    const oldToken = roleToken("shop");
+    const newToken = tokenForRole(next, "shop", { ttlSeconds: 600 });
+    const db = await freshDatabase("voucher");
+    try {
+      for (const [auth, expectOld] of [
+        [both, "OK"],
+        [onlyNext, Code.Unauthenticated],
+      ] as const) {
+        const svc = await startVoucherService({ auth, databaseUrl: db.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger, graceMs: 100 });
+        try {
+          const call = (token: string) =>
+            codeOf(
+              createClient(VoucherService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${svc.grpcPort}`, interceptors: [bearerToken(token)] })).listIssuedVouchers({}),
+            );
+          expect(await call(newToken)).to.equal("OK");
+          expect(await call(oldToken)).to.equal(expectOld);
+        } finally {
+          await svc.stop();
+        }
+      }
+    } finally {
+      await db.drop();
+    }
+  });
+
+  async function orderRows(): Promise<string> {
+    const [rows] = await orderPool.query<RowDataPacket[]>("SELECT COUNT(*) AS n, (SELECT COUNT(*) FROM voucher_outbox) AS b FROM orders");
+    return JSON.stringify(rows);
+  }
+});
