@@ -173,6 +173,13 @@ describe("bad input on every RPC", function () {
     { name: "IssueVoucher with an overlong order_id", call: () => issue({ orderId: LONG }), code: Code.InvalidArgument, mentions: "order_id" },
     { name: "IssueVoucher with a unicode order_id", call: () => issue({ orderId: "ördér" }), code: Code.InvalidArgument, mentions: "order_id" },
     { name: "IssueVoucher with an empty customer_id", call: () => issue({ customerId: "" }), code: Code.InvalidArgument, mentions: "customer_id" },
+    // Only the proto's rules know this field: a refusal proves they are enforced before the handler.
+    {
+      name: "IssueVoucher with a malformed traceparent (a rule declared only in the proto)",
+      call: () => vouchers.issueVoucher({ orderId: "01HNEWORDER000000000000001", customerId: "cust-1", orderTotalCents: 12_345n, currency: "EUR", traceparent: "00-nope" }),
+      code: Code.InvalidArgument,
+      mentions: "traceparent",
+    },
     { name: "IssueVoucher with a zero total", call: () => issue({ orderTotalCents: 0n }), code: Code.InvalidArgument, mentions: "order_total_cents" },
     { name: "IssueVoucher with a negative total", call: () => issue({ orderTotalCents: -5n }), code: Code.InvalidArgument, mentions: "order_total_cents" },
     { name: "IssueVoucher with the largest int64 total", call: () => issue({ orderTotalCents: BIG }), code: Code.InvalidArgument, mentions: "order_total_cents" },
@@ -292,6 +299,17 @@ describe("bad input on every RPC", function () {
         expect(await rowCounts()).to.equal(before);
       });
     }
+
+    it("enforces the proto's rules (here the traceparent pattern, which only the proto declares) and writes nothing", async () => {
+      const before = await rowCounts();
+      const body = JSON.stringify({ orderId: "01HNEWORDER000000000000002", customerId: "c", orderTotalCents: "20000", currency: "EUR", traceparent: "01-x" });
+      const res = await post(() => voucherSvc.httpPort, "shop.voucher.v1.VoucherService/IssueVoucher", body);
+      expect(res.status).to.equal(400);
+      const answer = (await res.json()) as { code: string; message: string };
+      expect(answer.code).to.equal("invalid_argument");
+      expect(answer.message).to.match(/^invalid IssueVoucherRequest: traceparent: /);
+      expect(await rowCounts()).to.equal(before);
+    });
 
     it("refuses a Connect request over the 1 MiB limit and keeps serving", async () => {
       const before = await rowCounts();

@@ -10,6 +10,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { file_grpc_health_v1_health } from "@shop/sdk/gen/grpc/health/v1/health_pb";
 import { Authenticator, authorize, callerKey, type AccessPolicy, type AuthSettings, type Principal } from "./auth.js";
 import { toConnectError } from "./errors.js";
+import { requestValidator, type RequestValidator } from "./validation.js";
 import { armedFailpoints } from "./failpoints.js";
 import type { Logger } from "./logger.js";
 import { createMetrics, grpcCodeName, serveMetrics, type ProcessMetrics } from "./metrics.js";
@@ -61,14 +62,21 @@ export interface RunningServers {
 }
 
 /**
- * Wraps every method so both transports check the caller and log and map
- * errors the same way: the bearer token is verified (UNAUTHENTICATED) and its
- * scopes checked against the method's rule (PERMISSION_DENIED) before the
- * handler runs; refusals are logged at info with their status and reason,
+ * Wraps every method so both transports check the caller and the request and
+ * log and map errors the same way: the bearer token is verified
+ * (UNAUTHENTICATED), its scopes checked against the method's rule
+ * (PERMISSION_DENIED), and the request against the protovalidate rules in the
+ * protos (INVALID_ARGUMENT) before the handler runs; refusals are logged at info with their status and reason,
  * anything unexpected at error with its cause; the caller never sees an
  * internal message, and the token itself is never logged.
  */
-function guarded(binding: ServiceBinding, auth: Authenticator, logger: Logger, metrics: ProcessMetrics): Record<string, UnaryHandler> {
+function guarded(
+  binding: ServiceBinding,
+  auth: Authenticator,
+  validate: RequestValidator,
+  logger: Logger,
+  metrics: ProcessMetrics,
+): Record<string, UnaryHandler> {
   const out: Record<string, UnaryHandler> = {};
   const service = binding.service.typeName;
   for (const method of binding.service.methods) {
@@ -84,6 +92,7 @@ function guarded(binding: ServiceBinding, auth: Authenticator, logger: Logger, m
       try {
         principal = auth.authenticate(ctx.requestHeader);
         ctx.values.set(callerKey, authorize(principal, rule, method.name));
+        validate(method, req);
         const res = await impl(req, ctx);
         endTimer();
         metrics.rpc.handled.inc({ ...labels, code: "OK" });
@@ -224,7 +233,8 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
   if (armed.length > 0) log.warn({ failpoints: armed }, `fault injection armed: ${armed.join(", ")}`);
   const metrics = opts.metrics ?? createMetrics();
   const auth = new Authenticator(opts.auth);
-  const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, auth, log, metrics) }));
+  const validate = requestValidator();
+  const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, auth, validate, log, metrics) }));
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": maxBytes,

@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/voucher/v1/voucher.proto.
  */
 export const file_shop_voucher_v1_voucher: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zaG9wL3ZvdWNoZXIvdjEvdm91Y2hlci5wcm90bxIPc2hvcC52b3VjaGVyLnYxIrACCgdWb3VjaGVyEgoKAmlkGAEgASgJEgwKBGNvZGUYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkSEwoLY3VzdG9tZXJfaWQYBCABKAkSFAoMYW1vdW50X2NlbnRzGAUgASgDEhAKCGN1cnJlbmN5GAYgASgJEi4KBnN0YXR1cxgHIAEoDjIeLnNob3Audm91Y2hlci52MS5Wb3VjaGVyU3RhdHVzEi0KCWlzc3VlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRb3JkZXJfdG90YWxfY2VudHMYCSABKAMSLQoJdm9pZGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt2b2lkX3JlYXNvbhgLIAEoCSJ+ChNJc3N1ZVZvdWNoZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEhkKEW9yZGVyX3RvdGFsX2NlbnRzGAMgASgDEhAKCGN1cnJlbmN5GAQgASgJEhMKC3RyYWNlcGFyZW50GAUgASgJIlIKFElzc3VlVm91Y2hlclJlc3BvbnNlEikKB3ZvdWNoZXIYASABKAsyGC5zaG9wLnZvdWNoZXIudjEuVm91Y2hlchIPCgdjcmVhdGVkGAIgASgIIlAKGUJhdGNoSXNzdWVWb3VjaGVyc1JlcXVlc3QSMwoFaXRlbXMYASADKAsyJC5zaG9wLnZvdWNoZXIudjEuSXNzdWVWb3VjaGVyUmVxdWVzdCKSAQoXQmF0Y2hJc3N1ZVZvdWNoZXJSZXN1bHQSEAoIb3JkZXJfaWQYASABKAkSKQoHdm91Y2hlchgCIAEoCzIYLnNob3Audm91Y2hlci52MS5Wb3VjaGVyEg8KB2NyZWF0ZWQYAyABKAgSEgoKZXJyb3JfY29kZRgEIAEoDRIVCg1lcnJvcl9tZXNzYWdlGAUgASgJIlcKGkJhdGNoSXNzdWVWb3VjaGVyc1Jlc3BvbnNlEjkKB3Jlc3VsdHMYASADKAsyKC5zaG9wLnZvdWNoZXIudjEuQmF0Y2hJc3N1ZVZvdWNoZXJSZXN1bHQiJwoRR2V0Vm91Y2hlclJlcXVlc3QSEgoKdm91Y2hlcl9pZBgBIAEoCSI/ChJHZXRWb3VjaGVyUmVzcG9uc2USKQoHdm91Y2hlchgBIAEoCzIYLnNob3Audm91Y2hlci52MS5Wb3VjaGVyIlEKE0xpc3RWb3VjaGVyc1JlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiWwoUTGlzdFZvdWNoZXJzUmVzcG9uc2USKgoIdm91Y2hlcnMYASADKAsyGC5zaG9wLnZvdWNoZXIudjEuVm91Y2hlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMwoeQmF0Y2hHZXRWb3VjaGVyc0J5T3JkZXJSZXF1ZXN0EhEKCW9yZGVyX2lkcxgBIAMoCSJNCh9CYXRjaEdldFZvdWNoZXJzQnlPcmRlclJlc3BvbnNlEioKCHZvdWNoZXJzGAEgAygLMhguc2hvcC52b3VjaGVyLnYxLlZvdWNoZXIipwEKGUxpc3RJc3N1ZWRWb3VjaGVyc1JlcXVlc3QSMAoMaXNzdWVkX2FmdGVyGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1pc3N1ZWRfYmVmb3JlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJhChpMaXN0SXNzdWVkVm91Y2hlcnNSZXNwb25zZRIqCgh2b3VjaGVycxgBIAMoCzIYLnNob3Audm91Y2hlci52MS5Wb3VjaGVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI4ChJWb2lkVm91Y2hlclJlcXVlc3QSEgoKdm91Y2hlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiUQoTVm9pZFZvdWNoZXJSZXNwb25zZRIpCgd2b3VjaGVyGAEgASgLMhguc2hvcC52b3VjaGVyLnYxLlZvdWNoZXISDwoHY2hhbmdlZBgCIAEoCCplCg1Wb3VjaGVyU3RhdHVzEh4KGlZPVUNIRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVVk9VQ0hFUl9TVEFUVVNfSVNTVUVEEAESGQoVVk9VQ0hFUl9TVEFUVVNfVk9JREVEEAIy1wUKDlZvdWNoZXJTZXJ2aWNlElsKDElzc3VlVm91Y2hlchIkLnNob3Audm91Y2hlci52MS5Jc3N1ZVZvdWNoZXJSZXF1ZXN0GiUuc2hvcC52b3VjaGVyLnYxLklzc3VlVm91Y2hlclJlc3BvbnNlEm0KEkJhdGNoSXNzdWVWb3VjaGVycxIqLnNob3Audm91Y2hlci52MS5CYXRjaElzc3VlVm91Y2hlcnNSZXF1ZXN0Gisuc2hvcC52b3VjaGVyLnYxLkJhdGNoSXNzdWVWb3VjaGVyc1Jlc3BvbnNlElUKCkdldFZvdWNoZXISIi5zaG9wLnZvdWNoZXIudjEuR2V0Vm91Y2hlclJlcXVlc3QaIy5zaG9wLnZvdWNoZXIudjEuR2V0Vm91Y2hlclJlc3BvbnNlElsKDExpc3RWb3VjaGVycxIkLnNob3Audm91Y2hlci52MS5MaXN0Vm91Y2hlcnNSZXF1ZXN0GiUuc2hvcC52b3VjaGVyLnYxLkxpc3RWb3VjaGVyc1Jlc3BvbnNlEnwKF0JhdGNoR2V0Vm91Y2hlcnNCeU9yZGVyEi8uc2hvcC52b3VjaGVyLnYxLkJhdGNoR2V0Vm91Y2hlcnNCeU9yZGVyUmVxdWVzdBowLnNob3Audm91Y2hlci52MS5CYXRjaEdldFZvdWNoZXJzQnlPcmRlclJlc3BvbnNlEm0KEkxpc3RJc3N1ZWRWb3VjaGVycxIqLnNob3Audm91Y2hlci52MS5MaXN0SXNzdWVkVm91Y2hlcnNSZXF1ZXN0Gisuc2hvcC52b3VjaGVyLnYxLkxpc3RJc3N1ZWRWb3VjaGVyc1Jlc3BvbnNlElgKC1ZvaWRWb3VjaGVyEiMuc2hvcC52b3VjaGVyLnYxLlZvaWRWb3VjaGVyUmVxdWVzdBokLnNob3Audm91Y2hlci52MS5Wb2lkVm91Y2hlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1zaG9wL3ZvdWNoZXIvdjEvdm91Y2hlci5wcm90bxIPc2hvcC52b3VjaGVyLnYxIrACCgdWb3VjaGVyEgoKAmlkGAEgASgJEgwKBGNvZGUYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkSEwoLY3VzdG9tZXJfaWQYBCABKAkSFAoMYW1vdW50X2NlbnRzGAUgASgDEhAKCGN1cnJlbmN5GAYgASgJEi4KBnN0YXR1cxgHIAEoDjIeLnNob3Audm91Y2hlci52MS5Wb3VjaGVyU3RhdHVzEi0KCWlzc3VlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRb3JkZXJfdG90YWxfY2VudHMYCSABKAMSLQoJdm9pZGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt2b2lkX3JlYXNvbhgLIAEoCSKSAgoTSXNzdWVWb3VjaGVyUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEjMKC2N1c3RvbWVyX2lkGAIgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSKAoRb3JkZXJfdG90YWxfY2VudHMYAyABKANCDbpICiIIGIDIr6AlIAASHwoIY3VycmVuY3kYBCABKAlCDbpICsgBAXIFCgNFVVISSQoLdHJhY2VwYXJlbnQYBSABKAlCNLpIMdgBAXIsMipeMDAtWzAtOWEtZl17MzJ9LVswLTlhLWZdezE2fS1bMC05YS1mXXsyfSQiUgoUSXNzdWVWb3VjaGVyUmVzcG9uc2USKQoHdm91Y2hlchgBIAEoCzIYLnNob3Audm91Y2hlci52MS5Wb3VjaGVyEg8KB2NyZWF0ZWQYAiABKAgiYgoZQmF0Y2hJc3N1ZVZvdWNoZXJzUmVxdWVzdBJFCgVpdGVtcxgBIAMoCzIkLnNob3Audm91Y2hlci52MS5Jc3N1ZVZvdWNoZXJSZXF1ZXN0QhC6SA2SAQoIARDoByID2AEDIpIBChdCYXRjaElzc3VlVm91Y2hlclJlc3VsdBIQCghvcmRlcl9pZBgBIAEoCRIpCgd2b3VjaGVyGAIgASgLMhguc2hvcC52b3VjaGVyLnYxLlZvdWNoZXISDwoHY3JlYXRlZBgDIAEoCBISCgplcnJvcl9jb2RlGAQgASgNEhUKDWVycm9yX21lc3NhZ2UYBSABKAkiVwoaQmF0Y2hJc3N1ZVZvdWNoZXJzUmVzcG9uc2USOQoHcmVzdWx0cxgBIAMoCzIoLnNob3Audm91Y2hlci52MS5CYXRjaElzc3VlVm91Y2hlclJlc3VsdCJHChFHZXRWb3VjaGVyUmVxdWVzdBIyCgp2b3VjaGVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQiPwoSR2V0Vm91Y2hlclJlc3BvbnNlEikKB3ZvdWNoZXIYASABKAsyGC5zaG9wLnZvdWNoZXIudjEuVm91Y2hlciKWAQoTTGlzdFZvdWNoZXJzUmVxdWVzdBIzCgtjdXN0b21lcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEhoKCXBhZ2Vfc2l6ZRgCIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAMgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJCJbChRMaXN0Vm91Y2hlcnNSZXNwb25zZRIqCgh2b3VjaGVycxgBIAMoCzIYLnNob3Audm91Y2hlci52MS5Wb3VjaGVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJaCh5CYXRjaEdldFZvdWNoZXJzQnlPcmRlclJlcXVlc3QSOAoJb3JkZXJfaWRzGAEgAygJQiW6SCKSAR8QiCciGnIYEAEYQDISXltBLVphLXowLTkuXzotXSokIk0KH0JhdGNoR2V0Vm91Y2hlcnNCeU9yZGVyUmVzcG9uc2USKgoIdm91Y2hlcnMYASADKAsyGC5zaG9wLnZvdWNoZXIudjEuVm91Y2hlciKDBQoZTGlzdElzc3VlZFZvdWNoZXJzUmVxdWVzdBJaCgxpc3N1ZWRfYWZ0ZXIYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQii6SCWyASIiDQj/gtH/rwcQ39HM3AMyEQj/mPT7jf////8BEODRzNwDElsKDWlzc3VlZF9iZWZvcmUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQii6SCWyASIiDQj/gtH/rwcQ39HM3AMyEQj/mPT7jf////8BEODRzNwDEhoKCXBhZ2Vfc2l6ZRgDIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAQgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJDrgArpI3AIa2QIKDWlzc3VlZF93aW5kb3cSMWlzc3VlZF9hZnRlciBtdXN0IG5vdCBiZSBsYXRlciB0aGFuIGlzc3VlZF9iZWZvcmUalAIhaGFzKHRoaXMuaXNzdWVkX2FmdGVyKSB8fCAhaGFzKHRoaXMuaXNzdWVkX2JlZm9yZSkgfHwgdGhpcy5pc3N1ZWRfYWZ0ZXIgPD0gdGhpcy5pc3N1ZWRfYmVmb3JlIHx8IHRoaXMuaXNzdWVkX2FmdGVyID4gdGltZXN0YW1wKCc5OTk5LTEyLTMxVDIzOjU5OjU5Ljk5OFonKSB8fCB0aGlzLmlzc3VlZF9iZWZvcmUgPCB0aW1lc3RhbXAoJzEwMDAtMDEtMDFUMDA6MDA6MDBaJykgfHwgdGhpcy5pc3N1ZWRfYWZ0ZXIgPCB0aGlzLmlzc3VlZF9iZWZvcmUgKyBkdXJhdGlvbignMC4wMDFzJykiYQoaTGlzdElzc3VlZFZvdWNoZXJzUmVzcG9uc2USKgoIdm91Y2hlcnMYASADKAsyGC5zaG9wLnZvdWNoZXIudjEuVm91Y2hlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki3gEKElZvaWRWb3VjaGVyUmVxdWVzdBIyCgp2b3VjaGVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSkwEKBnJlYXNvbhgCIAEoCUKCAbpIf7oBdAoQcmVhc29uLm5vdF9ibGFuaxIidmFsdWUgbXVzdCBub3QgYmUgb25seSB3aGl0ZSBzcGFjZRo8dGhpcy5tYXRjaGVzKHInW15cdFxuXHZcZlxyXHh7RkVGRn1ceHsyMDI4fVx4ezIwMjl9XHB7WnN9XScpyAEBcgMY/wEiUQoTVm9pZFZvdWNoZXJSZXNwb25zZRIpCgd2b3VjaGVyGAEgASgLMhguc2hvcC52b3VjaGVyLnYxLlZvdWNoZXISDwoHY2hhbmdlZBgCIAEoCCplCg1Wb3VjaGVyU3RhdHVzEh4KGlZPVUNIRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVVk9VQ0hFUl9TVEFUVVNfSVNTVUVEEAESGQoVVk9VQ0hFUl9TVEFUVVNfVk9JREVEEAIy1wUKDlZvdWNoZXJTZXJ2aWNlElsKDElzc3VlVm91Y2hlchIkLnNob3Audm91Y2hlci52MS5Jc3N1ZVZvdWNoZXJSZXF1ZXN0GiUuc2hvcC52b3VjaGVyLnYxLklzc3VlVm91Y2hlclJlc3BvbnNlEm0KEkJhdGNoSXNzdWVWb3VjaGVycxIqLnNob3Audm91Y2hlci52MS5CYXRjaElzc3VlVm91Y2hlcnNSZXF1ZXN0Gisuc2hvcC52b3VjaGVyLnYxLkJhdGNoSXNzdWVWb3VjaGVyc1Jlc3BvbnNlElUKCkdldFZvdWNoZXISIi5zaG9wLnZvdWNoZXIudjEuR2V0Vm91Y2hlclJlcXVlc3QaIy5zaG9wLnZvdWNoZXIudjEuR2V0Vm91Y2hlclJlc3BvbnNlElsKDExpc3RWb3VjaGVycxIkLnNob3Audm91Y2hlci52MS5MaXN0Vm91Y2hlcnNSZXF1ZXN0GiUuc2hvcC52b3VjaGVyLnYxLkxpc3RWb3VjaGVyc1Jlc3BvbnNlEnwKF0JhdGNoR2V0Vm91Y2hlcnNCeU9yZGVyEi8uc2hvcC52b3VjaGVyLnYxLkJhdGNoR2V0Vm91Y2hlcnNCeU9yZGVyUmVxdWVzdBowLnNob3Audm91Y2hlci52MS5CYXRjaEdldFZvdWNoZXJzQnlPcmRlclJlc3BvbnNlEm0KEkxpc3RJc3N1ZWRWb3VjaGVycxIqLnNob3Audm91Y2hlci52MS5MaXN0SXNzdWVkVm91Y2hlcnNSZXF1ZXN0Gisuc2hvcC52b3VjaGVyLnYxLkxpc3RJc3N1ZWRWb3VjaGVyc1Jlc3BvbnNlElgKC1ZvaWRWb3VjaGVyEiMuc2hvcC52b3VjaGVyLnYxLlZvaWRWb3VjaGVyUmVxdWVzdBokLnNob3Audm91Y2hlci52MS5Wb2lkVm91Y2hlclJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message shop.voucher.v1.Voucher
@@ -92,6 +93,9 @@ export const VoucherSchema: GenMessage<Voucher> = /*@__PURE__*/
   messageDesc(file_shop_voucher_v1_voucher, 0);
 
 /**
+ * Its rules apply to IssueVoucher; the items of BatchIssueVouchers are
+ * checked by the handler, one by one (see BatchIssueVouchersRequest).
+ *
  * @generated from message shop.voucher.v1.IssueVoucherRequest
  */
 export type IssueVoucherRequest = Message<"shop.voucher.v1.IssueVoucherRequest"> & {
@@ -106,11 +110,16 @@ export type IssueVoucherRequest = Message<"shop.voucher.v1.IssueVoucherRequest">
   customerId: string;
 
   /**
+   * 1 to 10000000000 (100 million EUR). Which totals earn a voucher is the
+   * order service's decision alone.
+   *
    * @generated from field: int64 order_total_cents = 3;
    */
   orderTotalCents: bigint;
 
   /**
+   * Only "EUR" is accepted.
+   *
    * @generated from field: string currency = 4;
    */
   currency: string;
@@ -120,6 +129,7 @@ export type IssueVoucherRequest = Message<"shop.voucher.v1.IssueVoucherRequest">
    * asked for this voucher: the relay copies it from the outbox row, so one
    * trace spans marking the order sent and issuing its voucher, even when many
    * requests share one batch call. Tracing only: never part of the voucher.
+   * Empty, or version 00: "00-<32 hex>-<16 hex>-<2 hex>" in lower case.
    *
    * @generated from field: string traceparent = 5;
    */
@@ -163,6 +173,9 @@ export const IssueVoucherResponseSchema: GenMessage<IssueVoucherResponse> = /*@_
 export type BatchIssueVouchersRequest = Message<"shop.voucher.v1.BatchIssueVouchersRequest"> & {
   /**
    * 1 to 1000 items; order ids must be distinct within one batch.
+   * The items' own rules are deliberately not applied here (IGNORE_ALWAYS):
+   * one bad item must not fail the others, so the handler checks each item
+   * and answers a bad one with its own INVALID_ARGUMENT result.
    *
    * @generated from field: repeated shop.voucher.v1.IssueVoucherRequest items = 1;
    */
@@ -281,13 +294,15 @@ export type ListVouchersRequest = Message<"shop.voucher.v1.ListVouchersRequest">
   customerId: string;
 
   /**
-   * 1 to 500; 0 means 50.
+   * 1 to 500; 0 means 50; more than 500 means 500; negative is refused.
    *
    * @generated from field: int32 page_size = 2;
    */
   pageSize: number;
 
   /**
+   * next_page_token from the previous page; empty for the first page.
+   *
    * @generated from field: string page_token = 3;
    */
   pageToken: string;
@@ -327,6 +342,8 @@ export const ListVouchersResponseSchema: GenMessage<ListVouchersResponse> = /*@_
  */
 export type BatchGetVouchersByOrderRequest = Message<"shop.voucher.v1.BatchGetVouchersByOrderRequest"> & {
   /**
+   * At most 5000 ids, each a valid id; repeats are looked up once.
+   *
    * @generated from field: repeated string order_ids = 1;
    */
   orderIds: string[];
@@ -362,6 +379,8 @@ export const BatchGetVouchersByOrderResponseSchema: GenMessage<BatchGetVouchersB
 export type ListIssuedVouchersRequest = Message<"shop.voucher.v1.ListIssuedVouchersRequest"> & {
   /**
    * Inclusive lower bound on issued_at; unset means the beginning.
+   * Both bounds: years 1000 to 9999. The service rounds them to the
+   * millisecond, hence limits half a millisecond outside those years.
    *
    * @generated from field: google.protobuf.Timestamp issued_after = 1;
    */
@@ -375,13 +394,15 @@ export type ListIssuedVouchersRequest = Message<"shop.voucher.v1.ListIssuedVouch
   issuedBefore?: Timestamp | undefined;
 
   /**
-   * 1 to 5000; 0 means 1000.
+   * 1 to 5000; 0 means 1000; more than 5000 means 5000; negative is refused.
    *
    * @generated from field: int32 page_size = 3;
    */
   pageSize: number;
 
   /**
+   * next_page_token from the previous page; empty for the first page.
+   *
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
@@ -426,7 +447,8 @@ export type VoidVoucherRequest = Message<"shop.voucher.v1.VoidVoucherRequest"> &
   voucherId: string;
 
   /**
-   * Why it is voided (required, up to 255 characters).
+   * Why it is voided (required, not only white space, up to 255 characters).
+   * White space is what JavaScript's String.prototype.trim removes.
    *
    * @generated from field: string reason = 2;
    */

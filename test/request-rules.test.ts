@@ -1,0 +1,472 @@
+import { expect } from "chai";
+import fc from "fast-check";
+import { create, getOption, hasOption, type DescField, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { field as fieldRulesExt, message as messageRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { DomainError } from "@shop/platform/errors";
+import { ID_PATTERN, idProblem, newId } from "@shop/platform/ids";
+import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
+import { normalizeTraceparent } from "@shop/platform/tracing";
+import { requestValidator } from "@shop/platform/validation";
+import { OrderService } from "@shop/sdk/order";
+import { OrderAdminService } from "@shop/sdk/order-admin";
+import { VoucherService } from "@shop/sdk/voucher";
+import { pageSize as orderPageSize, validateCreateOrder } from "@shop/order-service/domain/validation";
+import { validateIssueRequest, voidReason } from "@shop/voucher-service/domain/validation";
+
+/**
+ * The protovalidate rules in proto/shop/** against the checks the handlers
+ * make: (b) every request type accepts a valid request and refuses
+ * representative bad ones, naming the field; (c) every field of every request
+ * has rules, so a new field cannot go unchecked by accident; and property
+ * tests that the rules accept exactly what the handlers' own validation
+ * accepts (never more strict; where a difference is unavoidable it is named).
+ * Pure: no services, no databases.
+ */
+const check = requestValidator();
+const SERVICES: DescService[] = [OrderService, OrderAdminService, VoucherService];
+const ID_RULE_PATTERN = "^[A-Za-z0-9._:-]*$";
+const TOKEN_RULE_PATTERN = "^[A-Za-z0-9_-]*$";
+const LONG_ID = "x".repeat(65);
+const ORDER_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ";
+
+function accepts<M extends DescMethod>(method: M, init: MessageInitShape<M["input"]>): boolean {
+  try {
+    check(method, create(method.input, init));
+    return true;
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConnectError);
+    expect((err as ConnectError).code, (err as ConnectError).rawMessage).to.equal(Code.InvalidArgument);
+    return false;
+  }
+}
+
+function refusal<M extends DescMethod>(method: M, init: MessageInitShape<M["input"]>): string {
+  try {
+    check(method, create(method.input, init));
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConnectError);
+    expect((err as ConnectError).code, (err as ConnectError).rawMessage).to.equal(Code.InvalidArgument);
+    return (err as ConnectError).rawMessage;
+  }
+  throw new Error(`${method.name} accepted ${JSON.stringify(init, (_, v) => (typeof v === "bigint" ? `${v}n` : v))}`);
+}
+
+function handlerAccepts(fn: () => unknown): boolean {
+  try {
+    fn();
+    return true;
+  } catch (err) {
+    expect(err).to.be.instanceOf(DomainError);
+    return false;
+  }
+}
+
+const ts = (iso: string): Timestamp => {
+  const ms = Date.parse(iso);
+  return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
+};
+
+interface Case<M extends DescMethod = DescMethod> {
+  method: M;
+  valid: Array<MessageInitShape<M["input"]>>;
+  /** What must be named in the message ("order_ids[1]" or a rule's own message), and the request. */
+  invalid: Array<[string, MessageInitShape<M["input"]>]>;
+}
+const rpc = <M extends DescMethod>(c: Case<M>): Case => c as unknown as Case;
+
+const badIds = (field: string, build: (id: string) => object): Array<[string, any]> => [
+  [`${field}: value is required`, build("")],
+  [`${field}: must be at most 64 characters`, build(LONG_ID)],
+  [`${field}: does not match regex pattern`, build("a b")],
+  [`${field}: does not match regex pattern`, build("ördér")],
+];
+
+const order = { customerId: "cust-1", totalCents: 12_345n, currency: "EUR", requestId: "req-1" };
+const issue = { orderId: ORDER_ID, customerId: "cust-1", orderTotalCents: 12_345n, currency: "EUR" };
+const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const ids = (n: number, prefix = "id-") => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+const CASES: Case[] = [
+  rpc({
+    method: OrderService.method.createOrder,
+    valid: [order, { ...order, totalCents: 1n }, { ...order, totalCents: 10_000_000_000n }, { ...order, customerId: "a".repeat(64), requestId: "A.b_c:d-9" }],
+    invalid: [
+      ...badIds("customer_id", (id) => ({ ...order, customerId: id })),
+      ...badIds("request_id", (id) => ({ ...order, requestId: id })),
+      ["total_cents: must be greater than 0", { ...order, totalCents: 0n }],
+      ["total_cents: must be greater than 0", { ...order, totalCents: -1n }],
+      ["total_cents: must be greater than 0 and less than or equal to 10000000000", { ...order, totalCents: 10_000_000_001n }],
+      ["total_cents:", { ...order, totalCents: 9_223_372_036_854_775_807n }],
+      ["currency: must equal `EUR`", { ...order, currency: "USD" }],
+      ["currency: must equal `EUR`", { ...order, currency: "eur" }],
+      ["currency: value is required", { ...order, currency: "" }],
+    ],
+  }),
+  ...(["getOrder", "markOrderSent", "markOrderDelivered", "cancelOrder", "requeueVoucher"] as const).map((name) =>
+    rpc({
+      method: OrderService.method[name],
+      valid: [{ orderId: ORDER_ID }, { orderId: "o-1" }],
+      invalid: badIds("order_id", (id) => ({ orderId: id })),
+    }),
+  ),
+  rpc({
+    method: OrderService.method.listOrders,
+    valid: [{ customerId: "cust-1" }, { customerId: "cust-1", pageSize: 500, pageToken: encodeIdToken(newId()) }, { customerId: "c", pageSize: 1_000_000 }],
+    invalid: [
+      ...badIds("customer_id", (id) => ({ customerId: id })),
+      ["page_size: must be greater than or equal to 0", { customerId: "c", pageSize: -1 }],
+      ["page_token: does not match regex pattern", { customerId: "c", pageToken: "%%not-a-token%%" }],
+      ["page_token: must be at most 200 characters", { customerId: "c", pageToken: "a".repeat(201) }],
+    ],
+  }),
+  rpc({
+    method: OrderService.method.listSentOrders,
+    valid: [
+      {},
+      { sentAfter: ts("2020-01-01T00:00:00Z"), sentBefore: ts("2030-01-01T00:00:00Z"), pageSize: 5000, pageToken: encodeTimeToken(new Date(), newId()) },
+      { sentAfter: ts("1000-01-01T00:00:00Z"), sentBefore: ts("9999-12-31T23:59:59.999Z") },
+      { sentAfter: ts("2020-01-01T00:00:00Z"), sentBefore: ts("2020-01-01T00:00:00Z") },
+    ],
+    invalid: [
+      ["sent_after must not be later than sent_before", { sentAfter: ts("2030-01-01T00:00:00Z"), sentBefore: ts("2020-01-01T00:00:00Z") }],
+      ["sent_before: must be greater than or equal to", { sentBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["sent_after: must be greater than or equal to", { sentAfter: ts("0999-12-31T23:59:59.999Z") }],
+      ["page_size: must be greater than or equal to 0", { pageSize: -1 }],
+      ["page_token: does not match regex pattern", { pageToken: "garbage!" }],
+    ],
+  }),
+  rpc({
+    method: OrderService.method.batchGetOrders,
+    valid: [{ orderIds: [] }, { orderIds: [ORDER_ID, ORDER_ID] }, { orderIds: ids(5000) }],
+    invalid: [
+      ["order_ids: must contain no more than 5000 item(s)", { orderIds: ids(5001) }],
+      ["order_ids[1]: must be at least 1 characters", { orderIds: ["ok", ""] }],
+      ["order_ids[1]: does not match regex pattern", { orderIds: [ORDER_ID, "a b"] }],
+      ["order_ids[0]: must be at most 64 characters", { orderIds: [LONG_ID] }],
+    ],
+  }),
+  rpc({
+    method: OrderAdminService.method.listDeadVoucherDeliveries,
+    valid: [{}, { pageSize: 1000, pageToken: Buffer.from("o123", "utf8").toString("base64url") }, { pageSize: 5000 }],
+    invalid: [
+      ["page_size: must be greater than or equal to 0", { pageSize: -1 }],
+      ["page_token: must be at most 40 characters", { pageToken: "a".repeat(41) }],
+      ["page_token: does not match regex pattern", { pageToken: "o1=" }],
+    ],
+  }),
+  rpc({
+    method: OrderAdminService.method.requeueDeadVoucherDeliveries,
+    valid: [{ all: true }, { orderIds: [ORDER_ID] }, { orderIds: ids(1000) }],
+    invalid: [
+      ["order_ids is empty; give the orders to requeue, or all=true for every dead delivery", {}],
+      ["give either order_ids or all=true, not both", { all: true, orderIds: [ORDER_ID] }],
+      ["order_ids: must contain no more than 1000 item(s)", { orderIds: ids(1001) }],
+      ["order_ids[0]: does not match regex pattern", { orderIds: ["a b"] }],
+      ["order_ids[1]: must be at least 1 characters", { orderIds: ["ok", ""] }],
+    ],
+  }),
+  rpc({
+    method: VoucherService.method.issueVoucher,
+    valid: [issue, { ...issue, traceparent }, { ...issue, orderTotalCents: 10_000_000_000n }],
+    invalid: [
+      ...badIds("order_id", (id) => ({ ...issue, orderId: id })),
+      ...badIds("customer_id", (id) => ({ ...issue, customerId: id })),
+      ["order_total_cents: must be greater than 0", { ...issue, orderTotalCents: 0n }],
+      ["order_total_cents: must be greater than 0", { ...issue, orderTotalCents: -5n }],
+      ["order_total_cents: must be greater than 0", { ...issue, orderTotalCents: 10_000_000_001n }],
+      ["currency: must equal `EUR`", { ...issue, currency: "eur" }],
+      ["currency: value is required", { ...issue, currency: "" }],
+      ["traceparent: does not match regex pattern", { ...issue, traceparent: "00-xyz" }],
+      ["traceparent: does not match regex pattern", { ...issue, traceparent: traceparent.toUpperCase() }],
+      ["traceparent: does not match regex pattern", { ...issue, traceparent: `01${traceparent.slice(2)}` }],
+    ],
+  }),
+  rpc({
+    method: VoucherService.method.batchIssueVouchers,
+    valid: [
+      { items: [issue] },
+      { items: ids(1000).map((orderId) => ({ ...issue, orderId })) },
+      // Bad items pass: the handler answers each one with its own INVALID_ARGUMENT result.
+      { items: [issue, { ...issue, orderId: "", currency: "USD", traceparent: "nonsense" }] },
+    ],
+    invalid: [
+      ["items: must contain at least 1 item(s)", { items: [] }],
+      ["items: must contain no more than 1000 item(s)", { items: ids(1001).map((orderId) => ({ ...issue, orderId })) }],
+    ],
+  }),
+  rpc({
+    method: VoucherService.method.getVoucher,
+    valid: [{ voucherId: ORDER_ID }],
+    invalid: badIds("voucher_id", (id) => ({ voucherId: id })),
+  }),
+  rpc({
+    method: VoucherService.method.listVouchers,
+    valid: [{ customerId: "cust-1" }, { customerId: "cust-1", pageSize: 500, pageToken: encodeIdToken(newId()) }],
+    invalid: [
+      ...badIds("customer_id", (id) => ({ customerId: id })),
+      ["page_size: must be greater than or equal to 0", { customerId: "c", pageSize: -1 }],
+      ["page_token: does not match regex pattern", { customerId: "c", pageToken: "%%%" }],
+    ],
+  }),
+  rpc({
+    method: VoucherService.method.batchGetVouchersByOrder,
+    valid: [{ orderIds: [] }, { orderIds: ids(5000) }],
+    invalid: [
+      ["order_ids: must contain no more than 5000 item(s)", { orderIds: ids(5001) }],
+      ["order_ids[1]: does not match regex pattern", { orderIds: ["ok", "a b"] }],
+    ],
+  }),
+  rpc({
+    method: VoucherService.method.listIssuedVouchers,
+    valid: [{}, { issuedAfter: ts("2020-01-01T00:00:00Z"), issuedBefore: ts("2030-01-01T00:00:00Z"), pageSize: 5000 }],
+    invalid: [
+      ["issued_after must not be later than issued_before", { issuedAfter: ts("2030-01-01T00:00:00Z"), issuedBefore: ts("2020-01-01T00:00:00Z") }],
+      ["issued_before: must be greater than or equal to", { issuedBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["page_size: must be greater than or equal to 0", { pageSize: -1 }],
+      ["page_token: does not match regex pattern", { pageToken: "nope!" }],
+    ],
+  }),
+  rpc({
+    method: VoucherService.method.voidVoucher,
+    valid: [{ voucherId: ORDER_ID, reason: "test" }, { voucherId: ORDER_ID, reason: "r".repeat(255) }, { voucherId: ORDER_ID, reason: "ü".repeat(255) }],
+    invalid: [
+      ...badIds("voucher_id", (id) => ({ voucherId: id, reason: "test" })),
+      ["reason: value is required", { voucherId: ORDER_ID, reason: "" }],
+      ["reason: value must not be only white space", { voucherId: ORDER_ID, reason: " \t\u00a0" }],
+      ["reason: must be at most 255 characters", { voucherId: ORDER_ID, reason: "r".repeat(256) }],
+    ],
+  }),
+];
+
+describe("request rules in the shop protos", () => {
+  describe("(b) each request type", () => {
+    for (const c of CASES) {
+      it(`${c.method.parent.name}.${c.method.name} accepts valid requests and refuses bad ones, naming the field`, () => {
+        c.valid.forEach((init, i) => expect(accepts(c.method, init), `valid request #${i}`).to.equal(true));
+        for (const [mentions, init] of c.invalid) expect(refusal(c.method, init)).to.include(mentions);
+      });
+    }
+
+    it("cover every method of every service", () => {
+      const covered = new Set(CASES.map((c) => c.method));
+      const methods = SERVICES.flatMap((s) => s.methods);
+      expect(methods.filter((m) => !covered.has(m)).map((m) => m.name)).to.deep.equal([]);
+    });
+  });
+
+  describe("(c) every field of every request has rules", () => {
+    /** Fields that need no rule of their own, and why. Everything else must have one. */
+    const WITHOUT_RULES: Record<string, string> = {
+      "shop.order.v1.RequeueVoucherRequest.redeliver": "any bool is valid",
+      "shop.order.v1.RequeueDeadVoucherDeliveriesRequest.all": "checked together with order_ids by the message's rules",
+    };
+    const requestFields = (): DescField[] => SERVICES.flatMap((s) => s.methods.flatMap((m) => m.input.fields));
+    const name = (f: DescField) => `${f.parent.typeName}.${f.name}`;
+    const rulesOf = (f: DescField) => getOption(f, fieldRulesExt);
+
+    it("has at least one rule on every field (or a stated reason not to)", () => {
+      const missing = requestFields().filter((f) => !hasOption(f, fieldRulesExt) && !(name(f) in WITHOUT_RULES));
+      expect(missing.map(name)).to.deep.equal([]);
+    });
+
+    it("has only current fields in the list of exceptions, each covered by a message rule or harmless", () => {
+      const all = new Set(requestFields().map(name));
+      for (const n of Object.keys(WITHOUT_RULES)) expect(all.has(n), n).to.equal(true);
+      const requeue = OrderAdminService.method.requeueDeadVoucherDeliveries.input;
+      expect(getOption(requeue, messageRulesExt).cel.map((r) => r.expression).join(" ")).to.include("this.all");
+    });
+
+    it("checks every *_id field as an id: required, at most 64 characters, the id alphabet", () => {
+      const idFields = requestFields().filter((f) => f.name.endsWith("_id"));
+      expect(idFields.length).to.be.greaterThan(5);
+      for (const f of idFields) {
+        const r = rulesOf(f);
+        expect(f.fieldKind === "scalar" && r.required && r.type.case === "string", name(f)).to.equal(true);
+        expect(r.type.case === "string" && { maxLen: r.type.value.maxLen, pattern: r.type.value.pattern }, name(f)).to.deep.equal({
+          maxLen: 64n,
+          pattern: ID_RULE_PATTERN,
+        });
+      }
+    });
+
+    it("checks every *_ids list: a maximum size, and every element as an id", () => {
+      const listFields = requestFields().filter((f) => f.name.endsWith("_ids"));
+      expect(listFields.length).to.equal(3);
+      for (const f of listFields) {
+        const r = rulesOf(f);
+        expect(r.type.case, name(f)).to.equal("repeated");
+        if (r.type.case !== "repeated") continue;
+        expect(r.type.value.maxItems, name(f)).to.be.oneOf([1000n, 5000n]);
+        const items = r.type.value.items!.type;
+        expect(items.case === "string" && { minLen: items.value.minLen, maxLen: items.value.maxLen, pattern: items.value.pattern }, name(f)).to.deep.equal({
+          minLen: 1n,
+          maxLen: 64n,
+          pattern: ID_RULE_PATTERN,
+        });
+      }
+    });
+
+    it("refuses a negative page_size, and a page_token that is not base64url, in every listing", () => {
+      const fields = requestFields();
+      const sizes = fields.filter((f) => f.name === "page_size");
+      const tokens = fields.filter((f) => f.name === "page_token");
+      expect(sizes.length).to.equal(5);
+      expect(tokens.map((f) => f.parent)).to.deep.equal(sizes.map((f) => f.parent));
+      for (const f of sizes) {
+        const r = rulesOf(f).type;
+        expect(r.case === "int32" && r.value.greaterThan, name(f)).to.deep.include({ case: "gte", value: 0 });
+      }
+      for (const f of tokens) {
+        const r = rulesOf(f).type;
+        expect(r.case === "string" && r.value.pattern, name(f)).to.equal(TOKEN_RULE_PATTERN);
+      }
+    });
+
+    it("accepts only EUR in every currency field", () => {
+      const currencies = requestFields().filter((f) => f.name === "currency");
+      expect(currencies.length).to.equal(2);
+      for (const f of currencies) {
+        const r = rulesOf(f);
+        expect(r.required && r.type.case === "string" && r.type.value.const, name(f)).to.equal("EUR");
+      }
+    });
+  });
+
+  describe("agree with the handlers' own validation (property tests)", () => {
+    const idChars = [..."AZaz09._:-", " ", "/", "ü", "😀", "\u0000", "x"];
+    const anId = fc.oneof(
+      fc.string({ unit: fc.constantFrom(...idChars), maxLength: 70 }),
+      fc.integer({ min: 60, max: 68 }).map((n) => "a".repeat(n)),
+      fc.constantFrom("", "a", "a".repeat(64), "a".repeat(65), "😀".repeat(32), "😀".repeat(33)),
+    );
+    const anInt64 = fc.oneof(
+      fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+      fc.constantFrom(-1n, 0n, 1n, 10_000n, 10_001n, 9_999_999_999n, 10_000_000_000n, 10_000_000_001n),
+    );
+    const aCurrency = fc.constantFrom("EUR", "eur", "", "USD", "EUR ", " EUR", "EURO");
+    const runs = { numRuns: 2000 };
+
+    it("ids: the rules accept exactly what idProblem (ID_PATTERN) accepts", () => {
+      expect(ID_PATTERN.source).to.equal("^[A-Za-z0-9._:-]{1,64}$", "ID_PATTERN changed: change the id rules in the protos with it");
+      fc.assert(
+        fc.property(anId, (id) => {
+          expect(accepts(OrderService.method.getOrder, { orderId: id }), JSON.stringify(id)).to.equal(idProblem("order_id", id) === undefined);
+        }),
+        runs,
+      );
+    });
+
+    it("CreateOrder: the rules accept exactly what validateCreateOrder accepts", () => {
+      fc.assert(
+        fc.property(anId, anInt64, aCurrency, anId, (customerId, totalCents, currency, requestId) => {
+          const raw = { customerId, totalCents, currency, requestId };
+          expect(accepts(OrderService.method.createOrder, raw)).to.equal(handlerAccepts(() => validateCreateOrder(raw)));
+        }),
+        runs,
+      );
+    });
+
+    it("IssueVoucher: the rules accept exactly what validateIssueRequest accepts (traceparent empty)", () => {
+      fc.assert(
+        fc.property(anId, anId, anInt64, aCurrency, (orderId, customerId, orderTotalCents, currency) => {
+          const raw = { orderId, customerId, orderTotalCents, currency };
+          expect(accepts(VoucherService.method.issueVoucher, raw)).to.equal(validateIssueRequest(raw).ok);
+        }),
+        runs,
+      );
+    });
+
+    it("IssueVoucher traceparent: the rules accept whatever the relay sends (normalizeTraceparent), or empty", () => {
+      const hex = (n: number) => fc.string({ unit: fc.constantFrom(..."0123456789abcdef"), minLength: n, maxLength: n });
+      const aTraceparent = fc.oneof(
+        fc.tuple(fc.constantFrom("00", "01", "cc", "ff", "0A"), hex(32), hex(16), hex(2), fc.constantFrom("", "x", "00")).map((p) => p.join("-").replace(/-$/, "")),
+        hex(55).map((h) => `00-${h.slice(0, 32)}-${h.slice(32, 48)}-${h.slice(48, 50)}`.toUpperCase()),
+        fc.string({ maxLength: 60 }),
+      );
+      let sentSome = 0;
+      fc.assert(
+        fc.property(aTraceparent, (raw) => {
+          const sent = normalizeTraceparent(raw) ?? "";
+          if (sent !== "") sentSome++;
+          expect(accepts(VoucherService.method.issueVoucher, { ...issue, traceparent: sent }), JSON.stringify(raw)).to.equal(true);
+        }),
+        runs,
+      );
+      expect(sentSome, "traceparents the relay would send on").to.be.greaterThan(runs.numRuns / 10);
+    });
+
+    it("VoidVoucher reason: the rules accept exactly what voidReason accepts (JavaScript's trim, code points)", () => {
+      const units = [" ", "\t", "\n", "\v", "\f", "\r", "\u00a0", "\u1680", "\u2000", "\u3000", "\ufeff", "\u2028", "\u2029", "\u0085", "\u200b", "\u180e", "r", "ü", "😀"];
+      const aReason = fc.oneof(
+        fc.string({ unit: fc.constantFrom(...units), maxLength: 6 }),
+        fc.integer({ min: 250, max: 260 }).chain((n) => fc.constantFrom("r".repeat(n), "😀".repeat(n), ` ${"r".repeat(n - 2)} `)),
+      );
+      fc.assert(
+        fc.property(aReason, (reason) => {
+          expect(accepts(VoucherService.method.voidVoucher, { voucherId: "v-1", reason }), JSON.stringify(reason)).to.equal(
+            handlerAccepts(() => voidReason(reason)),
+          );
+        }),
+        runs,
+      );
+    });
+
+    it("page_size: the rules refuse exactly what pageSize refuses (negative), for every listing", () => {
+      const listings = [
+        (pageSize: number) => accepts(OrderService.method.listOrders, { customerId: "c", pageSize }),
+        (pageSize: number) => accepts(OrderService.method.listSentOrders, { pageSize }),
+        (pageSize: number) => accepts(OrderAdminService.method.listDeadVoucherDeliveries, { pageSize }),
+        (pageSize: number) => accepts(VoucherService.method.listVouchers, { customerId: "c", pageSize }),
+        (pageSize: number) => accepts(VoucherService.method.listIssuedVouchers, { pageSize }),
+      ];
+      fc.assert(
+        fc.property(fc.oneof(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), fc.integer({ min: -2, max: 2 })), (n) => {
+          const handler = handlerAccepts(() => orderPageSize(n, { default: 50, max: 500 }));
+          for (const listing of listings) expect(listing(n), String(n)).to.equal(handler);
+        }),
+        runs,
+      );
+    });
+
+    it("page_token: the rules never refuse a token the handlers accept", () => {
+      const tokenChars = [..."AZaz09_-", "=", "%", "!", ".", "+", "/"];
+      const aToken = fc.oneof(
+        fc.string({ unit: fc.constantFrom(...tokenChars), maxLength: 210 }),
+        fc.date({ min: new Date(0), max: new Date(Date.UTC(9999, 0, 1)), noInvalidDate: true }).map((d) => encodeTimeToken(d, newId())),
+        fc.constant(encodeIdToken(newId())),
+      );
+      fc.assert(
+        fc.property(aToken, (pageToken) => {
+          if (handlerAccepts(() => decodeIdToken(pageToken))) expect(accepts(OrderService.method.listOrders, { customerId: "c", pageToken })).to.equal(true);
+          if (handlerAccepts(() => decodeTimeToken(pageToken))) expect(accepts(VoucherService.method.listIssuedVouchers, { pageToken })).to.equal(true);
+        }),
+        runs,
+      );
+    });
+
+    it("time windows: the rules accept every window timeWindow accepts, and refuse the same ones to the millisecond", () => {
+      const edgeSeconds = [-30610224001n, -30610224000n, -62135596800n, 0n, 1n, 253402300799n, 253402300800n, 400_000_000_000n, -400_000_000_000n];
+      const nanos = [0, 1, 499_999, 500_000, 999_999, 1_000_000, 999_499_999, 999_500_000, 999_999_999];
+      const aTimestamp = fc.record({
+        seconds: fc.oneof(fc.constantFrom(...edgeSeconds), fc.bigInt({ min: -31_000_000_000n, max: 254_000_000_000n }), fc.bigInt({ min: 0n, max: 3n })),
+        nanos: fc.oneof(fc.constantFrom(...nanos), fc.integer({ min: 0, max: 999_999_999 })),
+      });
+      const aBound = fc.option(aTimestamp, { nil: undefined });
+      const msAligned = (t: { nanos: number } | undefined) => t === undefined || t.nanos % 1_000_000 === 0;
+      fc.assert(
+        fc.property(aBound, aBound, (after, before) => {
+          const date = (t: typeof after) => (t ? timestampDate({ $typeName: "google.protobuf.Timestamp", ...t }) : undefined);
+          const handler = handlerAccepts(() => timeWindow("issued", date(after), date(before)));
+          const rules = accepts(VoucherService.method.listIssuedVouchers, { issuedAfter: after, issuedBefore: before });
+          expect(accepts(OrderService.method.listSentOrders, { sentAfter: after, sentBefore: before })).to.equal(rules);
+          if (handler) expect(rules, "the rules refused a window the handler accepts").to.equal(true);
+          // Below a millisecond the handler rounds, and the window rule lets any difference under a millisecond through.
+          if (msAligned(after) && msAligned(before)) expect(rules).to.equal(handler);
+        }),
+        { numRuns: 5000 },
+      );
+    });
+  });
+});
