@@ -3,6 +3,7 @@ import { requireId } from "@shop/platform/ids";
 import { alreadyExists, notFound, type DomainError } from "@shop/platform/errors";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
+import { SpanStatusCode, withChildSpan } from "@shop/platform/tracing";
 import type { VoucherStore } from "./db/voucher-store.js";
 import { classifyIssue, newVoucherCode, type IssueOutcome, type IssueRequest, type Voucher } from "./domain/voucher.js";
 import {
@@ -78,6 +79,30 @@ export function createVouchers(deps: VouchersDeps) {
     return requests.map((r) => outcomes.get(r.orderId)!);
   }
 
+  /**
+   * Runs fn (the item's answer and its log line) in the item's "voucher.issue"
+   * span: a child of the traceparent the request carried (the outbox row's,
+   * so MarkOrderSent's trace), else of the call's span. It starts when the
+   * item's database round began, as the round is shared by the whole batch.
+   */
+  function inIssueSpan<T>(traceparent: string | undefined, orderId: string, outcome: IssueOutcome, startTime: number, fn: () => T): T {
+    return withChildSpan(
+      "voucher.issue",
+      traceparent,
+      (span) => {
+        span.setAttributes({
+          "order.id": orderId,
+          "voucher.outcome": outcome.kind,
+          "voucher.created": outcome.kind === "created",
+          "voucher.id": outcome.kind === "conflict" ? outcome.existing.id : outcome.voucher.id,
+        });
+        if (outcome.kind === "conflict") span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message });
+        return fn();
+      },
+      { startTime },
+    );
+  }
+
   function logConflict(request: IssueRequest, existing: Voucher, message: string) {
     logger.warn(
       {
@@ -97,18 +122,21 @@ export function createVouchers(deps: VouchersDeps) {
     async issueOne(raw: RawIssueRequest): Promise<{ voucher: Voucher; created: boolean }> {
       const v = validateIssueRequest(raw);
       if (!v.ok) throw v.error;
+      const started = Date.now();
       const [outcome] = await issue([v.value]);
-      switch (outcome!.kind) {
-        case "created":
-          logger.info({ orderId: v.value.orderId, voucherId: outcome!.voucher.id }, "voucher issued");
-          return { voucher: outcome!.voucher, created: true };
-        case "replayed":
-          logger.info({ orderId: v.value.orderId, voucherId: outcome!.voucher.id }, "voucher already issued; returning it (replay)");
-          return { voucher: outcome!.voucher, created: false };
-        case "conflict":
-          logConflict(v.value, outcome!.existing, outcome!.message);
-          throw alreadyExists(outcome!.message);
-      }
+      return inIssueSpan(raw.traceparent, v.value.orderId, outcome!, started, () => {
+        switch (outcome!.kind) {
+          case "created":
+            logger.info({ orderId: v.value.orderId, voucherId: outcome!.voucher.id }, "voucher issued");
+            return { voucher: outcome!.voucher, created: true };
+          case "replayed":
+            logger.info({ orderId: v.value.orderId, voucherId: outcome!.voucher.id }, "voucher already issued; returning it (replay)");
+            return { voucher: outcome!.voucher, created: false };
+          case "conflict":
+            logConflict(v.value, outcome!.existing, outcome!.message);
+            throw alreadyExists(outcome!.message);
+        }
+      });
     },
 
     /** BatchIssueVouchers: every item answered on its own, in request order; only the batch's shape fails the whole call. */
@@ -120,6 +148,7 @@ export function createVouchers(deps: VouchersDeps) {
       const validated = items.map(validateIssueRequest);
       const valid = validated.flatMap((v) => (v.ok ? [v.value] : []));
       const outcomes = new Map<string, IssueOutcome>();
+      const started = Date.now();
       if (valid.length > 0) {
         const issued = await issue(valid);
         valid.forEach((r, i) => outcomes.set(r.orderId, issued[i]!));
@@ -134,12 +163,14 @@ export function createVouchers(deps: VouchersDeps) {
         }
         const outcome = outcomes.get(v.value.orderId)!;
         counts[outcome.kind]++;
-        if (outcome.kind === "conflict") {
-          logConflict(v.value, outcome.existing, outcome.message);
-          return { orderId: item.orderId, error: alreadyExists(outcome.message) };
-        }
-        logger.debug({ orderId: item.orderId, voucherId: outcome.voucher.id, outcome: outcome.kind }, "batch item answered");
-        return { orderId: item.orderId, voucher: outcome.voucher, created: outcome.kind === "created" };
+        return inIssueSpan(item.traceparent, v.value.orderId, outcome, started, (): BatchItemResult => {
+          if (outcome.kind === "conflict") {
+            logConflict(v.value, outcome.existing, outcome.message);
+            return { orderId: item.orderId, error: alreadyExists(outcome.message) };
+          }
+          logger.debug({ orderId: item.orderId, voucherId: outcome.voucher.id, outcome: outcome.kind }, "batch item answered");
+          return { orderId: item.orderId, voucher: outcome.voucher, created: outcome.kind === "created" };
+        });
       });
       logger.info({ items: items.length, ...counts }, `batch issued ${counts.created} voucher(s)`);
       return results;

@@ -4,6 +4,7 @@ import { failpoint } from "@shop/platform/failpoints";
 import { alreadyExists, notFound } from "@shop/platform/errors";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
+import { currentTraceparent } from "@shop/platform/tracing";
 import {
   cancel,
   isSameCreateRequest,
@@ -133,12 +134,16 @@ async function saveOrder(conn: PoolConnection, order: Order): Promise<void> {
   );
 }
 
-/** Due at once: next_attempt_at is the transaction's database time, which the relay's claim (NOW(3) after our commit) has passed. */
+/**
+ * Due at once: next_attempt_at is the transaction's database time, which the relay's claim (NOW(3) after our commit) has passed.
+ * The row keeps the traceparent of the call writing it (MarkOrderSent's span, or RequeueVoucher's), so the
+ * voucher's issue, however much later, joins that call's trace; NULL outside any span.
+ */
 async function insertOutbox(conn: PoolConnection, request: VoucherRequest, now: Date): Promise<void> {
   await conn.query(
-    `INSERT INTO voucher_outbox (order_id, customer_id, total_cents, currency, status, attempts, next_attempt_at, created_at)
-     VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)`,
-    [request.orderId, request.customerId, request.totalCents, request.currency, now, now],
+    `INSERT INTO voucher_outbox (order_id, customer_id, total_cents, currency, status, attempts, next_attempt_at, created_at, traceparent)
+     VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)`,
+    [request.orderId, request.customerId, request.totalCents, request.currency, now, now, currentTraceparent() ?? null],
   );
 }
 

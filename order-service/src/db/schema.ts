@@ -54,6 +54,13 @@ export const voucherOutbox = mysqlTable(
     voucherId: varchar("voucher_id", { length: 26 }),
     createdAt: datetime("created_at", { mode: "date", fsp: 3 }).notNull(),
     deliveredAt: datetime("delivered_at", { mode: "date", fsp: 3 }),
+    /**
+     * W3C traceparent of the span that wrote the row (MarkOrderSent's server
+     * span), version 00 so 55 characters; the relay sends it on with the
+     * request so the voucher's issue joins that trace. NULL when the writer
+     * had no span. Tracing only: nothing depends on it.
+     */
+    traceparent: varchar("traceparent", { length: 55 }),
   },
   (t) => [
     uniqueIndex("voucher_outbox_order_id_uq").on(t.orderId),

@@ -19,6 +19,12 @@ export interface ClaimedRow extends OutboxRequestRow {
    * latency metric).
    */
   ageAtClaimMs?: number;
+  /**
+   * W3C traceparent stored by the call that wrote the row (MarkOrderSent), if
+   * it had a span; sent on in IssueVoucherRequest.traceparent and linked from
+   * the relay's delivery span.
+   */
+  traceparent?: string;
 }
 
 export interface ClaimOptions {
@@ -43,7 +49,7 @@ export interface ClaimOptions {
  * index once most rows were delivered. MySQL 8 accepts the same hint.
  * A test EXPLAINs this text in both table shapes.
  */
-export const CLAIM_SELECT_SQL = `SELECT id, order_id, customer_id, total_cents, currency, attempts,
+export const CLAIM_SELECT_SQL = `SELECT id, order_id, customer_id, total_cents, currency, attempts, traceparent,
        TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) AS age_us
   FROM voucher_outbox FORCE INDEX (voucher_outbox_claim_idx)
  WHERE status = 'pending' AND next_attempt_at <= NOW(3)
@@ -83,6 +89,7 @@ export async function claimDueRows(pool: Pool, { limit, leaseMs, token }: ClaimO
       currency: String(r.currency),
       attempts: Number(r.attempts) + 1,
       ageAtClaimMs: Number(r.age_us) / 1000,
+      traceparent: r.traceparent == null ? undefined : String(r.traceparent),
     }));
   });
 }

@@ -1,6 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { VoucherClient } from "@shop/sdk/clients";
 import type { IssueVoucherRequestSchema } from "@shop/sdk/voucher";
+import { normalizeTraceparent, SpanKind, SpanStatusCode, withChildSpan } from "@shop/platform/tracing";
 import type { ClaimedRow } from "./claim.js";
 import { classifyCallError, classifyCode, codeName, type FailureKind } from "./classify.js";
 
@@ -14,12 +15,18 @@ export interface DeliverOptions {
   callTimeoutMs: number;
 }
 
-function requestFor(row: ClaimedRow): MessageInitShape<typeof IssueVoucherRequestSchema> {
+/**
+ * The row's stored traceparent goes along normalized to version 00, or empty
+ * if it is unreadable: IssueVoucher refuses a malformed one (INVALID_ARGUMENT,
+ * which would park the row as dead), and tracing must never cost a voucher.
+ */
+export function requestFor(row: ClaimedRow): MessageInitShape<typeof IssueVoucherRequestSchema> {
   return {
     orderId: row.orderId,
     customerId: row.customerId,
     orderTotalCents: BigInt(row.totalCents),
     currency: row.currency,
+    traceparent: normalizeTraceparent(row.traceparent) ?? "",
   };
 }
 
@@ -35,6 +42,23 @@ function requestFor(row: ClaimedRow): MessageInitShape<typeof IssueVoucherReques
  */
 export async function deliverRows(voucher: VoucherClient, rows: ClaimedRow[], opts: DeliverOptions): Promise<Outcome[]> {
   if (rows.length === 0) return [];
+  // One span per batch, not per row (the relay's hot path): it links to every
+  // row's trace, and its traceparent travels in the call's headers.
+  return withChildSpan(
+    "relay.deliver",
+    undefined,
+    async (span) => {
+      const outcomes = await deliverBatch(voucher, rows, opts);
+      const delivered = outcomes.filter((o) => o.kind === "delivered").length;
+      span.setAttributes({ "outbox.rows": rows.length, "outbox.delivered": delivered, "outbox.failed": rows.length - delivered });
+      if (delivered < rows.length) span.setStatus({ code: SpanStatusCode.ERROR, message: `${rows.length - delivered} of ${rows.length} not delivered` });
+      return outcomes;
+    },
+    { kind: SpanKind.CLIENT, links: rows.map((r) => r.traceparent) },
+  );
+}
+
+async function deliverBatch(voucher: VoucherClient, rows: ClaimedRow[], opts: DeliverOptions): Promise<Outcome[]> {
   let results;
   try {
     const res = await voucher.batchIssueVouchers({ items: rows.map(requestFor) }, { timeoutMs: opts.callTimeoutMs });

@@ -15,6 +15,12 @@ export interface RawIssueRequest {
   customerId: string;
   orderTotalCents: bigint;
   currency: string;
+  /**
+   * W3C traceparent of the request that asked for the voucher (the outbox
+   * row's), parent of the issue's span. Never validated here: an invalid one
+   * is ignored, as tracing must never fail an issue.
+   */
+  traceparent?: string;
 }
 
 /**

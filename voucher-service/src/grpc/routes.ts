@@ -39,7 +39,13 @@ export function toVoucherMessage(v: Voucher): VoucherMessage {
 }
 
 function fromIssueRequest(req: IssueVoucherRequest): RawIssueRequest {
-  return { orderId: req.orderId, customerId: req.customerId, orderTotalCents: req.orderTotalCents, currency: req.currency };
+  return {
+    orderId: req.orderId,
+    customerId: req.customerId,
+    orderTotalCents: req.orderTotalCents,
+    currency: req.currency,
+    traceparent: req.traceparent,
+  };
 }
 
 /** VoucherService handlers: proto in, plain values to `vouchers`, proto out. Errors are mapped by the server. */

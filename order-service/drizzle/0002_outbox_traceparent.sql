@@ -1,0 +1,1 @@
+ALTER TABLE `voucher_outbox` ADD `traceparent` varchar(55);

@@ -1,0 +1,284 @@
+import { Writable } from "node:stream";
+import { expect } from "chai";
+import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trace";
+import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
+import { ConfigError } from "@shop/platform/config";
+import { notFound } from "@shop/platform/errors";
+import { createLogger } from "@shop/platform/logger";
+import {
+  currentTraceparent,
+  formatTraceparent,
+  initTracing,
+  normalizeTraceparent,
+  parseTraceparent,
+  readTracingSettings,
+  traceContextInterceptor,
+  traceIdOf,
+  withChildSpan,
+  withServerSpan,
+  type Tracing,
+} from "@shop/platform/tracing";
+
+const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SPAN = "00f067aa0ba902b7";
+const VALID = `00-${TRACE}-${SPAN}-01`;
+
+/** A logger whose lines land in an array, parsed. */
+function capturingLogger() {
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      for (const l of String(chunk).split("\n")) if (l.trim()) lines.push(JSON.parse(l));
+      done();
+    },
+  });
+  return { logger: createLogger("tracing-test", stream), lines };
+}
+
+describe("traceparent parsing", () => {
+  it("reads a version-00 traceparent", () => {
+    expect(parseTraceparent(VALID)).to.deep.equal({ traceId: TRACE, spanId: SPAN, traceFlags: 1, isRemote: true });
+    expect(parseTraceparent(`00-${TRACE}-${SPAN}-00`)?.traceFlags).to.equal(0);
+  });
+
+  it("refuses malformed or invalid values rather than throwing", () => {
+    const bad = [
+      undefined,
+      null,
+      "",
+      "garbage",
+      VALID.toUpperCase(),
+      `00-${"0".repeat(32)}-${SPAN}-01`, // all-zero trace id
+      `00-${TRACE}-${"0".repeat(16)}-01`, // all-zero span id
+      `ff-${TRACE}-${SPAN}-01`, // version ff is forbidden
+      `00-${TRACE}-${SPAN}-01-extra`, // version 00 has exactly four fields
+      `00-${TRACE.slice(1)}-${SPAN}-01`,
+      `00-${TRACE}-${SPAN}-1`,
+      `00-${TRACE}-${SPAN.replace("a", "g")}-01`,
+      ` ${VALID}`,
+      `${VALID} `,
+      `01-${TRACE}-${SPAN}-01-${"x".repeat(600)}`, // absurdly long
+    ];
+    for (const value of bad) expect(parseTraceparent(value), String(value)).to.equal(undefined);
+  });
+
+  it("accepts a later version's extra fields and normalizes to version 00", () => {
+    const future = `01-${TRACE}-${SPAN}-03-what-comes-next`;
+    expect(parseTraceparent(future)?.traceId).to.equal(TRACE);
+    expect(normalizeTraceparent(future)).to.equal(`00-${TRACE}-${SPAN}-03`);
+    expect(normalizeTraceparent(VALID)).to.equal(VALID);
+    expect(normalizeTraceparent("nope")).to.equal(undefined);
+  });
+
+  it("formats a span context back to the same 55 characters", () => {
+    const sc = parseTraceparent(VALID)!;
+    expect(formatTraceparent(sc)).to.equal(VALID).and.to.have.length(55);
+    expect(formatTraceparent({ ...sc, traceFlags: 0 })).to.equal(`00-${TRACE}-${SPAN}-00`);
+  });
+
+  it("traceIdOf gives the trace id of a valid traceparent only", () => {
+    expect(traceIdOf(VALID)).to.equal(TRACE);
+    expect(traceIdOf(undefined)).to.equal(undefined);
+    expect(traceIdOf(`00-${TRACE}-${SPAN}`)).to.equal(undefined);
+  });
+});
+
+describe("tracing settings", () => {
+  it("default to no exporter, the service's name and the local collector", () => {
+    const s = readTracingSettings({}, "order-service");
+    expect(s).to.include({ exporter: "none", serviceName: "order-service", otlpUrl: "http://localhost:4318/v1/traces", scheduleDelayMs: 5000 });
+    expect(s.warnings).to.deep.equal([]);
+  });
+
+  it("take the traces endpoint as given and add /v1/traces to the base endpoint", () => {
+    expect(readTracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" }, "x").otlpUrl).to.equal(
+      "http://collector:4318/v1/traces",
+    );
+    const both = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://a:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://b:9999/custom" };
+    expect(readTracingSettings(both, "x").otlpUrl).to.equal("http://b:9999/custom");
+  });
+
+  it("read OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and the batch settings", () => {
+    const s = readTracingSettings(
+      {
+        OTEL_TRACES_EXPORTER: "otlp",
+        OTEL_SERVICE_NAME: "orders-eu",
+        OTEL_RESOURCE_ATTRIBUTES: "deployment.environment=prod,team=shop%20core",
+        OTEL_BSP_SCHEDULE_DELAY: "200",
+        OTEL_BSP_MAX_QUEUE_SIZE: "100",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "50",
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+      },
+      "order-service",
+    );
+    expect(s).to.include({ exporter: "otlp", serviceName: "orders-eu", scheduleDelayMs: 200, maxQueueSize: 100, maxExportBatchSize: 50 });
+    expect(s.resourceAttributes).to.deep.equal({ "deployment.environment": "prod", team: "shop core" });
+    expect(s.warnings.join()).to.contain("http/json");
+  });
+
+  it("name every bad setting at once", () => {
+    let err: unknown;
+    try {
+      readTracingSettings(
+        {
+          OTEL_TRACES_EXPORTER: "jaeger",
+          OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318",
+          OTEL_BSP_MAX_QUEUE_SIZE: "10",
+          OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "20",
+        },
+        "x",
+      );
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(ConfigError);
+    const problems = (err as ConfigError).problems.join("\n");
+    expect(problems).to.contain("OTEL_TRACES_EXPORTER").and.contain("OTEL_EXPORTER_OTLP_ENDPOINT").and.contain("OTEL_BSP_MAX_EXPORT_BATCH_SIZE");
+  });
+});
+
+describe("tracing helpers before initTracing", () => {
+  it("are no-ops that still run the work", async () => {
+    const headers = new Headers({ traceparent: VALID });
+    const inside = await withServerSpan("x.v1.S/M", headers, async () => currentTraceparent());
+    expect(inside).to.equal(undefined);
+    expect(withChildSpan("child", VALID, () => 42)).to.equal(42);
+  });
+});
+
+describe("tracing with the SDK installed", () => {
+  const exporter = new InMemorySpanExporter();
+  let tracing: Tracing;
+  const spans = async (): Promise<ReadableSpan[]> => {
+    await tracing.flush();
+    return exporter.getFinishedSpans();
+  };
+
+  before(async () => {
+    tracing = await initTracing({ serviceName: "tracing-test", logger: capturingLogger().logger, env: {}, exporter });
+  });
+  after(async () => {
+    await tracing.shutdown();
+  });
+  beforeEach(async () => {
+    await tracing.flush();
+    exporter.reset();
+  });
+
+  it("initTracing is once per process: a second call gets the same handle", async () => {
+    expect(await initTracing({ serviceName: "other", logger: capturingLogger().logger, env: {} })).to.equal(tracing);
+  });
+
+  it("a server span continues the caller's traceparent and stays active across awaits", async () => {
+    const headers = new Headers({ traceparent: VALID, tracestate: "vendor=1" });
+    const seen = await withServerSpan("shop.order.v1.OrderService/MarkOrderSent", headers, async () => {
+      await new Promise((r) => setTimeout(r, 5));
+      await Promise.resolve();
+      return currentTraceparent();
+    });
+    const [span] = await spans();
+    expect(span!.name).to.equal("shop.order.v1.OrderService/MarkOrderSent");
+    expect(span!.kind).to.equal(SpanKind.SERVER);
+    expect(span!.spanContext().traceId).to.equal(TRACE);
+    expect(span!.parentSpanContext?.spanId).to.equal(SPAN);
+    expect(span!.spanContext().traceState?.get("vendor")).to.equal("1");
+    expect(span!.attributes).to.include({ "rpc.service": "shop.order.v1.OrderService", "rpc.method": "MarkOrderSent", "rpc.grpc.status_code": 0 });
+    expect(seen).to.equal(formatTraceparent(span!.spanContext()));
+  });
+
+  it("a server span without (or with a bad) traceparent starts a new sampled trace", async () => {
+    const seen = await withServerSpan("a.B/C", new Headers({ traceparent: "00-bad" }), async () => currentTraceparent());
+    const [span] = await spans();
+    expect(parseTraceparent(seen)).to.include({ traceId: span!.spanContext().traceId, traceFlags: 1 });
+    expect(span!.parentSpanContext).to.equal(undefined);
+  });
+
+  it("a refusal leaves the server span's status unset; a server fault marks it an error", async () => {
+    await withServerSpan("a.B/NotFound", new Headers(), async () => {
+      throw notFound("no such order");
+    }).catch(() => {});
+    await withServerSpan("a.B/Broken", new Headers(), async () => {
+      throw new Error("database on fire");
+    }).catch(() => {});
+    const byName = new Map((await spans()).map((s) => [s.name, s]));
+    expect(byName.get("a.B/NotFound")!.status.code).to.equal(SpanStatusCode.UNSET);
+    expect(byName.get("a.B/NotFound")!.attributes["rpc.grpc.status_code"]).to.equal(5);
+    expect(byName.get("a.B/Broken")!.status.code).to.equal(SpanStatusCode.ERROR);
+    expect(byName.get("a.B/Broken")!.attributes["rpc.grpc.status_code"]).to.equal(13);
+  });
+
+  it("a child span takes a stored traceparent as parent and links the call it runs in", async () => {
+    await withServerSpan("v.S/Batch", new Headers(), async () => {
+      withChildSpan("voucher.issue", VALID, (span) => span.setAttribute("order.id", "o1"));
+      withChildSpan("voucher.issue", "not-a-traceparent", () => {});
+    });
+    const all = await spans();
+    const call = all.find((s) => s.name === "v.S/Batch")!;
+    const [stored, fallback] = all.filter((s) => s.name === "voucher.issue");
+    expect(stored!.spanContext().traceId).to.equal(TRACE);
+    expect(stored!.parentSpanContext?.spanId).to.equal(SPAN);
+    expect(stored!.links.map((l) => l.context.spanId)).to.deep.equal([call.spanContext().spanId]);
+    expect(stored!.attributes["order.id"]).to.equal("o1");
+    // An invalid traceparent is ignored: the span is the call's child.
+    expect(fallback!.spanContext().traceId).to.equal(call.spanContext().traceId);
+    expect(fallback!.parentSpanContext?.spanId).to.equal(call.spanContext().spanId);
+  });
+
+  it("a batch span links every valid stored traceparent, beyond the SDK's default 128, and ends when its promise settles", async () => {
+    const stored = Array.from({ length: 300 }, (_, i) => `00-${TRACE.slice(0, 24)}${i.toString(16).padStart(8, "0")}-${SPAN}-01`);
+    const result = await withChildSpan(
+      "relay.deliver",
+      undefined,
+      async () => {
+        await new Promise((r) => setTimeout(r, 2));
+        throw new Error("voucher service down");
+      },
+      { kind: SpanKind.CLIENT, links: [...stored, undefined, "junk"] },
+    ).catch((err: Error) => err.message);
+    expect(result).to.equal("voucher service down");
+    const [span] = await spans();
+    expect(span!.kind).to.equal(SpanKind.CLIENT);
+    expect(span!.links).to.have.length(300);
+    expect(span!.status).to.deep.include({ code: SpanStatusCode.ERROR, message: "voucher service down" });
+  });
+
+  it("the client interceptor sends the active span's traceparent", async () => {
+    const sent = new Headers();
+    const call = traceContextInterceptor()(async (req) => ({ ...req }) as never);
+    let expected: string | undefined;
+    await withChildSpan("relay.deliver", undefined, async () => {
+      expected = currentTraceparent();
+      await call({ header: sent } as never);
+    });
+    expect(sent.get("traceparent")).to.equal(expected).and.not.equal(undefined);
+  });
+
+  it("log lines carry traceId and spanId inside a span, and nothing outside", async () => {
+    const { logger, lines } = capturingLogger();
+    logger.info({ orderId: "o1" }, "outside");
+    await withServerSpan("a.B/C", new Headers({ traceparent: VALID }), async () => {
+      await Promise.resolve();
+      logger.child({ component: "relay" }).info({ orderId: "o2" }, "inside");
+      logger.info({ traceId: "mine" }, "own field wins");
+    });
+    const [span] = await spans();
+    expect(lines[0]).to.not.have.property("traceId");
+    expect(lines[0]).to.not.have.property("spanId");
+    expect(lines[1]).to.include({ traceId: TRACE, spanId: span!.spanContext().spanId, orderId: "o2", component: "relay", msg: "inside" });
+    expect(lines[2]).to.include({ traceId: "mine" });
+  });
+});
+
+describe("tracing with exporter none", () => {
+  it("still makes spans with real ids, then uninstalls on shutdown", async () => {
+    const tracing = await initTracing({ serviceName: "t", logger: capturingLogger().logger, env: { OTEL_TRACES_EXPORTER: "none" } });
+    let seen: string | undefined;
+    try {
+      seen = await withServerSpan("a.B/C", new Headers(), async () => currentTraceparent());
+    } finally {
+      await tracing.shutdown();
+    }
+    expect(parseTraceparent(seen)).to.not.equal(undefined);
+    expect(await withServerSpan("a.B/C", new Headers(), async () => currentTraceparent())).to.equal(undefined);
+  });
+});
