@@ -78,7 +78,7 @@ describe("BatchIssueVouchers", () => {
   it("refuses the whole call when it is empty, too large or names an order twice, and writes nothing", async () => {
     const before = await t.count();
     expect((await expectCode(t.client.batchIssueVouchers({ items: [] }), Code.InvalidArgument)).rawMessage).to.equal(
-      "items must not be empty",
+      "invalid BatchIssueVouchersRequest: items: must contain at least 1 item(s)",
     );
     const tooMany = Array.from({ length: 51 }, () => issueRequest());
     expect((await expectCode(t.client.batchIssueVouchers({ items: tooMany }), Code.InvalidArgument)).rawMessage).to.match(/at most 50/);

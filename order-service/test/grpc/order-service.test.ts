@@ -94,7 +94,7 @@ describe("OrderService over gRPC", function () {
         [{ totalCents: -1n }, "total_cents"],
         [{ totalCents: 10_000_000_001n }, "total_cents"],
         [{ currency: "" }, "currency"],
-        [{ currency: "USD" }, "USD"],
+        [{ currency: "USD" }, "currency: must equal `EUR`"],
         [{ requestId: "" }, "request_id"],
         [{ requestId: "r".repeat(65) }, "request_id"],
       ];

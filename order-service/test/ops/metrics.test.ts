@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { Code } from "@connectrpc/connect";
 import { randomCrockford } from "@shop/platform/ids";
 import { createOrderClient, createVoucherClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
 import { VoucherStatus } from "@shop/sdk/order";
@@ -97,9 +98,12 @@ describe("metrics on /metrics", function () {
     expect((await vouchers.issueVoucher(req)).created).to.equal(true);
     expect((await vouchers.issueVoucher(req)).created).to.equal(false);
     await vouchers.issueVoucher({ ...req, customerId: "someone-else" }).catch(() => {});
+    // A bad single call is refused by the proto's rules before the handler (it shows in the call counts);
+    // a bad item of a batch is refused by the handler and counted as invalid.
     await vouchers.issueVoucher({ ...req, orderId: "" }).catch(() => {});
-    const batch = await vouchers.batchIssueVouchers({ items: [req, { ...req, orderId: `v-${randomCrockford(12)}` }] });
-    expect(batch.results.map((r) => r.created)).to.deep.equal([false, true]);
+    const batch = await vouchers.batchIssueVouchers({ items: [req, { ...req, orderId: `v-${randomCrockford(12)}` }, { ...req, orderId: "bad id" }] });
+    expect(batch.results.map((r) => r.created)).to.deep.equal([false, true, false]);
+    expect(Code[batch.results[2]!.errorCode]).to.equal("InvalidArgument");
     const after = await scrape(voucherService.httpPort);
 
     const issued = (t: string, result: string) => sampleValue(t, "vouchers_issued_total", { result }) ?? 0;
@@ -109,6 +113,7 @@ describe("metrics on /metrics", function () {
     expect(issued(after, "invalid") - issued(before, "invalid")).to.equal(1);
     expect(handled(after, VOUCHER_SVC, "IssueVoucher", "OK") - handled(before, VOUCHER_SVC, "IssueVoucher", "OK")).to.equal(2);
     expect(handled(after, VOUCHER_SVC, "IssueVoucher", "ALREADY_EXISTS") - handled(before, VOUCHER_SVC, "IssueVoucher", "ALREADY_EXISTS")).to.equal(1);
+    expect(handled(after, VOUCHER_SVC, "IssueVoucher", "INVALID_ARGUMENT") - handled(before, VOUCHER_SVC, "IssueVoucher", "INVALID_ARGUMENT")).to.equal(1);
   });
 
   it("counts relay deliveries and the commit → voucher latency as vouchers flow", async () => {
