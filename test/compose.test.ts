@@ -5,6 +5,8 @@ import { expect } from "chai";
 
 const root = path.resolve(import.meta.dirname, "..");
 const composeFile = path.join(root, "docker-compose.yml");
+/** The settings the file requires from its user. */
+const composeEnv = { AUTH_PUBLIC_KEYS: "k=x", RELAY_TOKEN: "relay-token", RECONCILE_TOKEN: "reconcile-token" };
 
 /** The Compose client to validate with: v1 `docker-compose`, else the v2 plugin; undefined when neither is installed. */
 function composeCommand(): string[] | undefined {
@@ -15,7 +17,7 @@ function composeCommand(): string[] | undefined {
 
 function compose(...args: string[]): string {
   const [cmd, ...pre] = composeCommand()!;
-  return execFileSync(cmd!, [...pre, "-f", composeFile, ...args], { cwd: root, encoding: "utf8", stdio: "pipe" });
+  return execFileSync(cmd!, [...pre, "-f", composeFile, ...args], { cwd: root, encoding: "utf8", stdio: "pipe", env: { ...process.env, ...composeEnv } });
 }
 
 describe("docker-compose.yml", () => {
@@ -27,10 +29,14 @@ describe("docker-compose.yml", () => {
     for (const entry of entries) expect(existsSync(path.join(root, entry)), `${entry} is missing`).to.equal(true);
   });
 
-  it("gives each service its own MariaDB 10.11 server", () => {
-    expect(text).to.match(/mysql:\/\/orders:[^@]+@order-db:3306\/orders/);
-    expect(text).to.match(/mysql:\/\/vouchers:[^@]+@voucher-db:3306\/vouchers/);
+  it("gives each service its own MariaDB 10.11 server, with a rows-only user and a migration user made by the least-privilege script", () => {
+    expect(text).to.match(/ORDER_DATABASE_URL: mysql:\/\/orders_app:[^@]+@order-db:3306\/orders/);
+    expect(text).to.match(/ORDER_MIGRATION_DATABASE_URL: mysql:\/\/orders_migrate:[^@]+@order-db:3306\/orders/);
+    expect(text).to.match(/VOUCHER_DATABASE_URL: mysql:\/\/vouchers_app:[^@]+@voucher-db:3306\/vouchers/);
+    expect(text).to.match(/VOUCHER_MIGRATION_DATABASE_URL: mysql:\/\/vouchers_migrate:[^@]+@voucher-db:3306\/vouchers/);
     expect(text.match(/image: mariadb:10\.11/g)).to.have.length(2);
+    expect(text.match(/\.\/ops\/mariadb\/least-privilege\.sh:\/docker-entrypoint-initdb\.d\/least-privilege\.sh:ro/g)).to.have.length(2);
+    expect(text).not.to.match(/MARIADB_USER/);
   });
 
   describe("validated by the Compose client", function () {
@@ -44,6 +50,14 @@ describe("docker-compose.yml", () => {
 
     it("is valid (config -q)", () => {
       compose("config", "-q");
+    });
+
+    it("refuses to start without the keys and tokens, naming them", () => {
+      const [cmd, ...pre] = composeCommand()!;
+      const env = { ...process.env, AUTH_PUBLIC_KEYS: "", RELAY_TOKEN: "", RECONCILE_TOKEN: "" };
+      const r = spawnSync(cmd!, [...pre, "-f", composeFile, "config", "-q"], { cwd: root, encoding: "utf8", env });
+      expect(r.status).not.to.equal(0);
+      expect(r.stderr).to.match(/AUTH_PUBLIC_KEYS|RELAY_TOKEN|RECONCILE_TOKEN/);
     });
 
     it("defines both databases and both services, the standalone relay behind a profile", () => {

@@ -75,13 +75,13 @@ export function envReader(env: NodeJS.ProcessEnv = process.env) {
         problems.push(`${name} is required (mysql://user:password@host:port/database)`);
         return "";
       }
-      try {
-        const u = new URL(v);
-        if (!["mysql:", "mariadb:"].includes(u.protocol)) throw new Error("scheme");
-        if (u.pathname.length <= 1) throw new Error("database");
-      } catch {
-        problems.push(`${name} must look like mysql://user:password@host:port/database`);
-      }
+      checkDatabaseUrl(name, v);
+      return v;
+    },
+    /** A mysql:// or mariadb:// URL, or undefined when unset. */
+    optionalDatabaseUrl(name: string): string | undefined {
+      const v = raw(name);
+      if (v !== undefined) checkDatabaseUrl(name, v);
       return v;
     },
     problem(message: string): void {
@@ -91,4 +91,14 @@ export function envReader(env: NodeJS.ProcessEnv = process.env) {
       if (problems.length > 0) throw new ConfigError(problems);
     },
   };
+
+  function checkDatabaseUrl(name: string, v: string): void {
+    try {
+      const u = new URL(v);
+      if (!["mysql:", "mariadb:"].includes(u.protocol)) throw new Error("scheme");
+      if (u.pathname.length <= 1) throw new Error("database");
+    } catch {
+      problems.push(`${name} must look like mysql://user:password@host:port/database`);
+    }
+  }
 }

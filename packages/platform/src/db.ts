@@ -100,6 +100,23 @@ export async function retryTransient<T>(fn: () => Promise<T>, attempts = 5): Pro
 }
 
 /**
+ * Runs fn with a pool for schema changes: a short-lived pool on
+ * migrationUrl when given (a user that may change the schema, while the
+ * service's own pool uses one that may only read and write rows), else the
+ * service's pool.
+ */
+export async function withMigrationPool(migrationUrl: string | undefined, pool: Pool, fn: (pool: Pool) => Promise<void>): Promise<void> {
+  if (!migrationUrl) return fn(pool);
+  // Two: migrateWithLock holds one connection for the lock while the migrator uses another.
+  const migrationPool = createPool({ url: migrationUrl, connectionLimit: 2 });
+  try {
+    await fn(migrationPool);
+  } finally {
+    await migrationPool.end();
+  }
+}
+
+/**
  * Applies drizzle-kit migrations under a named lock, so replicas starting
  * together do not race each other through the same migration.
  */
