@@ -149,7 +149,7 @@ async function resolveDatabaseUrls(): Promise<{ orderUrl: string; voucherUrl: st
 // Keys and tokens
 
 const AUTH_DIR = path.join(root, ".data", "auth");
-const LOCAL_CUSTOMER = "c-1";
+const LOCAL_CUSTOMER = "alice";
 const TOKEN_TTL_SECONDS = 7 * 86_400;
 
 interface LocalAuth {

@@ -1,5 +1,6 @@
 import { readAuthSettings, readCallerToken, type AuthSettings, type TokenSource } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
+import { checkClientTlsUrls, readClientTls, readServerHardening, type ClientTls, type ServerTls } from "@shop/platform/tls";
 import { outboxCleanupConfigFromEnv, type OutboxCleanupConfig } from "./outbox/cleanup.js";
 
 export type EnvReader = ReturnType<typeof envReader>;
@@ -7,6 +8,13 @@ export type EnvReader = ReturnType<typeof envReader>;
 export interface OrderServiceConfig {
   /** ORDER_DATABASE_URL, required: mysql://user:password@host:port/database. */
   databaseUrl: string;
+  /**
+   * ORDER_MIGRATION_DATABASE_URL, optional: a user that may change the schema,
+   * used only to apply migrations at start, so the service's own user
+   * (ORDER_DATABASE_URL) needs no more than SELECT, INSERT, UPDATE, DELETE.
+   * Default: ORDER_DATABASE_URL does both.
+   */
+  migrationDatabaseUrl?: string;
   /** ORDER_HOST, default 127.0.0.1: listen on loopback unless told otherwise. */
   host: string;
   /** ORDER_GRPC_PORT, default 50051. */
@@ -37,6 +45,21 @@ export interface OrderServiceConfig {
    * configs built in code may leave it out; the defaults apply then.
    */
   outboxCleanup?: OutboxCleanupConfig;
+  /**
+   * ORDER_TLS_CERT_FILE + ORDER_TLS_KEY_FILE: TLS on both ports;
+   * ORDER_TLS_CLIENT_CA_FILE: and client certificates required (mTLS).
+   * Optional here and below so configs built in code may leave them out: plaintext then.
+   */
+  tls?: ServerTls;
+  /** ORDER_GRPC_REFLECTION, default true (switch it off in production). */
+  reflection?: boolean;
+  /** ORDER_MAX_REQUEST_BYTES, default 1 MiB (1 KiB to 16 MiB). */
+  maxMessageBytes?: number;
+  /**
+   * TLS_CA_FILE, TLS_CLIENT_CERT_FILE + TLS_CLIENT_KEY_FILE, read when the
+   * relay runs here: how it calls an https:// VOUCHER_SERVICE_URL.
+   */
+  voucherTls?: ClientTls;
 }
 
 /**
@@ -54,6 +77,7 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
   const relayEnabled = r.bool("RELAY_ENABLED", true);
   return {
     databaseUrl: r.databaseUrl("ORDER_DATABASE_URL"),
+    migrationDatabaseUrl: r.optionalDatabaseUrl("ORDER_MIGRATION_DATABASE_URL"),
     host: r.string("ORDER_HOST", "127.0.0.1"),
     grpcPort: r.port("ORDER_GRPC_PORT", 50051),
     httpPort: r.port("ORDER_HTTP_PORT", 8081),
@@ -63,7 +87,15 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
     auth: readAuthSettings(r),
     relayToken: relayEnabled ? readCallerToken(r, "RELAY_TOKEN") : undefined,
     outboxCleanup: outboxCleanupConfigFromEnv(r),
+    ...readServerHardening(r, "ORDER"),
+    voucherTls: relayEnabled ? relayClientTls(r, voucherServiceUrl) : undefined,
   };
+}
+
+/** The relay's TLS_* settings, refused when VOUCHER_SERVICE_URL is not https:// (they would do nothing). */
+function relayClientTls(r: EnvReader, voucherServiceUrl: string): ClientTls | undefined {
+  checkClientTlsUrls(r, { VOUCHER_SERVICE_URL: voucherServiceUrl });
+  return readClientTls(r);
 }
 
 /** Reads and validates the order service's settings; throws a ConfigError naming every bad one. */

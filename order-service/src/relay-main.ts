@@ -1,9 +1,11 @@
 import { readCallerToken } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
-import { createPool, waitForDatabase } from "@shop/platform/db";
+import { createPool, waitForDatabase, withMigrationPool } from "@shop/platform/db";
 import { createLogger } from "@shop/platform/logger";
 import { createMetrics, startMetricsServer } from "@shop/platform/metrics";
 import { dieOnStartupError, exitOnSignals } from "@shop/platform/shutdown";
+import { checkClientTlsUrls, readClientTls } from "@shop/platform/tls";
+import { initTracing, traceContextInterceptor } from "@shop/platform/tracing";
 import { createVoucherClient } from "@shop/sdk/clients";
 import { migrateOrderDatabase } from "./db/migrate.js";
 import { createRelayMetrics } from "./metrics.js";
@@ -19,34 +21,46 @@ async function main(): Promise<void> {
   try {
     const env = envReader();
     const databaseUrl = env.databaseUrl("ORDER_DATABASE_URL");
+    const migrationDatabaseUrl = env.optionalDatabaseUrl("ORDER_MIGRATION_DATABASE_URL");
     const voucherUrl = env.string("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052");
     if (!/^https?:\/\/[^/]+/.test(voucherUrl)) env.problem(`VOUCHER_SERVICE_URL=${JSON.stringify(voucherUrl)} must look like http://host:port`);
     const token = readCallerToken(env, "RELAY_TOKEN");
+    // TLS_CA_FILE, TLS_CLIENT_CERT_FILE + TLS_CLIENT_KEY_FILE: for an https:// VOUCHER_SERVICE_URL.
+    checkClientTlsUrls(env, { VOUCHER_SERVICE_URL: voucherUrl });
+    const tls = readClientTls(env);
     const relayId = env.optionalString("RELAY_ID");
     const config = relayConfigFromEnv(env);
     // Off by default: the order service's /metrics already has the outbox gauges; set a port to see this relay's counters.
     const metricsPort = env.int("RELAY_METRICS_PORT", 0, { min: 0, max: 65535 });
     const metricsHost = env.string("RELAY_METRICS_HOST", "127.0.0.1");
     env.finish();
+    const tracing = await initTracing({ serviceName: "order-relay", logger });
 
     // One connection per loop, plus one so a claim never waits behind an ack.
     const pool = createPool({ url: databaseUrl, connectionLimit: config.concurrency + 1 });
     await waitForDatabase(pool, logger);
-    await migrateOrderDatabase(pool, logger);
+    await withMigrationPool(migrationDatabaseUrl, pool, (p) => migrateOrderDatabase(p, logger));
 
-    const voucher = createVoucherClient({ baseUrl: voucherUrl, defaultTimeoutMs: config.callTimeoutMs, token });
+    const voucher = createVoucherClient({
+      baseUrl: voucherUrl,
+      defaultTimeoutMs: config.callTimeoutMs,
+      token,
+      tls,
+      interceptors: [traceContextInterceptor()],
+    });
     const metrics = createMetrics();
     const relay = new Relay({ pool, voucher: voucher.client, logger, config, relayId, metrics: createRelayMetrics(metrics.registry) });
     const metricsServer =
       metricsPort === 0 ? undefined : await startMetricsServer({ host: metricsHost, port: metricsPort, registry: metrics.registry, logger });
     relay.start();
-    logger.info({ voucherUrl }, "order relay running");
+    logger.info({ voucherUrl, tls: voucherUrl.startsWith("https:"), clientCertificate: tls?.cert !== undefined }, "order relay running");
 
     exitOnSignals(logger, async () => {
       await relay.stop();
       await metricsServer?.close();
       voucher.close();
       await pool.end();
+      await tracing.shutdown();
     });
   } catch (err) {
     dieOnStartupError(logger, err);

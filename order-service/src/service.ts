@@ -1,6 +1,7 @@
-import { createPool, waitForDatabase, type Pool } from "@shop/platform/db";
+import { createPool, waitForDatabase, withMigrationPool, type Pool } from "@shop/platform/db";
 import type { Logger } from "@shop/platform/logger";
 import { startServers, type RunningServers } from "@shop/platform/servers";
+import { traceContextInterceptor } from "@shop/platform/tracing";
 import { createVoucherClient } from "@shop/sdk/clients";
 import { OrderService } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
@@ -68,12 +69,17 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
 
   try {
     await waitForDatabase(pool, logger);
-    await migrateOrderDatabase(pool, logger);
+    await withMigrationPool(config.migrationDatabaseUrl, pool, (p) => migrateOrderDatabase(p, logger));
     if (opts.relay !== false) {
       // Loaded only by processes that run the relay.
       const { Relay } = await import("./outbox/relay.js");
       if (!config.relayToken) throw new Error("the relay needs a token for the voucher service: set RELAY_TOKEN or RELAY_TOKEN_FILE");
-      const voucher = createVoucherClient({ baseUrl: config.voucherServiceUrl, token: config.relayToken });
+      const voucher = createVoucherClient({
+        baseUrl: config.voucherServiceUrl,
+        token: config.relayToken,
+        tls: config.voucherTls,
+        interceptors: [traceContextInterceptor()],
+      });
       closeVoucherClient = voucher.close;
       relay = new Relay({ pool, voucher: voucher.client, logger, config: opts.relay, metrics: metrics.relay });
     }
@@ -87,6 +93,9 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
         { service: OrderAdminService, impl: createOrderAdminServiceImpl({ pool, store, logger }), access: ORDER_ADMIN_ACCESS },
       ],
       auth: config.auth,
+      tls: config.tls,
+      reflection: config.reflection,
+      maxMessageBytes: config.maxMessageBytes,
       logger,
       metrics,
       isReady: async () => {

@@ -22,6 +22,7 @@ describe("order service settings", () => {
     expect(auth.keys.map((k) => k.kid)).to.deep.equal(["test-key"]);
     expect(rest).to.deep.equal({
       databaseUrl: URL_OK,
+      migrationDatabaseUrl: undefined,
       host: "127.0.0.1",
       grpcPort: 50051,
       httpPort: 8081,
@@ -30,6 +31,10 @@ describe("order service settings", () => {
       relayEnabled: true,
       relayToken: "relay-token",
       outboxCleanup: { retentionMs: 7 * 24 * 3_600_000, intervalMs: 60_000, batchSize: 500, batchPauseMs: 20 },
+      tls: undefined,
+      reflection: true,
+      maxMessageBytes: 1024 * 1024,
+      voucherTls: undefined,
     });
   });
 
@@ -83,6 +88,12 @@ describe("order service settings", () => {
 
   it("refuse a database URL that is not mysql://", () => {
     expect(problems({ ...AUTH, ORDER_DATABASE_URL: "postgres://u@h/db" })).to.contain("ORDER_DATABASE_URL");
+    expect(problems({ ...AUTH, ORDER_DATABASE_URL: URL_OK, ORDER_MIGRATION_DATABASE_URL: "orders" })).to.contain("ORDER_MIGRATION_DATABASE_URL must look like");
+  });
+
+  it("take a separate user for migrations", () => {
+    const migrate = "mysql://orders_migrate:p@127.0.0.1:3306/orders";
+    expect(loadOrderServiceConfig({ ...AUTH, ORDER_DATABASE_URL: URL_OK, ORDER_MIGRATION_DATABASE_URL: migrate }).migrationDatabaseUrl).to.equal(migrate);
   });
 
   it("need the relay's token only when the relay runs here", () => {

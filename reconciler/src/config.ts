@@ -2,14 +2,25 @@ import path from "node:path";
 import cron from "node-cron";
 import { readCallerToken, type TokenSource } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
+import { checkClientTlsUrls, readClientTls, type ClientTls } from "@shop/platform/tls";
 
 export interface ReconcilerConfig {
   /** gRPC address of the order service. Default http://127.0.0.1:50051 (the order service's default port). */
   orderServiceUrl: string;
   /** gRPC address of the voucher service. Default http://127.0.0.1:50052. */
   voucherServiceUrl: string;
-  /** RECONCILE_TOKEN or RECONCILE_TOKEN_FILE, required: the reconciler's bearer token (role reconciler), sent to both services. */
+  /**
+   * RECONCILE_TOKEN or RECONCILE_TOKEN_FILE, required: the reconciler's bearer
+   * token (role reconciler), sent to both services. Default: the file
+   * .data/auth/reconciler.token when it exists (npm start writes it).
+   */
   token: TokenSource;
+  /**
+   * TLS_CA_FILE, TLS_CLIENT_CERT_FILE + TLS_CLIENT_KEY_FILE: how the calls to
+   * https:// service URLs are made (the same for both). Optional so configs
+   * built in code may leave it out: system roots, no client certificate.
+   */
+  tls?: ClientTls;
   /** When the scheduler runs, a node-cron expression (5 or 6 fields). Default "30 2 * * *": nightly, after the day's traffic. */
   cron: string;
   /** IANA timezone the cron expression is read in. Default UTC, so daylight saving never skips or doubles a run. */
@@ -72,7 +83,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const config: ReconcilerConfig = {
     orderServiceUrl: url("ORDER_SERVICE_URL", "http://127.0.0.1:50051"),
     voucherServiceUrl: url("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052"),
-    token: readCallerToken(r, "RECONCILE_TOKEN"),
+    // Falls back on the token npm start writes, so a one-off run against the local stack needs no setting.
+    token: readCallerToken(r, "RECONCILE_TOKEN", path.resolve(cwd, ".data/auth/reconciler.token")),
+    tls: readClientTls(r),
     cron: r.string("RECONCILE_CRON", "30 2 * * *"),
     timezone: r.string("RECONCILE_TIMEZONE", "UTC"),
     graceMs: r.int("RECONCILE_GRACE_MS", 600_000, { min: 0, max: 7 * 24 * 3_600_000 }),
@@ -85,6 +98,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     metricsPort: r.int("RECONCILE_METRICS_PORT", 9464, { min: 0, max: 65535 }),
     metricsHost: r.string("RECONCILE_METRICS_HOST", "127.0.0.1"),
   };
+  checkClientTlsUrls(r, { ORDER_SERVICE_URL: config.orderServiceUrl, VOUCHER_SERVICE_URL: config.voucherServiceUrl });
   if (!cron.validate(config.cron)) {
     r.problem(`RECONCILE_CRON=${JSON.stringify(config.cron)} is not a valid cron expression (for example "30 2 * * *")`);
   }

@@ -39,8 +39,9 @@ export class Reconciler {
     private readonly logger: Logger,
     private readonly qualifies: QualifiesFn = defaultQualifies,
   ) {
-    this.orderClient = createOrderClient({ baseUrl: config.orderServiceUrl, defaultTimeoutMs: config.callTimeoutMs, token: config.token });
-    this.voucherClient = createVoucherClient({ baseUrl: config.voucherServiceUrl, defaultTimeoutMs: config.callTimeoutMs, token: config.token });
+    const common = { defaultTimeoutMs: config.callTimeoutMs, token: config.token, tls: config.tls };
+    this.orderClient = createOrderClient({ baseUrl: config.orderServiceUrl, ...common });
+    this.voucherClient = createVoucherClient({ baseUrl: config.voucherServiceUrl, ...common });
   }
 
   async run(req: RunRequest = {}): Promise<RunOutcome> {

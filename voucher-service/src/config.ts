@@ -1,11 +1,14 @@
 import { readAuthSettings, type AuthSettings } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
+import { readServerHardening, type ServerTls } from "@shop/platform/tls";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 export interface VoucherServiceConfig {
   /** VOUCHER_DATABASE_URL, required: mysql://user:password@host:port/database. */
   databaseUrl: string;
+  /** VOUCHER_MIGRATION_DATABASE_URL, optional: a user that may change the schema, for migrations only (see the order service's). */
+  migrationDatabaseUrl?: string;
   /** VOUCHER_HOST, default 127.0.0.1: listen on loopback unless told otherwise. */
   host: string;
   /** VOUCHER_GRPC_PORT, default 50052. */
@@ -20,6 +23,15 @@ export interface VoucherServiceConfig {
   auth: AuthSettings;
   /** LOG_LEVEL, default info. */
   logLevel: (typeof LOG_LEVELS)[number];
+  /**
+   * VOUCHER_TLS_CERT_FILE + VOUCHER_TLS_KEY_FILE: TLS on both ports;
+   * VOUCHER_TLS_CLIENT_CA_FILE: and client certificates required (mTLS).
+   */
+  tls?: ServerTls;
+  /** VOUCHER_GRPC_REFLECTION, default true (switch it off in production). */
+  reflection?: boolean;
+  /** VOUCHER_MAX_REQUEST_BYTES, default 1 MiB (1 KiB to 16 MiB). */
+  maxMessageBytes?: number;
 }
 
 /** Reads and validates the settings once at start; throws a ConfigError naming every bad one. */
@@ -27,6 +39,7 @@ export function loadVoucherServiceConfig(env: NodeJS.ProcessEnv = process.env): 
   const r = envReader(env);
   const config: VoucherServiceConfig = {
     databaseUrl: r.databaseUrl("VOUCHER_DATABASE_URL"),
+    migrationDatabaseUrl: r.optionalDatabaseUrl("VOUCHER_MIGRATION_DATABASE_URL"),
     host: r.string("VOUCHER_HOST", "127.0.0.1"),
     grpcPort: r.port("VOUCHER_GRPC_PORT", 50052),
     httpPort: r.port("VOUCHER_HTTP_PORT", 8082),
@@ -34,6 +47,7 @@ export function loadVoucherServiceConfig(env: NodeJS.ProcessEnv = process.env): 
     maxBatch: r.int("VOUCHER_MAX_BATCH", 1000, { min: 1, max: 1000 }),
     auth: readAuthSettings(r),
     logLevel: r.oneOf("LOG_LEVEL", "info", LOG_LEVELS),
+    ...readServerHardening(r, "VOUCHER"),
   };
   r.finish();
   return config;

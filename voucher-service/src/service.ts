@@ -1,7 +1,8 @@
 import type { AuthSettings } from "@shop/platform/auth";
-import { createPool, waitForDatabase } from "@shop/platform/db";
+import { createPool, waitForDatabase, withMigrationPool } from "@shop/platform/db";
 import type { Logger } from "@shop/platform/logger";
 import { startServers } from "@shop/platform/servers";
+import type { ServerTls } from "@shop/platform/tls";
 import { VoucherService } from "@shop/sdk/voucher";
 import { migrateVoucherDatabase } from "./db/migrate.js";
 import { VoucherStore } from "./db/voucher-store.js";
@@ -12,6 +13,8 @@ import { createVouchers } from "./vouchers.js";
 
 export interface VoucherServiceOptions {
   databaseUrl: string;
+  /** A user that may change the schema, for migrations only; default databaseUrl. */
+  migrationDatabaseUrl?: string;
   host: string;
   /** 0 picks a free port (tests). */
   grpcPort: number;
@@ -26,6 +29,12 @@ export interface VoucherServiceOptions {
   maxBatch?: number;
   /** How long stop() lets calls in flight finish. Default 10 s. */
   graceMs?: number;
+  /** TLS on both ports, mTLS when it has a client CA. Default plaintext. */
+  tls?: ServerTls;
+  /** Serve gRPC reflection. Default true. */
+  reflection?: boolean;
+  /** Largest request accepted. Default 1 MiB. */
+  maxMessageBytes?: number;
 }
 
 export interface RunningVoucherService {
@@ -48,7 +57,7 @@ export async function startVoucherService(opts: VoucherServiceOptions): Promise<
   const pool = createPool({ url: opts.databaseUrl, connectionLimit: opts.poolSize ?? 10 });
   try {
     await waitForDatabase(pool, logger);
-    await migrateVoucherDatabase(pool, logger);
+    await withMigrationPool(opts.migrationDatabaseUrl, pool, (p) => migrateVoucherDatabase(p, logger));
     const store = new VoucherStore(pool);
     const vouchers = createVouchers({ store, logger, maxBatch: opts.maxBatch });
     const metrics = createVoucherMetrics();
@@ -58,6 +67,9 @@ export async function startVoucherService(opts: VoucherServiceOptions): Promise<
       httpPort: opts.httpPort,
       services: [{ service: VoucherService, impl: createVoucherServiceImpl({ vouchers, issued: metrics.issued }), access: VOUCHER_SERVICE_ACCESS }],
       auth: opts.auth,
+      tls: opts.tls,
+      reflection: opts.reflection,
+      maxMessageBytes: opts.maxMessageBytes,
       logger,
       metrics,
       isReady: () => isReachable(store),

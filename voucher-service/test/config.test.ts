@@ -22,12 +22,16 @@ describe("voucher service configuration", () => {
     expect(auth.keys.map((k) => k.kid)).to.deep.equal(["test-key"]);
     expect(rest).to.deep.equal({
       databaseUrl: url,
+      migrationDatabaseUrl: undefined,
       host: "127.0.0.1",
       grpcPort: 50052,
       httpPort: 8082,
       poolSize: 10,
       maxBatch: 1000,
       logLevel: "info",
+      tls: undefined,
+      reflection: true,
+      maxMessageBytes: 1024 * 1024,
     });
   });
 

@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { envReader } from "./config.js";
@@ -342,12 +342,12 @@ export type TokenSource = string | (() => string);
 
 /**
  * The token a client presents, from NAME or NAME_FILE (required, one of the
- * two). A file is read again when it changes (checked at most every 5 s), so
+ * two; defaultFile, when given and present, stands in for NAME_FILE). A file is read again when it changes (checked at most every 5 s), so
  * a renewed token takes effect without a restart.
  */
-export function readCallerToken(r: EnvReader, name: string): TokenSource {
+export function readCallerToken(r: EnvReader, name: string, defaultFile?: string): TokenSource {
   const inline = r.optionalString(name);
-  const file = r.optionalString(`${name}_FILE`);
+  const file = r.optionalString(`${name}_FILE`) ?? (inline === undefined && defaultFile && existsSync(defaultFile) ? defaultFile : undefined);
   if (inline !== undefined && file !== undefined) r.problem(`set ${name} or ${name}_FILE, not both`);
   if (inline !== undefined) return inline;
   if (file === undefined) {

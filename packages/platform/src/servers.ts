@@ -1,5 +1,6 @@
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import https from "node:https";
+import type { AddressInfo, Server as NetServer } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
@@ -10,10 +11,12 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { file_grpc_health_v1_health } from "@shop/sdk/gen/grpc/health/v1/health_pb";
 import { Authenticator, authorize, callerKey, type AccessPolicy, type AuthSettings, type Principal } from "./auth.js";
 import { toConnectError } from "./errors.js";
+import { withServerSpan } from "./tracing.js";
 import { requestValidator, type RequestValidator } from "./validation.js";
 import { armedFailpoints } from "./failpoints.js";
 import type { Logger } from "./logger.js";
 import { createMetrics, grpcCodeName, serveMetrics, type ProcessMetrics } from "./metrics.js";
+import { serverTlsMode, type ServerTls } from "./tls.js";
 
 type UnaryHandler = (req: any, ctx: HandlerContext) => Promise<any> | any;
 
@@ -52,6 +55,12 @@ export interface ServerOptions {
   maxMessageBytes?: number;
   /** Serve gRPC server reflection. Default true. */
   reflection?: boolean;
+  /**
+   * TLS on both ports (gRPC and Connect/HTTP with its probes and /metrics);
+   * with clientCa, mutual TLS: both ports refuse, in the handshake, clients
+   * without a certificate signed by it. Default: plaintext.
+   */
+  tls?: ServerTls;
 }
 
 export interface RunningServers {
@@ -86,32 +95,35 @@ function guarded(
     const rule = binding.access[method.localName];
     if (!rule) throw new Error(`${service}/${method.name} has no access rule: every served method must say who may call it`);
     const labels = { service, method: method.name };
-    out[method.localName] = async (req, ctx) => {
-      const endTimer = metrics.rpc.handling.startTimer(labels);
-      let principal: Principal | undefined;
-      try {
-        principal = auth.authenticate(ctx.requestHeader);
-        ctx.values.set(callerKey, authorize(principal, rule, method.name));
-        validate(method, req);
-        const res = await impl(req, ctx);
-        endTimer();
-        metrics.rpc.handled.inc({ ...labels, code: "OK" });
-        return res;
-      } catch (err) {
-        const ce = toConnectError(err);
-        endTimer();
-        metrics.rpc.handled.inc({ ...labels, code: grpcCodeName(ce.code) });
-        const fields = { rpc: method.name, protocol: ctx.protocolName, code: Code[ce.code], caller: principal?.subject };
-        if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
-          logger.error({ ...fields, err: ce.cause ?? err }, `${method.name} failed: ${ce.rawMessage}`);
-        } else if (ce.code === Code.Unauthenticated || ce.code === Code.PermissionDenied) {
-          logger.warn(fields, `${method.name} refused: ${ce.rawMessage}`);
-        } else {
-          logger.info(fields, `${method.name} refused: ${ce.rawMessage}`);
+    const rpcFullName = `${service}/${method.name}`;
+    // Each call runs in a SERVER span continuing the caller's traceparent, so its log lines carry the trace id.
+    out[method.localName] = (req, ctx) =>
+      withServerSpan(rpcFullName, ctx.requestHeader, async () => {
+        const endTimer = metrics.rpc.handling.startTimer(labels);
+        let principal: Principal | undefined;
+        try {
+          principal = auth.authenticate(ctx.requestHeader);
+          ctx.values.set(callerKey, authorize(principal, rule, method.name));
+          validate(method, req);
+          const res = await impl(req, ctx);
+          endTimer();
+          metrics.rpc.handled.inc({ ...labels, code: "OK" });
+          return res;
+        } catch (err) {
+          const ce = toConnectError(err);
+          endTimer();
+          metrics.rpc.handled.inc({ ...labels, code: grpcCodeName(ce.code) });
+          const fields = { rpc: method.name, protocol: ctx.protocolName, code: Code[ce.code], caller: principal?.subject };
+          if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
+            logger.error({ ...fields, err: ce.cause ?? err }, `${method.name} failed: ${ce.rawMessage}`);
+          } else if (ce.code === Code.Unauthenticated || ce.code === Code.PermissionDenied) {
+            logger.warn(fields, `${method.name} refused: ${ce.rawMessage}`);
+          } else {
+            logger.info(fields, `${method.name} refused: ${ce.rawMessage}`);
+          }
+          throw ce;
         }
-        throw ce;
-      }
-    };
+      });
   }
   return out;
 }
@@ -212,7 +224,7 @@ function withTimeout(ready: Promise<boolean>, timeoutMs: number): Promise<boolea
   return Promise.race([ready, late]).finally(() => clearTimeout(timer));
 }
 
-function listen(server: http.Server, port: number, host: string): Promise<number> {
+function listen(server: NetServer, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
@@ -220,6 +232,28 @@ function listen(server: http.Server, port: number, host: string): Promise<number
       resolve((server.address() as AddressInfo).port);
     });
   });
+}
+
+/** Plaintext, TLS, or TLS that requires (and checks) a client certificate signed by tls.clientCa. */
+function grpcCredentials(tls: ServerTls | undefined): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  return grpc.ServerCredentials.createSsl(tls.clientCa ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], tls.clientCa !== undefined);
+}
+
+/**
+ * The Connect/HTTP server, over TLS when configured. With a client CA the
+ * handshake itself refuses clients without a certificate it signed, so no
+ * path (not even /metrics) is reachable without one; refused handshakes are
+ * logged, as a client that cannot get in sees only a closed connection.
+ */
+function createHttpServer(tls: ServerTls | undefined, log: Logger, handler: http.RequestListener): http.Server | https.Server {
+  if (!tls) return http.createServer(handler);
+  const mtls = tls.clientCa !== undefined;
+  const server = https.createServer({ cert: tls.cert, key: tls.key, ca: tls.clientCa, requestCert: mtls, rejectUnauthorized: mtls }, handler);
+  server.on("tlsClientError", (err, socket) => {
+    log.info({ err: err.message, remote: socket.remoteAddress }, `TLS handshake on the Connect/HTTP port refused: ${err.message}`);
+  });
+  return server;
 }
 
 /**
@@ -267,7 +301,7 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
     new ReflectionService(pkg).addToServer(grpcServer);
   }
   const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync(`${opts.host}:${opts.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+    grpcServer.bindAsync(`${opts.host}:${opts.grpcPort}`, grpcCredentials(opts.tls), (err, port) =>
       err ? reject(new Error(`cannot listen for gRPC on ${opts.host}:${opts.grpcPort}: ${err.message}`)) : resolve(port),
     ),
   );
@@ -278,7 +312,7 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
     },
     readMaxBytes: maxBytes,
   });
-  const httpServer = http.createServer((req, res) => {
+  const httpServer = createHttpServer(opts.tls, log, (req, res) => {
     if (req.method === "GET" && req.url === "/healthz") {
       res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
       return;
@@ -300,7 +334,13 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
     grpcServer.forceShutdown();
     throw new Error(`cannot listen for HTTP on ${opts.host}:${opts.httpPort}: ${(err as Error).message}`);
   }
-  log.info({ grpcPort, httpPort, host: opts.host }, `serving gRPC on ${opts.host}:${grpcPort}, Connect/HTTP on ${opts.host}:${httpPort}`);
+  const tls = serverTlsMode(opts.tls);
+  const reflection = opts.reflection ?? true;
+  log.info(
+    { grpcPort, httpPort, host: opts.host, tls, reflection, maxRequestBytes: maxBytes },
+    `serving gRPC on ${opts.host}:${grpcPort}, Connect/HTTP on ${opts.host}:${httpPort}, ` +
+      (tls === "off" ? "TLS off (plaintext)" : tls === "mTLS" ? "TLS on, client certificates required (mTLS)" : "TLS on"),
+  );
 
   let closing: Promise<void> | undefined;
   return {

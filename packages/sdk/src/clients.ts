@@ -19,6 +19,12 @@ export interface ClientOptions {
    */
   token?: string | (() => string);
   interceptors?: Interceptor[];
+  /**
+   * For https:// base URLs: ca replaces the system's roots as the CAs trusted
+   * for the server's certificate; cert and key (PEM) are the certificate this
+   * client presents, for servers that require mutual TLS. Ignored for http://.
+   */
+  tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
 }
 
 /** Adds authorization: Bearer <token> to every call that does not carry its own. */
@@ -36,11 +42,12 @@ export interface ClosableClient<C> {
 }
 
 function transportFor(opts: ClientOptions) {
-  const sessionManager = new Http2SessionManager(opts.baseUrl, {
-    pingIntervalMs: 10_000,
-    pingTimeoutMs: 5_000,
-    idleConnectionTimeoutMs: 60_000,
-  });
+  const https = opts.baseUrl.startsWith("https:");
+  const sessionManager = new Http2SessionManager(
+    opts.baseUrl,
+    { pingIntervalMs: 10_000, pingTimeoutMs: 5_000, idleConnectionTimeoutMs: 60_000 },
+    https && opts.tls ? { ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key } : undefined,
+  );
   const transport = createGrpcTransport({
     baseUrl: opts.baseUrl,
     sessionManager,
