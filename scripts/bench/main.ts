@@ -26,7 +26,7 @@ import type { RowDataPacket } from "mysql2/promise";
 import { pino } from "pino";
 import { createPool, type Pool } from "@shop/platform/db";
 import { newId } from "@shop/platform/ids";
-import { createOrderClient } from "@shop/sdk/clients";
+import { bearerToken, createOrderClient } from "@shop/sdk/clients";
 import { OrderService } from "@shop/sdk/order";
 import { MariaDbServer } from "@shop/testkit/mariadb";
 import { freePort } from "@shop/testkit/ports";
@@ -239,7 +239,13 @@ async function main(): Promise<void> {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
     const connectClient = createClient(
       OrderService,
-      createConnectTransport({ baseUrl: `http://127.0.0.1:${order.httpPort}`, httpVersion: "1.1", nodeOptions: { agent }, defaultTimeoutMs: 10_000 }),
+      createConnectTransport({
+        baseUrl: `http://127.0.0.1:${order.httpPort}`,
+        httpVersion: "1.1",
+        nodeOptions: { agent },
+        defaultTimeoutMs: 10_000,
+        interceptors: [bearerToken(allScopesToken)],
+      }),
     );
     cleanups.push(() => agent.destroy());
     const transports: Record<string, unknown> = {};
@@ -251,6 +257,9 @@ async function main(): Promise<void> {
       const got = await closedLoop(reads, 32, P.phaseMs / 2, (id) => client.getOrder({ orderId: id }));
       transports[name] = { markOrderSent: sent, getOrder: got };
       say(`  ${name}: MarkOrderSent ${sent.perSecond}/s p99 ${sent.latencyMs.p99} ms · GetOrder ${got.perSecond}/s p99 ${got.latencyMs.p99} ms`);
+      for (const [what, r] of [["MarkOrderSent", sent], ["GetOrder", got]] as const) {
+        if (r.errors > 0) say(`  ${name}: ${what}: ${r.errors} calls failed, the first with: ${r.firstError}`);
+      }
     }
     results.transports = transports;
     noteLoad("transports");
