@@ -382,12 +382,17 @@ export function runReconciler(o: {
   timeoutMs?: number;
   /** Signal for a run past timeoutMs; SIGKILL lets a test crash the reconciler part-way. Default SIGTERM. */
   killSignal?: NodeJS.Signals;
+  /** Polled every 10 ms while the run goes on: once it says true the run is killed with killSignal (a crash at a chosen moment). */
+  killWhen?: () => Promise<boolean>;
+  /** More settings for the run, e.g. RECONCILE_REPAIR_CONCURRENCY. */
+  env?: Record<string, string>;
 }): Promise<ReconcileRun> {
   const dir = mkdtempSync(path.join(tmpdir(), "ledger-reconcile-"));
   const tsx = createRequire(import.meta.url).resolve("tsx");
   const args = ["--import", tsx, path.join(root, "reconciler/src/main.ts"), "--once", "--json", ...(o.dryRun ? ["--dry-run"] : [])];
   return new Promise((resolve) => {
-    execFile(
+    let watching = o.killWhen !== undefined;
+    const child = execFile(
       process.execPath,
       args,
       {
@@ -401,12 +406,14 @@ export function runReconciler(o: {
           RECONCILE_CALL_TIMEOUT_MS: "5000",
           LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
           ...(o.token ? { RECONCILE_TOKEN: o.token, RECONCILE_TOKEN_FILE: "" } : {}),
+          ...o.env,
         },
         timeout: o.timeoutMs ?? 60_000,
         killSignal: o.killSignal ?? "SIGTERM",
         maxBuffer: 64 * 1024 * 1024,
       },
       (err, stdout, stderr) => {
+        watching = false;
         rmSync(dir, { recursive: true, force: true });
         const exitCode = err ? (typeof err.code === "number" ? err.code : -1) : 0;
         let report: ReconcileRun["report"];
@@ -418,6 +425,16 @@ export function runReconciler(o: {
         resolve({ exitCode, report, stderr });
       },
     );
+    const watch = async () => {
+      while (watching) {
+        if (await o.killWhen!().catch(() => false)) {
+          child.kill(o.killSignal ?? "SIGTERM");
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    void watch();
   });
 }
 

@@ -72,9 +72,19 @@ describe("reconciler: drift the other mechanisms missed", function () {
       `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, sent_at) VALUES ${rows.join(", ")}`,
     );
     const urls = { orderServiceUrl: cluster.orderServiceUrl, voucherServiceUrl: cluster.voucherServiceUrl, token: roleToken("reconciler") };
-    // Killed somewhere between start-up and the end of its repairs (start-up alone takes about a second).
-    const killed = await runReconciler({ ...urls, dryRun: false, timeoutMs: 1_300, killSignal: "SIGKILL" });
+    // Killed -9 in the middle of its repairs: the vouchers are issued in one batch, then each order is requeued
+    // (an outbox row) one at a time, so the tenth requeue comes long before the three-hundredth on any machine.
+    const repairedSoFar = async () =>
+      Number((await cluster.orderDb.sql("SELECT COUNT(*) FROM voucher_outbox WHERE order_id LIKE '01DRIFTKILL%'")).trim());
+    const killed = await runReconciler({
+      ...urls,
+      dryRun: false,
+      env: { RECONCILE_REPAIR_CONCURRENCY: "1" },
+      killWhen: async () => (await repairedSoFar()) >= 10,
+      killSignal: "SIGKILL",
+    });
     expect(killed.report, "the first run should not have finished").to.equal(undefined);
+    expect(await repairedSoFar()).to.be.within(10, 299);
     const next = await runReconciler({ ...urls, dryRun: false });
     expect(next.exitCode, next.stderr).to.be.oneOf([0, 1]);
     await cluster.expectLedgerClean(t.acknowledgedSent);
