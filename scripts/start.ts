@@ -17,6 +17,10 @@ import { newSigningKey, signingKeyFromJwk, signingKeyToJwk, tokenForRole, type R
 import { MariaDbServer } from "@shop/testkit/mariadb";
 
 const root = path.resolve(import.meta.dirname, "..");
+/** Where the local databases, keys, tokens and reconciler state live: LOCAL_DATA_DIR, default .data in the project. */
+const dataDir = process.env.LOCAL_DATA_DIR ? path.resolve(process.env.LOCAL_DATA_DIR) : path.join(root, ".data");
+/** How the banner names a file under dataDir: relative to the project when it is inside it. */
+const shown = (file: string) => (file.startsWith(root + path.sep) ? path.relative(root, file) : file);
 const require = createRequire(import.meta.url);
 
 const useColour = process.stdout.isTTY && !process.env.NO_COLOR;
@@ -86,7 +90,7 @@ function leftoverServer(dir: string): number | undefined {
 }
 
 async function startLocalDatabase(label: string, folder: string, port: number, database: string, user: string) {
-  const dir = path.join(root, ".data", folder);
+  const dir = path.join(dataDir, folder);
   const stale = leftoverServer(dir);
   if (stale) throw new Error(`a MariaDB server from an earlier run still uses ${dir} (pid ${stale}); stop it with: kill ${stale}`);
   if (!(await portIsFree(port))) {
@@ -98,7 +102,7 @@ async function startLocalDatabase(label: string, folder: string, port: number, d
   await server.start();
   // Idempotent: the second start finds the database and the user already there.
   const url = await server.createDatabase(database, user, `${user}-local`);
-  say(`${label} database ready at 127.0.0.1:${port} ${dim(`(data in .data/${folder})`)}`);
+  say(`${label} database ready at 127.0.0.1:${port} ${dim(`(data in ${shown(dir)})`)}`);
   return url;
 }
 
@@ -148,7 +152,7 @@ async function resolveDatabaseUrls(): Promise<{ orderUrl: string; voucherUrl: st
 // ---------------------------------------------------------------------------
 // Keys and tokens
 
-const AUTH_DIR = path.join(root, ".data", "auth");
+const AUTH_DIR = path.join(dataDir, "auth");
 const LOCAL_CUSTOMER = "alice";
 const TOKEN_TTL_SECONDS = 7 * 86_400;
 
@@ -192,7 +196,7 @@ function localAuth(): LocalAuth | undefined {
     writeFileSync(file, tokenForRole(key, role, { ttlSeconds: TOKEN_TTL_SECONDS, customerId }) + "\n", { mode: 0o600 });
     return [label, file];
   });
-  say(`signing key ${key.kid} in .data/auth; tokens for each role written there ${dim("(valid 7 days, renewed at every start)")}`);
+  say(`signing key ${key.kid} in ${shown(AUTH_DIR)}; tokens for each role written there ${dim("(valid 7 days, renewed at every start)")}`);
   return {
     env: {
       AUTH_PUBLIC_KEYS: `${key.kid}=${key.x}`,
@@ -364,7 +368,7 @@ watchAncestors();
 function tokenLines(auth: LocalAuth | undefined): string[] {
   if (!auth) return [];
   return [
-    "  Tokens (send as authorization: Bearer <token>; also in .data/auth/<role>.token):",
+    `  Tokens (send as authorization: Bearer <token>; also in ${shown(AUTH_DIR)}/<role>.token):`,
     ...auth.tokenFiles.map(([label, file]) => `    ${label.padEnd(14)} ${dim(readFileSync(file, "utf8").trim())}`),
     "",
   ];
@@ -383,7 +387,7 @@ function banner(auth: LocalAuth | undefined): string {
     "",
     ...tokenLines(auth),
     "  Try it (see README.md for the full walkthrough):",
-    dim(`    TOKEN=$(cat .data/auth/shop.token)`),
+    dim(`    TOKEN=$(cat ${shown(path.join(AUTH_DIR, "shop.token"))})`),
     dim(`    npx buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $TOKEN" \\`),
     dim(`      -d '{"customer_id":"alice","total_cents":12000,"currency":"EUR","request_id":"r-1"}' \\`),
     dim(`      http://${og}/shop.order.v1.OrderService/CreateOrder`),
@@ -432,6 +436,8 @@ async function main(): Promise<void> {
     env: {
       ORDER_SERVICE_URL: `http://${reachableHost(orderHost)}:${orderGrpcPort}`,
       VOUCHER_SERVICE_URL: `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`,
+      RECONCILE_STATE_FILE: process.env.RECONCILE_STATE_FILE || path.join(dataDir, "reconciler", "state.json"),
+      RECONCILE_REPORT_DIR: process.env.RECONCILE_REPORT_DIR || path.join(dataDir, "reconciler", "reports"),
       ...authEnv,
     },
   };
