@@ -66,10 +66,7 @@ describe("access control on both transports", function () {
   let voucherB: string;
 
   const transports: Record<"grpc" | "connect", (port: { grpc: number; http: number }, interceptors: Interceptor[]) => Transport> = {
-    grpc: (port, interceptors) => {
-      const t = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port.grpc}`, defaultTimeoutMs: 10_000, interceptors });
-      return t;
-    },
+    grpc: (port, interceptors) => createGrpcTransport({ baseUrl: `http://127.0.0.1:${port.grpc}`, defaultTimeoutMs: 10_000, interceptors }),
     connect: (port, interceptors) =>
       createConnectTransport({ baseUrl: `http://127.0.0.1:${port.http}`, httpVersion: "1.1", defaultTimeoutMs: 10_000, interceptors }),
   };

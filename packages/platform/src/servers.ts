@@ -262,6 +262,7 @@ function createHttpServer(tls: ServerTls | undefined, log: Logger, handler: http
  */
 export async function startServers(opts: ServerOptions): Promise<RunningServers> {
   const maxBytes = opts.maxMessageBytes ?? 1024 * 1024;
+  const reflection = opts.reflection ?? true;
   const log = opts.logger;
   const armed = armedFailpoints();
   if (armed.length > 0) log.warn({ failpoints: armed }, `fault injection armed: ${armed.join(", ")}`);
@@ -295,7 +296,7 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
     ...Object.fromEntries(bindings.map((b) => [b.service.typeName, "SERVING" as const])),
   });
   health.addToServer(grpcServer);
-  if (opts.reflection ?? true) {
+  if (reflection) {
     const files = [...bindings.map((b) => b.service.file), file_grpc_health_v1_health];
     const pkg = { reflection: { fileDescriptorProtos: fileDescriptorProtos(files) } } as any;
     new ReflectionService(pkg).addToServer(grpcServer);
@@ -335,7 +336,6 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
     throw new Error(`cannot listen for HTTP on ${opts.host}:${opts.httpPort}: ${(err as Error).message}`);
   }
   const tls = serverTlsMode(opts.tls);
-  const reflection = opts.reflection ?? true;
   log.info(
     { grpcPort, httpPort, host: opts.host, tls, reflection, maxRequestBytes: maxBytes },
     `serving gRPC on ${opts.host}:${grpcPort}, Connect/HTTP on ${opts.host}:${httpPort}, ` +

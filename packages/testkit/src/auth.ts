@@ -1,7 +1,6 @@
 import {
   newSigningKey,
   publicKeyFromX,
-  ROLES,
   SCOPES,
   signToken,
   tokenForRole,
@@ -42,5 +41,3 @@ export const testAuthEnv: Record<string, string> = {
   RELAY_TOKEN: roleToken("relay"),
   RECONCILE_TOKEN: roleToken("reconciler"),
 };
-
-export { ROLES };
