@@ -1,5 +1,11 @@
 import { bigint, datetime, index, int, mysqlTable, uniqueIndex, varchar, char } from "drizzle-orm/mysql-core";
 
+// Ids are compared exactly, case included, in SQL as in code: every id column
+// (and currency) has the binary collation utf8mb4_bin, and so have both tables
+// and the database by default. drizzle-orm cannot declare a column's
+// collation, so migration 0003_ids_binary_collation sets it, and tables and
+// columns that later migrations add inherit it from those defaults.
+
 /** Orders and their lifecycle: PENDING → SENT → DELIVERED, or PENDING → CANCELLED. */
 export const orders = mysqlTable(
   "orders",
