@@ -1,4 +1,5 @@
 import { failedPrecondition } from "@shop/platform/errors";
+import { VoucherRule } from "@shop/rules/voucher-rule";
 import type { OutboxEntry } from "./voucher-state.js";
 
 export type OrderStatus = "PENDING" | "SENT" | "DELIVERED" | "CANCELLED";
@@ -41,12 +42,31 @@ export interface SentTransition extends Transition {
   voucherRequest?: VoucherRequest;
 }
 
+/** Today's list of rule versions (@shop/rules); tests pass their own list to the functions below. */
+const RULE = new VoucherRule();
+
 /**
- * The voucher rule, and the only place it is written: an order over
- * 100.00 EUR earns one. Exactly 100.00 EUR does not ("more than").
+ * Whether a sent order earns a voucher, judged by the rule version in force
+ * at its sent_at (the order database's clock, stamped in the MarkOrderSent
+ * transaction), so a later change of the rule never changes the answer for it.
  */
-export function qualifiesForVoucher(order: Pick<Order, "currency" | "totalCents">): boolean {
-  return order.currency === ORDER_CURRENCY && order.totalCents > 10_000;
+export function orderQualifies(order: Pick<Order, "id" | "currency" | "totalCents" | "sentAt">, rule: VoucherRule = RULE): boolean {
+  return rule.qualifies(order, sentAtOf(order));
+}
+
+/**
+ * @deprecated Judges by the version in force at `at` (default: now), not by
+ * when the order was sent; use orderQualifies, or qualifiesForVoucher from
+ * "@shop/rules/voucher-rule" with the sent_at. Kept for callers not yet moved.
+ */
+export function qualifiesForVoucher(order: Pick<Order, "currency" | "totalCents">, at: Date = new Date()): boolean {
+  return RULE.qualifies(order, at);
+}
+
+function sentAtOf(order: Pick<Order, "id" | "sentAt">): Date {
+  // Every write that makes an order SENT stamps sent_at in the same statement; an order without one was never sent.
+  if (!order.sentAt) throw new Error(`order ${order.id} has no sent_at, so no voucher rule version applies to it`);
+  return order.sentAt;
 }
 
 export interface NewOrder {
@@ -87,7 +107,7 @@ export function isSameCreateRequest(existing: Order, input: NewOrder): boolean {
  * Already SENT or DELIVERED is success without change (a client retry after a
  * lost reply must not request a second voucher); CANCELLED cannot be sent.
  */
-export function markSent(order: Order, now: Date): SentTransition {
+export function markSent(order: Order, now: Date, rule: VoucherRule = RULE): SentTransition {
   switch (order.status) {
     case "SENT":
     case "DELIVERED":
@@ -96,7 +116,7 @@ export function markSent(order: Order, now: Date): SentTransition {
       throw failedPrecondition(`order ${order.id} is cancelled and cannot be marked sent`);
     case "PENDING": {
       const sent: Order = { ...order, status: "SENT", sentAt: now, updatedAt: now };
-      if (!qualifiesForVoucher(sent)) return { order: sent, changed: true };
+      if (!orderQualifies(sent, rule)) return { order: sent, changed: true };
       return { order: sent, changed: true, voucherRequest: voucherRequestFor(sent) };
     }
   }
@@ -151,21 +171,22 @@ export type RequeueAction =
  * What RequeueVoucher does for this order and its outbox row. Only a sent
  * (or delivered), qualifying order is owed a voucher; anything else is refused.
  */
-export function requeueAction(order: Order, entry: OutboxEntry | null, redeliver = false): RequeueAction {
-  const request = owedVoucher(order);
+export function requeueAction(order: Order, entry: OutboxEntry | null, redeliver = false, rule: VoucherRule = RULE): RequeueAction {
+  const request = owedVoucher(order, rule);
   if (!entry) return { kind: "insert", request };
   if (entry.status === "dead") return { kind: "revive" };
   if (redeliver && entry.status === "delivered") return { kind: "redeliver", request };
   return { kind: "none" };
 }
 
-function owedVoucher(order: Order): VoucherRequest {
+function owedVoucher(order: Order, rule: VoucherRule): VoucherRequest {
   if (order.status !== "SENT" && order.status !== "DELIVERED") {
     throw failedPrecondition(`order ${order.id} is ${order.status}, not sent; no voucher is due`);
   }
-  if (!qualifiesForVoucher(order)) {
+  if (!orderQualifies(order, rule)) {
+    const sentAt = sentAtOf(order);
     throw failedPrecondition(
-      `order ${order.id} does not qualify for a voucher (${order.totalCents} cents ${order.currency}; more than 10000 cents EUR is needed)`,
+      `order ${order.id} does not qualify for a voucher (${order.totalCents} cents ${order.currency}; an order sent at ${sentAt.toISOString()} needs ${rule.describe(sentAt)})`,
     );
   }
   return voucherRequestFor(order);

@@ -1,12 +1,13 @@
 import { expect } from "chai";
 import { DomainError } from "@shop/platform/errors";
+import { VoucherRule, type VoucherRuleVersion } from "@shop/rules/voucher-rule";
 import {
   cancel,
   isSameCreateRequest,
   markDelivered,
   markSent,
   newOrder,
-  qualifiesForVoucher,
+  orderQualifies,
   requeueAction,
   type Order,
   type OrderStatus,
@@ -16,9 +17,17 @@ import { voucherStateOf } from "../../src/domain/voucher-state.js";
 const T0 = new Date("2030-01-01T00:00:00.000Z");
 const T1 = new Date("2030-01-02T00:00:00.000Z");
 
-function order(status: OrderStatus, totalCents = 10_001): Order {
-  return { ...newOrder({ customerId: "c1", totalCents, currency: "EUR", requestId: "r1" }, "01J0000000000000000000000A", T0), status };
+function order(status: OrderStatus, totalCents = 10_001, sentAt: Date | null = status === "SENT" || status === "DELIVERED" ? T0 : null): Order {
+  return { ...newOrder({ customerId: "c1", totalCents, currency: "EUR", requestId: "r1" }, "01J0000000000000000000000A", T0), status, sentAt };
 }
+
+/** Today's version, then a threshold raised to 200.00 EUR from CHANGE on. */
+const CHANGE = new Date("2030-06-01T00:00:00.000Z");
+const raised = new VoucherRule([
+  { version: 1, effectiveFrom: new Date(0), thresholdCents: 10_000, currency: "EUR", voucherAmountCents: 500 },
+  { version: 2, effectiveFrom: CHANGE, thresholdCents: 20_000, currency: "EUR", voucherAmountCents: 500 },
+] satisfies VoucherRuleVersion[]);
+const justBefore = new Date(CHANGE.getTime() - 1);
 
 function refusal(fn: () => unknown): DomainError {
   try {
@@ -30,12 +39,23 @@ function refusal(fn: () => unknown): DomainError {
   throw new Error("expected a refusal");
 }
 
-describe("qualifiesForVoucher", () => {
-  it("holds only for EUR totals above 10000 cents", () => {
-    expect(qualifiesForVoucher({ currency: "EUR", totalCents: 9_999 })).to.equal(false);
-    expect(qualifiesForVoucher({ currency: "EUR", totalCents: 10_000 })).to.equal(false);
-    expect(qualifiesForVoucher({ currency: "EUR", totalCents: 10_001 })).to.equal(true);
-    expect(qualifiesForVoucher({ currency: "USD", totalCents: 1_000_000 })).to.equal(false);
+describe("orderQualifies", () => {
+  it("holds only for EUR totals above 10000 cents under today's rule", () => {
+    const sent = (currency: string, totalCents: number) => ({ id: "o1", currency, totalCents, sentAt: T0 });
+    expect(orderQualifies(sent("EUR", 9_999))).to.equal(false);
+    expect(orderQualifies(sent("EUR", 10_000))).to.equal(false);
+    expect(orderQualifies(sent("EUR", 10_001))).to.equal(true);
+    expect(orderQualifies(sent("USD", 1_000_000))).to.equal(false);
+  });
+
+  it("judges an order by the rule version in force at its sent_at, not by today's", () => {
+    const o = (sentAt: Date) => ({ id: "o1", currency: "EUR", totalCents: 15_000, sentAt });
+    expect(orderQualifies(o(justBefore), raised)).to.equal(true);
+    expect(orderQualifies(o(CHANGE), raised)).to.equal(false);
+  });
+
+  it("refuses to judge an order that has no sent_at", () => {
+    expect(() => orderQualifies({ id: "o1", currency: "EUR", totalCents: 15_000, sentAt: null })).to.throw(/no sent_at/);
   });
 });
 
@@ -45,6 +65,12 @@ describe("markSent", () => {
     expect(t.changed).to.equal(true);
     expect(t.order).to.include({ status: "SENT", sentAt: T1, updatedAt: T1 });
     expect(t.voucherRequest).to.deep.equal({ orderId: t.order.id, customerId: "c1", totalCents: 10_001, currency: "EUR" });
+  });
+
+  it("applies the rule version in force at the moment it stamps as sent_at", () => {
+    expect(markSent(order("PENDING", 15_000), justBefore, raised).voucherRequest).to.not.equal(undefined);
+    expect(markSent(order("PENDING", 15_000), CHANGE, raised).voucherRequest).to.equal(undefined);
+    expect(markSent(order("PENDING", 20_001), CHANGE, raised).voucherRequest).to.not.equal(undefined);
   });
 
   it("requests no voucher for an order of exactly 100.00 EUR", () => {
@@ -123,6 +149,13 @@ describe("requeueAction", () => {
     expect(refusal(() => requeueAction(order("PENDING"), null)).kind).to.equal("failed_precondition");
     expect(refusal(() => requeueAction(order("CANCELLED"), null)).kind).to.equal("failed_precondition");
     expect(refusal(() => requeueAction(order("SENT", 10_000), null)).kind).to.equal("failed_precondition");
+  });
+
+  it("owes a voucher to an order sent under an older, lower threshold, and none to one sent after the change", () => {
+    expect(requeueAction(order("SENT", 15_000, justBefore), null, false, raised).kind).to.equal("insert");
+    const err = refusal(() => requeueAction(order("DELIVERED", 15_000, CHANGE), entry("dead"), false, raised));
+    expect(err.kind).to.equal("failed_precondition");
+    expect(err.message).to.contain("sent at 2030-06-01T00:00:00.000Z needs more than 20000 cents EUR (rule version 2");
   });
 });
 
