@@ -9,6 +9,11 @@
  *
  * Prints one line per invariant (PASS, FAIL or SKIP, with counts) and exits 1
  * on any FAIL, 2 when it cannot run at all.
+ *
+ * "A voucher" here is always a live one (status ISSUED): a voided voucher is
+ * history, and an order whose only vouchers are voided has none the customer
+ * can use. The invariant is: every owed order has exactly one ISSUED voucher,
+ * none has two, no order that is not owed one has an ISSUED voucher.
  */
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -20,7 +25,7 @@ import { parseArgs } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { RowDataPacket } from "mysql2/promise";
 import { createPool, type Pool } from "@shop/platform/db";
-import { qualifiesForVoucher } from "@shop/order-service/domain/order";
+import { qualifiesForVoucher } from "@shop/rules/voucher-rule";
 import { createVoucherClient } from "@shop/sdk/clients";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -69,9 +74,11 @@ export interface LedgerResult {
 
 interface OrderRow {
   id: string;
+  customerId: string;
   status: string;
   totalCents: number;
   currency: string;
+  sentAt: Date | null;
   voucherId: string | null;
 }
 
@@ -111,7 +118,9 @@ async function readOrderSide(pool: Pool): Promise<{ orders: OrderRow[]; outbox: 
   // deleted once its voucher id is copied onto the order.
   const retention = await hasColumn(pool, "orders", "voucher_id");
   const [orders] = await pool.query<RowDataPacket[]>(
-    `SELECT id, status, total_cents AS totalCents, currency, ${retention ? "voucher_id" : "NULL"} AS voucherId FROM orders`,
+    `SELECT id, customer_id AS customerId, status, total_cents AS totalCents, currency, sent_at AS sentAt,
+            ${retention ? "voucher_id" : "NULL"} AS voucherId
+       FROM orders`,
   );
   const [outbox] = await pool.query<RowDataPacket[]>(
     `SELECT order_id AS orderId, status, voucher_id AS voucherId,
@@ -146,11 +155,22 @@ export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
 
     const orderById = new Map(orders.map((o) => [o.id, o]));
     const outboxByOrder = new Map(outbox.map((r) => [r.orderId, r]));
-    const vouchersByOrder = new Map<string, VoucherRow[]>();
-    for (const v of vouchers) vouchersByOrder.set(v.orderId, [...(vouchersByOrder.get(v.orderId) ?? []), v]);
-    // The rule is the order service's own function, applied to what is stored.
-    const owed = orders.filter((o) => SENT.has(o.status) && qualifiesForVoucher(o));
+    const voucherById = new Map(vouchers.map((v) => [v.id, v]));
+    // Only ISSUED vouchers count as the order's voucher; voided ones are history.
+    const liveByOrder = new Map<string, VoucherRow[]>();
+    for (const v of vouchers) if (v.status === "ISSUED") liveByOrder.set(v.orderId, [...(liveByOrder.get(v.orderId) ?? []), v]);
+    const voidedOrders = new Set(vouchers.filter((v) => v.status !== "ISSUED").map((v) => v.orderId));
+    // The rule version in force when the order was sent judges it. A sent order
+    // without sent_at cannot be judged: it is reported under I1, not guessed at.
+    const sentUndated = orders.filter((o) => SENT.has(o.status) && !o.sentAt).map((o) => o.id);
+    const owed = orders.filter((o) => SENT.has(o.status) && o.sentAt && qualifiesForVoucher(o, o.sentAt));
     const owedIds = new Set(owed.map((o) => o.id));
+    /** The voucher id the order side records as delivered: the delivered outbox row's, or the one kept on the order after retention. */
+    const recordedId = (o: OrderRow): string | null => {
+      const row = outboxByOrder.get(o.id);
+      if (row) return row.status === "delivered" ? row.voucherId : null;
+      return o.voucherId;
+    };
 
     // I1: a delivery record (outbox row, or the voucher id kept on the order after retention removed the row) iff owed.
     {
@@ -158,7 +178,7 @@ export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
       const unowedRows = outbox.filter((r) => !owedIds.has(r.orderId)).map((r) => r.orderId);
       const unowedIds = orders.filter((o) => o.voucherId && !owedIds.has(o.id)).map((o) => o.id);
       const dupRows = outbox.length - outboxByOrder.size;
-      const bad = noRecord.length + unowedRows.length + unowedIds.length + dupRows;
+      const bad = noRecord.length + unowedRows.length + unowedIds.length + dupRows + sentUndated.length;
       results.push(
         result(
           "I1",
@@ -170,72 +190,89 @@ export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
             "kept voucher ids": retention ? orders.filter((o) => o.voucherId && !outboxByOrder.has(o.id)).length : 0,
             "owed without record": noRecord.length,
             "records not owed": unowedRows.length + unowedIds.length,
+            "sent without sent_at": sentUndated.length,
           },
           [
             noRecord.length ? `owed but no outbox row: ${sample(noRecord)}` : "",
             unowedRows.length ? `outbox row for an order not sent or not qualifying: ${sample(unowedRows)}` : "",
             unowedIds.length ? `voucher_id on an order not owed one: ${sample(unowedIds)}` : "",
             dupRows ? `${dupRows} duplicate outbox rows` : "",
+            sentUndated.length ? `sent without sent_at (no rule version can judge it): ${sample(sentUndated)}` : "",
           ].filter(Boolean).join("; "),
         ),
       );
     }
 
-    // I2: every owed order has its voucher (on a live system, pending rows are on their way).
+    // I2: every owed order has a live voucher (on a live system, pending rows are on their way).
     {
       const drained = opts.drained ?? true;
       const missing = owed
-        .filter((o) => !vouchersByOrder.has(o.id))
+        .filter((o) => !liveByOrder.has(o.id))
         .filter((o) => drained || outboxByOrder.get(o.id)?.status !== "pending")
         .map((o) => o.id);
+      const onlyVoided = missing.filter((id) => voidedOrders.has(id));
       const pending = outbox.filter((r) => r.status === "pending").length;
       results.push(
-        result("I2", "every qualifying sent order has a voucher", missing.length, {
+        result("I2", "every qualifying sent order has an ISSUED voucher", missing.length, {
           "sent qualifying": owed.length,
-          "with voucher": owed.filter((o) => vouchersByOrder.has(o.id)).length,
+          "with ISSUED voucher": owed.filter((o) => liveByOrder.has(o.id)).length,
           missing: missing.length,
+          "of them only voided": onlyVoided.length,
           "still pending": pending,
-        }, `no voucher for ${sample(missing)}${drained && pending ? ` (${pending} outbox rows still pending: not drained?)` : ""}`),
+        }, [
+          `no ISSUED voucher for ${sample(missing)}`,
+          onlyVoided.length ? `only voided vouchers for ${sample(onlyVoided)}` : "",
+          drained && pending ? `${pending} outbox rows still pending: not drained?` : "",
+        ].filter(Boolean).join("; ")),
       );
     }
 
-    // I3: one voucher per order, and it is the one the order side recorded.
+    // I3: at most one live voucher per order, and the id the order side recorded is that live voucher.
     {
-      const doubled = [...vouchersByOrder].filter(([, vs]) => vs.length > 1).map(([id]) => id);
-      const mismatched = owed
-        .filter((o) => {
-          const recorded = outboxByOrder.get(o.id)?.voucherId ?? o.voucherId;
-          const actual = vouchersByOrder.get(o.id);
-          return recorded && actual && !actual.some((v) => v.id === recorded);
-        })
-        .map((o) => o.id);
+      const doubled = [...liveByOrder].filter(([, vs]) => vs.length > 1).map(([id]) => id);
+      const notLive: string[] = [];
+      const unknown: string[] = [];
+      for (const o of owed) {
+        const recorded = recordedId(o);
+        if (!recorded) continue;
+        const v = voucherById.get(recorded);
+        if (!v || v.orderId !== o.id) unknown.push(o.id);
+        else if (v.status !== "ISSUED") notLive.push(o.id);
+      }
       results.push(
-        result("I3", "no order has two vouchers; the recorded voucher id is the voucher", doubled.length + mismatched.length, {
+        result("I3", "no order has two ISSUED vouchers; the recorded voucher id is the order's ISSUED voucher", doubled.length + notLive.length + unknown.length, {
           vouchers: vouchers.length,
-          "orders with vouchers": vouchersByOrder.size,
-          "orders with two or more": doubled.length,
-          "recorded id differs": mismatched.length,
-        }, [doubled.length ? `doubled: ${sample(doubled)}` : "", mismatched.length ? `recorded voucher id differs: ${sample(mismatched)}` : ""]
-          .filter(Boolean).join("; ")),
+          issued: vouchers.filter((v) => v.status === "ISSUED").length,
+          voided: vouchers.length - vouchers.filter((v) => v.status === "ISSUED").length,
+          "orders with a voided voucher": voidedOrders.size,
+          "orders with two or more issued": doubled.length,
+          "recorded id voided": notLive.length,
+          "recorded id not the order's": unknown.length,
+        }, [
+          doubled.length ? `two or more ISSUED vouchers: ${sample(doubled)}` : "",
+          notLive.length ? `the recorded voucher is voided: ${sample(notLive)}` : "",
+          unknown.length ? `the recorded voucher id is no voucher of the order: ${sample(unknown)}` : "",
+        ].filter(Boolean).join("; ")),
       );
     }
 
-    // I4: every live voucher belongs to an owed order, for that customer's total. VOIDED ones are what the reconciler did with strays.
+    // I4: every live voucher belongs to an owed order, for that order's customer and total. Voided ones are history.
     {
-      const stray = vouchers.filter((v) => v.status === "ISSUED" && !owedIds.has(v.orderId)).map((v) => v.orderId);
-      const wrongFacts = vouchers
+      const live = vouchers.filter((v) => v.status === "ISSUED");
+      const stray = live.filter((v) => !owedIds.has(v.orderId)).map((v) => v.orderId);
+      const wrongFacts = live
         .filter((v) => {
           const o = orderById.get(v.orderId);
-          return v.status === "ISSUED" && o && owedIds.has(o.id) && (o.totalCents !== v.orderTotalCents || o.currency !== v.currency);
+          return o && owedIds.has(o.id) && (o.customerId !== v.customerId || o.totalCents !== v.orderTotalCents || o.currency !== v.currency);
         })
         .map((v) => v.orderId);
       results.push(
-        result("I4", "no voucher without a sent, qualifying order", stray.length + wrongFacts.length, {
-          issued: vouchers.filter((v) => v.status === "ISSUED").length,
-          voided: vouchers.filter((v) => v.status === "VOIDED").length,
+        result("I4", "no ISSUED voucher without a sent, qualifying order of that customer and total", stray.length + wrongFacts.length, {
+          issued: live.length,
+          voided: vouchers.length - live.length,
           stray: stray.length,
-          "total differs": wrongFacts.length,
-        }, [stray.length ? `issued voucher for an order not owed one: ${sample(stray)}` : "", wrongFacts.length ? `order total differs: ${sample(wrongFacts)}` : ""]
+          "customer or total differs": wrongFacts.length,
+        }, [stray.length ? `issued voucher for an order not owed one: ${sample(stray)}` : "", wrongFacts.length ? `customer or total differs from the order: ${sample(wrongFacts)}` : ""]
           .filter(Boolean).join("; ")),
       );
     }
@@ -266,17 +303,17 @@ export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
         const status = row?.status ?? (o.voucherId ? "delivered" : undefined);
         if (status === "pending") pending++;
         else if (status === "dead") dead++;
-        else if (status === "delivered" && vouchersByOrder.has(o.id)) delivered++;
+        else if (status === "delivered" && liveByOrder.has(o.id)) delivered++;
         else unaccounted.push(o.id);
       }
       results.push(
-        result("I7", "qualifying sent orders = delivered vouchers + pending + dead", unaccounted.length, {
+        result("I7", "qualifying sent orders = delivered (with an ISSUED voucher) + pending + dead", unaccounted.length, {
           "sent qualifying": owed.length,
           delivered,
           pending,
           dead,
           unaccounted: unaccounted.length,
-        }, `neither delivered with a voucher, pending nor dead: ${sample(unaccounted)}`),
+        }, `neither delivered with an ISSUED voucher, pending nor dead: ${sample(unaccounted)}`),
       );
     }
 
@@ -300,43 +337,95 @@ export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
   }
 }
 
-/** I5: replays of existing vouchers come back unchanged; a replay with another customer is refused and writes nothing. */
+/**
+ * I5, in two parts that together say "a replay can never give an order a
+ * second voucher":
+ *
+ * - the voucher database itself refuses a second ISSUED voucher for an order:
+ *   a unique key over the order id and the status (directly, or through a
+ *   generated column computed from them) is read from information_schema;
+ * - replays of a sample of ISSUED vouchers (with the service URL) come back as
+ *   the same voucher with created=false and write no row.
+ *
+ * It deliberately sends no conflicting replay (same order, another customer):
+ * the service would refuse it, but it would count it in
+ * vouchers_issued_total{result="conflict"}, which the VoucherConflictsIssued
+ * alert watches as a sign of tampering, so every ledger check would page
+ * someone. The refusal itself is proven by the voucher service's tests
+ * (voucher-service/test/issue-voucher.test.ts, batch-issue-vouchers.test.ts);
+ * the unique key is what makes it hold even against a service bug.
+ */
 async function checkReplays(opts: LedgerOptions, vouchers: VoucherRow[], voucherPool: Pool): Promise<InvariantResult> {
-  const title = "a replayed IssueVoucher returns the same voucher; a conflicting one is rejected";
-  if (!opts.voucherServiceUrl) return { id: "I5", title, verdict: "SKIP", counts: {}, detail: "no voucher service URL given" };
-  const issued = vouchers.filter((v) => v.status === "ISSUED");
-  if (issued.length === 0) return { id: "I5", title, verdict: "SKIP", counts: {}, detail: "no issued voucher to replay" };
-  const n = Math.min(opts.replaySample ?? 10, issued.length);
-  const picked = Array.from({ length: n }, (_, i) => issued[Math.floor((i * issued.length) / n)]!);
-  const { client, close } = createVoucherClient({ baseUrl: opts.voucherServiceUrl, defaultTimeoutMs: 5_000, token: opts.token });
+  const title = "the database allows one ISSUED voucher per order; a replayed IssueVoucher returns it and writes nothing";
   const problems: string[] = [];
-  let same = 0;
-  let rejected = 0;
-  try {
-    for (const v of picked) {
-      const req = { orderId: v.orderId, customerId: v.customerId, orderTotalCents: BigInt(v.orderTotalCents), currency: v.currency };
-      const res = await client.issueVoucher(req);
-      if (res.voucher?.id === v.id && !res.created) same++;
-      else problems.push(`replay of ${v.orderId} gave ${res.voucher?.id} created=${res.created}, want ${v.id} created=false`);
-      try {
-        await client.issueVoucher({ ...req, customerId: v.customerId === "ledger-conflict" ? "ledger-conflict-2" : "ledger-conflict" });
-        problems.push(`conflicting replay of ${v.orderId} was accepted`);
-      } catch (err) {
-        const code = ConnectError.from(err).code;
-        if (code === Code.AlreadyExists || code === Code.FailedPrecondition) rejected++;
-        else problems.push(`conflicting replay of ${v.orderId} failed with ${Code[code]}, want ALREADY_EXISTS`);
+  const guard = await liveUniqueKey(voucherPool);
+  if (!guard) problems.push("no unique key on vouchers limits an order to one ISSUED voucher");
+  const issued = vouchers.filter((v) => v.status === "ISSUED");
+  const counts: Record<string, number> = { "unique key": guard ? 1 : 0, replayed: 0, "same voucher": 0 };
+  const skipped = !opts.voucherServiceUrl ? "replays skipped: no voucher service URL given" : issued.length === 0 ? "replays skipped: no issued voucher" : "";
+  if (!skipped) {
+    const n = Math.min(opts.replaySample ?? 10, issued.length);
+    const picked = Array.from({ length: n }, (_, i) => issued[Math.floor((i * issued.length) / n)]!);
+    const { client, close } = createVoucherClient({ baseUrl: opts.voucherServiceUrl!, defaultTimeoutMs: 5_000, token: opts.token });
+    try {
+      for (const v of picked) {
+        const res = await client.issueVoucher({ orderId: v.orderId, customerId: v.customerId, orderTotalCents: BigInt(v.orderTotalCents), currency: v.currency });
+        counts.replayed!++;
+        if (res.voucher?.id === v.id && !res.created) counts["same voucher"]!++;
+        else problems.push(`replay of ${v.orderId} gave ${res.voucher?.id} created=${res.created}, want ${v.id} created=false`);
       }
+      const [after] = await voucherPool.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM vouchers");
+      const written = Number(after[0]!.n) - vouchers.length;
+      if (written !== 0) problems.push(`${written} voucher rows appeared during the replays`);
+    } catch (err) {
+      problems.push(`replay failed: ${(err as Error).message}${ConnectError.from(err).code === Code.Unauthenticated ? ` (${TOKEN_HINT})` : ""}`);
+    } finally {
+      close();
     }
-    const [after] = await voucherPool.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM vouchers");
-    const written = Number(after[0]!.n) - vouchers.length;
-    if (written !== 0) problems.push(`${written} voucher rows appeared during the replays`);
-  } catch (err) {
-    problems.push(`replay failed: ${(err as Error).message}`);
-  } finally {
-    close();
   }
-  return result("I5", title, problems.length, { replayed: picked.length, "same voucher": same, "conflicts rejected": rejected }, problems.slice(0, 3).join("; "));
+  const r = result("I5", title, problems.length, counts, problems.slice(0, 3).join("; "));
+  if (r.verdict === "PASS" && guard) r.detail = `${guard}${skipped ? `; ${skipped}` : ""}`;
+  return r;
 }
+
+/**
+ * The unique key that allows one ISSUED voucher per order, described, or
+ * undefined. It qualifies when every column of a unique index is order_id,
+ * status (or voided_at), or a generated column whose expression uses no other column of the
+ * table, and order_id takes part: then two ISSUED rows of one order would
+ * have equal keys. (UNIQUE(order_id) alone qualifies too: it is stricter.)
+ */
+async function liveUniqueKey(pool: Pool): Promise<string | undefined> {
+  const [cols] = await pool.query<RowDataPacket[]>(
+    `SELECT COLUMN_NAME AS name, COALESCE(GENERATION_EXPRESSION, '') AS expr
+       FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'vouchers'`,
+  );
+  const [keys] = await pool.query<RowDataPacket[]>(
+    `SELECT INDEX_NAME AS name, COLUMN_NAME AS col
+       FROM information_schema.STATISTICS
+      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'vouchers' AND NON_UNIQUE = 0
+      ORDER BY INDEX_NAME, SEQ_IN_INDEX`,
+  );
+  const names = cols.map((c) => String(c.name).toLowerCase());
+  const exprOf = new Map(cols.map((c) => [String(c.name).toLowerCase(), String(c.expr).toLowerCase()]));
+  /** The base columns a column stands for: itself, or those its generation expression mentions. */
+  const basis = (col: string): string[] => {
+    const expr = exprOf.get(col) ?? "";
+    if (!expr) return [col];
+    return names.filter((n) => n !== col && new RegExp(`(^|[^a-z0-9_])${n}([^a-z0-9_]|$)`).test(expr));
+  };
+  const byIndex = new Map<string, string[]>();
+  for (const k of keys) byIndex.set(String(k.name), [...(byIndex.get(String(k.name)) ?? []), String(k.col).toLowerCase()]);
+  for (const [index, columns] of byIndex) {
+    const base = columns.flatMap(basis);
+    if (base.includes("order_id") && base.every((c) => c === "order_id" || c === "status" || c === "voided_at")) {
+      return `unique key ${index} (${columns.join(", ")})`;
+    }
+  }
+  return undefined;
+}
+
+const TOKEN_HINT = "give the reconciler's token: --token-file, RECONCILE_TOKEN, RECONCILE_TOKEN_FILE, or run npm start, which writes $LOCAL_DATA_DIR/auth/reconciler.token";
 
 /** I9: the reconciler's dry run over everything finds no drift. */
 async function checkReconciler(opts: LedgerOptions): Promise<InvariantResult> {
@@ -457,16 +546,23 @@ const USAGE = `usage: npm run check:ledger -- [options]
   --lag-target-ms <ms>      I8 target for the oldest pending row (default 60000)
   --acked-file <file>       I6: order ids whose MarkOrderSent returned OK, one per line
   --live                    the system is not quiet: pending rows are not missing vouchers (I2)
-  --token-file <file>       the reconciler's token, for I5 and I9 (default: RECONCILE_TOKEN, or
-                            .data/auth/reconciler.token as written by npm start)
+  --token-file <file>       the reconciler's token, for I5 and I9 (default: RECONCILE_TOKEN or
+                            RECONCILE_TOKEN_FILE, else $LOCAL_DATA_DIR/auth/reconciler.token as
+                            written by npm start; LOCAL_DATA_DIR defaults to .data)
   --json                    print the results as JSON
 exit: 0 all pass (or skipped), 1 an invariant failed, 2 could not run`;
 
-function ledgerToken(file: string | undefined): string | undefined {
-  const local = path.join(root, ".data/auth/reconciler.token");
+/**
+ * The reconciler's token, found the way the reconciler finds it, so the
+ * README's command needs no token argument next to npm start: --token-file,
+ * else RECONCILE_TOKEN or RECONCILE_TOKEN_FILE, else the file npm start writes
+ * in its data folder ($LOCAL_DATA_DIR/auth/reconciler.token, default .data).
+ */
+export function ledgerToken(file: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (file) return readFileSync(file, "utf8").trim();
-  if (process.env.RECONCILE_TOKEN) return process.env.RECONCILE_TOKEN;
-  if (process.env.RECONCILE_TOKEN_FILE) return readFileSync(process.env.RECONCILE_TOKEN_FILE, "utf8").trim();
+  if (env.RECONCILE_TOKEN) return env.RECONCILE_TOKEN;
+  if (env.RECONCILE_TOKEN_FILE) return readFileSync(env.RECONCILE_TOKEN_FILE, "utf8").trim();
+  const local = path.join(env.LOCAL_DATA_DIR ? path.resolve(env.LOCAL_DATA_DIR) : path.join(root, ".data"), "auth/reconciler.token");
   return existsSync(local) ? readFileSync(local, "utf8").trim() : undefined;
 }
 
@@ -503,16 +599,30 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const acked = values["acked-file"] ? readFileSync(values["acked-file"], "utf8").split(/\s+/).filter(Boolean) : undefined;
+  const orderServiceUrl = values["order-service"] ?? process.env.ORDER_SERVICE_URL;
+  const voucherServiceUrl = values["voucher-service"] ?? process.env.VOUCHER_SERVICE_URL;
+  let token: string | undefined;
+  try {
+    token = ledgerToken(values["token-file"]);
+  } catch (err) {
+    process.stderr.write(`check-ledger: cannot read the token: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  // Without a token every call would be refused and I5/I9 would fail for a reason that is not the ledger's.
+  if ((orderServiceUrl || voucherServiceUrl) && !token) {
+    process.stderr.write(`check-ledger: the service checks (I5, I9) need a token: ${TOKEN_HINT}\n${USAGE}\n`);
+    process.exit(2);
+  }
   try {
     const r = await checkLedger({
       orderDatabaseUrl,
       voucherDatabaseUrl,
-      orderServiceUrl: values["order-service"] ?? process.env.ORDER_SERVICE_URL,
-      voucherServiceUrl: values["voucher-service"] ?? process.env.VOUCHER_SERVICE_URL,
+      orderServiceUrl,
+      voucherServiceUrl,
       lagTargetMs: lag,
       acknowledgedSent: acked,
       drained: !values.live,
-      token: ledgerToken(values["token-file"]),
+      token,
     });
     process.stdout.write(values.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatLedger(r)}\n`);
     process.exitCode = r.ok ? 0 : 1;

@@ -1,5 +1,6 @@
 import path from "node:path";
 import { outboxCounts } from "@shop/testkit/outbox";
+import { recordedVoucherIds, scrapeMetric, voucherRows, type VoucherRow } from "@shop/testkit/ledger";
 import { expect } from "chai";
 import { createOrderClient, createVoucherClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
 import { MariaDbServer } from "@shop/testkit/mariadb";
@@ -9,6 +10,7 @@ import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { checkLedger, formatLedger, runReconciler } from "../../scripts/check-ledger.js";
 import { FaultProxy } from "./fault-proxy.js";
 import { allScopesToken, roleToken } from "@shop/testkit/auth";
+import type { Traffic } from "./traffic.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 
@@ -78,6 +80,11 @@ export class Cluster {
 
   get voucherServiceUrl(): string {
     return `http://127.0.0.1:${this.ports.vg}`;
+  }
+
+  /** The voucher service's Connect/HTTP port, which also serves /metrics. */
+  get voucherHttpUrl(): string {
+    return `http://127.0.0.1:${this.ports.vh}`;
   }
 
   /** What the relays dial: the proxy when there is one. */
@@ -162,6 +169,16 @@ export class Cluster {
     return Number((await this.voucherDb.sql("SELECT COUNT(*) FROM vouchers")).trim());
   }
 
+  /** Every voucher row, voided ones included, straight from the voucher database. */
+  voucherRows(): Promise<VoucherRow[]> {
+    return voucherRows(this.voucherDb);
+  }
+
+  /** One sample of the voucher service's /metrics, e.g. metric("vouchers_issued_total", { result: "conflict" }). */
+  voucherMetric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    return scrapeMetric(`${this.voucherHttpUrl}/metrics`, name, labels);
+  }
+
   /** Waits until no outbox row is pending; fails the test if that takes longer than timeoutMs. */
   async drained(timeoutMs = 30_000): Promise<Record<string, number>> {
     const deadline = Date.now() + timeoutMs;
@@ -173,10 +190,16 @@ export class Cluster {
     }
   }
 
-  /** Drains, stops the background reconciler, then checks I1–I9 and fails the test on any violation. */
-  async expectLedgerClean(acknowledgedSent?: string[]): Promise<void> {
+  /**
+   * Drains, stops the background reconciler, then checks I1–I9 and fails the
+   * test on any violation. Given the traffic that was driven, it first checks
+   * that traffic against the test's own statement of the rule (expectLiveVouchers).
+   */
+  async expectLedgerClean(traffic?: Traffic | string[]): Promise<void> {
     await this.drained();
     await this.quiesce();
+    const acknowledgedSent = Array.isArray(traffic) ? traffic : traffic?.acknowledgedSent;
+    if (traffic && !Array.isArray(traffic)) await this.expectLiveVouchers(traffic);
     const r = await checkLedger({
       orderDatabaseUrl: this.orderDb.url,
       voucherDatabaseUrl: this.voucherDb.url,
@@ -189,6 +212,36 @@ export class Cluster {
     const text = formatLedger(r);
     if (process.env.FAULT_VERBOSE || !r.ok) console.log(text.replace(/^/gm, "      "));
     expect(r.ok, text).to.equal(true);
+  }
+
+  /**
+   * The oracle of the fault tests, independent of the code under test and of
+   * the ledger check: for every order the test created, the number of ISSUED
+   * vouchers is 1 when the test marked it sent (MarkOrderSent returned OK) and
+   * its total is over 100.00 EUR (every order here is in EUR), else 0; the
+   * live voucher is for the order's customer and total; and the voucher id the
+   * order records (outbox row, or orders.voucher_id after retention) is that
+   * live voucher. Voided vouchers may be any number: they are history.
+   */
+  async expectLiveVouchers(t: Traffic): Promise<void> {
+    const vouchers = await this.voucherRows();
+    const recorded = await recordedVoucherIds(this.orderDb);
+    const sent = new Set(t.acknowledgedSent);
+    const problems: string[] = [];
+    for (const id of t.orderIds) {
+      const { customerId, totalCents } = t.facts.get(id)!;
+      const owed = sent.has(id) && totalCents > 10_000n;
+      const live = vouchers.filter((v) => v.orderId === id && v.status === "ISSUED");
+      if (live.length !== (owed ? 1 : 0)) {
+        problems.push(`${id} (${owed ? "owed" : "not owed"}) has ${live.length} ISSUED voucher(s)`);
+        continue;
+      }
+      if (!owed) continue;
+      const v = live[0]!;
+      if (v.customerId !== customerId || v.orderTotalCents !== totalCents) problems.push(`${id}: voucher ${v.id} is for ${v.customerId}/${v.orderTotalCents}, the order ${customerId}/${totalCents}`);
+      if (recorded.get(id) !== v.id) problems.push(`${id}: the order records voucher ${recorded.get(id) ?? "none"}, the live one is ${v.id}`);
+    }
+    expect(problems, `${problems.length} of ${t.orderIds.length} orders break "exactly one live voucher per owed order": ${problems.slice(0, 5).join("; ")}`).to.deep.equal([]);
   }
 
   private async database(which: "order" | "voucher"): Promise<Db> {

@@ -52,7 +52,7 @@ describe("failpoints: every named crash point, for real", function () {
         else if (fp.where === "voucher") await cluster.restartVoucher();
         else await cluster.restartRelay(0);
         const t = await traffic;
-        await cluster.expectLedgerClean(t.acknowledgedSent);
+        await cluster.expectLedgerClean(t);
       });
 
       it(`an error thrown at ${fp.name} is survived without a restart`, async () => {
@@ -60,7 +60,7 @@ describe("failpoints: every named crash point, for real", function () {
         await cluster.start();
         const t = await driveTraffic(cluster.orders, { count: ORDERS / 2, prefix: `throw-${fp.name}` });
         expect(cluster.order.running && cluster.voucher.running).to.equal(true);
-        await cluster.expectLedgerClean(t.acknowledgedSent);
+        await cluster.expectLedgerClean(t);
       });
     });
   }

@@ -47,6 +47,8 @@ export interface Traffic {
   /** Orders whose MarkOrderSent returned OK (I6). */
   acknowledgedSent: string[];
   cancelled: string[];
+  /** What each order was created with, for the tests' own statement of the rule. */
+  facts: Map<string, { customerId: string; totalCents: bigint }>;
 }
 
 /**
@@ -55,7 +57,7 @@ export interface Traffic {
  * MarkOrderSent whose reply was lost included.
  */
 export async function driveTraffic(orders: OrderClient, opts: TrafficOptions): Promise<Traffic> {
-  const out: Traffic = { orderIds: [], acknowledgedSent: [], cancelled: [] };
+  const out: Traffic = { orderIds: [], acknowledgedSent: [], cancelled: [], facts: new Map() };
   const cancelEvery = opts.cancelEvery ?? 7;
   let next = 0;
   await Promise.all(
@@ -67,6 +69,7 @@ export async function driveTraffic(orders: OrderClient, opts: TrafficOptions): P
         const { order } = await withRetry(() => orders.createOrder(request));
         const id = order!.id;
         out.orderIds.push(id);
+        out.facts.set(id, { customerId: request.customerId, totalCents: request.totalCents });
         if (cancelEvery > 0 && i % cancelEvery === cancelEvery - 1) {
           await withRetry(() => orders.cancelOrder({ orderId: id }));
           out.cancelled.push(id);
