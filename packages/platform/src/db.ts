@@ -11,9 +11,24 @@ export interface PoolOptions {
 }
 
 /**
- * A mysql2 pool whose sessions run in UTC and READ COMMITTED: the outbox
- * claim with SKIP LOCKED deadlocks against concurrent inserts under
- * REPEATABLE READ (gap locks), and no query here needs a repeatable snapshot.
+ * What every session must be set to before its first statement: UTC, and
+ * READ COMMITTED (the outbox claim with SKIP LOCKED deadlocks against
+ * concurrent inserts under REPEATABLE READ's gap locks, and no query here
+ * needs a repeatable snapshot). One statement each: the variable behind the
+ * isolation level is named differently on MariaDB and MySQL 8, the SET
+ * TRANSACTION form is the same on both.
+ */
+export const SESSION_SETUP = ["SET SESSION time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"] as const;
+
+/**
+ * A mysql2 pool whose connections are handed out only after SESSION_SETUP
+ * has run on them and succeeded. mysql2 has no init statement for pooled
+ * connections, and statements sent from its "connection" event are neither
+ * awaited nor checked: a failure there would leave a connection in REPEATABLE
+ * READ and nobody would know. So every way of borrowing a connection
+ * (pool.query, pool.execute, getConnection: all go through the core pool's
+ * getConnection) waits for the setup of a new connection; a connection whose
+ * setup fails is destroyed and the borrower gets the error.
  */
 export function createPool({ url, connectionLimit = 10 }: PoolOptions): Pool {
   const pool = mysql.createPool({
@@ -26,16 +41,40 @@ export function createPool({ url, connectionLimit = 10 }: PoolOptions): Pool {
     enableKeepAlive: true,
     connectTimeout: 5_000,
     multipleStatements: false,
+    // COM_RESET_CONNECTION on release would undo SESSION_SETUP (it is off by
+    // default; said here so that turning it on is seen to need a new setup).
+    resetOnRelease: false,
     // No stack captured per query for errors: it cost ~3 % of a service's CPU
     // under load. Errors still carry code, errno and the SQL message.
     trace: false,
   });
-  pool.pool.on("connection", (conn: any) => {
-    // Two statements: the variable behind isolation is named differently on MariaDB and MySQL 8.
-    conn.query("SET SESSION time_zone = '+00:00'");
-    conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
-  });
+  const core = pool.pool as unknown as { getConnection(cb: (err: Error | null, conn?: CoreConnection) => void): void };
+  const borrow = core.getConnection.bind(core);
+  const ready = new WeakSet<CoreConnection>();
+  core.getConnection = (cb) =>
+    borrow((err, conn) => {
+      if (err || !conn || ready.has(conn)) return cb(err, conn);
+      setUpSession(conn, 0, (setupErr) => {
+        if (setupErr) {
+          conn.destroy();
+          return cb(setupErr);
+        }
+        ready.add(conn);
+        cb(null, conn);
+      });
+    });
   return pool;
+}
+
+/** The callback side of a pooled mysql2 connection, as far as the session setup needs it. */
+interface CoreConnection {
+  query(sql: string, cb: (err: Error | null) => void): unknown;
+  destroy(): void;
+}
+
+function setUpSession(conn: CoreConnection, step: number, done: (err: Error | null) => void): void {
+  if (step === SESSION_SETUP.length) return done(null);
+  conn.query(SESSION_SETUP[step], (err) => (err ? done(err) : setUpSession(conn, step + 1, done)));
 }
 
 /**
