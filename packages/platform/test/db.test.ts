@@ -47,7 +47,8 @@ describe("database sessions", function () {
     for (const how of ["query", "execute"] as const) {
       const fresh = createPool({ url: db.url, connectionLimit: 1 });
       try {
-        const [rows] = await fresh[how]<RowDataPacket[]>("SELECT @@tx_isolation AS level, @@time_zone AS tz");
+        const sql = "SELECT @@tx_isolation AS level, @@time_zone AS tz";
+        const [rows] = how === "query" ? await fresh.query<RowDataPacket[]>(sql) : await fresh.execute<RowDataPacket[]>(sql);
         expect({ ...rows[0] }, how).to.deep.equal({ level: "READ-COMMITTED", tz: "+00:00" });
       } finally {
         await fresh.end();
