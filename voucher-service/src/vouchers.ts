@@ -5,7 +5,15 @@ import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
 import { SpanStatusCode, withChildSpan } from "@shop/platform/tracing";
 import type { VoucherStore } from "./db/voucher-store.js";
-import { classifyIssue, newVoucherCode, type IssueOutcome, type IssueRequest, type Voucher } from "./domain/voucher.js";
+import {
+  classifyIssue,
+  newVoucherCode,
+  voucherToShow,
+  type IssueOutcome,
+  type IssueRequest,
+  type Voucher,
+  type VoucherCandidate,
+} from "./domain/voucher.js";
 import {
   checkBatchShape,
   orderIdsToLookUp,
@@ -29,8 +37,18 @@ export interface VouchersDeps {
   deadlockAttempts?: number;
 }
 
+/**
+ * A successful issue: the order's live voucher; created when this call made
+ * it, and then reissued when the order's earlier vouchers were all voided.
+ */
+export interface IssueAnswer {
+  voucher: Voucher;
+  created: boolean;
+  reissued: boolean;
+}
+
 /** One batch item's answer: an outcome, or the refusal IssueVoucher would have given it. */
-export type BatchItemResult = { orderId: string } & ({ voucher: Voucher; created: boolean } | { error: DomainError });
+export type BatchItemResult = { orderId: string } & (IssueAnswer | { error: DomainError });
 
 export interface Page<T> {
   items: T[];
@@ -50,31 +68,77 @@ export function createVouchers(deps: VouchersDeps) {
   const deadlockAttempts = deps.deadlockAttempts ?? 10;
 
   /**
-   * One upsert for all requests, one read back by order_id, and the row found
-   * decides each outcome (see classifyIssue). An order with no row after the
-   * upsert lost on the code's unique key, not on its own: it goes again with a
-   * new code. Retrying a statement is safe because the upsert writes nothing
-   * for an order that already has a voucher, including our own earlier try.
+   * One upsert for all requests, one read back by order_id, and the order's
+   * live voucher decides each outcome (see classifyIssue). An order left with
+   * no live voucher is explained before anything is retried:
+   * - our row went in and was voided before the read: it is still ours
+   *   (created), and issuing again would fight whoever voided it;
+   * - its fresh code (or id) is held by another row: a code collision, the
+   *   order goes again with a new code;
+   * - it has voided vouchers only: the live one that refused our insert was
+   *   voided meanwhile, so the order goes again and gets a new live voucher;
+   * - none of these (no row of its own, keys free): the database answered
+   *   something this code cannot explain, e.g. ids compared without case;
+   *   that is an error at once, not a collision retried until it gives up.
+   * Retrying is safe because the upsert writes nothing for an order that
+   * has a live voucher, including our own earlier try.
    */
   async function issue(requests: IssueRequest[]): Promise<IssueOutcome[]> {
     const outcomes = new Map<string, IssueOutcome>();
     let pending = requests;
+    let lastRound = "";
     for (let attempt = 1; pending.length > 0; attempt++) {
       if (attempt > maxCodeAttempts) {
-        throw new Error(`no free voucher code after ${maxCodeAttempts} attempts for ${pending.length} order(s)`);
+        throw new Error(`${lastRound} after ${maxCodeAttempts} attempts for ${pending.length} order(s)`);
       }
       const candidates = pending.map((r) => ({ ...r, id: newId(), code: newCode() }));
       await retryTransient(() => store.insertIgnoringDuplicates(candidates), deadlockAttempts);
       const rows = await retryTransient(() => store.findByOrderIds(pending.map((r) => r.orderId)), deadlockAttempts);
-      const byOrder = new Map(rows.map((v) => [v.orderId, v]));
-      const collided: IssueRequest[] = [];
+      const byOrder = new Map<string, Voucher[]>();
+      // Grouped by the exact id: a row the database matched otherwise is not this order's.
+      for (const v of rows) byOrder.set(v.orderId, [...(byOrder.get(v.orderId) ?? []), v]);
+      const unexplained: VoucherCandidate[] = [];
       for (const c of candidates) {
-        const existing = byOrder.get(c.orderId);
-        if (existing) outcomes.set(c.orderId, classifyIssue(c, c.id, existing));
-        else collided.push(c);
+        const own = byOrder.get(c.orderId) ?? [];
+        const outcome = classifyIssue(c, c.id, own);
+        const ours = own.find((v) => v.id === c.id);
+        if (outcome) outcomes.set(c.orderId, outcome);
+        else if (ours) outcomes.set(c.orderId, { kind: "created", voucher: ours });
+        else unexplained.push(c);
+      }
+      pending = [];
+      if (unexplained.length === 0) continue;
+
+      const taken = await retryTransient(
+        () => store.findByIdsOrCodes(unexplained.map((c) => c.id), unexplained.map((c) => c.code)),
+        deadlockAttempts,
+      );
+      const takenIds = new Set(taken.map((v) => v.id));
+      const takenCodes = new Set(taken.map((v) => v.code));
+      const collided = unexplained.filter((c) => takenIds.has(c.id) || takenCodes.has(c.code));
+      const voidedMeanwhile = unexplained.filter((c) => !collided.includes(c) && (byOrder.get(c.orderId)?.length ?? 0) > 0);
+      const inexplicable = unexplained.filter((c) => !collided.includes(c) && !voidedMeanwhile.includes(c));
+      if (inexplicable.length > 0) {
+        for (const c of inexplicable) {
+          logger.error(
+            { orderId: c.orderId, candidateId: c.id },
+            "voucher for order was neither inserted nor found: no live voucher of its own, its code and id free; not retried",
+          );
+        }
+        throw new Error(
+          `voucher for order ${inexplicable[0]!.orderId} was neither inserted nor found (${inexplicable.length} order(s)); ` +
+            "the database refused the insert on a key this order does not hold",
+        );
       }
       if (collided.length > 0) logger.warn({ count: collided.length, attempt }, "voucher code collision; retrying with new codes");
-      pending = collided;
+      if (voidedMeanwhile.length > 0) {
+        logger.info(
+          { orderIds: voidedMeanwhile.map((c) => c.orderId), attempt },
+          "live voucher voided while issuing; issuing again",
+        );
+      }
+      lastRound = collided.length > 0 ? "no free voucher code" : "live voucher voided while issuing each time";
+      pending = [...collided, ...voidedMeanwhile];
     }
     return requests.map((r) => outcomes.get(r.orderId)!);
   }
@@ -93,7 +157,7 @@ export function createVouchers(deps: VouchersDeps) {
         span.setAttributes({
           "order.id": orderId,
           "voucher.outcome": outcome.kind,
-          "voucher.created": outcome.kind === "created",
+          "voucher.created": outcome.kind === "created" || outcome.kind === "reissued",
           "voucher.id": outcome.kind === "conflict" ? outcome.existing.id : outcome.voucher.id,
         });
         if (outcome.kind === "conflict") span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message });
@@ -117,9 +181,16 @@ export function createVouchers(deps: VouchersDeps) {
     );
   }
 
+  function logReissue(orderId: string, outcome: Extract<IssueOutcome, { kind: "reissued" }>) {
+    logger.info(
+      { orderId, voucherId: outcome.voucher.id, voidedVoucherIds: outcome.voided.map((v) => v.id) },
+      "voucher reissued after void",
+    );
+  }
+
   return {
-    /** IssueVoucher: the voucher and whether this call created it; ALREADY_EXISTS for a conflicting replay. */
-    async issueOne(raw: RawIssueRequest): Promise<{ voucher: Voucher; created: boolean }> {
+    /** IssueVoucher: the order's live voucher and whether this call created it; ALREADY_EXISTS for a conflicting replay. */
+    async issueOne(raw: RawIssueRequest): Promise<IssueAnswer> {
       const v = validateIssueRequest(raw);
       if (!v.ok) throw v.error;
       const started = Date.now();
@@ -128,10 +199,13 @@ export function createVouchers(deps: VouchersDeps) {
         switch (outcome!.kind) {
           case "created":
             logger.info({ orderId: v.value.orderId, voucherId: outcome!.voucher.id }, "voucher issued");
-            return { voucher: outcome!.voucher, created: true };
+            return { voucher: outcome!.voucher, created: true, reissued: false };
+          case "reissued":
+            logReissue(v.value.orderId, outcome!);
+            return { voucher: outcome!.voucher, created: true, reissued: true };
           case "replayed":
             logger.info({ orderId: v.value.orderId, voucherId: outcome!.voucher.id }, "voucher already issued; returning it (replay)");
-            return { voucher: outcome!.voucher, created: false };
+            return { voucher: outcome!.voucher, created: false, reissued: false };
           case "conflict":
             logConflict(v.value, outcome!.existing, outcome!.message);
             throw alreadyExists(outcome!.message);
@@ -153,7 +227,7 @@ export function createVouchers(deps: VouchersDeps) {
         const issued = await issue(valid);
         valid.forEach((r, i) => outcomes.set(r.orderId, issued[i]!));
       }
-      const counts = { created: 0, replayed: 0, conflict: 0, invalid: 0 };
+      const counts = { created: 0, reissued: 0, replayed: 0, conflict: 0, invalid: 0 };
       const results = items.map((item, i): BatchItemResult => {
         const v = validated[i]!;
         if (!v.ok) {
@@ -168,11 +242,13 @@ export function createVouchers(deps: VouchersDeps) {
             logConflict(v.value, outcome.existing, outcome.message);
             return { orderId: item.orderId, error: alreadyExists(outcome.message) };
           }
-          logger.debug({ orderId: item.orderId, voucherId: outcome.voucher.id, outcome: outcome.kind }, "batch item answered");
-          return { orderId: item.orderId, voucher: outcome.voucher, created: outcome.kind === "created" };
+          if (outcome.kind === "reissued") logReissue(item.orderId, outcome);
+          else logger.debug({ orderId: item.orderId, voucherId: outcome.voucher.id, outcome: outcome.kind }, "batch item answered");
+          const created = outcome.kind === "created" || outcome.kind === "reissued";
+          return { orderId: item.orderId, voucher: outcome.voucher, created, reissued: outcome.kind === "reissued" };
         });
       });
-      logger.info({ items: items.length, ...counts }, `batch issued ${counts.created} voucher(s)`);
+      logger.info({ items: items.length, ...counts }, `batch issued ${counts.created + counts.reissued} voucher(s)`);
       return results;
     },
 
@@ -194,11 +270,19 @@ export function createVouchers(deps: VouchersDeps) {
       return { items, nextPageToken: rows.length > size ? encodeIdToken(items[items.length - 1]!.id) : "" };
     },
 
-    /** Vouchers of the given orders; orders without one are absent. Results follow the request's order. */
+    /**
+     * One voucher per given order that has any (see voucherToShow: the live
+     * one, else the most recently voided); orders without one are absent.
+     * Results follow the request's order.
+     */
     async getByOrders(orderIds: string[]): Promise<Voucher[]> {
       const ids = orderIdsToLookUp(orderIds);
-      const found = new Map((await store.findByOrderIds(ids)).map((v) => [v.orderId, v]));
-      return ids.flatMap((id) => (found.has(id) ? [found.get(id)!] : []));
+      const byOrder = new Map<string, Voucher[]>();
+      for (const v of await store.findByOrderIds(ids)) byOrder.set(v.orderId, [...(byOrder.get(v.orderId) ?? []), v]);
+      return ids.flatMap((id) => {
+        const shown = voucherToShow(byOrder.get(id) ?? []);
+        return shown ? [shown] : [];
+      });
     },
 
     /** Vouchers issued in [after, before), voided ones included, ascending by (issued_at, id). */

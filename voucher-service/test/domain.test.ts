@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { DomainError } from "@shop/platform/errors";
-import { classifyIssue, newVoucherCode, VOUCHER_CODE_PATTERN, type Voucher } from "../src/domain/voucher.js";
+import { classifyIssue, newVoucherCode, VOUCHER_CODE_PATTERN, voucherToShow, type Voucher } from "../src/domain/voucher.js";
 import { checkBatchShape, orderIdsToLookUp, pageSize, validateIssueRequest, voidReason } from "../src/domain/validation.js";
 
 const valid = { orderId: "ord-1", customerId: "cust-1", orderTotalCents: 15_000n, currency: "EUR" };
@@ -70,25 +70,66 @@ describe("voucher domain", () => {
       voidReason: null,
     };
 
-    it("is created when the row is the one this call inserted", () => {
-      expect(classifyIssue(request, row.id, row).kind).to.equal("created");
+    const voided = (id: string, at: number): Voucher => ({ ...row, id, status: "VOIDED", voidedAt: new Date(at), voidReason: "test" });
+
+    it("is created when the live row is the one this call inserted, reissued when voided ones came before it", () => {
+      expect(classifyIssue(request, row.id, [row])?.kind).to.equal("created");
+      const old = voided("01H00000000000000000000000", 1);
+      expect(classifyIssue(request, row.id, [old, row])).to.deep.equal({ kind: "reissued", voucher: row, voided: [old] });
     });
 
-    it("is a replay when an earlier call issued it for the same facts, voided or not", () => {
-      expect(classifyIssue(request, "other", row).kind).to.equal("replayed");
-      expect(classifyIssue(request, "other", { ...row, status: "VOIDED" }).kind).to.equal("replayed");
+    it("is a replay of the live voucher when an earlier call issued it for the same facts", () => {
+      expect(classifyIssue(request, "other", [row])).to.deep.equal({ kind: "replayed", voucher: row });
+      expect(classifyIssue(request, "other", [voided("01H00000000000000000000000", 1), row])).to.deep.equal({ kind: "replayed", voucher: row });
     });
 
-    it("is a conflict naming what differs", () => {
+    it("has no answer when the order has only voided vouchers: a voided voucher is never replayed", () => {
+      expect(classifyIssue(request, "other", [voided(row.id, 1)])).to.equal(undefined);
+      expect(classifyIssue(request, "other", [])).to.equal(undefined);
+    });
+
+    it("is a conflict naming what differs, judged on the live voucher only", () => {
       const msg = (v: Voucher) => {
-        const o = classifyIssue(request, "other", v);
-        return o.kind === "conflict" ? o.message : o.kind;
+        const o = classifyIssue(request, "other", [v]);
+        return o?.kind === "conflict" ? o.message : o?.kind;
       };
       expect(msg({ ...row, customerId: "cust-2" })).to.equal("voucher for order ord-1 was issued for a different customer");
       expect(msg({ ...row, orderTotalCents: 1 })).to.equal("voucher for order ord-1 was issued for a different order total");
       expect(msg({ ...row, customerId: "c", orderTotalCents: 1 })).to.equal(
         "voucher for order ord-1 was issued for a different customer and order total",
       );
+      // A voided voucher for other facts does not make a conflict of a matching live one.
+      expect(classifyIssue(request, "other", [{ ...voided("01H00000000000000000000000", 1), customerId: "cust-2" }, row])?.kind).to.equal("replayed");
+    });
+  });
+
+  describe("voucherToShow", () => {
+    const row: Voucher = {
+      id: "01J00000000000000000000000",
+      code: "V5-AAAA-BBBB-CCCC-DDDD",
+      orderId: "ord-1",
+      customerId: "cust-1",
+      orderTotalCents: 15_000,
+      amountCents: 500,
+      currency: "EUR",
+      status: "ISSUED",
+      issuedAt: new Date(),
+      voidedAt: null,
+      voidReason: null,
+    };
+    const voided = (id: string, at: number): Voucher => ({ ...row, id, status: "VOIDED", voidedAt: new Date(at), voidReason: "test" });
+
+    it("shows the live voucher wherever it stands", () => {
+      expect(voucherToShow([voided("01K00000000000000000000000", 5), row, voided("01A00000000000000000000000", 9)])).to.equal(row);
+    });
+
+    it("else the most recently voided one, by voided_at and then by id", () => {
+      const late = voided("01A00000000000000000000000", 9);
+      expect(voucherToShow([voided("01K00000000000000000000000", 5), late, voided("01B00000000000000000000000", 7)])).to.equal(late);
+      const tieHigh = voided("01Z00000000000000000000000", 9);
+      expect(voucherToShow([late, tieHigh])).to.equal(tieHigh);
+      expect(voucherToShow([tieHigh, late])).to.equal(tieHigh);
+      expect(voucherToShow([])).to.equal(undefined);
     });
   });
 

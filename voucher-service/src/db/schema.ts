@@ -1,6 +1,12 @@
+import { sql } from "drizzle-orm";
 import { bigint, char, datetime, index, int, mysqlTable, uniqueIndex, varchar } from "drizzle-orm/mysql-core";
 
-/** Issued vouchers. UNIQUE(order_id) is what makes issuing exactly-once. */
+/**
+ * Vouchers, live (ISSUED) and voided; never deleted. UNIQUE(live_order_id) is
+ * what makes issuing exactly-once: at most one ISSUED voucher per order, while
+ * voided ones do not count. The id columns compare exactly (utf8mb4_bin, set
+ * by migration 0001; drizzle-kit does not model collations).
+ */
 export const vouchers = mysqlTable(
   "vouchers",
   {
@@ -15,9 +21,17 @@ export const vouchers = mysqlTable(
     issuedAt: datetime("issued_at", { mode: "date", fsp: 3 }).notNull(),
     voidedAt: datetime("voided_at", { mode: "date", fsp: 3 }),
     voidReason: varchar("void_reason", { length: 255 }),
+    // The order id while the voucher is ISSUED, NULL once voided: a unique
+    // index ignores NULLs, so it allows one live voucher per order and any
+    // number of voided ones. STORED, as MySQL 8 and MariaDB both index it.
+    liveOrderId: varchar("live_order_id", { length: 64 }).generatedAlwaysAs(sql`CASE WHEN \`status\` = 'ISSUED' THEN \`order_id\` END`, {
+      mode: "stored",
+    }),
   },
   (t) => [
-    uniqueIndex("vouchers_order_id_uq").on(t.orderId),
+    uniqueIndex("vouchers_live_order_id_uq").on(t.liveOrderId),
+    // An order's vouchers, live and voided.
+    index("vouchers_order_id_idx").on(t.orderId),
     uniqueIndex("vouchers_code_uq").on(t.code),
     // ListVouchers: a customer's vouchers newest first.
     index("vouchers_customer_id_idx").on(t.customerId, t.id),

@@ -35,18 +35,21 @@ export interface ListIssuedQuery {
 /**
  * The SQL of the voucher database. Every statement runs on its own
  * (autocommit): issuing needs no transaction because the single upsert is
- * atomic and UNIQUE(order_id) decides which of racing writers wins.
+ * atomic and UNIQUE(live_order_id) decides which of racing writers wins.
+ * The id columns use a binary collation, so every comparison here is exact.
  */
 export class VoucherStore {
   constructor(private readonly pool: Pool) {}
 
   /**
-   * Inserts the candidates in one statement; a row whose order_id (or, rarely,
-   * code) already exists changes nothing. `id = id` rather than INSERT IGNORE,
-   * which would also turn other errors (bad data, truncation) into silent
-   * warnings. Which rows went in is learnt by reading them back by order_id.
-   * Candidates are sorted by order_id so overlapping batches take their
-   * unique-key locks in the same order, which keeps deadlocks rare.
+   * Inserts the candidates in one statement; a candidate whose order already
+   * has a live (ISSUED) voucher, or whose code (rarely) is taken, changes
+   * nothing. A voided voucher does not stand in the way: its live_order_id is
+   * NULL. `id = id` rather than INSERT IGNORE, which would also turn other
+   * errors (bad data, truncation) into silent warnings. Which rows went in is
+   * learnt by reading them back by order_id. Candidates are sorted by order_id
+   * so overlapping batches take their unique-key locks in the same order,
+   * which keeps deadlocks rare.
    */
   async insertIgnoringDuplicates(candidates: VoucherCandidate[]): Promise<void> {
     if (candidates.length === 0) return;
@@ -67,9 +70,20 @@ export class VoucherStore {
     failpoint("voucher.issue.after-commit");
   }
 
+  /** Every voucher of the given orders, live and voided (an order may have many voided ones). */
   async findByOrderIds(orderIds: string[]): Promise<Voucher[]> {
     if (orderIds.length === 0) return [];
-    const [rows] = await this.pool.query<VoucherRow[]>(`SELECT ${COLUMNS} FROM vouchers WHERE order_id IN (?)`, [orderIds]);
+    const [rows] = await this.pool.query<VoucherRow[]>(`SELECT ${COLUMNS} FROM vouchers WHERE order_id IN (?) ORDER BY id`, [orderIds]);
+    return rows.map(toVoucher);
+  }
+
+  /** Vouchers holding any of these ids or codes: tells a candidate that lost on its own keys from one that lost on its order's. */
+  async findByIdsOrCodes(ids: string[], codes: string[]): Promise<Voucher[]> {
+    if (ids.length === 0 && codes.length === 0) return [];
+    const [rows] = await this.pool.query<VoucherRow[]>(
+      `SELECT ${COLUMNS} FROM vouchers WHERE id IN (?) UNION SELECT ${COLUMNS} FROM vouchers WHERE code IN (?)`,
+      [ids.length > 0 ? ids : [""], codes.length > 0 ? codes : [""]],
+    );
     return rows.map(toVoucher);
   }
 

@@ -55,24 +55,52 @@ export function newVoucherCode(): string {
 
 export type IssueOutcome =
   | { kind: "created"; voucher: Voucher }
+  | { kind: "reissued"; voucher: Voucher; voided: Voucher[] }
   | { kind: "replayed"; voucher: Voucher }
   | { kind: "conflict"; existing: Voucher; message: string };
 
 /**
- * What the row found for an order means for the request that tried to insert
- * `candidateId`: ours (created), an earlier identical issue (a replay, voided
- * or not), or an issue for other facts (a conflict: the caller is confused
- * about the order, so nothing is returned as if it were theirs).
+ * What an order's rows, read back after the insert of `candidateId`, mean
+ * for the request. Only the live (ISSUED) voucher is the order's voucher: ours
+ * (created; "reissued" when voided ones came before it), an earlier identical
+ * issue (a replay), or an issue for other facts (a conflict: the caller is
+ * confused about the order, so nothing is returned as if it were theirs).
+ * Voided vouchers are history: a replay never answers with one. Undefined
+ * when the order has no live voucher, which the caller must explain.
  */
-export function classifyIssue(request: IssueRequest, candidateId: string, existing: Voucher): IssueOutcome {
-  if (existing.id === candidateId) return { kind: "created", voucher: existing };
-  const otherCustomer = existing.customerId !== request.customerId;
-  const otherTotal = existing.orderTotalCents !== request.orderTotalCents;
-  if (!otherCustomer && !otherTotal) return { kind: "replayed", voucher: existing };
+export function classifyIssue(request: IssueRequest, candidateId: string, rows: Voucher[]): IssueOutcome | undefined {
+  const live = rows.find((v) => v.status === "ISSUED");
+  if (!live) return undefined;
+  if (live.id === candidateId) {
+    const voided = rows.filter((v) => v.status === "VOIDED");
+    return voided.length > 0 ? { kind: "reissued", voucher: live, voided } : { kind: "created", voucher: live };
+  }
+  const otherCustomer = live.customerId !== request.customerId;
+  const otherTotal = live.orderTotalCents !== request.orderTotalCents;
+  if (!otherCustomer && !otherTotal) return { kind: "replayed", voucher: live };
   const what = otherCustomer && otherTotal ? "customer and order total" : otherCustomer ? "customer" : "order total";
   return {
     kind: "conflict",
-    existing,
+    existing: live,
     message: `voucher for order ${request.orderId} was issued for a different ${what}`,
   };
+}
+
+/**
+ * The voucher BatchGetVouchersByOrder shows for an order: the live one if
+ * there is one, else the most recently voided (latest voided_at, then the
+ * larger id), so an order that had vouchers never looks as if it had none.
+ */
+export function voucherToShow(rows: Voucher[]): Voucher | undefined {
+  const live = rows.find((v) => v.status === "ISSUED");
+  if (live) return live;
+  let shown: Voucher | undefined;
+  for (const v of rows) {
+    if (!shown) shown = v;
+    else {
+      const d = (v.voidedAt?.getTime() ?? 0) - (shown.voidedAt?.getTime() ?? 0);
+      if (d > 0 || (d === 0 && v.id > shown.id)) shown = v;
+    }
+  }
+  return shown;
 }

@@ -13,7 +13,7 @@ import {
 } from "@shop/sdk/voucher";
 import type { Voucher } from "../domain/voucher.js";
 import type { RawIssueRequest } from "../domain/validation.js";
-import type { Vouchers } from "../vouchers.js";
+import type { IssueAnswer, Vouchers } from "../vouchers.js";
 import { refusalResult, type IssueResult } from "../metrics.js";
 
 export interface VoucherServiceDeps {
@@ -48,6 +48,10 @@ function fromIssueRequest(req: IssueVoucherRequest): RawIssueRequest {
   };
 }
 
+function resultOf(answer: IssueAnswer): IssueResult {
+  return answer.reissued ? "reissued" : answer.created ? "created" : "replayed";
+}
+
 /** VoucherService handlers: proto in, plain values to `vouchers`, proto out. Errors are mapped by the server. */
 export function createVoucherServiceImpl({ vouchers, issued }: VoucherServiceDeps): ServiceImpl<typeof VoucherService> {
   return {
@@ -61,7 +65,7 @@ export function createVoucherServiceImpl({ vouchers, issued }: VoucherServiceDep
         throw err;
       }
       const { voucher, created } = outcome;
-      issued?.inc({ result: created ? "created" : "replayed" });
+      issued?.inc({ result: resultOf(outcome) });
       failpoint("voucher.issue.before-reply");
       return { voucher: toVoucherMessage(voucher), created };
     },
@@ -69,9 +73,9 @@ export function createVoucherServiceImpl({ vouchers, issued }: VoucherServiceDep
     async batchIssueVouchers(req) {
       const results = await vouchers.issueBatch(req.items.map(fromIssueRequest));
       if (issued) {
-        const counts: Record<IssueResult, number> = { created: 0, replayed: 0, conflict: 0, invalid: 0 };
+        const counts: Record<IssueResult, number> = { created: 0, reissued: 0, replayed: 0, conflict: 0, invalid: 0 };
         for (const r of results) {
-          const result = "error" in r ? refusalResult(r.error) : r.created ? "created" : "replayed";
+          const result = "error" in r ? refusalResult(r.error) : resultOf(r);
           if (result) counts[result]++;
         }
         for (const [result, n] of Object.entries(counts)) if (n > 0) issued.inc({ result: result as IssueResult }, n);
