@@ -153,7 +153,8 @@ export type IssueVoucherResponse = Message<"shop.voucher.v1.IssueVoucherResponse
   voucher?: Voucher | undefined;
 
   /**
-   * False when the voucher already existed (a replay).
+   * True when this call issued the voucher, also when it replaced voided
+   * ones; false when the order's live voucher already existed (a replay).
    *
    * @generated from field: bool created = 2;
    */
@@ -513,16 +514,20 @@ export const VoucherStatusSchema: GenEnum<VoucherStatus> = /*@__PURE__*/
   enumDesc(file_shop_voucher_v1_voucher, 0);
 
 /**
- * VoucherService owns vouchers. Issuing is idempotent per order: there is at
- * most one voucher for an order id, enforced by a unique constraint.
+ * VoucherService owns vouchers. Issuing is idempotent per order: an order id
+ * has at most one live (ISSUED) voucher, enforced by a unique index over live
+ * vouchers. Voided vouchers are kept and do not count: an order may have any
+ * number of them next to its one live voucher.
  *
  * @generated from service shop.voucher.v1.VoucherService
  */
 export const VoucherService: GenService<{
   /**
    * IssueVoucher issues the 5.00 EUR voucher for an order. A replay returns
-   * the existing voucher with created=false. The same order_id with a
-   * different customer or order total is ALREADY_EXISTS and writes nothing.
+   * the order's live voucher with created=false. An order whose vouchers are
+   * all VOIDED gets a new live voucher (created=true): a voided voucher is
+   * never the answer. The same order_id with a different customer or order
+   * total than its live voucher is ALREADY_EXISTS and writes nothing.
    *
    * @generated from rpc shop.voucher.v1.VoucherService.IssueVoucher
    */
@@ -564,8 +569,10 @@ export const VoucherService: GenService<{
     output: typeof ListVouchersResponseSchema;
   },
   /**
-   * BatchGetVouchersByOrder looks up the vouchers of up to 5000 orders.
-   * Orders without a voucher are simply absent from the response.
+   * BatchGetVouchersByOrder looks up the vouchers of up to 5000 orders: at
+   * most one per order, its live (ISSUED) voucher if it has one, else its most
+   * recently voided one (latest voided_at, then the largest id), in request
+   * order. Orders without a voucher are simply absent from the response.
    *
    * @generated from rpc shop.voucher.v1.VoucherService.BatchGetVouchersByOrder
    */
