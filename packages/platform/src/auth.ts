@@ -2,6 +2,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { envReader } from "./config.js";
+import { clip, quote } from "./clip.js";
 import { permissionDenied } from "./errors.js";
 
 /**
@@ -72,6 +73,8 @@ export interface AuthSettings {
   keys: VerificationKey[];
   /** Clock skew tolerated on exp and nbf, in seconds. Default 30. */
   leewaySeconds?: number;
+  /** The clock exp and nbf are checked against, in milliseconds since the epoch. Default Date.now; tests pass their own. */
+  now?: () => number;
 }
 
 /** Which callers a method lets in. */
@@ -216,15 +219,16 @@ function decodePart(part: string, what: string): Record<string, unknown> {
 }
 
 /** Checks signature, key, expiry and claims; throws a TokenError saying what is wrong. */
-export function verifyToken(token: string, settings: AuthSettings, nowSeconds = Date.now() / 1000): Principal {
+export function verifyToken(token: string, settings: AuthSettings, nowSeconds = (settings.now ?? Date.now)() / 1000): Principal {
   const parts = token.split(".");
   if (parts.length !== 3 || !parts.every((p) => B64URL.test(p))) throw new TokenError("malformed token: expected three base64url parts");
   const header = decodePart(parts[0], "header");
-  if (header.alg !== "EdDSA") throw new TokenError(`unsupported signature algorithm ${JSON.stringify(header.alg)} (EdDSA only)`);
+  // The header is the caller's, unverified: whatever it holds is quoted clipped.
+  if (header.alg !== "EdDSA") throw new TokenError(`unsupported signature algorithm ${quote(header.alg)} (EdDSA only)`);
   const kid = typeof header.kid === "string" ? header.kid : undefined;
   if (!kid) throw new TokenError("the token header names no key id (kid)");
   const key = settings.keys.find((k) => k.kid === kid);
-  if (!key) throw new TokenError(`signed with unknown key id ${JSON.stringify(kid.slice(0, 64))}`);
+  if (!key) throw new TokenError(`signed with unknown key id ${quote(kid)}`);
   const ok = verify(null, Buffer.from(`${parts[0]}.${parts[1]}`), key.key, Buffer.from(parts[2], "base64url"));
   if (!ok) throw new TokenError(`bad signature for key id ${kid}`);
   const claims = decodePart(parts[1], "payload");
@@ -232,19 +236,27 @@ export function verifyToken(token: string, settings: AuthSettings, nowSeconds = 
   const { sub, scope, exp, nbf, customer_id: customerId } = claims;
   if (typeof sub !== "string" || sub === "") throw new TokenError("the token has no subject (sub)");
   if (typeof exp !== "number") throw new TokenError("the token has no expiry (exp)");
-  if (exp + leeway < nowSeconds) throw new TokenError(`token of ${sub} expired at ${new Date(exp * 1000).toISOString()}`);
+  // Signed, but by whoever holds a key: the subject is quoted clipped too.
+  const who = clip(sub);
+  if (exp + leeway < nowSeconds) throw new TokenError(`token of ${who} expired at ${isoTime(exp)}`);
   if (typeof nbf === "number" && nbf - leeway > nowSeconds) {
-    throw new TokenError(`token of ${sub} not valid before ${new Date(nbf * 1000).toISOString()}`);
+    throw new TokenError(`token of ${who} not valid before ${isoTime(nbf)}`);
   }
-  if (typeof scope !== "string") throw new TokenError(`token of ${sub} has no scope claim`);
+  if (typeof scope !== "string") throw new TokenError(`token of ${who} has no scope claim`);
   const scopes = new Set(scope.split(" ").filter((s) => ALL_SCOPES.has(s)));
   if (customerId !== undefined && (typeof customerId !== "string" || customerId === "")) {
-    throw new TokenError(`token of ${sub} has a malformed customer_id claim`);
+    throw new TokenError(`token of ${who} has a malformed customer_id claim`);
   }
   if ((scopes.has(SCOPES.ordersReadOwn) || scopes.has(SCOPES.vouchersReadOwn)) && customerId === undefined) {
-    throw new TokenError(`token of ${sub} has a customer scope but names no customer (customer_id)`);
+    throw new TokenError(`token of ${who} has a customer scope but names no customer (customer_id)`);
   }
   return { subject: sub, scopes, customerId: customerId as string | undefined, keyId: kid, expiresAt: exp };
+}
+
+/** exp and nbf as a date; a number beyond the dates JavaScript can show is shown as the number. */
+function isoTime(seconds: number): string {
+  const d = new Date(seconds * 1000);
+  return Number.isNaN(d.getTime()) ? `${seconds} s after the epoch` : d.toISOString();
 }
 
 /**
@@ -269,7 +281,7 @@ export class Authenticator {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(value);
     if (!m) throw unauthenticated("the authorization header is not a Bearer token");
     const token = m[1];
-    const now = Date.now() / 1000;
+    const now = (this.settings.now ?? Date.now)() / 1000;
     const cached = this.cache.get(token);
     if (cached && cached.expiresAt + (this.settings.leewaySeconds ?? 30) >= now) return cached;
     try {
@@ -309,7 +321,7 @@ export function authorize(principal: Principal, rule: AccessRule, methodName: st
     return { principal, onlyCustomer: principal.customerId };
   }
   const needed = [...rule.scopes, ...(rule.customerScope ? [rule.customerScope] : [])];
-  throw permissionDenied(`permission denied: ${principal.subject} may not call ${methodName}: it needs one of the scopes ${needed.join(", ")}`);
+  throw permissionDenied(`permission denied: ${clip(principal.subject)} may not call ${methodName}: it needs one of the scopes ${needed.join(", ")}`);
 }
 
 /**
@@ -319,7 +331,7 @@ export function authorize(principal: Principal, rule: AccessRule, methodName: st
 export function requireCustomer(ctx: HandlerContext, customerId: string, what: string): void {
   const caller = ctx.values.get(callerKey);
   if (caller?.onlyCustomer !== undefined && caller.onlyCustomer !== customerId) {
-    throw permissionDenied(`permission denied: ${caller.principal.subject} may only read its own customer's data, not ${what}`);
+    throw permissionDenied(`permission denied: ${clip(caller.principal.subject)} may only read its own customer's data, not ${what}`);
   }
 }
 
@@ -342,10 +354,10 @@ export type TokenSource = string | (() => string);
 
 /**
  * The token a client presents, from NAME or NAME_FILE (required, one of the
- * two; defaultFile, when given and present, stands in for NAME_FILE). A file is read again when it changes (checked at most every 5 s), so
- * a renewed token takes effect without a restart.
+ * two; defaultFile, when given and present, stands in for NAME_FILE). A file is read again when it changes (checked at most every 5 s
+ * by `now`, milliseconds since the epoch, default Date.now), so a renewed token takes effect without a restart.
  */
-export function readCallerToken(r: EnvReader, name: string, defaultFile?: string): TokenSource {
+export function readCallerToken(r: EnvReader, name: string, defaultFile?: string, now: () => number = Date.now): TokenSource {
   const inline = r.optionalString(name);
   const file = r.optionalString(`${name}_FILE`) ?? (inline === undefined && defaultFile && existsSync(defaultFile) ? defaultFile : undefined);
   if (inline !== undefined && file !== undefined) r.problem(`set ${name} or ${name}_FILE, not both`);
@@ -355,14 +367,14 @@ export function readCallerToken(r: EnvReader, name: string, defaultFile?: string
     return "";
   }
   try {
-    return tokenFile(file);
+    return tokenFile(file, now);
   } catch (err) {
     r.problem(`${name}_FILE=${file}: ${(err as Error).message}`);
     return "";
   }
 }
 
-function tokenFile(file: string, recheckMs = 5_000): () => string {
+function tokenFile(file: string, now: () => number, recheckMs = 5_000): () => string {
   const read = () => {
     const token = readFileSync(file, "utf8").trim();
     if (token === "") throw new Error("the file is empty");
@@ -370,10 +382,10 @@ function tokenFile(file: string, recheckMs = 5_000): () => string {
   };
   let token = read();
   let mtime = statSync(file).mtimeMs;
-  let checkedAt = Date.now();
+  let checkedAt = now();
   return () => {
-    if (Date.now() - checkedAt < recheckMs) return token;
-    checkedAt = Date.now();
+    if (now() - checkedAt < recheckMs) return token;
+    checkedAt = now();
     try {
       const m = statSync(file).mtimeMs;
       if (m !== mtime) {

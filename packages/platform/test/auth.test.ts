@@ -56,21 +56,57 @@ describe("bearer tokens", () => {
     expect(refusal(craft({ scope: "orders:read", exp: now + 600 }))).to.match(/no subject/);
   });
 
-  it("are remembered once verified, but not past their expiry", async () => {
-    const auth = new Authenticator({ ...settings, leewaySeconds: 0 });
-    const t = signToken(key, { subject: "brief", scopes: ["orders:read"], ttlSeconds: 1 });
+  it("are remembered once verified, but not past their expiry, by the clock they are given", () => {
+    let clockMs = now * 1000;
+    const auth = new Authenticator({ ...settings, leewaySeconds: 0, now: () => clockMs });
+    const t = signToken(key, { subject: "brief", scopes: ["orders:read"], ttlSeconds: 1, issuedAt: now });
     const headers = new Headers({ authorization: `Bearer ${t}` });
-    expect(auth.authenticate(headers).subject).to.equal("brief");
-    await new Promise((r) => setTimeout(r, 2_100));
-    const err = (() => {
+    const refused = () => {
       try {
         auth.authenticate(headers);
       } catch (e) {
         return e as ConnectError;
       }
-    })();
+    };
+    expect(auth.authenticate(headers).subject).to.equal("brief");
+    clockMs += 1_000; // exactly at exp: still valid
+    expect(auth.authenticate(headers).subject).to.equal("brief");
+    clockMs += 1; // one millisecond past: the remembered token is refused too
+    const err = refused();
     expect(err?.code).to.equal(Code.Unauthenticated);
-    expect(err?.rawMessage).to.match(/expired/);
+    expect(err?.rawMessage).to.equal(`unauthenticated: token of brief expired at ${new Date((now + 1) * 1000).toISOString()}`);
+    clockMs -= 1; // a clock set back finds it valid again: nothing was cached from the refusal
+    expect(auth.authenticate(headers).subject).to.equal("brief");
+  });
+
+  it("are checked against the settings' clock for exp and nbf, with the leeway on both sides", () => {
+    const craft = (payload: object) => {
+      const h = Buffer.from(JSON.stringify({ alg: "EdDSA", kid: "k1" })).toString("base64url");
+      const p = Buffer.from(JSON.stringify(payload)).toString("base64url");
+      return `${h}.${p}.${sign(null, Buffer.from(`${h}.${p}`), key.privateKey).toString("base64url")}`;
+    };
+    const t = craft({ sub: "s", scope: "orders:read", nbf: 1_000_000, exp: 1_000_600 });
+    const at = (seconds: number) => () => verifyToken(t, { ...settings, now: () => seconds * 1000 });
+    expect(at(1_000_000 - 31)).to.throw(TokenError, /not valid before 1970-01-12T13:46:40.000Z/);
+    expect(at(1_000_000 - 30)).not.to.throw();
+    expect(at(1_000_600 + 30)).not.to.throw();
+    expect(at(1_000_600 + 31)).to.throw(TokenError, /token of s expired at 1970-01-12T13:56:40.000Z/);
+    // An exp beyond the dates JavaScript can show is named as a number, not an INTERNAL error.
+    const farPast = craft({ sub: "s", scope: "orders:read", exp: -1e300 });
+    expect(() => verifyToken(farPast, settings)).to.throw(TokenError, /expired at -1e\+300 s after the epoch/);
+  });
+
+  it("quote what the caller put in the header clipped, however large (a 6 KiB alg)", () => {
+    const alg = "A".repeat(6 * 1024);
+    const h = Buffer.from(JSON.stringify({ alg, kid: "k1" })).toString("base64url");
+    const message = refusal(`${h}.${Buffer.from("{}").toString("base64url")}.c2ln`);
+    expect(message).to.have.length.below(250);
+    expect(message).to.equal(`unsupported signature algorithm "${"A".repeat(127)}…(6018 more) (EdDSA only)`);
+    const kid = "k".repeat(5000);
+    const h2 = Buffer.from(JSON.stringify({ alg: "EdDSA", kid })).toString("base64url");
+    expect(refusal(`${h2}.${Buffer.from("{}").toString("base64url")}.c2ln`)).to.have.length.below(250);
+    const objectAlg = Buffer.from(JSON.stringify({ alg: { nested: "x".repeat(9000) }, kid: "k1" })).toString("base64url");
+    expect(refusal(`${objectAlg}.e30.c2ln`)).to.have.length.below(250);
   });
 
   it("key lists name each bad entry", () => {
@@ -97,15 +133,17 @@ describe("a caller's token from settings", () => {
     expect(() => r3.finish()).to.throw(/X_TOKEN_FILE=.*missing/);
   });
 
-  it("is read again from its file when the file changes, so a renewed token needs no restart", async () => {
+  it("is read again from its file when the file changes, so a renewed token needs no restart", () => {
     const file = path.join(dir, "t");
     writeFileSync(file, "first\n");
-    const source = readCallerToken(envReader({ X_TOKEN_FILE: file }), "X_TOKEN") as () => string;
+    let clockMs = 1_000_000;
+    const source = readCallerToken(envReader({ X_TOKEN_FILE: file }), "X_TOKEN", undefined, () => clockMs) as () => string;
     expect(source()).to.equal("first");
     writeFileSync(file, "second\n");
     utimesSync(file, new Date(), new Date(Date.now() + 10_000));
+    clockMs += 4_999;
     expect(source()).to.equal("first"); // checked at most every 5 s
-    await new Promise((r) => setTimeout(r, 5_100));
+    clockMs += 1;
     expect(source()).to.equal("second");
   });
 });
