@@ -1,16 +1,22 @@
 import { parseArgs } from "node:util";
 
-export const USAGE = `usage: npm run reconcile -- [--once] [--dry-run] [--since <ISO time>] [--until <ISO time>] [--json]
+export const USAGE = `usage: npm run reconcile -- [--once] [--dry-run] [--since <ISO time> | --full] [--until <ISO time>]
+                            [--max-voids <n>] [--json]
 
   (no flags)        run the scheduler (RECONCILE_CRON, default "30 2 * * *" in RECONCILE_TIMEZONE, default UTC) until SIGTERM
   --once            run one reconciliation now and exit with its code
   --dry-run         report drift, change nothing (no vouchers issued or voided, no state saved)
   --since <time>    start of the window on sent_at / issued_at, inclusive (default: end of the last
-                    completed run minus RECONCILE_OVERLAP_MS, or the beginning)
+                    completed run minus RECONCILE_OVERLAP_MS; with no state file, RECONCILE_INITIAL_LOOKBACK_MS
+                    before the window's end)
+  --full            start the window at the beginning of time (all of history)
   --until <time>    end of the window, exclusive (default: now minus RECONCILE_GRACE_MS)
+  --max-voids <n>   void at most n vouchers in this run (default RECONCILE_MAX_VOIDS, 10); vouchers are only
+                    ever voided inside the window
   --json            print the JSON report on stdout instead of the summary (logs go to stderr)
 
-exit codes (--once): 0 no drift, 1 drift found and all repaired, 2 drift left unrepaired or the run failed`;
+exit codes (--once): 0 no drift, 1 drift found and all repaired, 2 drift left unrepaired (the void cap
+reached included) or the run failed`;
 
 export interface CliOptions {
   once: boolean;
@@ -18,6 +24,10 @@ export interface CliOptions {
   json: boolean;
   since?: Date;
   until?: Date;
+  /** The window starts at the beginning of time. */
+  full: boolean;
+  /** Overrides RECONCILE_MAX_VOIDS for this run. */
+  maxVoids?: number;
   help: boolean;
 }
 
@@ -39,6 +49,12 @@ function isoTime(flag: string, value: string | undefined): Date | undefined {
   return d;
 }
 
+function count(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,7}$/.test(value)) throw new UsageError(`${flag} ${JSON.stringify(value.slice(0, 40))} is not a whole number from 0 to 9999999`);
+  return Number(value);
+}
+
 export function parseCli(argv: string[]): CliOptions {
   let values: Record<string, string | boolean | undefined>;
   try {
@@ -52,6 +68,8 @@ export function parseCli(argv: string[]): CliOptions {
         json: { type: "boolean", default: false },
         since: { type: "string" },
         until: { type: "string" },
+        full: { type: "boolean", default: false },
+        "max-voids": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
@@ -64,11 +82,14 @@ export function parseCli(argv: string[]): CliOptions {
     json: values.json === true,
     since: isoTime("--since", values.since as string | undefined),
     until: isoTime("--until", values.until as string | undefined),
+    full: values.full === true,
+    maxVoids: count("--max-voids", values["max-voids"] as string | undefined),
     help: values.help === true,
   };
-  if (!opts.once && (opts.since || opts.until || opts.json)) {
-    throw new UsageError("--since, --until and --json only apply to a single run: add --once");
+  if (!opts.once && (opts.since || opts.until || opts.json || opts.full || opts.maxVoids !== undefined)) {
+    throw new UsageError("--since, --until, --full, --max-voids and --json only apply to a single run: add --once");
   }
+  if (opts.full && opts.since) throw new UsageError("--full and --since both set where the window starts: give one");
   if (opts.since && opts.until && opts.since >= opts.until) {
     throw new UsageError("--since must be before --until");
   }

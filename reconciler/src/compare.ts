@@ -1,13 +1,16 @@
 import { OrderStatus, VoucherStatus as DeliveryStatus, type Order } from "@shop/sdk/order";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
 
 /**
- * Every way orders and vouchers can disagree. The first three are seen from a
- * sent, qualifying order; the voucher kinds from a voucher's side.
+ * Every way orders and vouchers can disagree. The first four are seen from a
+ * sent, qualifying order; the voucher kinds from a voucher's side. Only an
+ * ISSUED voucher counts as an order's voucher: a voided one is history.
  */
 export const DRIFT_KINDS = [
   "missing_voucher",
   "dead_delivery",
+  "dead_delivery_conflict",
   "missing_delivery",
   "voucher_without_order",
   "voucher_for_unsent_order",
@@ -21,6 +24,7 @@ export type DriftKind = (typeof DRIFT_KINDS)[number];
 export const REPAIR_OF: Record<DriftKind, string> = {
   missing_voucher: "issue the voucher (idempotent), then requeue the delivery so the order records it",
   dead_delivery: "issue the voucher if missing, then requeue the dead delivery",
+  dead_delivery_conflict: "report only: the order's voucher was issued for another request, a person must decide",
   missing_delivery: "requeue the delivery so the order service records the voucher",
   voucher_without_order: "void the voucher",
   voucher_for_unsent_order: "void the voucher",
@@ -51,8 +55,8 @@ export interface Finding {
   requeue?: boolean;
   /** With requeue: redeliver even a delivery the order service records as done (its recorded voucher is gone or wrong). */
   redeliver?: boolean;
-  /** Void this voucher with this reason. */
-  void?: { voucherId: string; reason: string };
+  /** Void this voucher with this reason; issuedAt decides whether it lies in the run's window (voids never reach outside it). */
+  void?: { voucherId: string; reason: string; issuedAt?: Date };
 }
 
 /** The business rule, injected so this module stays free of any service's code. */
@@ -98,21 +102,24 @@ function voidFinding(kind: DriftKind, orderId: string, voucher: Voucher, detail:
     orderId,
     voucherId: voucher.id,
     detail,
-    void: { voucherId: voucher.id, reason: `reconciler: ${detail}`.slice(0, 255) },
+    void: { voucherId: voucher.id, reason: `reconciler: ${detail}`.slice(0, 255), issuedAt: voucher.issuedAt ? timestampDate(voucher.issuedAt) : undefined },
   };
 }
 
 /**
- * Compares sent orders with the vouchers found for them (keyed by order id).
- * Orders that are not sent are ignored here; their vouchers are judged from
- * the voucher side.
+ * Compares sent orders with the vouchers found for them (keyed by order id:
+ * the live voucher if the order has one, else its latest voided one). Orders
+ * that are not sent are ignored here; their vouchers are judged from the
+ * voucher side. An owed order whose only voucher is voided is missing its
+ * voucher: the customer holds nothing usable.
  */
 export function checkSentOrders(orders: Order[], vouchersByOrder: Map<string, Voucher>, qualifies: QualifiesFn): Finding[] {
   const out: Finding[] = [];
   for (const order of orders) {
     if (!isSent(order)) continue;
-    const voucher = vouchersByOrder.get(order.id);
-    const live = voucher?.status === VoucherStatus.ISSUED ? voucher : undefined;
+    const found = vouchersByOrder.get(order.id);
+    const live = found?.status === VoucherStatus.ISSUED ? found : undefined;
+    const voided = found && !live ? found : undefined;
     if (!qualifies(order)) {
       if (live) {
         out.push(voucherFindingFor(live, order, qualifies)!);
@@ -126,33 +133,51 @@ export function checkSentOrders(orders: Order[], vouchersByOrder: Map<string, Vo
       orderTotalCents: order.totalCents,
       currency: order.currency,
     };
-    if (delivery === DeliveryStatus.DEAD) {
+    const voidedNote = voided ? `its voucher ${voided.id} is voided (${voided.voidReason || "no reason recorded"})` : "";
+    const conflicts = live ? mismatches(order, live) : [];
+    if (delivery === DeliveryStatus.DEAD && conflicts.length > 0) {
+      // Requeueing cannot help: the voucher service answers ALREADY_EXISTS for this order id every time.
+      out.push({
+        kind: "dead_delivery_conflict",
+        orderId: order.id,
+        voucherId: live!.id,
+        detail:
+          `delivery died after ${order.voucher?.attempts ?? 0} attempt(s) (${order.voucher?.lastError || "no error recorded"}) and cannot succeed: ` +
+          `the order's voucher ${live!.id} was issued for another request (${conflicts.map((c) => c.detail).join("; ")})`,
+      });
+    } else if (delivery === DeliveryStatus.DEAD) {
       const why = order.voucher?.lastError || "no error recorded";
       out.push({
         kind: "dead_delivery",
         orderId: order.id,
-        voucherId: voucher?.id,
-        detail: `delivery died after ${order.voucher?.attempts ?? 0} attempt(s): ${why}${voucher ? "" : "; no voucher was issued"}`,
-        issue: voucher ? undefined : issue,
+        voucherId: live?.id,
+        detail: `delivery died after ${order.voucher?.attempts ?? 0} attempt(s): ${why}${live ? "" : voided ? `; ${voidedNote}` : "; no voucher was issued"}`,
+        issue: live ? undefined : issue,
         requeue: true,
       });
-    } else if (!voucher) {
-      const recorded = delivery === DeliveryStatus.ISSUED && order.voucher?.voucherId ? ` (the order records voucher ${order.voucher.voucherId}, which does not exist)` : "";
+    } else if (!live) {
+      const recorded =
+        delivery === DeliveryStatus.ISSUED && order.voucher?.voucherId && order.voucher.voucherId !== voided?.id
+          ? ` (the order records voucher ${order.voucher.voucherId}, which does not exist)`
+          : "";
       out.push({
         kind: "missing_voucher",
         orderId: order.id,
-        detail: `sent order over the threshold (${formatCents(order.totalCents, order.currency)}) has no voucher${recorded}`,
+        voucherId: voided?.id,
+        detail: voided
+          ? `sent order over the threshold (${formatCents(order.totalCents, order.currency)}) has no live voucher: ${voidedNote}${recorded}`
+          : `sent order over the threshold (${formatCents(order.totalCents, order.currency)}) has no voucher${recorded}`,
         issue,
         deliveryWasPending: delivery === DeliveryStatus.PENDING,
         requeue: true,
         redeliver: delivery === DeliveryStatus.ISSUED,
       });
-    } else if (delivery === DeliveryStatus.ISSUED && order.voucher?.voucherId && order.voucher.voucherId !== voucher.id) {
+    } else if (delivery === DeliveryStatus.ISSUED && order.voucher?.voucherId && order.voucher.voucherId !== live.id) {
       out.push({
         kind: "missing_delivery",
         orderId: order.id,
-        voucherId: voucher.id,
-        detail: `the order records voucher ${order.voucher.voucherId}, but the order's voucher is ${voucher.id}`,
+        voucherId: live.id,
+        detail: `the order records voucher ${order.voucher.voucherId}, but the order's voucher is ${live.id}`,
         requeue: true,
         redeliver: true,
       });
@@ -160,12 +185,12 @@ export function checkSentOrders(orders: Order[], vouchersByOrder: Map<string, Vo
       out.push({
         kind: "missing_delivery",
         orderId: order.id,
-        voucherId: voucher.id,
-        detail: `voucher ${voucher.id} exists but the order service has no delivery for it (state ${DeliveryStatus[delivery] ?? delivery})`,
+        voucherId: live.id,
+        detail: `voucher ${live.id} exists but the order service has no delivery for it (state ${DeliveryStatus[delivery] ?? delivery})`,
         requeue: true,
       });
     }
-    if (live) out.push(...mismatches(order, live));
+    out.push(...conflicts);
   }
   return out;
 }

@@ -37,6 +37,20 @@ export interface ReconcilerConfig {
    * written late (clock skew, a long transaction) are still looked at.
    */
   overlapMs: number;
+  /**
+   * How far back a run looks when there is no state file (a first run, or the
+   * file was lost): from now − grace − this. Default 259200000 (3 days): more
+   * than a weekend without runs, far less than all of history. --since or
+   * --full reach further, explicitly.
+   */
+  initialLookbackMs: number;
+  /**
+   * The most vouchers one run may void (the one repair that takes something
+   * from a customer). Default 10: a night's real drift is a handful, and a
+   * wrong rule or a bug would otherwise void everything in sight before anyone
+   * looked. Past it the run stops voiding, reports it and exits 2. 0: never void.
+   */
+  maxVoids: number;
   /** Where the end of the last successful window is kept. Default .data/reconciler/state.json. */
   stateFile: string;
   /** Where each run's JSON report is written. Default .data/reconciler/reports. */
@@ -90,6 +104,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     timezone: r.string("RECONCILE_TIMEZONE", "UTC"),
     graceMs: r.int("RECONCILE_GRACE_MS", 600_000, { min: 0, max: 7 * 24 * 3_600_000 }),
     overlapMs: r.int("RECONCILE_OVERLAP_MS", 3_600_000, { min: 0, max: 30 * 24 * 3_600_000 }),
+    initialLookbackMs: r.int("RECONCILE_INITIAL_LOOKBACK_MS", 3 * 24 * 3_600_000, { min: 0, max: 366 * 24 * 3_600_000 }),
+    maxVoids: r.int("RECONCILE_MAX_VOIDS", 10, { min: 0, max: 1_000_000 }),
     stateFile: path.resolve(cwd, r.string("RECONCILE_STATE_FILE", ".data/reconciler/state.json")),
     reportDir: path.resolve(cwd, r.string("RECONCILE_REPORT_DIR", ".data/reconciler/reports")),
     callTimeoutMs: r.int("RECONCILE_CALL_TIMEOUT_MS", 30_000, { min: 100, max: 600_000 }),

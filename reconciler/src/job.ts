@@ -3,7 +3,7 @@ import type { Logger } from "@shop/platform/logger";
 import { newId } from "@shop/platform/ids";
 import type { QualifiesFn } from "./compare.js";
 import type { ReconcilerConfig } from "./config.js";
-import { reconcile } from "./reconcile.js";
+import { reconcile, type RunResult, type WindowSource } from "./reconcile.js";
 import { buildReport, writeReport, type ReconcileReport } from "./report.js";
 import { qualifies as defaultQualifies } from "./rule.js";
 import { defaultWindow, nextWindowEnd, readState, writeJsonAtomically, type ReconcilerState, type Window } from "./state.js";
@@ -15,6 +15,10 @@ export interface RunRequest {
   since?: Date;
   /** Overrides the window's end (default: now minus the grace period). */
   until?: Date;
+  /** The window starts at the beginning of time (all of history). */
+  full?: boolean;
+  /** Overrides RECONCILE_MAX_VOIDS for this run. */
+  maxVoids?: number;
   /** The clock, for tests. */
   now?: Date;
 }
@@ -56,15 +60,33 @@ export class Reconciler {
     } catch (err) {
       stateError = (err as Error).message;
     }
-    const window: Window = { ...defaultWindow(state, now, this.config.graceMs, this.config.overlapMs) };
-    if (req.since) window.since = req.since;
+    const window: Window = { ...defaultWindow(state, now, this.config.graceMs, this.config.overlapMs, this.config.initialLookbackMs) };
+    let windowSource: WindowSource = state ? "state" : "initial-lookback";
+    if (req.full) {
+      delete window.since;
+      windowSource = "full";
+    }
+    if (req.since) {
+      window.since = req.since;
+      windowSource = "explicit";
+    }
     if (req.until) window.until = req.until;
+    const warnings: string[] = [];
+    if (!state && !stateError && windowSource === "initial-lookback") {
+      warnings.push(
+        `no state file at ${this.config.stateFile} (a first run, or the state was lost): looked back only ` +
+          `RECONCILE_INITIAL_LOOKBACK_MS=${this.config.initialLookbackMs} ms, to ${window.since!.toISOString()}; ` +
+          `run once with --since <time> or --full to cover older orders`,
+      );
+    }
+    for (const w of warnings) log.warn({ stateFile: this.config.stateFile }, w);
+    const maxVoids = req.maxVoids ?? this.config.maxVoids;
     log.info(
-      { window: { since: window.since?.toISOString() ?? null, until: window.until.toISOString() }, dryRun: !!req.dryRun },
+      { window: { since: window.since?.toISOString() ?? null, until: window.until.toISOString() }, windowSource, maxVoids, dryRun: !!req.dryRun },
       "reconcile run starting",
     );
 
-    const result = stateError
+    const result: RunResult = stateError
       ? {
           runId,
           dryRun: !!req.dryRun,
@@ -74,6 +96,7 @@ export class Reconciler {
           scanned: { sentOrders: 0, vouchers: 0, rechecked: 0 },
           drift: [],
           racedWithRelay: 0,
+          voids: { cap: maxVoids, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
           error: stateError,
           calls: {},
         }
@@ -93,8 +116,11 @@ export class Reconciler {
             pageSize: this.config.pageSize,
             repairConcurrency: this.config.repairConcurrency,
             recheckOrderIds: state?.unresolvedOrderIds,
+            maxVoids,
           },
         );
+    result.windowSource = windowSource;
+    result.warnings = warnings;
 
     let report = buildReport(result);
     let reportFile: string | undefined;
@@ -126,6 +152,7 @@ export class Reconciler {
       durationMs: report.durationMs,
       scanned: report.scanned,
       totals: report.totals,
+      voids: report.voids,
       reportFile,
     };
     if (report.outcome === "failed") log.error({ ...fields, error: report.error }, `reconcile run failed: ${report.error}`);

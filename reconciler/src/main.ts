@@ -40,7 +40,13 @@ async function runOnce(cli: CliOptions): Promise<void> {
   }
   const reconciler = new Reconciler(config, logger);
   try {
-    const { report, reportFile } = await reconciler.run({ dryRun: cli.dryRun, since: cli.since, until: cli.until });
+    const { report, reportFile } = await reconciler.run({
+      dryRun: cli.dryRun,
+      since: cli.since,
+      until: cli.until,
+      full: cli.full,
+      maxVoids: cli.maxVoids,
+    });
     exitAfterWrite(cli.json ? JSON.stringify(report, null, 2) + "\n" : formatSummary(report, reportFile), report.exitCode);
   } catch (err) {
     logger.error({ err }, "reconcile run crashed");

@@ -18,6 +18,12 @@ export class ReconcilerMetrics {
   private readonly lastSuccess: Gauge;
   /** reconciler_runs_total{result}: runs by outcome (clean, repaired, unrepaired, failed). */
   private readonly runs: Counter<"result">;
+  /** reconciler_void_cap_reached: 1 when the last finished run stopped voiding at RECONCILE_MAX_VOIDS. */
+  private readonly voidCapReached: Gauge;
+  /** reconciler_voids_total{result}: vouchers voided, and voids held back by the cap or the window (dry runs excluded). */
+  private readonly voids: Counter<"result">;
+  /** reconciler_drift_needs_person: drift the last finished run left for a person (no automatic repair, a permanent refusal, a held-back void). */
+  private readonly needsPerson: Gauge;
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     this.registry = createMetrics({ processMetrics: opts.processMetrics }).registry;
@@ -40,6 +46,25 @@ export class ReconcilerMetrics {
       registers: [this.registry],
     });
     for (const result of RESULTS) this.runs.inc({ result }, 0);
+    this.voidCapReached = new Gauge({
+      name: "reconciler_void_cap_reached",
+      help: "1 when the last finished reconcile run reached RECONCILE_MAX_VOIDS and stopped voiding, else 0.",
+      registers: [this.registry],
+    });
+    this.voidCapReached.set(0);
+    this.voids = new Counter({
+      name: "reconciler_voids_total",
+      help: "Vouchers voided by reconcile runs (result=voided), and voids held back (skipped_cap: over RECONCILE_MAX_VOIDS; outside_window: issued outside the run's window).",
+      labelNames: ["result"] as const,
+      registers: [this.registry],
+    });
+    for (const result of ["voided", "skipped_cap", "outside_window"]) this.voids.inc({ result }, 0);
+    this.needsPerson = new Gauge({
+      name: "reconciler_drift_needs_person",
+      help: "Drift the last finished reconcile run left for a person: no automatic repair, a permanent refusal, or a void held back.",
+      registers: [this.registry],
+    });
+    this.needsPerson.set(0);
   }
 
   /**
@@ -61,6 +86,13 @@ export class ReconcilerMetrics {
     if (report.outcome === "failed") return;
     for (const kind of DRIFT_KINDS) this.driftFound.set({ kind }, report.counts[kind].found);
     this.lastSuccess.set(Date.parse(report.finishedAt) / 1000);
+    this.voidCapReached.set(report.voids.capReached ? 1 : 0);
+    this.needsPerson.set(report.totals.needsPerson);
+    if (!report.dryRun) {
+      this.voids.inc({ result: "voided" }, report.voids.voided);
+      this.voids.inc({ result: "skipped_cap" }, report.voids.skippedByCap);
+      this.voids.inc({ result: "outside_window" }, report.voids.outsideWindow);
+    }
   }
 
   /** A run that threw instead of returning a report. */

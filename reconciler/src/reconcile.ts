@@ -5,6 +5,7 @@ import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
 import type { OrderClient, VoucherClient } from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
 import { newId } from "@shop/platform/ids";
+import { classifyCode, codeName } from "@shop/order-service/outbox/classify";
 import { checkSentOrders, checkVouchers, findingKey, REPAIR_OF, type DriftKind, type Finding, type QualifiesFn } from "./compare.js";
 import type { Window } from "./state.js";
 
@@ -22,7 +23,30 @@ export interface DriftRecord {
   repaired: boolean;
   /** Why the repair did not happen or failed. */
   error?: string;
+  /**
+   * Set on drift left unrepaired: true when no later run will settle it by
+   * itself (a kind with no automatic repair, a permanent refusal, a void held
+   * back by the cap or the window), false when the next run tries again.
+   */
+  needsPerson?: boolean;
 }
+
+/** What the run did about vouchers that must not exist (voids are the one destructive repair, so they are bounded). */
+export interface VoidTally {
+  /** RECONCILE_MAX_VOIDS for this run. */
+  cap: number;
+  /** Void calls made (in a dry run: that would have been made). */
+  voided: number;
+  /** Voids held back because the cap was reached. */
+  skippedByCap: number;
+  /** Voids held back because the voucher was issued outside the run's window. */
+  outsideWindow: number;
+  /** True when the run wanted more voids than the cap allows: it stopped voiding. */
+  capReached: boolean;
+}
+
+/** Where the window's start came from: the state file, the initial look-back (no state), --full, or --since. */
+export type WindowSource = "state" | "initial-lookback" | "full" | "explicit";
 
 export interface RunResult {
   runId: string;
@@ -30,10 +54,14 @@ export interface RunResult {
   startedAt: Date;
   finishedAt: Date;
   window: Window;
+  windowSource?: WindowSource;
+  /** Things an operator must know about the run itself (e.g. no state file was found). */
+  warnings?: string[];
   scanned: { sentOrders: number; vouchers: number; rechecked: number };
   drift: DriftRecord[];
   /** Vouchers that appeared between the lookup and the repair: the relay delivered them, nothing to repair. */
   racedWithRelay: number;
+  voids: VoidTally;
   /** Set when the run could not finish; the drift found until then is still listed. */
   error?: string;
   /** Calls per method and the time spent waiting on them (prefetched listings overlap with other calls). */
@@ -61,7 +89,16 @@ export interface ReconcileOptions {
   /** Orders to look at again whatever the window (drift an earlier run could not repair). */
   recheckOrderIds?: string[];
   runId?: string;
+  /**
+   * The most vouchers this run may void. Default 10. Voiding takes a voucher
+   * from a customer, and a wrong rule or a bug would do it to every voucher in
+   * sight, so past this many the run stops voiding and says so; 0 voids none.
+   */
+  maxVoids?: number;
 }
+
+/** The default cap on voids per run: a night's real drift is a handful, a mass void is a bug until a person says otherwise. */
+export const DEFAULT_MAX_VOIDS = 10;
 
 /** A service call that failed as a whole; the run cannot vouch for anything after it. */
 export class ServiceCallError extends Error {
@@ -71,14 +108,38 @@ export class ServiceCallError extends Error {
     readonly cause: unknown,
   ) {
     const ce = ConnectError.from(cause);
-    const hint = ce.code === Code.Unavailable ? " (is it running and reachable?)" : "";
-    super(`${method} on the ${service} failed: ${Code[ce.code] ?? ce.code}: ${ce.rawMessage}${hint}`);
+    super(`${method} on the ${service} failed: ${Code[ce.code] ?? ce.code}: ${ce.rawMessage}${HINTS[ce.code] ?? ""}`);
     this.name = "ServiceCallError";
+    this.code = ce.code;
   }
+  readonly code: Code;
 }
 
-/** Codes that mean the service, not the item, is in trouble: the run stops rather than report half a picture. */
+const HINTS: Partial<Record<Code, string>> = {
+  [Code.Unavailable]: " (is it running and reachable?)",
+  [Code.Unauthenticated]: " (check RECONCILE_TOKEN / RECONCILE_TOKEN_FILE: the token is missing, expired or signed by a key the service does not know)",
+  [Code.PermissionDenied]: " (check RECONCILE_TOKEN / RECONCILE_TOKEN_FILE: the token lacks a scope the reconciler needs)",
+};
+
+/**
+ * Codes that mean the service (or our access to it), not the item, is in
+ * trouble: every other call would fail the same way, so the run stops rather
+ * than report half a picture, and the next run starts over.
+ */
 const SERVICE_TROUBLE = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Unauthenticated, Code.PermissionDenied, Code.Unimplemented]);
+
+/**
+ * A refused repair, judged like the relay judges a refused delivery
+ * (classifyCode): retryable codes are left to the next run, which looks at
+ * the order again; permanent ones will fail the same way every night.
+ */
+function refusal(method: string, code: Code, message: string): { error: string; needsPerson: boolean } {
+  const retryable = classifyCode(code) === "retryable";
+  return {
+    error: `${method} refused: ${codeName(code)}: ${message}${retryable ? " (retryable: the next run tries again)" : ""}`,
+    needsPerson: !retryable,
+  };
+}
 
 async function guard<T>(
   calls: RunResult["calls"],
@@ -150,6 +211,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     scanned: { sentOrders: 0, vouchers: 0, rechecked: 0 },
     drift: [],
     racedWithRelay: 0,
+    voids: { cap: opts.maxVoids ?? DEFAULT_MAX_VOIDS, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
     calls: {},
   };
   const seen = new Set<string>();
@@ -185,6 +247,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     if (fresh.length === 0) return;
     const records = new Map<Finding, DriftRecord>();
     for (const f of fresh) {
+      const repairable = !!(f.issue || f.requeue || f.void);
       records.set(f, {
         kind: f.kind,
         orderId: f.orderId,
@@ -192,12 +255,15 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
         detail: f.detail,
         action: REPAIR_OF[f.kind],
         repaired: false,
-        error: f.issue || f.requeue || f.void ? undefined : "no automatic repair: a person must decide",
+        error: repairable ? undefined : "no automatic repair: a person must decide",
+        needsPerson: repairable ? undefined : true,
       });
     }
+    const voids = allowedVoids(fresh.filter((f) => f.void), records);
+    const blocked = (f: Finding) => !!f.void && !voids.has(f);
     if (opts.dryRun) {
       for (const [f, r] of records) {
-        if (f.issue || f.requeue || f.void) r.error = "dry run: not repaired";
+        if ((f.issue || f.requeue || f.void) && !blocked(f)) r.error = "dry run: not repaired";
         result.drift.push(r);
         log.warn({ kind: r.kind, orderId: r.orderId, voucherId: r.voucherId }, `drift: ${r.detail}`);
       }
@@ -207,7 +273,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     const failed = new Set<Finding>();
     const raced = new Set<Finding>();
     try {
-      await repair(fresh, records, failed, raced);
+      await repair(fresh, records, failed, raced, voids);
     } catch (err) {
       // The run stops; what this page found is still reported, none of it as repaired.
       for (const r of records.values()) {
@@ -224,12 +290,88 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
         continue;
       }
       const repairable = !!(f.issue || f.requeue || f.void);
-      r.repaired = repairable && !failed.has(f);
+      r.repaired = repairable && !failed.has(f) && !blocked(f);
+      if (r.repaired) delete r.needsPerson;
+      else r.needsPerson ??= false;
       result.drift.push(r);
-      const fields = { kind: r.kind, orderId: r.orderId, voucherId: r.voucherId, repaired: r.repaired, error: r.error };
+      const fields = { kind: r.kind, orderId: r.orderId, voucherId: r.voucherId, repaired: r.repaired, needsPerson: r.needsPerson, error: r.error };
       if (r.repaired) log.info(fields, `drift repaired: ${r.detail}`);
       else log.warn(fields, `drift not repaired: ${r.detail}`);
     }
+  };
+
+  const since = opts.window.since?.getTime() ?? Number.NEGATIVE_INFINITY;
+  const until = opts.window.until.getTime();
+  /**
+   * Which of these voids may happen: only of vouchers issued inside the run's
+   * window (a recheck or an order-side lookup can surface older ones), and no
+   * more than the cap over the whole run. The others are reported, not voided.
+   */
+  const allowedVoids = (candidates: Finding[], records: Map<Finding, DriftRecord>): Set<Finding> => {
+    const allowed = new Set<Finding>();
+    for (const f of candidates) {
+      const r = records.get(f)!;
+      const issuedAt = f.void!.issuedAt?.getTime();
+      if (issuedAt === undefined || issuedAt < since || issuedAt >= until) {
+        result.voids.outsideWindow++;
+        r.error = `not voided: the voucher was issued ${f.void!.issuedAt?.toISOString() ?? "at an unknown time"}, outside this run's window; a run with --since covering it voids it`;
+        r.needsPerson = true;
+      } else if (result.voids.voided >= result.voids.cap) {
+        result.voids.skippedByCap++;
+        result.voids.capReached = true;
+        r.error = `not voided: this run reached its cap of ${result.voids.cap} void(s) (RECONCILE_MAX_VOIDS); check the report, then run again with --max-voids to void the rest`;
+        r.needsPerson = true;
+      } else {
+        result.voids.voided++;
+        allowed.add(f);
+      }
+    }
+    if (result.voids.capReached) {
+      log.error({ cap: result.voids.cap, skipped: result.voids.skippedByCap }, `void cap reached: ${result.voids.skippedByCap} voucher(s) left unvoided so far`);
+    }
+    return allowed;
+  };
+
+  /**
+   * BatchIssueVouchers for these findings. A batch refused as a whole for a
+   * reason other than the service's own trouble is split in halves, so one
+   * request the service cannot take does not keep its neighbours from their vouchers.
+   */
+  const issueAll = async (batch: Finding[], records: Map<Finding, DriftRecord>, failed: Set<Finding>, raced: Set<Finding>): Promise<void> => {
+    let res;
+    try {
+      res = await guard(result.calls, voucherSvc, "BatchIssueVouchers", () => voucherApi.batchIssueVouchers({ items: batch.map((f) => f.issue!) }));
+    } catch (err) {
+      const code = (err as ServiceCallError).code;
+      if (SERVICE_TROUBLE.has(code)) throw err;
+      if (batch.length > 1) {
+        const half = Math.ceil(batch.length / 2);
+        await issueAll(batch.slice(0, half), records, failed, raced);
+        await issueAll(batch.slice(half), records, failed, raced);
+        return;
+      }
+      failed.add(batch[0]!);
+      Object.assign(records.get(batch[0]!)!, refusal("BatchIssueVouchers", code, ConnectError.from((err as ServiceCallError).cause).rawMessage));
+      return;
+    }
+    batch.forEach((f, i) => {
+      const item = res.results[i];
+      const r = records.get(f)!;
+      if (!item || item.errorCode !== 0 || !item.voucher) {
+        failed.add(f);
+        if (item) Object.assign(r, refusal("IssueVoucher", item.errorCode, item.errorMessage));
+        else Object.assign(r, { error: "IssueVoucher returned no result for this order (retryable: the next run tries again)", needsPerson: false });
+        return;
+      }
+      if (item.voucher.status !== VoucherStatus.ISSUED) {
+        // A voided voucher handed back as a replay is not the live voucher the order is owed.
+        failed.add(f);
+        Object.assign(r, { error: `IssueVoucher answered with voucher ${item.voucher.id}, which is not live (${VoucherStatus[item.voucher.status]})`, needsPerson: true });
+        return;
+      }
+      r.voucherId = item.voucher.id;
+      if (!item.created && f.kind === "missing_voucher" && f.deliveryWasPending) raced.add(f);
+    });
   };
 
   const repair = async (
@@ -237,26 +379,10 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     records: Map<Finding, DriftRecord>,
     failed: Set<Finding>,
     raced: Set<Finding>,
+    voids: Set<Finding>,
   ): Promise<void> => {
     // 1. Issue missing vouchers, in batches. Idempotent per order id, so a relay delivering the same order at this moment is harmless.
-    for (const batch of chunks(fresh.filter((f) => f.issue), ISSUE_BATCH)) {
-      const res = await guard(result.calls, voucherSvc, "BatchIssueVouchers", () =>
-        voucherApi.batchIssueVouchers({ items: batch.map((f) => f.issue!) }),
-      );
-      batch.forEach((f, i) => {
-        const item = res.results[i];
-        const r = records.get(f)!;
-        if (!item || item.errorCode !== 0 || !item.voucher) {
-          failed.add(f);
-          r.error = item
-            ? `IssueVoucher refused: ${Code[item.errorCode] ?? item.errorCode}: ${item.errorMessage}`
-            : "IssueVoucher returned no result for this order";
-          return;
-        }
-        r.voucherId = item.voucher.id;
-        if (!item.created && f.kind === "missing_voucher" && f.deliveryWasPending) raced.add(f);
-      });
-    }
+    for (const batch of chunks(fresh.filter((f) => f.issue), ISSUE_BATCH)) await issueAll(batch, records, failed, raced);
 
     // 2. Requeue deliveries the order service must (re)do: dead ones, missing ones, and ones
     //    whose voucher was just issued, so the relay gets created=false and records the voucher id.
@@ -270,14 +396,14 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
           const ce = ConnectError.from(err);
           if (SERVICE_TROUBLE.has(ce.code)) throw new ServiceCallError(orderSvc, "RequeueVoucher", err);
           failed.add(f);
-          records.get(f)!.error = `RequeueVoucher refused: ${Code[ce.code]}: ${ce.rawMessage}`;
+          Object.assign(records.get(f)!, refusal("RequeueVoucher", ce.code, ce.rawMessage));
         }
       },
     );
 
-    // 3. Void vouchers that must not exist. Never deleted: VOIDED with a reason, idempotent.
+    // 3. Void vouchers that must not exist, as many as allowedVoids let through. Never deleted: VOIDED with a reason, idempotent.
     await inParallel(
-      fresh.filter((f) => f.void),
+      fresh.filter((f) => voids.has(f)),
       concurrency,
       async (f) => {
         try {
@@ -286,11 +412,10 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
           const ce = ConnectError.from(err);
           if (SERVICE_TROUBLE.has(ce.code)) throw new ServiceCallError(voucherSvc, "VoidVoucher", err);
           failed.add(f);
-          records.get(f)!.error = `VoidVoucher refused: ${Code[ce.code]}: ${ce.rawMessage}`;
+          Object.assign(records.get(f)!, refusal("VoidVoucher", ce.code, ce.rawMessage));
         }
       },
     );
-
   };
 
   try {

@@ -1,6 +1,6 @@
 import path from "node:path";
 import { DRIFT_KINDS, REPAIR_OF, type DriftKind } from "./compare.js";
-import type { DriftRecord, RunResult } from "./reconcile.js";
+import type { DriftRecord, RunResult, VoidTally, WindowSource } from "./reconcile.js";
 import { writeJsonAtomically } from "./state.js";
 
 /** 0: no drift. 1: drift found and all of it repaired. 2: drift left unrepaired, or the run failed. */
@@ -26,10 +26,17 @@ export interface ReconcileReport {
   durationMs: number;
   /** Sent orders and issued vouchers looked at: sent_at / issued_at in [since, until). since null = the beginning. */
   window: { since: string | null; until: string };
+  /** Where the window's start came from: the state file, the initial look-back (no state file), --full or --since. */
+  windowSource: WindowSource;
+  /** Things an operator must know about the run itself, e.g. that no state file was found. */
+  warnings: string[];
+  /** Voids: the cap, how many were made, how many were held back by the cap or the window. */
+  voids: VoidTally;
   scanned: { sentOrders: number; vouchers: number; rechecked: number };
   /** Vouchers the relay delivered between the lookup and the repair (not drift). */
   racedWithRelay: number;
-  totals: { found: number; repaired: number; unrepaired: number };
+  /** unrepaired = needsPerson + left to the next run (retryable refusals). */
+  totals: { found: number; repaired: number; unrepaired: number; needsPerson: number };
   /** Every kind, zero included, so a dashboard can rely on the keys. */
   counts: Record<DriftKind, KindCount>;
   /** Order ids per kind (voucher ids are in `drift`). */
@@ -39,8 +46,8 @@ export interface ReconcileReport {
   calls: Record<string, { count: number; ms: number }>;
 }
 
-export function exitCodeOf(result: Pick<RunResult, "error" | "drift">): ExitCode {
-  if (result.error) return 2;
+export function exitCodeOf(result: Pick<RunResult, "error" | "drift"> & { voids?: VoidTally }): ExitCode {
+  if (result.error || result.voids?.capReached) return 2;
   if (result.drift.length === 0) return 0;
   return result.drift.every((d) => d.repaired) ? 1 : 2;
 }
@@ -66,9 +73,17 @@ export function buildReport(result: RunResult): ReconcileReport {
     finishedAt: result.finishedAt.toISOString(),
     durationMs: result.finishedAt.getTime() - result.startedAt.getTime(),
     window: { since: result.window.since?.toISOString() ?? null, until: result.window.until.toISOString() },
+    windowSource: result.windowSource ?? (result.window.since ? "explicit" : "full"),
+    warnings: result.warnings ?? [],
+    voids: { ...result.voids },
     scanned: { ...result.scanned },
     racedWithRelay: result.racedWithRelay,
-    totals: { found: result.drift.length, repaired, unrepaired: result.drift.length - repaired },
+    totals: {
+      found: result.drift.length,
+      repaired,
+      unrepaired: result.drift.length - repaired,
+      needsPerson: result.drift.filter((d) => !d.repaired && d.needsPerson).length,
+    },
     counts,
     ids,
     drift: result.drift,
@@ -89,14 +104,28 @@ export function formatSummary(report: ReconcileReport, reportFile?: string, maxI
   const secs = (report.durationMs / 1000).toFixed(1);
   lines.push(`reconcile ${report.runId}${report.dryRun ? " (dry run: nothing changed)" : ""}: ${OUTCOME_TEXT[report.outcome]} (exit ${report.exitCode}) in ${secs} s`);
   if (report.error) lines.push(`  error:   ${report.error}`);
+  for (const w of report.warnings) lines.push(`  WARNING: ${w}`);
   lines.push(`  window:  ${report.window.since ?? "the beginning"} → ${report.window.until}`);
   lines.push(
     `  scanned: ${report.scanned.sentOrders} sent orders, ${report.scanned.vouchers} vouchers` +
       (report.scanned.rechecked ? `, ${report.scanned.rechecked} orders left open by an earlier run` : ""),
   );
   if (report.racedWithRelay) lines.push(`  ${report.racedWithRelay} voucher(s) delivered by the relay during the run (not drift)`);
+  const v = report.voids;
+  if (v.capReached) {
+    lines.push(
+      `  VOID CAP REACHED: ${v.voided} voucher(s) ${report.dryRun ? "would be " : ""}voided, ${v.skippedByCap} more left alone (cap ${v.cap}, RECONCILE_MAX_VOIDS); ` +
+        `check the report, then run with --max-voids to void the rest`,
+    );
+  } else if (v.voided > 0) {
+    lines.push(`  voids:   ${v.voided} of at most ${v.cap}${report.dryRun ? " (would be made)" : ""}`);
+  }
+  if (v.outsideWindow > 0) lines.push(`  ${v.outsideWindow} voucher(s) to void were issued outside the window and left alone`);
   if (report.totals.found > 0) {
-    lines.push(`  drift:   ${report.totals.found} found, ${report.totals.repaired} repaired, ${report.totals.unrepaired} left`);
+    lines.push(
+      `  drift:   ${report.totals.found} found, ${report.totals.repaired} repaired, ${report.totals.unrepaired} left` +
+        (report.totals.needsPerson ? ` (${report.totals.needsPerson} need a person)` : ""),
+    );
     for (const kind of DRIFT_KINDS) {
       const c = report.counts[kind];
       if (c.found === 0) continue;
@@ -104,7 +133,8 @@ export function formatSummary(report: ReconcileReport, reportFile?: string, maxI
     }
     for (const d of report.drift.slice(0, maxItems)) {
       const ids = `order ${d.orderId}${d.voucherId ? ` voucher ${d.voucherId}` : ""}`;
-      lines.push(`    ${d.repaired ? "repaired" : "OPEN    "} ${d.kind}: ${ids}: ${d.detail}${d.error ? ` [${d.error}]` : ""}`);
+      const state = d.repaired ? "repaired" : d.needsPerson ? "PERSON  " : "OPEN    ";
+      lines.push(`    ${state} ${d.kind}: ${ids}: ${d.detail}${d.error ? ` [${d.error}]` : ""}`);
     }
     if (report.drift.length > maxItems) lines.push(`    … and ${report.drift.length - maxItems} more in the JSON report`);
   }

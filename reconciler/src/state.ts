@@ -18,7 +18,7 @@ export interface Window {
   until: Date;
 }
 
-/** Reads the state file; undefined when there is none yet (the first run looks at everything). */
+/** Reads the state file; undefined when there is none (a first run, or a lost file: the run looks back RECONCILE_INITIAL_LOOKBACK_MS). */
 export async function readState(file: string): Promise<ReconcilerState | undefined> {
   let text: string;
   try {
@@ -31,7 +31,7 @@ export async function readState(file: string): Promise<ReconcilerState | undefin
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new Error(`state file ${file} is not valid JSON; fix or delete it (deleting makes the next run look at everything)`);
+    throw new Error(`state file ${file} is not valid JSON; fix or delete it (deleting makes the next run look back only RECONCILE_INITIAL_LOOKBACK_MS; --since or --full reach further)`);
   }
   if (typeof parsed.windowEnd !== "string" || Number.isNaN(Date.parse(parsed.windowEnd))) {
     throw new Error(`state file ${file} has no valid windowEnd; fix or delete it (deleting makes the next run look at everything)`);
@@ -53,12 +53,16 @@ export async function writeJsonAtomically(file: string, value: unknown): Promise
 
 /**
  * The default window: from the end of the last completed run minus the
- * overlap (or from the beginning when there was none) up to now minus the
- * grace period, so orders the relay may still be delivering are left alone.
+ * overlap up to now minus the grace period, so orders the relay may still be
+ * delivering are left alone. Without a state (a first run, or the file was
+ * lost) it reaches back initialLookbackMs before that end, not to the
+ * beginning of time: a lost file must not turn a nightly run into a run over
+ * all of history, with all the repairs (and voids) that may bring. Reaching
+ * further is an explicit --since or --full.
  */
-export function defaultWindow(state: ReconcilerState | undefined, now: Date, graceMs: number, overlapMs: number): Window {
+export function defaultWindow(state: ReconcilerState | undefined, now: Date, graceMs: number, overlapMs: number, initialLookbackMs: number): Window {
   const until = new Date(now.getTime() - graceMs);
-  if (!state) return { until };
+  if (!state) return { since: new Date(until.getTime() - initialLookbackMs), until };
   const since = new Date(Date.parse(state.windowEnd) - overlapMs);
   return { since: since < until ? since : until, until };
 }
@@ -66,12 +70,15 @@ export function defaultWindow(state: ReconcilerState | undefined, now: Date, gra
 /**
  * Where completed coverage ends after a run over `window`: it moves forward
  * only when the window starts at or before the current end, so a manual run
- * over a later slice never hides a gap, and never moves backwards.
+ * over a later slice never hides a gap, and never moves backwards. Without a
+ * state nothing is known to be covered, and the first finished run's end
+ * becomes the start of coverage (its summary says how far back it looked).
  */
 export function nextWindowEnd(state: ReconcilerState | undefined, window: Window): Date | undefined {
-  const covered = state ? new Date(state.windowEnd) : undefined;
-  const contiguous = window.since === undefined || (covered !== undefined && window.since <= covered);
+  if (!state) return window.until;
+  const covered = new Date(state.windowEnd);
+  const contiguous = window.since === undefined || window.since <= covered;
   if (!contiguous) return covered;
-  if (covered && covered > window.until) return covered;
+  if (covered > window.until) return covered;
   return window.until;
 }

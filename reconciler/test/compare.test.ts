@@ -2,8 +2,11 @@ import { expect } from "chai";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { OrderSchema, OrderStatus, VoucherStateSchema, VoucherStatus as DeliveryStatus, type Order } from "@shop/sdk/order";
 import { VoucherSchema, VoucherStatus, type Voucher } from "@shop/sdk/voucher";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { checkSentOrders, checkVouchers, formatCents } from "../src/compare.js";
 import { qualifies } from "../src/rule.js";
+
+const SENT_AT = new Date("2030-01-01T00:00:00.000Z");
 
 function order(id: string, totalCents: bigint, status = OrderStatus.SENT, delivery = DeliveryStatus.ISSUED, extra: MessageInitShape<typeof OrderSchema> = {}): Order {
   return create(OrderSchema, {
@@ -13,6 +16,7 @@ function order(id: string, totalCents: bigint, status = OrderStatus.SENT, delive
     currency: "EUR",
     status,
     voucher: create(VoucherStateSchema, { status: delivery, voucherId: delivery === DeliveryStatus.ISSUED ? `v-${id}` : "" }),
+    sentAt: status === OrderStatus.SENT || status === OrderStatus.DELIVERED ? timestampFromDate(SENT_AT) : undefined,
     ...extra,
   });
 }
@@ -88,9 +92,40 @@ describe("compare: sent orders against their vouchers", () => {
     expect(f!.void!.reason).to.match(/^reconciler: order a does not qualify \(total 100\.00 EUR\)/);
   });
 
-  it("leaves a voided voucher alone and does not re-issue for its order", () => {
-    const voided = voucher("a", { status: VoucherStatus.VOIDED });
-    expect(checkSentOrders([order("a", 12_000n), order("b", 5_000n)], byOrder(voided, voucher("b", { status: VoucherStatus.VOIDED })), qualifies)).to.deep.equal([]);
+  it("counts only a live voucher as the order's: an owed order whose voucher is voided gets a new one, redelivered so the order records it", () => {
+    const voided = voucher("a", { status: VoucherStatus.VOIDED, voidReason: "voided by mistake" });
+    const [f, ...rest] = checkSentOrders([order("a", 12_000n)], byOrder(voided), qualifies);
+    expect(rest).to.deep.equal([]);
+    expect(f).to.include({ kind: "missing_voucher", orderId: "a", voucherId: "v-a", requeue: true, redeliver: true });
+    expect(f!.issue).to.deep.equal({ orderId: "a", customerId: "cust-1", orderTotalCents: 12_000n, currency: "EUR" });
+    expect(f!.detail).to.equal("sent order over the threshold (120.00 EUR) has no live voucher: its voucher v-a is voided (voided by mistake)");
+  });
+
+  it("issues a new voucher for a dead delivery whose only voucher is voided, and revives the delivery", () => {
+    const voided = voucher("a", { status: VoucherStatus.VOIDED, voidReason: "oops" });
+    const [f] = checkSentOrders([order("a", 12_000n, OrderStatus.SENT, DeliveryStatus.DEAD)], byOrder(voided), qualifies);
+    expect(f).to.include({ kind: "dead_delivery", requeue: true });
+    expect(f!.issue).to.include({ orderId: "a" });
+    expect(f!.detail).to.contain("its voucher v-a is voided (oops)");
+  });
+
+  it("leaves a voided voucher of an order that is not owed one alone", () => {
+    const voided = voucher("b", { status: VoucherStatus.VOIDED });
+    expect(checkSentOrders([order("b", 5_000n, OrderStatus.SENT, DeliveryStatus.NOT_ELIGIBLE)], byOrder(voided), qualifies)).to.deep.equal([]);
+  });
+
+  it("reports a dead delivery whose order's voucher was issued for another request as needing a person, not as a requeue", () => {
+    const o = order("a", 12_000n, OrderStatus.SENT, DeliveryStatus.DEAD, {
+      voucher: create(VoucherStateSchema, { status: DeliveryStatus.DEAD, attempts: 1, lastError: "ALREADY_EXISTS: order a has a voucher for another request" }),
+    });
+    const findings = checkSentOrders([o], byOrder(voucher("a", { customerId: "cust-2" })), qualifies);
+    expect(findings.map((f) => f.kind)).to.deep.equal(["dead_delivery_conflict", "customer_mismatch"]);
+    const [conflict] = findings;
+    expect(conflict!.issue ?? conflict!.requeue ?? conflict!.void).to.equal(undefined);
+    expect(conflict!.detail).to.equal(
+      'delivery died after 1 attempt(s) (ALREADY_EXISTS: order a has a voucher for another request) and cannot succeed: ' +
+        'the order\'s voucher v-a was issued for another request (voucher is for customer "cust-2", the order for "cust-1")',
+    );
   });
 
   it("reports a customer and an amount that disagree with the order, without repairing them", () => {
@@ -110,7 +145,7 @@ describe("compare: vouchers against their orders", () => {
   it("voids a voucher whose order does not exist", () => {
     const [f] = checkVouchers([voucher("ghost")], orders(), qualifies);
     expect(f).to.include({ kind: "voucher_without_order", orderId: "ghost", voucherId: "v-ghost" });
-    expect(f!.void).to.deep.equal({ voucherId: "v-ghost", reason: "reconciler: order ghost does not exist" });
+    expect(f!.void).to.deep.include({ voucherId: "v-ghost", reason: "reconciler: order ghost does not exist" });
   });
 
   it("voids a voucher whose order is not sent", () => {

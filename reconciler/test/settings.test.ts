@@ -18,6 +18,8 @@ describe("reconciler settings", () => {
       timezone: "UTC",
       graceMs: 600_000,
       overlapMs: 3_600_000,
+      initialLookbackMs: 3 * 24 * 3_600_000,
+      maxVoids: 10,
       stateFile: "/srv/.data/reconciler/state.json",
       reportDir: "/srv/.data/reconciler/reports",
     });
@@ -29,6 +31,14 @@ describe("reconciler settings", () => {
     ).to.throw(/RECONCILE_CRON[\s\S]*ORDER_SERVICE_URL|ORDER_SERVICE_URL[\s\S]*RECONCILE_CRON/)
       .with.property("problems")
       .that.has.length(4);
+  });
+
+  it("takes the void cap and the initial look-back, and refuses negative ones", () => {
+    expect(loadConfig({ RECONCILE_TOKEN: "t", RECONCILE_MAX_VOIDS: "0", RECONCILE_INITIAL_LOOKBACK_MS: "60000" })).to.include({ maxVoids: 0, initialLookbackMs: 60_000 });
+    expect(() => loadConfig({ RECONCILE_TOKEN: "t", RECONCILE_MAX_VOIDS: "-1", RECONCILE_INITIAL_LOOKBACK_MS: "x" }))
+      .to.throw()
+      .with.property("problems")
+      .that.has.members(["RECONCILE_MAX_VOIDS=-1 is out of range [0, 1000000]", 'RECONCILE_INITIAL_LOOKBACK_MS="x" is not a whole number']);
   });
 
   it("accepts a per-second expression and a real timezone", () => {
@@ -44,7 +54,18 @@ describe("reconcile command line", () => {
     expect(o.until!.toISOString()).to.equal("2024-05-02T00:00:00.000Z");
   });
 
+  it("parses --full and --max-voids", () => {
+    expect(parseCli(["--once", "--full", "--max-voids", "250"])).to.deep.include({ full: true, maxVoids: 250 });
+    expect(parseCli(["--once"])).to.deep.include({ full: false, maxVoids: undefined });
+  });
+
   for (const [args, why] of [
+    [["--once", "--full", "--since", "2024-05-01"], /--full and --since/],
+    [["--full"], /add --once/],
+    [["--max-voids", "3"], /add --once/],
+    [["--once", "--max-voids", "-1"], /max-voids/],
+    [["--once", "--max-voids=-1"], /not a whole number/],
+    [["--once", "--max-voids", "lots"], /not a whole number/],
     [["--frobnicate"], /Unknown option/],
     [["--once", "--since", "yesterday"], /not an ISO 8601 time/],
     [["--once", "--since", "2024-05-02", "--until", "2024-05-01"], /before --until/],
@@ -60,13 +81,16 @@ describe("reconcile command line", () => {
 describe("reconciliation window", () => {
   const now = new Date("2024-05-02T02:30:00Z");
 
-  it("starts at the beginning on the first run and stops a grace period before now", () => {
-    expect(defaultWindow(undefined, now, 600_000, 3_600_000)).to.deep.equal({ until: new Date("2024-05-02T02:20:00Z") });
+  it("without a state looks back only the initial look-back, not to the beginning, and stops a grace period before now", () => {
+    expect(defaultWindow(undefined, now, 600_000, 3_600_000, 3 * 24 * 3_600_000)).to.deep.equal({
+      since: new Date("2024-04-29T02:20:00Z"),
+      until: new Date("2024-05-02T02:20:00Z"),
+    });
   });
 
   it("starts an overlap before where the last completed run ended", () => {
     const state = { windowEnd: "2024-05-01T02:20:00.000Z", runId: "r", unresolvedOrderIds: [] };
-    expect(defaultWindow(state, now, 600_000, 3_600_000)).to.deep.equal({
+    expect(defaultWindow(state, now, 600_000, 3_600_000, 3 * 24 * 3_600_000)).to.deep.equal({
       since: new Date("2024-05-01T01:20:00Z"),
       until: new Date("2024-05-02T02:20:00Z"),
     });
@@ -77,6 +101,8 @@ describe("reconciliation window", () => {
     const until = new Date("2024-05-02T00:00:00Z");
     expect(nextWindowEnd(state, { since: new Date("2024-04-30T23:00:00Z"), until })).to.deep.equal(until);
     expect(nextWindowEnd(undefined, { until })).to.deep.equal(until);
+    // Without a state the first finished run starts coverage, whatever its start.
+    expect(nextWindowEnd(undefined, { since: new Date("2024-04-29T00:00:00Z"), until })).to.deep.equal(until);
     expect(nextWindowEnd(state, { since: new Date("2024-05-01T12:00:00Z"), until })).to.deep.equal(new Date(state.windowEnd));
     expect(nextWindowEnd(state, { since: new Date("2024-01-01T00:00:00Z"), until: new Date("2024-02-01T00:00:00Z") })).to.deep.equal(
       new Date(state.windowEnd),
@@ -102,15 +128,18 @@ describe("reconciliation window", () => {
 });
 
 describe("reconcile report", () => {
-  const run = (drift: DriftRecord[], error?: string): RunResult => ({
+  const noVoids = { cap: 10, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false };
+  const run = (drift: DriftRecord[], error?: string, voids = noVoids): RunResult => ({
     runId: "01RUN",
     dryRun: false,
     startedAt: new Date("2024-05-02T02:30:00.000Z"),
     finishedAt: new Date("2024-05-02T02:30:01.500Z"),
     window: { since: new Date("2024-05-01T01:20:00Z"), until: new Date("2024-05-02T02:20:00Z") },
+    windowSource: "state",
     scanned: { sentOrders: 10, vouchers: 8, rechecked: 0 },
     drift,
     racedWithRelay: 0,
+    voids,
     error,
     calls: {},
   });
@@ -132,13 +161,32 @@ describe("reconcile report", () => {
       error: null,
       durationMs: 1500,
       window: { since: "2024-05-01T01:20:00.000Z", until: "2024-05-02T02:20:00.000Z" },
-      totals: { found: 2, repaired: 1, unrepaired: 1 },
+      totals: { found: 2, repaired: 1, unrepaired: 1, needsPerson: 0 },
+      windowSource: "state",
+      warnings: [],
     });
-    expect(Object.keys(report.counts)).to.have.length(8);
+    expect(Object.keys(report.counts)).to.have.length(9);
     expect(report.counts.missing_voucher).to.deep.equal({ found: 1, repaired: 1 });
     expect(report.counts.voucher_without_order).to.deep.equal({ found: 0, repaired: 0 });
     expect(report.ids.customer_mismatch).to.deep.equal(["o-customer_mismatch"]);
     expect(JSON.parse(JSON.stringify(report))).to.deep.equal(report);
+  });
+
+  it("exits 2 and says so in the summary when the void cap was reached", () => {
+    const capped = { cap: 2, voided: 2, skippedByCap: 5, outsideWindow: 1, capReached: true };
+    const drift = [d("voucher_without_order", true), { ...d("voucher_for_unsent_order", false), needsPerson: true }];
+    expect(exitCodeOf(run(drift, undefined, capped))).to.equal(2);
+    const report = buildReport(run(drift, undefined, capped));
+    expect(report).to.deep.include({ outcome: "unrepaired", voids: capped, totals: { found: 2, repaired: 1, unrepaired: 1, needsPerson: 1 } });
+    const text = formatSummary(report);
+    expect(text).to.contain("VOID CAP REACHED: 2 voucher(s) voided, 5 more left alone (cap 2, RECONCILE_MAX_VOIDS)");
+    expect(text).to.contain("1 voucher(s) to void were issued outside the window and left alone");
+    expect(text).to.contain("(1 need a person)").and.contain("PERSON   voucher_for_unsent_order");
+  });
+
+  it("prints its warnings, e.g. that no state file was found", () => {
+    const text = formatSummary(buildReport({ ...run([]), windowSource: "initial-lookback", warnings: ["no state file at /s.json"] }));
+    expect(text.split("\n")[1]).to.equal("  WARNING: no state file at /s.json");
   });
 
   it("summarises a failed run with its error first", () => {
@@ -163,6 +211,7 @@ describe("report file", () => {
         scanned: { sentOrders: 0, vouchers: 0, rechecked: 0 },
         drift: [],
         racedWithRelay: 0,
+        voids: { cap: 10, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
         calls: {},
       });
       const file = await writeReport(dir, report);
