@@ -7,6 +7,7 @@
  *   public-key --key <file>             the AUTH_PUBLIC_KEYS entry of an existing key
  *   token --key <file> --role <role> [--customer <id>] [--ttl 24h]
  *                                       a signed token; roles: shop, relay, reconciler, admin, customer
+ *   --help                              the usage, on stdout
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -15,7 +16,11 @@ import { newSigningKey, ROLE_NAMES, ROLES, signingKeyFromJwk, signingKeyToJwk, t
 const USAGE = `usage:
   npm run auth -- keygen --kid <id> --out <file>
   npm run auth -- public-key --key <file>
-  npm run auth -- token --key <file> --role <${ROLE_NAMES.join("|")}> [--customer <id>] [--ttl <n>(s|m|h|d)]`;
+  npm run auth -- token --key <file> --role <${ROLE_NAMES.join("|")}> [--customer <id>] [--ttl <n>(s|m|h|d)]
+  npm run auth -- --help
+
+--ttl defaults to 24h. npm prints the script's name and command before its output; to
+get only the key entry or the token (to pipe or capture it), run npm run --silent auth -- ...`;
 
 /** "90s", "15m", "24h", "30d" → seconds. */
 export function parseTtl(text: string): number {
@@ -37,8 +42,13 @@ function main(argv: string[]): void {
       role: { type: "string" },
       customer: { type: "string" },
       ttl: { type: "string", default: "24h" },
+      help: { type: "boolean", short: "h" },
     },
   });
+  if (values.help || positionals[0] === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
   const need = (name: keyof typeof values): string => {
     const v = values[name];
     if (typeof v !== "string" || v === "") throw new Error(`--${name} is required\n${USAGE}`);

@@ -6,6 +6,10 @@
  * service and the order service (with its in-process relay) as child
  * processes, their output prefixed with their name. Ctrl-C stops the services
  * gracefully, then the databases; a second Ctrl-C forces.
+ *
+ * Every port it will use is checked before anything starts, and "Ready." is
+ * printed only once every process, the reconciler's scheduler included,
+ * listens; then <data>/env holds shell variables for the README's commands.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -37,11 +41,11 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-function intSetting(name: string, fallback: number): number {
+function intSetting(name: string, fallback: number, min = 1): number {
   const raw = process.env[name];
   if (raw === undefined || raw === "") return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 65535) fail(`${name}=${raw} is not a port number (1-65535)`);
+  if (!Number.isInteger(n) || n < min || n > 65535) fail(`${name}=${raw} is not a port number (${min}-65535)`);
   return n;
 }
 
@@ -56,18 +60,85 @@ const voucherHttpPort = intSetting("VOUCHER_HTTP_PORT", 8082);
 const orderHost = process.env.ORDER_HOST || "127.0.0.1";
 const orderGrpcPort = intSetting("ORDER_GRPC_PORT", 50051);
 const orderHttpPort = intSetting("ORDER_HTTP_PORT", 8081);
+// The reconciler's scheduler reads these itself (reconciler/src/config.ts); read here with the same defaults
+// so the port is checked before anything starts and the scheduler is awaited on it.
+const reconcilerMetricsPort = intSetting("RECONCILE_METRICS_PORT", 9464, 0);
+const reconcilerMetricsHost = process.env.RECONCILE_METRICS_HOST || "127.0.0.1";
+const useLocalDatabases = !process.env.ORDER_DATABASE_URL && !process.env.VOUCHER_DATABASE_URL;
+const orderDbPort = intSetting("LOCAL_ORDER_DB_PORT", 3316);
+const voucherDbPort = intSetting("LOCAL_VOUCHER_DB_PORT", 3317);
 
 // ---------------------------------------------------------------------------
 // Databases
 
 const databases: MariaDbServer[] = [];
 
-async function portIsFree(port: number): Promise<boolean> {
+/** Whether a server could listen on host:port now (binding is the only sure test; connecting misses some listeners). */
+async function portIsFree(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = net.createServer();
     probe.once("error", () => resolve(false));
-    probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)));
+    probe.listen(port, host, () => probe.close(() => resolve(true)));
   });
+}
+
+interface PortUse {
+  setting: string;
+  port: number;
+  host: string;
+  what: string;
+}
+
+/** Every port this script will have something listen on, with the setting that moves it. */
+function plannedPorts(): PortUse[] {
+  const uses: PortUse[] = [];
+  if (useLocalDatabases) {
+    uses.push(
+      { setting: "LOCAL_ORDER_DB_PORT", port: orderDbPort, host: "127.0.0.1", what: "the order database" },
+      { setting: "LOCAL_VOUCHER_DB_PORT", port: voucherDbPort, host: "127.0.0.1", what: "the voucher database" },
+    );
+  }
+  uses.push(
+    { setting: "VOUCHER_GRPC_PORT", port: voucherGrpcPort, host: voucherHost, what: "the voucher service's gRPC" },
+    { setting: "VOUCHER_HTTP_PORT", port: voucherHttpPort, host: voucherHost, what: "the voucher service's HTTP" },
+    { setting: "ORDER_GRPC_PORT", port: orderGrpcPort, host: orderHost, what: "the order service's gRPC" },
+    { setting: "ORDER_HTTP_PORT", port: orderHttpPort, host: orderHost, what: "the order service's HTTP" },
+  );
+  if (reconcilerMetricsPort !== 0) {
+    uses.push({ setting: "RECONCILE_METRICS_PORT", port: reconcilerMetricsPort, host: reconcilerMetricsHost, what: "the reconciler's metrics" });
+  }
+  return uses;
+}
+
+/**
+ * Checks, before anything is started, that no earlier run's database is still
+ * up and that every port is free and used once: a taken port found only when
+ * the last process binds it would stop everything after "Ready.". A port taken
+ * in the moment between this check and the bind still stops the start, before
+ * "Ready." too, as main() waits for every process to listen.
+ */
+async function preflight(): Promise<void> {
+  if (useLocalDatabases) {
+    for (const folder of ["order-db", "voucher-db"]) {
+      const dir = path.join(dataDir, folder);
+      const stale = leftoverServer(dir);
+      if (stale) fail(`a MariaDB server from an earlier run still uses ${dir} (pid ${stale}); stop it with: kill ${stale}`);
+    }
+  }
+  const uses = plannedPorts();
+  const problems: string[] = [];
+  for (const [i, use] of uses.entries()) {
+    const twin = uses.slice(0, i).find((u) => u.port === use.port);
+    if (twin) problems.push(`${use.setting} and ${twin.setting} are both ${use.port}; set one of them to another port`);
+  }
+  for (const use of uses) {
+    if (problems.some((p) => p.startsWith(`${use.setting} and `))) continue;
+    if (!(await portIsFree(use.host, use.port))) {
+      const off = use.setting === "RECONCILE_METRICS_PORT" ? " (0 for none)" : "";
+      problems.push(`port ${use.port} for ${use.what} is in use on ${use.host}; free it or set ${use.setting} to another port${off}`);
+    }
+  }
+  if (problems.length) fail([...problems, "nothing was started"].join(`\n${" ".repeat(12)}`));
 }
 
 /** A pid file left by a server that is still running means an earlier `npm start` did not stop (it was killed). */
@@ -91,12 +162,6 @@ function leftoverServer(dir: string): number | undefined {
 
 async function startLocalDatabase(label: string, folder: string, port: number, database: string, user: string) {
   const dir = path.join(dataDir, folder);
-  const stale = leftoverServer(dir);
-  if (stale) throw new Error(`a MariaDB server from an earlier run still uses ${dir} (pid ${stale}); stop it with: kill ${stale}`);
-  if (!(await portIsFree(port))) {
-    const setting = label === "order" ? "LOCAL_ORDER_DB_PORT" : "LOCAL_VOUCHER_DB_PORT";
-    throw new Error(`port ${port} for the ${label} database is in use; free it or set ${setting} to another port`);
-  }
   const server = new MariaDbServer({ dir, port });
   databases.push(server);
   await server.start();
@@ -141,8 +206,8 @@ async function resolveDatabaseUrls(): Promise<{ orderUrl: string; voucherUrl: st
   }
   // allSettled: if one fails, the other has finished starting before shutdown stops it.
   const [o, v] = await Promise.allSettled([
-    startLocalDatabase("order", "order-db", intSetting("LOCAL_ORDER_DB_PORT", 3316), "orders", "orders"),
-    startLocalDatabase("voucher", "voucher-db", intSetting("LOCAL_VOUCHER_DB_PORT", 3317), "vouchers", "vouchers"),
+    startLocalDatabase("order", "order-db", orderDbPort, "orders", "orders"),
+    startLocalDatabase("voucher", "voucher-db", voucherDbPort, "vouchers", "vouchers"),
   ]);
   if (o.status === "rejected") throw o.reason;
   if (v.status === "rejected") throw v.reason;
@@ -374,6 +439,35 @@ function tokenLines(auth: LocalAuth | undefined): string[] {
   ];
 }
 
+const ENV_FILE = path.join(dataDir, "env");
+
+/** A value for a POSIX shell, single-quoted. */
+const shellQuote = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * Shell variables for the README's commands, so they work with moved ports and
+ * data folder: `. .data/env`. Names no program reads, so sourcing the file
+ * changes nothing but those commands. The database URLs only for the local
+ * databases (the caller's own URLs, with their passwords, are not copied).
+ */
+function writeEnvFile(databases: { orderUrl: string; voucherUrl: string } | undefined): void {
+  const vars: Array<[string, string]> = [
+    ["DATA", dataDir],
+    ["ORDER_GRPC", `${reachableHost(orderHost)}:${orderGrpcPort}`],
+    ["ORDER_HTTP", `${reachableHost(orderHost)}:${orderHttpPort}`],
+    ["VOUCHER_GRPC", `${reachableHost(voucherHost)}:${voucherGrpcPort}`],
+    ["VOUCHER_HTTP", `${reachableHost(voucherHost)}:${voucherHttpPort}`],
+    ...(databases ? ([["ORDER_DB", databases.orderUrl], ["VOUCHER_DB", databases.voucherUrl]] as Array<[string, string]>) : []),
+  ];
+  const text = [
+    `# Written by npm start for the stack it runs (rewritten at every start). In a shell: . ${shown(ENV_FILE)}`,
+    ...vars.map(([k, v]) => `${k}=${shellQuote(v)}`),
+    "",
+  ].join("\n");
+  mkdirSync(dataDir, { recursive: true });
+  writeFileSync(ENV_FILE, text, { mode: 0o600 });
+}
+
 function banner(auth: LocalAuth | undefined): string {
   const og = `${reachableHost(orderHost)}:${orderGrpcPort}`;
   const oh = `${reachableHost(orderHost)}:${orderHttpPort}`;
@@ -386,6 +480,8 @@ function banner(auth: LocalAuth | undefined): string {
     `  voucher service  gRPC ${vg}   Connect/JSON http://${vh}   health http://${vh}/readyz`,
     "",
     ...tokenLines(auth),
+    `  Shell variables for the README's commands (DATA, ORDER_GRPC, ORDER_HTTP, VOUCHER_GRPC, …): . ${shown(ENV_FILE)}`,
+    "",
     "  Try it (see README.md for the full walkthrough):",
     dim(`    TOKEN=$(cat ${shown(path.join(AUTH_DIR, "shop.token"))})`),
     dim(`    npx buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $TOKEN" \\`),
@@ -401,6 +497,7 @@ function banner(auth: LocalAuth | undefined): string {
 }
 
 async function main(): Promise<void> {
+  await preflight();
   const { orderUrl, voucherUrl } = await resolveDatabaseUrls();
   if (stopping) return;
   const auth = localAuth();
@@ -438,8 +535,13 @@ async function main(): Promise<void> {
       VOUCHER_SERVICE_URL: `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`,
       RECONCILE_STATE_FILE: process.env.RECONCILE_STATE_FILE || path.join(dataDir, "reconciler", "state.json"),
       RECONCILE_REPORT_DIR: process.env.RECONCILE_REPORT_DIR || path.join(dataDir, "reconciler", "reports"),
+      RECONCILE_METRICS_PORT: String(reconcilerMetricsPort),
+      RECONCILE_METRICS_HOST: reconcilerMetricsHost,
       ...authEnv,
     },
+    // It listens there once its settings are read and its port is bound: a scheduler that cannot start stops
+    // everything here, before "Ready.", not after.
+    readyUrl: reconcilerMetricsPort ? `http://${reachableHost(reconcilerMetricsHost)}:${reconcilerMetricsPort}/healthz` : undefined,
   };
 
   for (const s of [...services, reconciler]) {
@@ -451,6 +553,9 @@ async function main(): Promise<void> {
   if (stopping) return;
   services.push(reconciler);
   spawnService(reconciler);
+  await waitReady(reconciler);
+  if (stopping) return;
+  writeEnvFile(useLocalDatabases ? { orderUrl, voucherUrl } : undefined);
   process.stdout.write(banner(auth));
 }
 

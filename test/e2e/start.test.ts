@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
 import { createOrderClient, createVoucherClient } from "@shop/sdk/clients";
@@ -30,27 +31,73 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
+const PORT_SETTINGS = [
+  "ORDER_GRPC_PORT",
+  "ORDER_HTTP_PORT",
+  "VOUCHER_GRPC_PORT",
+  "VOUCHER_HTTP_PORT",
+  "LOCAL_ORDER_DB_PORT",
+  "LOCAL_VOUCHER_DB_PORT",
+  "RECONCILE_METRICS_PORT",
+];
+const tsx = createRequire(import.meta.url).resolve("tsx");
+
+/** A free port for every setting, all different. */
+async function freePorts(): Promise<Record<string, number>> {
+  const ports: Record<string, number> = {};
+  const taken = new Set<number>();
+  for (const name of PORT_SETTINGS) {
+    let port = await freePort();
+    while (taken.has(port)) port = await freePort();
+    taken.add(port);
+    ports[name] = port;
+  }
+  return ports;
+}
+
+/** Runs scripts/start.ts as npm start does, on those ports and data folder, with nothing of the caller's own stack set. */
+function startScript(ports: Record<string, number>, dataDir: string) {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) };
+  for (const name of ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "AUTH_PUBLIC_KEYS", "RELAY_TOKEN", "RECONCILE_TOKEN", "VOUCHER_SERVICE_URL"]) delete env[name];
+  for (const name of ["ORDER_HOST", "VOUCHER_HOST", "RECONCILE_METRICS_HOST"]) delete env[name];
+  Object.assign(env, { LOCAL_DATA_DIR: dataDir, NO_COLOR: "1", LOG_LEVEL: "warn" });
+  const child = spawn(process.execPath, ["--import", tsx, path.join(root, "scripts/start.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))) };
+  child.stdout!.on("data", (d) => (run.output += d));
+  child.stderr!.on("data", (d) => (run.output += d));
+  return run;
+}
+
+/** Processes whose command line names the folder (a MariaDB server of that data folder, say). */
+function processesUsing(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(dir)) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
 describe("npm start", function () {
   this.timeout(180_000);
   let dataDir: string;
   let child: ChildProcess | undefined;
   let output = "";
   let exited: Promise<number | null>;
-  const ports: Record<string, number> = {};
+  let ports: Record<string, number> = {};
 
   before(async () => {
     dataDir = mkdtempSync(path.join(tmpdir(), "npm-start-"));
-    for (const name of ["ORDER_GRPC_PORT", "ORDER_HTTP_PORT", "VOUCHER_GRPC_PORT", "VOUCHER_HTTP_PORT", "LOCAL_ORDER_DB_PORT", "LOCAL_VOUCHER_DB_PORT"]) {
-      ports[name] = await freePort();
-    }
-    const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) };
-    for (const name of ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "AUTH_PUBLIC_KEYS", "RELAY_TOKEN", "RECONCILE_TOKEN", "VOUCHER_SERVICE_URL"]) delete env[name];
-    Object.assign(env, { LOCAL_DATA_DIR: dataDir, RECONCILE_METRICS_PORT: "0", NO_COLOR: "1", LOG_LEVEL: "warn" });
-    const tsx = createRequire(import.meta.url).resolve("tsx");
-    child = spawn(process.execPath, ["--import", tsx, path.join(root, "scripts/start.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+    ports = await freePorts();
+    const run = startScript(ports, dataDir);
+    child = run.child;
+    exited = run.exited;
     child.stdout!.on("data", (d) => (output += d));
     child.stderr!.on("data", (d) => (output += d));
-    exited = new Promise((resolve) => child!.once("exit", (code) => resolve(code)));
     const deadline = Date.now() + 150_000;
     while (!output.includes("Ready.")) {
       if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
@@ -101,10 +148,131 @@ describe("npm start", function () {
     }
   });
 
+  it("has the reconciler's scheduler serving its metrics port by the time it says Ready", async () => {
+    const res = await fetch(`http://127.0.0.1:${ports.RECONCILE_METRICS_PORT}/metrics`);
+    expect(res.status).to.equal(200);
+    expect(await res.text()).to.contain("reconciler_runs_total");
+  });
+
+  it("writes the shell variables the README's commands use, for the ports and folder it was given", async () => {
+    const file = path.join(dataDir, "env");
+    expect(output).to.contain(`. ${file}`);
+    const { stdout } = await promisify(execFile)("sh", [
+      "-c",
+      '. "$1" && printf "%s\\n" "$DATA" "$ORDER_GRPC" "$ORDER_HTTP" "$VOUCHER_GRPC" "$VOUCHER_HTTP" "$ORDER_DB" "$VOUCHER_DB"',
+      "sh",
+      file,
+    ]);
+    const [data, orderGrpc, orderHttp, voucherGrpc, voucherHttp, orderDb, voucherDb] = stdout.split("\n");
+    expect(data).to.equal(dataDir);
+    expect([orderGrpc, orderHttp, voucherGrpc, voucherHttp]).to.deep.equal(
+      ["ORDER_GRPC_PORT", "ORDER_HTTP_PORT", "VOUCHER_GRPC_PORT", "VOUCHER_HTTP_PORT"].map((k) => `127.0.0.1:${ports[k]}`),
+    );
+    expect(orderDb).to.match(new RegExp(`^mysql://orders:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_ORDER_DB_PORT}/orders$`));
+    expect(voucherDb).to.match(new RegExp(`^mysql://vouchers:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_VOUCHER_DB_PORT}/vouchers$`));
+    // The walkthrough's first Connect call, built from those variables alone.
+    const token = readFileSync(path.join(data!, "auth", "shop.token"), "utf8").trim();
+    const res = await fetch(`http://${orderHttp}/shop.order.v1.OrderService/ListOrders`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ customer_id: "alice" }),
+    });
+    expect(res.status).to.equal(200);
+  });
+
   it("stops the services and both databases on Ctrl-C", async () => {
     child!.kill("SIGINT");
     const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("timeout"), 60_000))]);
     expect(code, output.slice(-2000)).to.equal(0);
     for (const [name, port] of Object.entries(ports)) expect(await portOpen(port), `${name} ${port} still open`).to.equal(false);
+  });
+});
+
+describe("npm start with a port it needs taken", function () {
+  this.timeout(60_000);
+
+  /**
+   * Each setting in turn: its port held by another program, or given twice.
+   * npm start must refuse before starting anything, name the port and the
+   * setting that moves it, never say Ready, and leave nothing running.
+   */
+  const cases: Array<{ title: string; setting: string; twin?: string; expected: (port: number) => string }> = [
+    {
+      title: "the reconciler's metrics port",
+      setting: "RECONCILE_METRICS_PORT",
+      expected: (p) => `port ${p} for the reconciler's metrics is in use on 127.0.0.1; free it or set RECONCILE_METRICS_PORT to another port (0 for none)`,
+    },
+    {
+      title: "the order service's gRPC port",
+      setting: "ORDER_GRPC_PORT",
+      expected: (p) => `port ${p} for the order service's gRPC is in use on 127.0.0.1; free it or set ORDER_GRPC_PORT to another port`,
+    },
+    {
+      title: "the voucher database's port",
+      setting: "LOCAL_VOUCHER_DB_PORT",
+      expected: (p) => `port ${p} for the voucher database is in use on 127.0.0.1; free it or set LOCAL_VOUCHER_DB_PORT to another port`,
+    },
+    {
+      title: "one port given to two settings",
+      setting: "VOUCHER_HTTP_PORT",
+      twin: "ORDER_HTTP_PORT",
+      expected: (p) => `ORDER_HTTP_PORT and VOUCHER_HTTP_PORT are both ${p}; set one of them to another port`,
+    },
+  ];
+
+  for (const c of cases) {
+    it(`refuses to start when ${c.title} is taken, before Ready and with nothing left running`, async () => {
+      const dataDir = mkdtempSync(path.join(tmpdir(), "npm-start-taken-"));
+      const ports = await freePorts();
+      let holder: net.Server | undefined;
+      if (c.twin) {
+        ports[c.setting] = ports[c.twin]!;
+      } else {
+        holder = net.createServer();
+        await new Promise<void>((resolve) => holder!.listen(ports[c.setting], "127.0.0.1", resolve));
+      }
+      const run = startScript(ports, dataDir);
+      try {
+        const code = await Promise.race([run.exited, new Promise((r) => setTimeout(() => r("timeout"), 45_000))]);
+        expect(code, run.output).to.equal(1);
+        // Which of two settings is named first is not part of the promise.
+        const said = run.output.replace(/(\w+_PORT) and (\w+_PORT) are both/, (_, a: string, b: string) => `${[a, b].sort().join(" and ")} are both`);
+        expect(said).to.contain(c.expected(ports[c.setting]!));
+        expect(run.output).to.not.contain("Ready.");
+        for (const [name, port] of Object.entries(ports)) {
+          if (name === c.setting && !c.twin) continue; // ours
+          expect(await portOpen(port), `${name} ${port} open`).to.equal(false);
+        }
+        expect(processesUsing(dataDir), "processes left using the data folder").to.deep.equal([]);
+      } finally {
+        if (run.child.exitCode === null) run.child.kill("SIGKILL");
+        await new Promise<void>((resolve) => (holder ? holder.close(() => resolve()) : resolve()));
+        rmSync(dataDir, { recursive: true, force: true });
+      }
+    });
+  }
+});
+
+describe("npm run auth, as the README runs it", function () {
+  this.timeout(60_000);
+  const npm = (args: string[]) => promisify(execFile)("npm", args, { cwd: root });
+
+  it("prints its usage for --help and exits 0", async () => {
+    const { stdout } = await npm(["run", "--silent", "auth", "--", "--help"]);
+    expect(stdout).to.match(/^usage:\n  npm run auth -- keygen /);
+    expect(stdout).to.contain("npm run --silent auth");
+  });
+
+  it("prints nothing but the token under npm run --silent, so it can be captured", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "npm-auth-"));
+    try {
+      const key = path.join(dir, "key.json");
+      const { stdout: entry } = await npm(["run", "--silent", "auth", "--", "keygen", "--kid", "k1", "--out", key]);
+      expect(entry).to.match(/^k1=[\w-]{43}\n$/);
+      const { stdout: token } = await npm(["run", "--silent", "auth", "--", "token", "--key", key, "--role", "customer", "--customer", "alice"]);
+      expect(token).to.match(/^[\w-]+\.[\w-]+\.[\w-]+\n$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
