@@ -65,7 +65,8 @@ function handlerAccepts(fn: () => unknown): boolean {
 
 const ts = (iso: string): Timestamp => {
   const ms = Date.parse(iso);
-  return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
+  // Before 1970 ms % 1000 is negative: the nanos of a Timestamp never are.
+  return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(ms / 1000)), nanos: (((ms % 1000) + 1000) % 1000) * 1_000_000 };
 };
 
 interface Case<M extends DescMethod = DescMethod> {
@@ -131,7 +132,9 @@ const CASES: Case[] = [
     ],
     invalid: [
       ["sent_after must not be later than sent_before", { sentAfter: ts("2030-01-01T00:00:00Z"), sentBefore: ts("2020-01-01T00:00:00Z") }],
-      ["sent_before: must be greater than or equal to", { sentBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["sent_before: must be a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z", { sentBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["sent_before: nanos must be 0 to 999999999", { sentBefore: { seconds: 1_700_000_000n, nanos: -1 } }],
+      ["sent_after: nanos must be 0 to 999999999", { sentAfter: { seconds: 1_700_000_000n, nanos: 1_000_000_000 } }],
       ["sent_after: must be greater than or equal to", { sentAfter: ts("0999-12-31T23:59:59.999Z") }],
       ["page_size: must be greater than or equal to 0", { pageSize: -1 }],
       ["page_token: does not match regex pattern", { pageToken: "garbage!" }],
@@ -223,7 +226,8 @@ const CASES: Case[] = [
     valid: [{}, { issuedAfter: ts("2020-01-01T00:00:00Z"), issuedBefore: ts("2030-01-01T00:00:00Z"), pageSize: 5000 }],
     invalid: [
       ["issued_after must not be later than issued_before", { issuedAfter: ts("2030-01-01T00:00:00Z"), issuedBefore: ts("2020-01-01T00:00:00Z") }],
-      ["issued_before: must be greater than or equal to", { issuedBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["issued_before: must be a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z", { issuedBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["issued_after: nanos must be 0 to 999999999", { issuedAfter: { seconds: 0n, nanos: -999_999_999 } }],
       ["page_size: must be greater than or equal to 0", { pageSize: -1 }],
       ["page_token: does not match regex pattern", { pageToken: "nope!" }],
     ],
@@ -254,6 +258,50 @@ describe("request rules in the shop protos", () => {
       const methods = SERVICES.flatMap((s) => s.methods);
       expect(methods.filter((m) => !covered.has(m)).map((m) => m.name)).to.deep.equal([]);
     });
+  });
+
+  describe("(d) every google.protobuf.Timestamp in every request, found from the descriptors", () => {
+    /** Paths from a request type to each Timestamp field it can hold (lists and maps as one element). */
+    function timestampPaths(desc: DescMethod["input"], prefix: string[] = [], seen = new Set<string>()): Array<{ path: string[]; field: DescField }> {
+      const out: Array<{ path: string[]; field: DescField }> = [];
+      for (const f of desc.fields) {
+        if (f.fieldKind !== "message" && !(f.fieldKind === "list" && f.listKind === "message")) continue;
+        const sub = f.message;
+        if (sub.typeName === "google.protobuf.Timestamp") out.push({ path: [...prefix, f.localName], field: f });
+        else if (!seen.has(sub.typeName)) out.push(...timestampPaths(sub, [...prefix, f.localName], new Set([...seen, sub.typeName])));
+      }
+      return out;
+    }
+    const withTimestamps = SERVICES.flatMap((s) => s.methods).flatMap((m) => timestampPaths(m.input).map((t) => ({ method: m, ...t })));
+
+    it("finds the Timestamp fields the requests have (a new one is covered below without a case of its own)", () => {
+      expect(withTimestamps.map((t) => `${t.method.name}.${t.field.name}`).sort()).to.deep.equal([
+        "ListIssuedVouchers.issued_after",
+        "ListIssuedVouchers.issued_before",
+        "ListSentOrders.sent_after",
+        "ListSentOrders.sent_before",
+      ]);
+    });
+
+    for (const [what, bad, mentions] of [
+      ["nanos below 0", { seconds: 1_700_000_000n, nanos: -1 }, "nanos must be 0 to 999999999"],
+      ["nanos of a whole second", { seconds: 1_700_000_000n, nanos: 1_000_000_000 }, "nanos must be 0 to 999999999"],
+      ["the largest int32 nanos", { seconds: 0n, nanos: 2_147_483_647 }, "nanos must be 0 to 999999999"],
+      ["a time before the year 1", { seconds: -62_135_596_801n, nanos: 999_999_999 }, "must be a time from 0001-01-01T00:00:00Z"],
+      ["a time after the year 9999", { seconds: 253_402_300_800n, nanos: 0 }, "must be a time from 0001-01-01T00:00:00Z"],
+      ["the largest int64 seconds", { seconds: 9_223_372_036_854_775_807n, nanos: 0 }, "must be a time from 0001-01-01T00:00:00Z"],
+      ["the smallest int64 seconds", { seconds: -9_223_372_036_854_775_808n, nanos: 0 }, "must be a time from 0001-01-01T00:00:00Z"],
+    ] as const) {
+      it(`refuses ${what} in each of them, naming the field`, () => {
+        for (const t of withTimestamps) {
+          const init: Record<string, unknown> = {};
+          let at = init;
+          for (const step of t.path.slice(0, -1)) at = at[step] = {};
+          at[t.path.at(-1)!] = bad;
+          expect(refusal(t.method, init as never)).to.include(`${t.field.name}: ${mentions}`);
+        }
+      });
+    }
   });
 
   describe("(c) every field of every request has rules", () => {

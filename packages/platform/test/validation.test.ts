@@ -19,11 +19,12 @@ import {
   FieldOptionsSchema,
   FileDescriptorProtoSchema,
   FileDescriptorSetSchema,
+  file_google_protobuf_timestamp,
 } from "@bufbuild/protobuf/wkt";
 import { CompilationError, RuntimeError } from "@bufbuild/protovalidate";
 import { field as fieldRulesExt, FieldRulesSchema, file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { requestValidator } from "@shop/platform/validation";
+import { requestValidator, timestampProblems } from "@shop/platform/validation";
 import { OrderService } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
 
@@ -206,5 +207,90 @@ describe("requestValidator", () => {
       expect(err.code).to.equal(Code.Internal);
       expect(err.cause).to.be.instanceOf(RuntimeError);
     });
+  });
+});
+
+describe("timestamps in requests", () => {
+  // A request type with Timestamps in every place one can be: a field, a list, a map value, a oneof, and a recursive type.
+  const T = FieldDescriptorProto_Type;
+  const L = FieldDescriptorProto_Label;
+  const ts = { type: T.MESSAGE, typeName: ".google.protobuf.Timestamp" };
+  const file = createFileRegistry(
+    create(FileDescriptorProtoSchema, {
+      name: "t/times.proto",
+      package: "t",
+      syntax: "proto3",
+      dependency: ["google/protobuf/timestamp.proto"],
+      messageType: [
+        {
+          name: "Inner",
+          field: [
+            { name: "at", number: 1, label: L.OPTIONAL, jsonName: "at", ...ts },
+            { name: "children", number: 2, label: L.REPEATED, type: T.MESSAGE, typeName: ".t.Inner", jsonName: "children" },
+          ],
+        },
+        {
+          name: "Req",
+          field: [
+            { name: "one", number: 1, label: L.OPTIONAL, type: T.MESSAGE, typeName: ".t.Inner", jsonName: "one" },
+            { name: "many", number: 2, label: L.REPEATED, type: T.MESSAGE, typeName: ".t.Inner", jsonName: "many" },
+            { name: "times", number: 3, label: L.REPEATED, type: T.MESSAGE, typeName: ".t.Req.TimesEntry", jsonName: "times" },
+            { name: "when", number: 4, label: L.OPTIONAL, oneofIndex: 0, jsonName: "when", ...ts },
+            { name: "label", number: 5, label: L.OPTIONAL, type: T.STRING, oneofIndex: 0, jsonName: "label" },
+          ],
+          oneofDecl: [{ name: "choice" }],
+          nestedType: [
+            {
+              name: "TimesEntry",
+              options: { mapEntry: true },
+              field: [
+                { name: "key", number: 1, label: L.OPTIONAL, type: T.STRING, jsonName: "key" },
+                { name: "value", number: 2, label: L.OPTIONAL, jsonName: "value", ...ts },
+              ],
+            },
+          ],
+        },
+        { name: "Plain", field: [{ name: "n", number: 1, label: L.OPTIONAL, type: T.INT32, jsonName: "n" }] },
+      ],
+    }),
+    (name) => (name === "google/protobuf/timestamp.proto" ? file_google_protobuf_timestamp : undefined),
+  ).getFile("t/times.proto")!;
+  const Req = file.messages.find((m) => m.name === "Req")!;
+  const Plain = file.messages.find((m) => m.name === "Plain")!;
+  const ok = { seconds: 1_700_000_000n, nanos: 5 };
+  const badNanos = { seconds: 1_700_000_000n, nanos: -5 };
+  const tooLate = { seconds: 253_402_300_800n, nanos: 0 };
+
+  it("are found at any depth, in lists, map values and oneofs, and each bad one is named by its path", () => {
+    const req = create(Req, {
+      one: { at: ok, children: [{ at: ok }, { children: [{ at: badNanos }] }] },
+      many: [{ at: ok }, { at: tooLate }],
+      times: { a: ok, "b\nc": badNanos },
+      choice: { case: "when", value: { seconds: -62_135_596_801n, nanos: 0 } },
+    } as never);
+    expect(timestampProblems(Req, req)).to.deep.equal([
+      "one.children[1].children[0].at: nanos must be 0 to 999999999",
+      "many[1].at: must be a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z",
+      'times["b\\nc"]: nanos must be 0 to 999999999',
+      "when: must be a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z",
+    ]);
+  });
+
+  it("accept the first and last instants of the documented range, and an unset timestamp", () => {
+    const req = create(Req, {
+      one: { at: { seconds: -62_135_596_800n, nanos: 0 } },
+      many: [{ at: { seconds: 253_402_300_799n, nanos: 999_999_999 } }, {}],
+      choice: { case: "label", value: "x" },
+    } as never);
+    expect(timestampProblems(Req, req)).to.deep.equal([]);
+    expect(timestampProblems(Plain, create(Plain, { n: 1 } as never))).to.deep.equal([]);
+  });
+
+  it("refuse a recursive request nested past 32 levels instead of walking it", () => {
+    let inner: Record<string, unknown> = { at: ok };
+    for (let i = 0; i < 40; i++) inner = { children: [inner] };
+    const problems = timestampProblems(Req, create(Req, { one: inner } as never));
+    expect(problems).to.have.length(1);
+    expect(problems[0]).to.match(/^one(\.children\[0\]){31}: nested more than 32 deep$/);
   });
 });
