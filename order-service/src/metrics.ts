@@ -11,6 +11,15 @@ export interface RelayMetrics {
    * stale (the lease was lost first and the write was fenced off).
    */
   deliveries: Counter<"result">;
+  /**
+   * relay_call_failures_total{code,cause}: calls to the voucher service that
+   * failed as a whole, by status and cause (see FailureCause). A
+   * misconfigured relay (cause="misconfigured": UNAUTHENTICATED,
+   * PERMISSION_DENIED, UNIMPLEMENTED) delivers nothing and is alerted on.
+   */
+  callFailures: Counter<"code" | "cause">;
+  /** relay_batch_split_rows_total: rows of batches that failed as a whole and were split to find a poison row. */
+  splits: Counter;
   /** voucher_commit_to_issue_seconds: from the outbox row's commit (created_at) to the relay's ack of its voucher. */
   commitToIssue: Histogram;
 }
@@ -31,13 +40,28 @@ export function createRelayMetrics(registry: Registry): RelayMetrics {
   });
   // Present from the start, so rate() and alerts see 0 rather than no series.
   for (const result of ["delivered", "retry", "dead", "stale"]) deliveries.inc({ result }, 0);
+  const callFailures = new Counter({
+    name: "relay_call_failures_total",
+    help:
+      "Calls to the voucher service that failed as a whole, by gRPC status and cause: misconfigured (the relay's token, scope or URL), " +
+      "unavailable (outage), suspect (may be a poison request), request (refused for good).",
+    labelNames: ["code", "cause"] as const,
+    registers: [registry],
+  });
+  // The series the alerts watch, present from the start.
+  for (const code of ["UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED"]) callFailures.inc({ code, cause: "misconfigured" }, 0);
+  const splits = new Counter({
+    name: "relay_batch_split_rows_total",
+    help: "Rows of voucher batches that failed as a whole with a code their content may have caused, and were split to find the row at fault.",
+    registers: [registry],
+  });
   const commitToIssue = new Histogram({
     name: "voucher_commit_to_issue_seconds",
     help: "Time from the commit that requested a voucher (outbox created_at) to the relay's ack of the issued voucher.",
     buckets: COMMIT_TO_ISSUE_BUCKETS,
     registers: [registry],
   });
-  return { deliveries, commitToIssue };
+  return { deliveries, callFailures, splits, commitToIssue };
 }
 
 export interface OutboxGaugeOptions {

@@ -25,6 +25,12 @@ export interface ClaimedRow extends OutboxRequestRow {
    * the relay's delivery span.
    */
   traceparent?: string;
+  /**
+   * The error of the previous attempt, if any. A row whose last failure was
+   * its own (see OWN_FAILURE_MARK) is sent alone, so it does not fail its
+   * neighbours' batch again.
+   */
+  lastError?: string;
 }
 
 export interface ClaimOptions {
@@ -49,7 +55,7 @@ export interface ClaimOptions {
  * index once most rows were delivered. MySQL 8 accepts the same hint.
  * A test EXPLAINs this text in both table shapes.
  */
-export const CLAIM_SELECT_SQL = `SELECT id, order_id, customer_id, total_cents, currency, attempts, traceparent,
+export const CLAIM_SELECT_SQL = `SELECT id, order_id, customer_id, total_cents, currency, attempts, traceparent, last_error,
        TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) AS age_us
   FROM voucher_outbox FORCE INDEX (voucher_outbox_claim_idx)
  WHERE status = 'pending' AND next_attempt_at <= NOW(3)
@@ -90,6 +96,7 @@ export async function claimDueRows(pool: Pool, { limit, leaseMs, token }: ClaimO
       attempts: Number(r.attempts) + 1,
       ageAtClaimMs: Number(r.age_us) / 1000,
       traceparent: r.traceparent == null ? undefined : String(r.traceparent),
+      lastError: r.last_error == null ? undefined : String(r.last_error),
     }));
   });
 }

@@ -1,4 +1,4 @@
-import type { ResultSetHeader } from "mysql2/promise";
+import type { PoolConnection, RowDataPacket } from "mysql2/promise";
 import { inTransaction, type Pool } from "@shop/platform/db";
 
 /** last_error is VARCHAR(1024); a longer message would fail the whole update in strict mode. */
@@ -20,6 +20,19 @@ export function truncateError(message: string): string {
 }
 
 /**
+ * The rows among `ids` still leased to `token`, locked. Walks the primary key
+ * in id order, the order every relay's ack, retry and dead-marking lock in,
+ * so two of them over overlapping rows cannot deadlock.
+ */
+async function lockOwned(conn: PoolConnection, ids: number[], token: string): Promise<Set<number>> {
+  const [owned] = await conn.query<RowDataPacket[]>(`SELECT id FROM voucher_outbox WHERE id IN (?) AND locked_by = ? ORDER BY id FOR UPDATE`, [
+    ids,
+    token,
+  ]);
+  return new Set(owned.map((r) => Number(r.id)));
+}
+
+/**
  * Releases rows for a later attempt: next_attempt_at moves to now + delay
  * (computed per row by the backoff policy) and the lease is dropped.
  * Fenced on the claim token like the ack: a claimer that lost its lease must
@@ -27,47 +40,61 @@ export function truncateError(message: string): string {
  * database clock (NOW(3)), the same clock the claim compares against, so
  * relays with skewed clocks still agree on when a row is due.
  *
+ * Two statements for the whole batch, like the ack: a locking read of the rows
+ * still fenced to this token, then one UPDATE with a CASE per row for the
+ * delay and the error, fenced again. A batch that failed as a whole is as
+ * large as a claim, and one statement per row cost a round trip each.
+ *
  * Returns the ids whose fence did not match.
  */
 export async function scheduleRetries(pool: Pool, token: string, retries: Retry[]): Promise<number[]> {
   if (retries.length === 0) return [];
-  const sorted = [...retries].sort((a, b) => a.id - b.id);
+  const ids = retries.map((r) => r.id);
   return inTransaction(pool, async (conn) => {
-    const stale: number[] = [];
-    for (const r of sorted) {
-      const [res] = await conn.query<ResultSetHeader>(
+    const mine = await lockOwned(conn, ids, token);
+    const owned = retries.filter((r) => mine.has(r.id));
+    if (owned.length > 0) {
+      const whens = owned.map(() => "WHEN ? THEN ?").join(" ");
+      await conn.query(
         `UPDATE voucher_outbox
-            SET next_attempt_at = DATE_ADD(NOW(3), INTERVAL ? MICROSECOND), last_error = ?, locked_by = NULL
-          WHERE id = ? AND locked_by = ?`,
-        [Math.max(0, Math.round(r.delayMs)) * 1000, truncateError(r.error), r.id, token],
+            SET next_attempt_at = DATE_ADD(NOW(3), INTERVAL (CASE id ${whens} END) MICROSECOND),
+                last_error = CASE id ${whens} END,
+                locked_by = NULL
+          WHERE id IN (?) AND locked_by = ?`,
+        [
+          ...owned.flatMap((r) => [r.id, Math.max(0, Math.round(r.delayMs)) * 1000]),
+          ...owned.flatMap((r) => [r.id, truncateError(r.error)]),
+          owned.map((r) => r.id),
+          token,
+        ],
       );
-      if (res.affectedRows === 0) stale.push(r.id);
     }
-    return stale;
+    return ids.filter((id) => !mine.has(id)).sort((a, b) => a - b);
   });
 }
 
 /**
- * Parks rows the voucher service refused for good (status 'dead'): they are
- * no longer claimed, stay visible with last_error, and are requeued by an
- * admin or the reconciler once the cause is fixed. Fenced like the ack.
+ * Parks rows that were refused for good, or that kept failing on their own
+ * (status 'dead'): they are no longer claimed, stay visible with last_error,
+ * and are requeued by an admin or the reconciler once the cause is fixed.
+ * Fenced and batched like the retry.
  *
  * Returns the ids whose fence did not match.
  */
 export async function markDead(pool: Pool, token: string, deaths: Death[]): Promise<number[]> {
   if (deaths.length === 0) return [];
-  const sorted = [...deaths].sort((a, b) => a.id - b.id);
+  const ids = deaths.map((d) => d.id);
   return inTransaction(pool, async (conn) => {
-    const stale: number[] = [];
-    for (const d of sorted) {
-      const [res] = await conn.query<ResultSetHeader>(
+    const mine = await lockOwned(conn, ids, token);
+    const owned = deaths.filter((d) => mine.has(d.id));
+    if (owned.length > 0) {
+      await conn.query(
         `UPDATE voucher_outbox
-            SET status = 'dead', last_error = ?, locked_by = NULL
-          WHERE id = ? AND locked_by = ?`,
-        [truncateError(d.error), d.id, token],
+            SET status = 'dead', last_error = CASE id ${owned.map(() => "WHEN ? THEN ?").join(" ")} END, locked_by = NULL
+          WHERE id IN (?) AND locked_by = ?`,
+        [...owned.flatMap((d) => [d.id, truncateError(d.error)]), owned.map((d) => d.id), token],
       );
-      if (res.affectedRows === 0) stale.push(d.id);
     }
-    return stale;
+    return ids.filter((id) => !mine.has(id)).sort((a, b) => a - b);
   });
 }

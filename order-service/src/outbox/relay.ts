@@ -8,8 +8,9 @@ import type { VoucherClient } from "@shop/sdk/clients";
 import { ackDelivered } from "./ack.js";
 import { errorPauseMs, retryDelayMs } from "./backoff.js";
 import { claimDueRows } from "./claim.js";
-import { deliverRows, type Delivered, type Failed, type Outcome } from "./deliver.js";
-import { markDead, scheduleRetries } from "./fail.js";
+import { codeName, misconfigurationHint } from "./classify.js";
+import { deliverRows, largestBatchBytes, type CallFailure, type Delivered, type Failed, type Outcome } from "./deliver.js";
+import { markDead, scheduleRetries, type Death } from "./fail.js";
 import type { RelayMetrics } from "../metrics.js";
 
 export interface RelayConfig {
@@ -54,6 +55,22 @@ export interface RelayConfig {
    * hammering it while it is down.
    */
   retryMaxMs: number;
+  /**
+   * Attempts after which a row that keeps failing on its own is parked dead,
+   * with last_error "gave up after N attempts: <the last error>". Default 20:
+   * with the default backoff that is about half an hour of retrying, long
+   * after the lagging alert (5 min) has called a person, and a poison row
+   * stops being retried forever. Only failures that are the row's own count
+   * (see Failed.ownFault): an outage, a wrong token or scope, or a batch that
+   * fails as a whole never parks a row, however many attempts it has had.
+   */
+  maxAttempts: number;
+  /**
+   * The largest request the voucher service accepts, in bytes: its
+   * VOUCHER_MAX_REQUEST_BYTES. Default 1 MiB, the voucher service's default.
+   * The relay refuses to start if a batch of batchSize rows could exceed it.
+   */
+  maxRequestBytes: number;
 }
 
 export const RELAY_DEFAULTS: Readonly<RelayConfig> = {
@@ -64,6 +81,8 @@ export const RELAY_DEFAULTS: Readonly<RelayConfig> = {
   callTimeoutMs: 5_000,
   retryBaseMs: 500,
   retryMaxMs: 300_000,
+  maxAttempts: 20,
+  maxRequestBytes: 1024 * 1024,
 };
 
 /** Problems with a config (empty when it is usable); the rules that single ranges cannot express. */
@@ -77,6 +96,15 @@ export function relayConfigProblems(c: RelayConfig): string[] {
   }
   if (c.retryMaxMs < c.retryBaseMs) {
     problems.push(`RELAY_RETRY_MAX_MS=${c.retryMaxMs} must not be below RELAY_RETRY_BASE_MS=${c.retryBaseMs}`);
+  }
+  const bytes = largestBatchBytes(c.batchSize);
+  if (bytes > c.maxRequestBytes) {
+    const fits = Math.floor(c.maxRequestBytes / largestBatchBytes(1));
+    problems.push(
+      `RELAY_BATCH_SIZE=${c.batchSize} makes BatchIssueVouchers requests of up to ${bytes} bytes, more than ` +
+        `RELAY_MAX_REQUEST_BYTES=${c.maxRequestBytes} (the voucher service's VOUCHER_MAX_REQUEST_BYTES) accepts: ` +
+        `lower RELAY_BATCH_SIZE to at most ${fits}`,
+    );
   }
   return problems;
 }
@@ -95,6 +123,9 @@ export function relayConfigFromEnv(env: ReturnType<typeof envReader>): RelayConf
     callTimeoutMs: env.int("RELAY_CALL_TIMEOUT_MS", d.callTimeoutMs, { min: 10, max: 600_000 }),
     retryBaseMs: env.int("RELAY_RETRY_BASE_MS", d.retryBaseMs, { min: 1, max: 3_600_000 }),
     retryMaxMs: env.int("RELAY_RETRY_MAX_MS", d.retryMaxMs, { min: 1, max: 86_400_000 }),
+    maxAttempts: env.int("RELAY_MAX_ATTEMPTS", d.maxAttempts, { min: 1, max: 1_000_000 }),
+    // The voucher service's own range for VOUCHER_MAX_REQUEST_BYTES.
+    maxRequestBytes: env.int("RELAY_MAX_REQUEST_BYTES", d.maxRequestBytes, { min: 1024, max: 16 * 1024 * 1024 }),
   };
   for (const p of relayConfigProblems(config)) env.problem(p);
   return config;
@@ -112,6 +143,8 @@ export interface RelayDeps {
   relayId?: string;
   /** Delivery counters and the commit → voucher latency. Default: none recorded. */
   metrics?: RelayMetrics;
+  /** Milliseconds now, for the lease budget of one claim's calls. Default Date.now. */
+  now?: () => number;
 }
 
 /** A claim token is relayId + ":" + a 26-character ULID and must fit locked_by VARCHAR(64). */
@@ -152,6 +185,7 @@ export class Relay {
   private readonly log: Logger;
   private readonly config: RelayConfig;
   private readonly metrics?: RelayMetrics;
+  private readonly now: () => number;
   readonly relayId: string;
   private stopping = false;
   private running?: Promise<void>;
@@ -171,6 +205,7 @@ export class Relay {
     this.config = { ...deps.config };
     this.relayId = (deps.relayId ?? defaultRelayId()).slice(0, RELAY_ID_MAX);
     this.metrics = deps.metrics;
+    this.now = deps.now ?? Date.now;
     this.log = deps.logger.child({ component: "relay", relayId: this.relayId });
   }
 
@@ -273,14 +308,45 @@ export class Relay {
 
   private async claimAndDeliver(worker: number, token: string): Promise<number> {
     const { batchSize, leaseMs, callTimeoutMs } = this.config;
+    // Taken before the claim, so the budget below ends before the lease the database starts a little later.
+    const leaseStart = this.now();
     const rows = await retryTransient(() => claimDueRows(this.pool, { limit: batchSize, leaseMs, token }));
     if (rows.length === 0) return 0;
     failpoint("relay.after-claim");
     const started = Date.now();
-    const outcomes = await deliverRows(this.voucher, rows, { callTimeoutMs });
+    const failures: CallFailure[] = [];
+    const outcomes = await deliverRows(this.voucher, rows, {
+      callTimeoutMs,
+      // Calls end a call timeout before the lease does (less if the lease is shorter), leaving that for the settle.
+      callsEndBy: leaseStart + leaseMs - Math.min(callTimeoutMs, leaseMs - 2 * callTimeoutMs),
+      now: this.now,
+      onCallFailure: (f) => {
+        failures.push(f);
+        this.metrics?.callFailures.inc({ code: codeLabel(f.code), cause: f.cause });
+      },
+      onSplit: (n) => this.metrics?.splits.inc(n),
+    });
+    this.reportCallFailures({ worker, token }, failures, rows.length);
     failpoint("relay.before-ack");
     await this.settle(worker, token, outcomes, started);
     return rows.length;
+  }
+
+  /**
+   * A relay the voucher service refuses (wrong token, missing scope, wrong
+   * URL) delivers nothing at all: an error line per round naming the code and
+   * what to check, never the token. Its rows stay pending with backoff.
+   */
+  private reportCallFailures(ctx: object, failures: CallFailure[], rows: number): void {
+    const misconfigured = failures.filter((f) => f.cause === "misconfigured");
+    if (misconfigured.length > 0) {
+      const f = misconfigured[0]!;
+      this.log.error(
+        { ...ctx, code: codeName(f.code), method: f.method, error: clip(f.message), rows },
+        `the voucher service refused the relay itself (${codeName(f.code)}): ${misconfigurationHint(f.code)}; ` +
+          "no voucher is delivered until this is fixed, the rows stay pending and are retried with backoff",
+      );
+    }
   }
 
   /**
@@ -290,8 +356,12 @@ export class Relay {
   private async settle(worker: number, token: string, outcomes: Outcome[], claimedAt: number): Promise<void> {
     const callMs = Date.now() - claimedAt;
     const delivered = outcomes.filter((o): o is Delivered => o.kind === "delivered");
-    const retryable = outcomes.filter((o): o is Failed => o.kind === "retryable");
-    const permanent = outcomes.filter((o): o is Failed => o.kind === "permanent");
+    // A row that failed on its own once more at RELAY_MAX_ATTEMPTS is parked like a refused one.
+    const givesUp = (o: Failed) => o.kind === "retryable" && o.ownFault && o.row.attempts >= this.config.maxAttempts;
+    const retryable = outcomes.filter((o): o is Failed => o.kind === "retryable" && !givesUp(o));
+    const dead = outcomes
+      .filter((o): o is Failed => o.kind === "permanent" || (o.kind === "retryable" && givesUp(o)))
+      .map((o) => ({ outcome: o, error: o.kind === "permanent" ? o.error : `gave up after ${o.row.attempts} attempts: ${o.error}` }));
     const errors: unknown[] = [];
     const ctx = { worker, token };
 
@@ -354,23 +424,23 @@ export class Relay {
       }
     }
 
-    if (permanent.length > 0) {
-      for (const o of permanent) {
+    if (dead.length > 0) {
+      for (const d of dead) {
         this.log.error(
-          { ...ctx, outboxId: o.row.id, orderId: o.row.orderId, attempts: o.row.attempts, error: o.error },
-          "voucher refused for good; outbox row is dead until requeued",
+          { ...ctx, outboxId: d.outcome.row.id, orderId: d.outcome.row.orderId, attempts: d.outcome.row.attempts, error: d.error },
+          d.outcome.kind === "permanent"
+            ? "voucher refused for good; outbox row is dead until requeued"
+            : `voucher delivery gave up after ${d.outcome.row.attempts} attempts that failed on their own; outbox row is dead until requeued`,
         );
       }
       try {
-        const stale = await retryTransient(() =>
-          markDead(this.pool, token, permanent.map((o) => ({ id: o.row.id, error: o.error }))),
-        );
-        this.metrics?.deliveries.inc({ result: "dead" }, permanent.length - stale.length);
-        this.warnStale(ctx, "dead", stale, permanent);
+        const stale = await retryTransient(() => markDead(this.pool, token, dead.map((d): Death => ({ id: d.outcome.row.id, error: d.error }))));
+        this.metrics?.deliveries.inc({ result: "dead" }, dead.length - stale.length);
+        this.warnStale(ctx, "dead", stale, dead.map((d) => d.outcome));
       } catch (err) {
         errors.push(err);
         this.log.error(
-          { ...ctx, err, rows: permanent.length, orderIds: permanent.map((o) => o.row.orderId) },
+          { ...ctx, err, rows: dead.length, orderIds: dead.map((d) => d.outcome.row.orderId) },
           "could not mark rows dead; they are claimed again after their lease");
       }
     }
@@ -404,4 +474,15 @@ export class Relay {
     const orderIds = outcomes.filter((o) => fenced.has(o.row.id)).map((o) => o.row.orderId);
     this.log.warn({ ...ctx, op, outboxIds: ids, orderIds }, "lease lost before settling: another relay owns these rows now; write skipped");
   }
+}
+
+/** Status names as metric label values; unknown codes share one value, so a broken peer cannot grow the series. */
+function codeLabel(code: number): string {
+  const name = codeName(code);
+  return name.startsWith("CODE_") ? "OTHER" : name;
+}
+
+/** A peer's error message is clipped before it is logged: it is the peer's text, of any length. */
+function clip(message: string, max = 300): string {
+  return message.length <= max ? message : `${message.slice(0, max)}…`;
 }

@@ -30,6 +30,13 @@ export class FakeVoucherService {
   failBatches: Code[] = [];
   /** Per-item refusals: this order id gets this code in the batch and in IssueVoucher. */
   refuse = new Map<string, Code>();
+  /**
+   * Poison rows: any call carrying this order id fails as a whole with this
+   * code, the way one bad item can fail a real batch (INTERNAL, a timeout).
+   */
+  poison = new Map<string, Code>();
+  /** Every call fails as a whole with this code while set (a relay the service refuses: wrong token or scope). */
+  failAll: Code | undefined;
   /** Delay before answering anything. */
   delayMs = 0;
   /** Resolved by the next call that arrives. */
@@ -68,10 +75,17 @@ export class FakeVoucherService {
     };
   }
 
+  private failWhole(orderIds: string[]): void {
+    if (this.failAll !== undefined) throw new ConnectError("call refused by the test", this.failAll);
+    const poisoned = orderIds.find((id) => this.poison.has(id));
+    if (poisoned !== undefined) throw new ConnectError(`call failed by the test's poison order ${poisoned}`, this.poison.get(poisoned)!);
+  }
+
   readonly impl = {
     issueVoucher: async (req: IssueVoucherRequest) => {
       this.singleCalls.push(req.orderId);
       await this.arrive();
+      this.failWhole([req.orderId]);
       return this.issue(req);
     },
     batchIssueVouchers: async (req: { items: IssueVoucherRequest[] }) => {
@@ -79,6 +93,7 @@ export class FakeVoucherService {
       await this.arrive();
       const fail = this.failBatches.shift();
       if (fail !== undefined) throw new ConnectError("batch refused by the test", fail);
+      this.failWhole(req.items.map((i) => i.orderId));
       return {
         results: req.items.map((item) => {
           try {
@@ -105,9 +120,14 @@ export interface FakeVoucherServer {
   close(): Promise<void>;
 }
 
-export async function startFakeVoucherServer(fake = new FakeVoucherService(), port = 0): Promise<FakeVoucherServer> {
+export async function startFakeVoucherServer(
+  fake = new FakeVoucherService(),
+  port = 0,
+  opts: { maxMessageBytes?: number } = {},
+): Promise<FakeVoucherServer> {
   const serve = (p: number) =>
     startServers({
+      maxMessageBytes: opts.maxMessageBytes,
       host: "127.0.0.1",
       grpcPort: p,
       httpPort: 0,
