@@ -31,7 +31,11 @@ export interface VouchersDeps {
   maxBatch?: number;
   /** Code generator; tests replace it to force a code collision. Default: 80 random bits. */
   newCode?: () => string;
-  /** Times a whole round is repeated for orders whose fresh code collided. Default 5: each round fails with odds ~2^-80 per item. */
+  /**
+   * Rounds of insert and read-back for orders left without a live voucher by
+   * a code collision or a void landing in between. Default 5: a collision
+   * has odds ~2^-80 per item and round.
+   */
   maxCodeAttempts?: number;
   /** Deadlock retries per statement. Default 10: racing duplicate inserts on one key deadlock now and then under load. */
   deadlockAttempts?: number;
@@ -94,9 +98,7 @@ export function createVouchers(deps: VouchersDeps) {
       const candidates = pending.map((r) => ({ ...r, id: newId(), code: newCode() }));
       await retryTransient(() => store.insertIgnoringDuplicates(candidates), deadlockAttempts);
       const rows = await retryTransient(() => store.findByOrderIds(pending.map((r) => r.orderId)), deadlockAttempts);
-      const byOrder = new Map<string, Voucher[]>();
-      // Grouped by the exact id: a row the database matched otherwise is not this order's.
-      for (const v of rows) byOrder.set(v.orderId, [...(byOrder.get(v.orderId) ?? []), v]);
+      const byOrder = groupByOrder(rows);
       const unexplained: VoucherCandidate[] = [];
       for (const c of candidates) {
         const own = byOrder.get(c.orderId) ?? [];
@@ -115,9 +117,14 @@ export function createVouchers(deps: VouchersDeps) {
       );
       const takenIds = new Set(taken.map((v) => v.id));
       const takenCodes = new Set(taken.map((v) => v.code));
-      const collided = unexplained.filter((c) => takenIds.has(c.id) || takenCodes.has(c.code));
-      const voidedMeanwhile = unexplained.filter((c) => !collided.includes(c) && (byOrder.get(c.orderId)?.length ?? 0) > 0);
-      const inexplicable = unexplained.filter((c) => !collided.includes(c) && !voidedMeanwhile.includes(c));
+      const collided: VoucherCandidate[] = [];
+      const voidedMeanwhile: VoucherCandidate[] = [];
+      const inexplicable: VoucherCandidate[] = [];
+      for (const c of unexplained) {
+        if (takenIds.has(c.id) || takenCodes.has(c.code)) collided.push(c);
+        else if (byOrder.has(c.orderId)) voidedMeanwhile.push(c);
+        else inexplicable.push(c);
+      }
       if (inexplicable.length > 0) {
         for (const c of inexplicable) {
           logger.error(
@@ -277,8 +284,7 @@ export function createVouchers(deps: VouchersDeps) {
      */
     async getByOrders(orderIds: string[]): Promise<Voucher[]> {
       const ids = orderIdsToLookUp(orderIds);
-      const byOrder = new Map<string, Voucher[]>();
-      for (const v of await store.findByOrderIds(ids)) byOrder.set(v.orderId, [...(byOrder.get(v.orderId) ?? []), v]);
+      const byOrder = groupByOrder(await store.findByOrderIds(ids));
       return ids.flatMap((id) => {
         const shown = voucherToShow(byOrder.get(id) ?? []);
         return shown ? [shown] : [];
@@ -311,3 +317,14 @@ export function createVouchers(deps: VouchersDeps) {
 }
 
 export type Vouchers = ReturnType<typeof createVouchers>;
+
+/** Rows by their exact order id: a row the database matched some other way (say, without case) is not that order's. */
+function groupByOrder(rows: Voucher[]): Map<string, Voucher[]> {
+  const byOrder = new Map<string, Voucher[]>();
+  for (const v of rows) {
+    const list = byOrder.get(v.orderId);
+    if (list) list.push(v);
+    else byOrder.set(v.orderId, [v]);
+  }
+  return byOrder;
+}
