@@ -69,26 +69,54 @@ export const CLEANUP_SELECT_SQL = `SELECT id, order_id, voucher_id
  * are deleted, so an order never shows "no voucher" in between. Returns the
  * number of rows removed.
  *
+ * The read is not locking, so between it and the writes a row may have been
+ * requeued and delivered again (RequeueVoucher with redeliver, then the
+ * relay's ack), with another voucher after a void. The rows are therefore
+ * read again under lock, and only a row still delivered with the voucher id
+ * first read is archived and removed; any other is left for a later sweep
+ * (its delivered_at is new, so it is back inside retention). Archiving the
+ * id read first would put the old voucher on the order and delete the row
+ * holding the new one.
+ *
  * Locks: the orders first, then the outbox rows, the same order MarkOrderSent
- * and RequeueVoucher take them in. The relay's claim never waits on them: it
- * reads only status='pending' entries of its index, and with READ COMMITTED
- * (createPool) there are no gap locks between the two ranges. A delivered
- * row is never written by the relay again, so the DELETE meets no relay lock.
+ * and RequeueVoucher take them in; the relay's ack locks outbox rows only. The
+ * relay's claim never waits on them: it reads only status='pending' entries
+ * of its index, and with READ COMMITTED (createPool) there are no gap locks
+ * between the two ranges.
+ *
+ * `afterRead` runs between the first read and the locks; tests use it to
+ * interleave a requeue and redelivery deterministically.
  */
-export async function removeDeliveredBatch(pool: Pool, retentionMs: number, batchSize: number): Promise<number> {
+export async function removeDeliveredBatch(
+  pool: Pool,
+  retentionMs: number,
+  batchSize: number,
+  hooks: { afterRead?: () => Promise<void> } = {},
+): Promise<number> {
   return inTransaction(pool, async (conn) => {
     const [rows] = await conn.query<RowDataPacket[]>(CLEANUP_SELECT_SQL, [retentionMs * 1000, batchSize]);
     if (rows.length === 0) return 0;
-    const byOrder = [...rows].sort((a, b) => (a.order_id < b.order_id ? -1 : a.order_id > b.order_id ? 1 : 0));
-    const cases = byOrder.map(() => "WHEN ? THEN ?").join(" ");
+    await hooks.afterRead?.();
+    const readVoucher = new Map(rows.map((r) => [Number(r.id), r.voucher_id == null ? null : String(r.voucher_id)]));
+    await conn.query(`SELECT id FROM orders WHERE id IN (?) ORDER BY id FOR UPDATE`, [[...new Set(rows.map((r) => String(r.order_id)))]]);
+    const [locked] = await conn.query<RowDataPacket[]>(
+      `SELECT id, order_id, voucher_id, status FROM voucher_outbox WHERE id IN (?) ORDER BY id FOR UPDATE`,
+      [[...readVoucher.keys()]],
+    );
+    const unchanged = locked.filter(
+      (r) => r.status === "delivered" && r.voucher_id != null && String(r.voucher_id) === readVoucher.get(Number(r.id)),
+    );
+    if (unchanged.length === 0) return 0;
+    const cases = unchanged.map(() => "WHEN ? THEN ?").join(" ");
     await conn.query(
       `UPDATE orders SET voucher_id = CASE id ${cases} END WHERE id IN (?)`,
-      [...byOrder.flatMap((r) => [r.order_id, r.voucher_id]), byOrder.map((r) => r.order_id)],
+      [...unchanged.flatMap((r) => [r.order_id, r.voucher_id]), unchanged.map((r) => r.order_id)],
     );
-    // status is checked again: only a delivered row is ever removed.
-    const [res] = await conn.query<ResultSetHeader>(`DELETE FROM voucher_outbox WHERE id IN (?) AND status = 'delivered'`, [
-      rows.map((r) => r.id),
-    ]);
+    // Fenced again in the statement itself: only a row still delivered with the voucher just archived is removed.
+    const [res] = await conn.query<ResultSetHeader>(
+      `DELETE FROM voucher_outbox WHERE status = 'delivered' AND (${unchanged.map(() => "(id = ? AND voucher_id = ?)").join(" OR ")})`,
+      unchanged.flatMap((r) => [r.id, r.voucher_id]),
+    );
     return res.affectedRows;
   });
 }

@@ -2,6 +2,7 @@ import { expect } from "chai";
 import type { RowDataPacket } from "mysql2/promise";
 import { newId } from "@shop/platform/ids";
 import { OrderStore } from "../../src/db/order-store.js";
+import { ackDelivered } from "../../src/outbox/ack.js";
 import { claimDueRows } from "../../src/outbox/claim.js";
 import { CLEANUP_SELECT_SQL, OutboxCleanup, OUTBOX_CLEANUP_DEFAULTS, removeDeliveredBatch } from "../../src/outbox/cleanup.js";
 import { quietLogger } from "./fake-voucher-service.js";
@@ -110,6 +111,29 @@ describe("outbox cleanup", function () {
     await store.markDelivered(old.id);
     expect((await store.getMany([old.id]))[0]!.voucher.status).to.equal("ISSUED");
     expect(await outboxStatuses()).to.deep.equal([]);
+  });
+
+  it("does not archive a row that was requeued and delivered again with another voucher between its read and its removal", async () => {
+    const old = await sentOrder("delivered", 10);
+    const untouched = await sentOrder("delivered", 10);
+    const redelivered = newId();
+    const removed = await removeDeliveredBatch(o.pool, DAY_MS, 500, {
+      afterRead: async () => {
+        // After the cleanup read both rows: an operator redelivers the first order (its voucher was voided),
+        // and a relay claims the row and acks the new voucher.
+        await store.requeueVoucher(old.id, true);
+        const [claimed] = await claimDueRows(o.pool, { limit: 10, leaseMs: 30_000, token: "relay:1" });
+        expect(claimed!.orderId).to.equal(old.id);
+        expect(await ackDelivered(o.pool, "relay:1", [{ id: claimed!.id, voucherId: redelivered }])).to.deep.equal([]);
+      },
+    });
+
+    expect(removed, "only the row that did not change").to.equal(1);
+    expect((await store.get(old.id))!.voucher).to.include({ status: "ISSUED", voucherId: redelivered });
+    const [rows] = await o.pool.query<RowDataPacket[]>("SELECT order_id, status, voucher_id FROM voucher_outbox");
+    expect(rows.map((r) => ({ ...r }))).to.deep.equal([{ order_id: old.id, status: "delivered", voucher_id: redelivered }]);
+    const [archived] = await o.pool.query<RowDataPacket[]>("SELECT id, voucher_id FROM orders WHERE voucher_id IS NOT NULL");
+    expect(archived.map((r) => ({ ...r }))).to.deep.equal([{ id: untouched.id, voucher_id: untouched.voucherId }]);
   });
 
   it("runs on its interval once started, stops promptly, and never runs with retention 0", async () => {
