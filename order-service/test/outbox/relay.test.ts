@@ -7,7 +7,8 @@ import { freePort } from "@shop/testkit/ports";
 import { ackDelivered } from "../../src/outbox/ack.js";
 import { claimDueRows } from "../../src/outbox/claim.js";
 import { createRelayMetrics, type RelayMetrics } from "../../src/metrics.js";
-import { Relay, type RelayConfig } from "../../src/outbox/relay.js";
+import { largestBatchBytes } from "../../src/outbox/deliver.js";
+import { Relay, relayConfigProblems, type RelayConfig } from "../../src/outbox/relay.js";
 import { sampleValue } from "../ops/metrics-text.js";
 import { FakeVoucherService, quietLogger, startFakeVoucherServer, type FakeVoucherServer } from "./fake-voucher-service.js";
 import {
@@ -433,6 +434,45 @@ describe("outbox relay", () => {
     const left = rows.filter((x) => x.status === "pending");
     expect(left.map((x) => x.orderId)).to.deep.equal([orders[0], orders[1]]);
     expect(left.every((x) => x.lastError!.endsWith("(its batch failed as a whole; not split further within the lease)"))).to.equal(true);
+  });
+
+  it("never sends a batch larger than the receiver accepts: the widest rows in the largest batch that passes the start check go through", async () => {
+    const limit = 16 * 1024;
+    const small = await startFakeVoucherServer(undefined, 0, { maxMessageBytes: limit });
+    try {
+      const fits = Math.floor(limit / largestBatchBytes(1));
+      expect(relayConfigProblems({ ...FAST, batchSize: fits, maxRequestBytes: limit })).to.deep.equal([]);
+      expect(relayConfigProblems({ ...FAST, batchSize: fits + 1, maxRequestBytes: limit })).to.have.length(1);
+      // Every column at its longest, in 4-byte characters, and the longest varint for the total.
+      const wide = (n: number, last: number) => "\u{10FFFF}".repeat(n - 1) + String.fromCodePoint(0x1f600 + last);
+      const traceparent = `00-${"f".repeat(32)}-${"f".repeat(16)}-01`;
+      for (let i = 0; i < fits; i++) {
+        await o.pool.query(
+          `INSERT INTO voucher_outbox (order_id, customer_id, total_cents, currency, status, next_attempt_at, created_at, traceparent)
+           VALUES (?, ?, -9223372036854775808, ?, 'pending', NOW(3), NOW(3), ?)`,
+          [wide(26, i), wide(64, i), wide(3, 0), traceparent],
+        );
+      }
+      relay({ concurrency: 1, batchSize: fits, maxRequestBytes: limit }, { voucher: small.client }).start();
+      await eventually("all rows are delivered", () => allDelivered(o.pool));
+      expect(small.fake.batchCalls.map((c) => c.length)).to.deep.equal([fits]);
+
+      // The limit is real: twice as many such items are refused as too large.
+      const items = Array.from({ length: 2 * fits }, (_, i) => ({
+        orderId: wide(26, i),
+        customerId: wide(64, i),
+        orderTotalCents: -(2n ** 63n),
+        currency: wide(3, 0),
+        traceparent,
+      }));
+      const refused = await small.client.batchIssueVouchers({ items }).then(
+        () => undefined,
+        (err: unknown) => err as { code: Code },
+      );
+      expect(refused?.code).to.equal(Code.ResourceExhausted);
+    } finally {
+      await small.close();
+    }
   });
 
   it("refuses a lease that a call and its fallback could outlive", () => {

@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import type { RowDataPacket } from "mysql2/promise";
+import { createPool } from "@shop/platform/db";
 import { ackDelivered } from "../../src/outbox/ack.js";
 import { CLAIM_SELECT_SQL, claimDueRows } from "../../src/outbox/claim.js";
 import { LAST_ERROR_MAX, markDead, scheduleRetries } from "../../src/outbox/fail.js";
@@ -124,5 +125,61 @@ describe("outbox SQL operations", () => {
     expect(dead).to.include({ status: "dead", lockedBy: null });
     expect(dead.lastError).to.have.length(LAST_ERROR_MAX);
     expect(await claimDueRows(o.pool, { limit: 1, leaseMs: 1000, token: "a:2" })).to.deep.equal([]);
+  });
+
+  describe("retries and dead-marking are batched like the ack", () => {
+    /** Statements of each kind a call runs, counted by the server on a pool of one connection. */
+    async function statements(run: (pool: ReturnType<typeof createPool>) => Promise<unknown>): Promise<{ select: number; update: number }> {
+      const one = createPool({ url: o.db.url, connectionLimit: 1 });
+      try {
+        const count = async () => {
+          const [rows] = await one.query<RowDataPacket[]>("SHOW SESSION STATUS WHERE Variable_name IN ('Com_select', 'Com_update')");
+          return Object.fromEntries(rows.map((r) => [String(r.Variable_name), Number(r.Value)]));
+        };
+        const before = await count();
+        await run(one);
+        const after = await count();
+        return { select: after.Com_select! - before.Com_select!, update: after.Com_update! - before.Com_update! };
+      } finally {
+        await one.end();
+      }
+    }
+
+    it("schedules the retries of a whole batch with one locking read and one UPDATE, each row with its own delay and error", async () => {
+      await insertOutboxRows(o.pool, 4);
+      const rows = await claimDueRows(o.pool, { limit: 4, leaseMs: 60_000, token: "mine:1" });
+      await o.pool.query("UPDATE voucher_outbox SET locked_by = 'other:1' WHERE id = ?", [rows[2]!.id]);
+
+      let stale: number[] = [];
+      const n = await statements(async (pool) => {
+        stale = await scheduleRetries(pool, "mine:1", rows.map((r, i) => ({ id: r.id, delayMs: 10_000 * (i + 1), error: `E${i}` })));
+      });
+      expect(n).to.deep.equal({ select: 1, update: 1 });
+      expect(stale).to.deep.equal([rows[2]!.id]);
+      const [after] = await o.pool.query<RowDataPacket[]>(
+        "SELECT locked_by, last_error, ROUND(TIMESTAMPDIFF(MICROSECOND, NOW(3), next_attempt_at) / 10000000) AS tens FROM voucher_outbox ORDER BY id",
+      );
+      expect(after.map((r) => [r.locked_by, r.last_error])).to.deep.equal([[null, "E0"], [null, "E1"], ["other:1", null], [null, "E3"]]);
+      expect([0, 1, 3].map((i) => Number(after[i]!.tens))).to.deep.equal([1, 2, 4]);
+    });
+
+    it("marks a whole batch dead with one locking read and one UPDATE, each row with its own error", async () => {
+      await insertOutboxRows(o.pool, 3);
+      const rows = await claimDueRows(o.pool, { limit: 3, leaseMs: 60_000, token: "mine:1" });
+      await o.pool.query("UPDATE voucher_outbox SET locked_by = 'other:1' WHERE id = ?", [rows[0]!.id]);
+
+      let stale: number[] = [];
+      const n = await statements(async (pool) => {
+        stale = await markDead(pool, "mine:1", rows.map((r) => ({ id: r.id, error: `refused ${r.id}` })));
+      });
+      expect(n).to.deep.equal({ select: 1, update: 1 });
+      expect(stale).to.deep.equal([rows[0]!.id]);
+      const after = await outboxRows(o.pool);
+      expect(after.map((r) => [r.status, r.lastError])).to.deep.equal([
+        ["pending", null],
+        ["dead", `refused ${rows[1]!.id}`],
+        ["dead", `refused ${rows[2]!.id}`],
+      ]);
+    });
   });
 });
