@@ -451,19 +451,30 @@ async function checkReconciler(opts: LedgerOptions): Promise<InvariantResult> {
 export interface ReconcileRun {
   exitCode: number;
   report?: {
-    totals: { found: number; repaired: number; unrepaired: number };
+    totals: { found: number; repaired: number; unrepaired: number; needsPerson?: number };
     counts: Record<string, { found: number; repaired: number }>;
     scanned: { sentOrders: number; vouchers: number };
+    /** Voids made and held back (by the cap or the window), when the reconciler reports them. */
+    voids?: { cap: number; voided: number; skippedByCap: number; outsideWindow: number; capReached: boolean };
+    warnings?: string[];
     error: string | null;
   };
   stderr: string;
 }
 
-/** Runs `reconcile --once --json` as its own process with a throwaway state file (so it scans from the beginning). */
+/**
+ * Runs `reconcile --once --json` as its own process with a throwaway state
+ * file, over all of history (--full) unless told otherwise: without a state
+ * file the reconciler would look back only RECONCILE_INITIAL_LOOKBACK_MS.
+ */
 export function runReconciler(o: {
   orderServiceUrl: string;
   voucherServiceUrl: string;
   dryRun: boolean;
+  /** Scan all of history (--full). Default true. */
+  full?: boolean;
+  /** More command-line arguments, e.g. ["--max-voids", "3"]. */
+  args?: string[];
   /** The reconciler's bearer token; default RECONCILE_TOKEN (or RECONCILE_TOKEN_FILE) from this process's environment. */
   token?: string;
   graceMs?: number;
@@ -478,7 +489,12 @@ export function runReconciler(o: {
 }): Promise<ReconcileRun> {
   const dir = mkdtempSync(path.join(tmpdir(), "ledger-reconcile-"));
   const tsx = createRequire(import.meta.url).resolve("tsx");
-  const args = ["--import", tsx, path.join(root, "reconciler/src/main.ts"), "--once", "--json", ...(o.dryRun ? ["--dry-run"] : [])];
+  const args = [
+    "--import", tsx, path.join(root, "reconciler/src/main.ts"), "--once", "--json",
+    ...(o.dryRun ? ["--dry-run"] : []),
+    ...(o.full ?? true ? ["--full"] : []),
+    ...(o.args ?? []),
+  ];
   return new Promise((resolve) => {
     let watching = o.killWhen !== undefined;
     const child = execFile(

@@ -1,7 +1,11 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
 import fc from "fast-check";
-import { qualifiesForVoucher } from "@shop/order-service/domain/order";
+import { createVoucherClient, type VoucherClient } from "@shop/sdk/clients";
+import { VoucherStatus } from "@shop/sdk/voucher";
+import { roleToken } from "@shop/testkit/auth";
+import { recordedVoucherIds, voucherRows } from "@shop/testkit/ledger";
+import { runReconciler } from "../../scripts/check-ledger.js";
 import { Cluster } from "./cluster.js";
 import { withRetry } from "./traffic.js";
 
@@ -11,16 +15,32 @@ interface ModelOrder {
   customerId: string;
   totalCents: bigint;
   status: Status;
+  /** Vouchers of this order that the test voided. */
+  voided: number;
+  /** Its live voucher was voided and nothing has issued a new one yet. */
+  voidedUnrepaired: boolean;
+  /** A live voucher was issued outside the relay (a direct IssueVoucher after a void): the order still records the voided one. */
+  recordStale: boolean;
 }
-/** The model: the orders of this run and what each should be. Vouchers due = the sent, qualifying ones. */
+/** The model: the orders of this run and what each should be. */
 interface Model {
   orders: ModelOrder[];
 }
 interface Real {
   cluster: Cluster;
+  /** Voucher calls with the reconciler's token (the role that may void). */
+  reconcilerVouchers: VoucherClient;
 }
 
-const owed = (o: ModelOrder) => o.status === "SENT" && qualifiesForVoucher({ currency: "EUR", totalCents: Number(o.totalCents) });
+/**
+ * The oracle's own statement of the rule, written here and not imported, so a
+ * wrong rule in the code under test cannot agree with itself: every order of
+ * the model is in EUR, and one is owed a voucher once sent if its total is
+ * more than 100.00 EUR.
+ */
+const owed = (o: ModelOrder) => o.status === "SENT" && o.totalCents > 10_000n;
+/** An owed order with a voucher the customer can use, as far as the model knows (after the relay has drained). */
+const hasLive = (o: ModelOrder) => owed(o) && !o.voidedUnrepaired;
 
 let requestSeq = 0;
 
@@ -42,7 +62,7 @@ class Create implements fc.AsyncCommand<Model, Real> {
     const { order } = await withRetry(() =>
       r.cluster.orders.createOrder({ customerId, totalCents: this.totalCents, currency: "EUR", requestId: `model-${process.pid}-${requestSeq++}` }),
     );
-    m.orders.push({ id: order!.id, customerId, totalCents: this.totalCents, status: "PENDING" });
+    m.orders.push({ id: order!.id, customerId, totalCents: this.totalCents, status: "PENDING", voided: 0, voidedUnrepaired: false, recordStale: false });
   }
   toString = () => `create(${this.totalCents})`;
 }
@@ -93,7 +113,11 @@ class Crash implements fc.AsyncCommand<Model, Real> {
   toString = () => `crash(${this.target})`;
 }
 
-/** IssueVoucher replayed for an owed order (delivered or not yet): one voucher, the same one every time. */
+/**
+ * IssueVoucher replayed for an owed order (delivered or not yet): the same
+ * voucher every time. For an order whose voucher was voided it issues a new
+ * live one (created=true) and then replays that one.
+ */
 class DuplicateDelivery implements fc.AsyncCommand<Model, Real> {
   constructor(readonly pick: number) {}
   check = (m: Readonly<Model>) => m.orders.some(owed);
@@ -102,17 +126,114 @@ class DuplicateDelivery implements fc.AsyncCommand<Model, Real> {
     const o = due[this.pick % due.length]!;
     const req = { orderId: o.id, customerId: o.customerId, orderTotalCents: o.totalCents, currency: "EUR" };
     const first = await withRetry(() => r.cluster.vouchers.issueVoucher(req));
+    if (o.voidedUnrepaired) expect(first.created, "a voided voucher was replayed as if it were the order's voucher").to.equal(true);
     const again = await withRetry(() => r.cluster.vouchers.issueVoucher(req));
     expect(again.created).to.equal(false);
     expect(again.voucher!.id).to.equal(first.voucher!.id);
+    expect(again.voucher!.status).to.equal(VoucherStatus.ISSUED);
+    if (o.voidedUnrepaired) {
+      o.voidedUnrepaired = false;
+      o.recordStale = true;
+    }
   }
   toString = () => `duplicateDelivery(#${this.pick})`;
 }
 
+/** A voucher voided by mistake: the reconciler's token voids the live voucher of an owed, delivered order. */
+class VoidLive implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly pick: number) {}
+  check = (m: Readonly<Model>) => m.orders.some(hasLive);
+  async run(m: Model, r: Real): Promise<void> {
+    // Delivered first, so the order records the voucher that is about to be voided.
+    await r.cluster.drained(20_000);
+    const due = m.orders.filter(hasLive);
+    const o = due[this.pick % due.length]!;
+    const { vouchers } = await withRetry(() => r.cluster.vouchers.batchGetVouchersByOrder({ orderIds: [o.id] }));
+    expect(vouchers.map((v) => v.status), `${o.id} should have a live voucher`).to.deep.equal([VoucherStatus.ISSUED]);
+    const res = await withRetry(() => r.reconcilerVouchers.voidVoucher({ voucherId: vouchers[0]!.id, reason: "model: voided by mistake" }));
+    expect(res.changed).to.equal(true);
+    o.voided++;
+    o.voidedUnrepaired = true;
+  }
+  toString = () => `voidLive(#${this.pick})`;
+}
+
+/** The operator's fix for one order: RequeueVoucher with redeliver, so the relay asks again and records what it gets. */
+class Requeue implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly pick: number) {}
+  check = (m: Readonly<Model>) => m.orders.some(owed);
+  async run(m: Model, r: Real): Promise<void> {
+    const due = m.orders.filter(owed);
+    const o = due[this.pick % due.length]!;
+    await withRetry(() => r.cluster.orders.requeueVoucher({ orderId: o.id, redeliver: true }));
+    await r.cluster.drained(20_000);
+    o.voidedUnrepaired = false;
+    o.recordStale = false;
+  }
+  toString = () => `requeue(#${this.pick})`;
+}
+
+/** A repairing reconciler run over all of history: every owed order gets a live voucher again and records it. */
+class Reconcile implements fc.AsyncCommand<Model, Real> {
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    await reconcileAll(m, r);
+  }
+  toString = () => "reconcile";
+}
+
+async function reconcileAll(m: Model, r: Real): Promise<void> {
+  // Drained first: a delivery still on its way is not drift, and the reconciler is then judged on a settled system.
+  await r.cluster.drained(20_000);
+  const run = await runReconciler({
+    orderServiceUrl: r.cluster.orderServiceUrl,
+    voucherServiceUrl: r.cluster.voucherServiceUrl,
+    dryRun: false,
+    token: roleToken("reconciler"),
+  });
+  // 0: nothing to do; 1: drift found and repaired. Anything else left the model's orders unrepaired.
+  expect(run.exitCode, `reconciler: ${JSON.stringify(run.report?.totals)} ${run.stderr.slice(-500)}`).to.be.oneOf([0, 1]);
+  expect(run.report!.voids?.voided ?? 0, "the model has no voucher the reconciler should void").to.equal(0);
+  await r.cluster.drained(20_000);
+  for (const o of m.orders) {
+    o.voidedUnrepaired = false;
+    o.recordStale = false;
+  }
+}
+
+/**
+ * Compares this run's orders with the model, from the databases: an owed order
+ * has one ISSUED voucher (none while a void is unrepaired), for its customer
+ * and total, and records it; any other order has no ISSUED voucher; each order
+ * has as many VOIDED vouchers as the model voided. The voucher service's read
+ * agrees: the live voucher, or the latest voided one.
+ */
 async function expectVouchersMatch(m: Model, r: Real): Promise<void> {
   if (m.orders.length === 0) return;
+  const rows = await voucherRows(r.cluster.voucherDb);
+  const recorded = await recordedVoucherIds(r.cluster.orderDb);
+  const problems: string[] = [];
+  for (const o of m.orders) {
+    const mine = rows.filter((v) => v.orderId === o.id);
+    const live = mine.filter((v) => v.status === "ISSUED");
+    const voided = mine.filter((v) => v.status === "VOIDED");
+    const wantLive = hasLive(o) ? 1 : 0;
+    if (live.length !== wantLive) problems.push(`${o.id}: ${live.length} ISSUED, want ${wantLive}`);
+    if (voided.length !== o.voided) problems.push(`${o.id}: ${voided.length} VOIDED, want ${o.voided}`);
+    const v = live[0];
+    if (!v || wantLive === 0) continue;
+    if (v.customerId !== o.customerId || v.orderTotalCents !== o.totalCents) problems.push(`${o.id}: voucher for ${v.customerId}/${v.orderTotalCents}`);
+    if (!o.recordStale && recorded.get(o.id) !== v.id) problems.push(`${o.id}: records ${recorded.get(o.id) ?? "nothing"}, live voucher ${v.id}`);
+  }
+  expect(problems, problems.join("; ")).to.deep.equal([]);
   const { vouchers } = await withRetry(() => r.cluster.vouchers.batchGetVouchersByOrder({ orderIds: m.orders.map((o) => o.id) }));
-  expect(vouchers.map((v) => v.orderId).sort()).to.deep.equal(m.orders.filter(owed).map((o) => o.id).sort());
+  const shown = new Map(vouchers.map((v) => [v.orderId, v]));
+  for (const o of m.orders) {
+    const live = rows.find((v) => v.orderId === o.id && v.status === "ISSUED");
+    if (live) expect(shown.get(o.id)?.id, `BatchGetVouchersByOrder for ${o.id}`).to.equal(live.id);
+    else if (o.voided === 0) expect(shown.has(o.id), `BatchGetVouchersByOrder for ${o.id}`).to.equal(false);
+    else expect(shown.get(o.id)?.status, `BatchGetVouchersByOrder for ${o.id}`).to.equal(VoucherStatus.VOIDED);
+  }
 }
 
 const commands = [
@@ -123,27 +244,58 @@ const commands = [
   fc.constant(new RelayTick()),
   fc.constantFrom("relay" as const, "voucher" as const).map((t) => new Crash(t)),
   fc.nat().map((i) => new DuplicateDelivery(i)),
+  fc.nat().map((i) => new VoidLive(i)),
+  fc.nat().map((i) => new Requeue(i)),
+  fc.constant(new Reconcile()),
 ];
 
 describe("model: random command sequences against the real processes", function () {
   this.timeout(600_000);
   let cluster: Cluster;
+  let closeVouchers: () => void = () => {};
+  let reconcilerVouchers: VoucherClient;
   before(async () => {
     cluster = new Cluster({ name: "model", inProcessRelay: false, relays: 1, reconciler: false });
     await cluster.start();
+    const v = createVoucherClient({ token: roleToken("reconciler"), baseUrl: cluster.voucherServiceUrl, defaultTimeoutMs: 3_000 });
+    reconcilerVouchers = v.client;
+    closeVouchers = v.close;
   });
-  after(() => cluster?.stop());
+  after(async () => {
+    closeVouchers();
+    await cluster?.stop();
+  });
 
-  it("keeps one voucher per sent qualifying order through create, mark sent, cancel, relay ticks, crashes and duplicate deliveries", async () => {
+  it("void then send again, three ways (a direct IssueVoucher, an operator's requeue, the reconciler): one live voucher each time, every voided one kept", async () => {
+    const model: Model = { orders: [] };
+    const real: Real = { cluster, reconcilerVouchers };
+    // Every step is a command of the random test below, in an order the random test may never draw.
+    const steps: Array<fc.AsyncCommand<Model, Real>> = [
+      new Create(12_000n, 0), new Create(10_000n, 1), new MarkSent(0), new MarkSent(1), new RelayTick(),
+      new VoidLive(0), new RelayTick(), new DuplicateDelivery(0), new RelayTick(),
+      new VoidLive(0), new Requeue(0), new RelayTick(),
+      new VoidLive(0), new Reconcile(), new RelayTick(),
+    ];
+    for (const step of steps) if (step.check(model)) await step.run(model, real);
+    expect(model.orders[0]!.voided).to.equal(3);
+    const rows = (await voucherRows(cluster.voucherDb)).filter((v) => v.orderId === model.orders[0]!.id);
+    expect(rows.map((v) => v.status).sort()).to.deep.equal(["ISSUED", "VOIDED", "VOIDED", "VOIDED"]);
+    await cluster.expectLedgerClean();
+  });
+
+  it("keeps exactly one live voucher per sent qualifying order through create, mark sent, cancel, relay ticks, crashes, duplicate deliveries, voids, requeues and reconciler runs", async () => {
     const seed = process.env.FAULT_SEED ? Number(process.env.FAULT_SEED) : (Date.now() ^ (Math.random() * 2 ** 31)) | 0;
     const numRuns = Number(process.env.FAULT_RUNS ?? 6);
     try {
       await fc.assert(
         fc.asyncProperty(fc.commands(commands, { maxCommands: 14 }), async (cmds) => {
           const model: Model = { orders: [] };
-          const real: Real = { cluster };
+          const real: Real = { cluster, reconcilerVouchers };
           await fc.asyncModelRun(() => ({ model, real }), cmds);
           await cluster.drained(20_000);
+          await expectVouchersMatch(model, real);
+          // Whatever was voided along the way, one reconciler run gives every owed order its one live voucher back.
+          await reconcileAll(model, real);
           await expectVouchersMatch(model, real);
           await cluster.expectLedgerClean();
         }),
