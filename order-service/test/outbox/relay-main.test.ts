@@ -46,7 +46,14 @@ describe("relay process (relay-main)", () => {
     proc = new ServiceProcess({
       name: "order-relay-bad-config",
       entry: ENTRY,
-      env: { ORDER_DATABASE_URL: o.db.url, RELAY_LEASE_MS: "1000", RELAY_CALL_TIMEOUT_MS: "1000", VOUCHER_SERVICE_URL: "nope" },
+      env: {
+        ORDER_DATABASE_URL: o.db.url,
+        RELAY_LEASE_MS: "1000",
+        RELAY_CALL_TIMEOUT_MS: "1000",
+        VOUCHER_SERVICE_URL: "nope",
+        RELAY_BATCH_SIZE: "1000",
+        RELAY_MAX_REQUEST_BYTES: "65536",
+      },
     });
     const logStart = safeSize(proc.logFile);
     await proc.start();
@@ -59,9 +66,13 @@ describe("relay process (relay-main)", () => {
       }, 20);
     });
     expect(code).to.equal(1);
-    const log = readFileSync(proc.logFile, "utf8").slice(logStart);
+    // The child's output reaches the log file through a stream that may still be writing after the exit.
+    const logged = () => readFileSync(proc!.logFile, "utf8").slice(logStart);
+    await eventually("the refusal is in the log", () => logged().includes("invalid configuration"), 5_000);
+    const log = logged();
     expect(log).to.include("RELAY_LEASE_MS=1000");
     expect(log).to.include("VOUCHER_SERVICE_URL");
+    expect(log).to.match(/RELAY_BATCH_SIZE=1000 makes BatchIssueVouchers requests of up to \d+ bytes, more than RELAY_MAX_REQUEST_BYTES=65536/);
   });
 });
 

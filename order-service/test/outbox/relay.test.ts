@@ -192,10 +192,9 @@ describe("outbox relay", () => {
     await new Promise((res) => setTimeout(res, 300));
     expect(await allDelivered(o.pool), "nothing happens before wake()").to.equal(false);
 
-    const woken = Date.now();
     r.wake();
-    await eventually("the row is delivered", () => allDelivered(o.pool), 1_000);
-    expect(Date.now() - woken).to.be.below(500);
+    // Well inside the 10 s poll interval, without asserting how fast a loaded machine is.
+    await eventually("the row is delivered", () => allDelivered(o.pool), 5_000);
   });
 
   it("does not lose a wake() that arrives while every loop is busy", async () => {
