@@ -1,4 +1,5 @@
 import http from "node:http";
+import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import https from "node:https";
 import type { AddressInfo, Server as NetServer } from "node:net";
 import * as grpc from "@grpc/grpc-js";
@@ -6,10 +7,13 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { create, fromBinary, toBinary, type DescFile, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createHandlerContext, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, createContextValues, createHandlerContext, type HandlerContext } from "@connectrpc/connect";
+import { createAsyncIterable, readAllBytes, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { codeFromString, codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { file_grpc_health_v1_health } from "@shop/sdk/gen/grpc/health/v1/health_pb";
 import { Authenticator, authorize, callerKey, type AccessPolicy, type AuthSettings, type Principal } from "./auth.js";
+import { clip, MAX_MESSAGE_CHARS } from "./clip.js";
 import { toConnectError } from "./errors.js";
 import { withServerSpan } from "./tracing.js";
 import { requestValidator, type RequestValidator } from "./validation.js";
@@ -71,13 +75,83 @@ export interface RunningServers {
 }
 
 /**
+ * A request whose bytes could not be decoded. The transports hand it to the
+ * wrapper in place of the message (gRPC from its deserializer, Connect from
+ * the router's answer), so that a malformed request is refused like any bad
+ * one: after the caller is checked (an unauthenticated caller learns nothing
+ * more), as INVALID_ARGUMENT, logged and counted.
+ */
+export class MalformedRequest {
+  constructor(readonly reason: string) {}
+}
+
+/** The longest decoder message quoted: enough for the field and the problem. */
+const MAX_DECODE_REASON = 200;
+
+function malformed(detail: string): MalformedRequest {
+  return new MalformedRequest(`malformed request: ${clip(detail, MAX_DECODE_REASON)}`);
+}
+
+/** Set on every Connect call: the router's answer is the transport's own refusal if the wrapper never ran. */
+const wrapperReached = createContextKey<{ reached: boolean } | undefined>(undefined, { description: "call reached the shared wrapper" });
+
+/** Labels and log name for calls to a path no service serves (the path itself is the caller's: never a label). */
+const UNKNOWN = "(unknown)";
+
+interface Refusal {
+  service: string;
+  method: string;
+  protocol: string;
+  code: Code;
+  /** The message the caller got, already clipped. */
+  reason: string;
+  caller?: string;
+  /** What the caller asked for when it is no method served here, clipped. */
+  path?: string;
+  err?: unknown;
+}
+
+/**
+ * One log line per refused or failed call, with its status and reason:
+ * unexpected failures at error with their cause, refusals of the caller's
+ * identity or rights at warn, other refusals at info. Never the token.
+ */
+function logRefusal(logger: Logger, r: Refusal): void {
+  const fields = { rpc: r.method, service: r.service, protocol: r.protocol, code: Code[r.code], reason: r.reason, caller: r.caller, path: r.path };
+  const what = r.path === undefined ? r.method : `call to ${r.path}`;
+  if (r.code === Code.Internal || r.code === Code.Unknown || r.code === Code.Unavailable) {
+    logger.error({ ...fields, err: r.err }, `${what} failed: ${r.reason}`);
+  } else if (r.code === Code.Unauthenticated || r.code === Code.PermissionDenied) {
+    logger.warn(fields, `${what} refused: ${r.reason}`);
+  } else {
+    logger.info(fields, `${what} refused: ${r.reason}`);
+  }
+}
+
+/** A call the transport refused before the shared wrapper ran (over-size, undecodable framing, unknown method): logged and counted all the same. */
+function reportTransportRefusal(logger: Logger, metrics: ProcessMetrics, r: Refusal): void {
+  metrics.rpc.handled.inc({ service: r.service, method: r.method, code: grpcCodeName(r.code) });
+  logRefusal(logger, r);
+}
+
+/** The error as the caller gets it: its message clipped, as it may quote the request. */
+function clipped(ce: ConnectError): ConnectError {
+  if (ce.rawMessage.length <= MAX_MESSAGE_CHARS) return ce;
+  // Error details are never set by this code; metadata and cause are kept.
+  return new ConnectError(clip(ce.rawMessage, MAX_MESSAGE_CHARS), ce.code, ce.metadata, undefined, ce.cause);
+}
+
+/**
  * Wraps every method so both transports check the caller and the request and
  * log and map errors the same way: the bearer token is verified
  * (UNAUTHENTICATED), its scopes checked against the method's rule
- * (PERMISSION_DENIED), and the request against the protovalidate rules in the
- * protos (INVALID_ARGUMENT) before the handler runs; refusals are logged at info with their status and reason,
- * anything unexpected at error with its cause; the caller never sees an
- * internal message, and the token itself is never logged.
+ * (PERMISSION_DENIED), then a request that could not be decoded is refused
+ * (INVALID_ARGUMENT), and the request checked against the protovalidate
+ * rules in the protos and the Timestamp ranges (INVALID_ARGUMENT), all before
+ * the handler runs. Every outcome is counted in rpc_server_handled_total, every
+ * refusal and failure logged (logRefusal); the caller never sees an internal
+ * message, no message is longer than MAX_MESSAGE_CHARS, and the token itself
+ * is never logged.
  */
 function guarded(
   binding: ServiceBinding,
@@ -100,27 +174,31 @@ function guarded(
     out[method.localName] = (req, ctx) =>
       withServerSpan(rpcFullName, ctx.requestHeader, async () => {
         const endTimer = metrics.rpc.handling.startTimer(labels);
+        const reached = ctx.values.get(wrapperReached);
+        if (reached) reached.reached = true;
         let principal: Principal | undefined;
         try {
           principal = auth.authenticate(ctx.requestHeader);
           ctx.values.set(callerKey, authorize(principal, rule, method.name));
+          if (req instanceof MalformedRequest) throw new ConnectError(req.reason, Code.InvalidArgument);
           validate(method, req);
           const res = await impl(req, ctx);
           endTimer();
           metrics.rpc.handled.inc({ ...labels, code: "OK" });
           return res;
         } catch (err) {
-          const ce = toConnectError(err);
+          const ce = clipped(toConnectError(err));
           endTimer();
           metrics.rpc.handled.inc({ ...labels, code: grpcCodeName(ce.code) });
-          const fields = { rpc: method.name, protocol: ctx.protocolName, code: Code[ce.code], caller: principal?.subject };
-          if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
-            logger.error({ ...fields, err: ce.cause ?? err }, `${method.name} failed: ${ce.rawMessage}`);
-          } else if (ce.code === Code.Unauthenticated || ce.code === Code.PermissionDenied) {
-            logger.warn(fields, `${method.name} refused: ${ce.rawMessage}`);
-          } else {
-            logger.info(fields, `${method.name} refused: ${ce.rawMessage}`);
-          }
+          logRefusal(logger, {
+            service,
+            method: method.name,
+            protocol: ctx.protocolName,
+            code: ce.code,
+            reason: ce.rawMessage,
+            caller: principal?.subject,
+            err: ce.cause ?? err,
+          });
           throw ce;
         }
       });
@@ -162,7 +240,15 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
       requestStream: false,
       responseStream: false,
       requestSerialize: (m: any) => Buffer.from(toBinary(method.input, m)),
-      requestDeserialize: (b: Buffer) => fromBinary(method.input, b),
+      // grpc-js answers a throwing deserializer itself, as INTERNAL, before
+      // any handler: hand the wrapper a marker instead (see MalformedRequest).
+      requestDeserialize: (b: Buffer) => {
+        try {
+          return fromBinary(method.input, b);
+        } catch (err) {
+          return malformed(`cannot decode ${method.input.typeName}: ${(err as Error).message}`);
+        }
+      },
       responseSerialize: (m: any) => Buffer.from(toBinary(method.output, m)),
       responseDeserialize: (b: Buffer) => fromBinary(method.output, b),
     };
@@ -213,6 +299,191 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
     };
   }
   return { definition: definition as grpc.ServiceDefinition, handlers };
+}
+
+/** "/shop.order.v1.OrderService/GetOrder" as metric labels. */
+function grpcPathLabels(path: string): { service: string; method: string } {
+  const m = /^\/([^/]+)\/([^/]+)$/.exec(path);
+  return m ? { service: m[1]!, method: m[2]! } : { service: UNKNOWN, method: UNKNOWN };
+}
+
+/** The deserializer of the stand-in handler for unknown methods: nothing is ever decoded, and the interceptor knows the handler by it. */
+const unknownMethodDeserialize = (b: Buffer) => b;
+
+/**
+ * grpc-js answers some calls itself, before any handler: a message over the
+ * size limit (RESOURCE_EXHAUSTED), a malformed grpc-timeout header or
+ * compressed message (INTERNAL), an unsupported grpc-encoding
+ * (UNIMPLEMENTED), and it does so without a log line or a metric. This
+ * interceptor sees every status a call ends with, through the call's
+ * sendStatus, which grpc-js's own refusals use too; those sent before the
+ * request message reached the handler are the transport's refusals. It logs
+ * and counts them, answers what grpc-js calls INTERNAL (always the caller's
+ * bytes here) as INVALID_ARGUMENT, and clips what it echoes.
+ */
+function transportRefusals(logger: Logger, metrics: ProcessMetrics): grpc.ServerInterceptor {
+  return (descriptor, call) => {
+    let reached = false;
+    const unknownMethod = descriptor.requestDeserialize === unknownMethodDeserialize;
+    const labels = unknownMethod ? { service: UNKNOWN, method: UNKNOWN } : grpcPathLabels(descriptor.path);
+    const send = call.sendStatus.bind(call);
+    call.sendStatus = (status) => {
+      if (!reached && status.code !== grpc.status.OK && status.code !== grpc.status.CANCELLED) {
+        const code = status.code === grpc.status.INTERNAL ? Code.InvalidArgument : (status.code as number as Code);
+        const prefix = status.code === grpc.status.INTERNAL ? "malformed request: " : "";
+        const reason = clip(`${prefix}${status.details ?? ""}`, MAX_DECODE_REASON);
+        reportTransportRefusal(logger, metrics, {
+          ...labels,
+          protocol: "grpc",
+          code,
+          reason,
+          path: unknownMethod ? clip(descriptor.path) : undefined,
+        });
+        status = { ...status, code: code as number as grpc.status, details: reason };
+      }
+      send(status);
+    };
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMessage: (message, nextMessage) => {
+            reached = true;
+            nextMessage(message);
+          },
+        }),
+    });
+  };
+}
+
+/**
+ * Calls to a path no service serves get a stand-in handler, so they pass the
+ * interceptor (logged and counted under "(unknown)") and the answer quotes the
+ * path clipped; grpc-js would answer them itself, silently, quoting the whole
+ * path. It is a bidi handler so that it answers at once, whatever kind of call
+ * the caller meant, without waiting for a message. grpc-js has no public hook
+ * for this: the lookup it uses is replaced on this server only, and if a
+ * grpc-js version lacks it, startServers says so and unknown paths go back to
+ * being answered by grpc-js.
+ */
+function answerUnknownMethods(server: grpc.Server, logger: Logger): void {
+  const internals = server as unknown as { _retrieveHandler?: (path: string) => unknown };
+  const lookup = internals._retrieveHandler?.bind(server);
+  if (typeof lookup !== "function") {
+    logger.warn("this grpc-js has no _retrieveHandler: calls to unknown gRPC methods are answered by grpc-js, without a log line or a metric");
+    return;
+  }
+  internals._retrieveHandler = (path: string) =>
+    lookup(path) ?? {
+      type: "bidi",
+      path,
+      serialize: (b: Buffer) => b,
+      deserialize: unknownMethodDeserialize,
+      func: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+        call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: `unknown method ${clip(path)}` });
+      },
+    };
+}
+
+/**
+ * Connect answers some calls itself before any handler: a body it cannot
+ * decode (binary: INTERNAL, JSON: INVALID_ARGUMENT quoting the value whole), a
+ * body over readMaxBytes, an unsupported content type or HTTP method. This
+ * wraps each route so that such an answer is noticed (the wrapper never ran)
+ * and made like the wrapper's own: a decoding failure is given to the wrapper
+ * as a MalformedRequest (so the caller is checked first, and the refusal is
+ * INVALID_ARGUMENT, logged and counted there); anything else is logged and
+ * counted here, its message clipped.
+ */
+function connectTransportRefusals(
+  handler: UniversalHandler,
+  wrapped: UnaryHandler,
+  logger: Logger,
+  metrics: ProcessMetrics,
+): UniversalHandler {
+  const route = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
+    const seen = { reached: false };
+    const contextValues = (req.contextValues ?? createContextValues()).set(wrapperReached, seen);
+    const res = await handler({ ...req, contextValues });
+    if (seen.reached || (res.status >= 200 && res.status < 300)) return res;
+    const body = res.body ? await readAllBytes(res.body, 0xffffffff) : undefined;
+    const answered = errorOf(res, body);
+    const decoding =
+      answered.json && (answered.code === Code.Internal || answered.code === Code.InvalidArgument || answered.code === Code.Unknown);
+    if (decoding) {
+      const ctx = createHandlerContext({
+        service: handler.service,
+        method: handler.method,
+        protocolName: "connect",
+        requestMethod: req.method,
+        url: req.url,
+        requestHeader: req.header,
+        requestSignal: req.signal,
+        contextValues,
+      });
+      try {
+        await wrapped(malformed(answered.message), ctx);
+        throw new ConnectError("internal error: a malformed request was not refused", Code.Internal);
+      } catch (err) {
+        const ce = toConnectError(err);
+        return errorResponse(ce);
+      } finally {
+        ctx.abort(CALL_FINISHED);
+      }
+    }
+    const ce = new ConnectError(clip(answered.message, MAX_DECODE_REASON), answered.code);
+    reportTransportRefusal(logger, metrics, {
+      service: handler.service.typeName,
+      method: handler.method.name,
+      protocol: "connect",
+      code: ce.code,
+      reason: ce.rawMessage,
+    });
+    return answered.json ? errorResponse(ce, res.header) : { ...res, body: body && createAsyncIterable([body]) };
+  };
+  return Object.assign(route, handler);
+}
+
+/**
+ * The code and message of an error answer: Connect's JSON error body (read
+ * whole: connect made it in memory, and it may quote the request at length;
+ * compressed when the caller accepts it and it is long), or (for 405, 415,
+ * ...) what the HTTP status means.
+ */
+function errorOf(res: UniversalServerResponse, bytes: Uint8Array | undefined): { code: Code; message: string; json: boolean } {
+  const contentType = res.header?.get("content-type") ?? "";
+  if (bytes && contentType.startsWith("application/json")) {
+    try {
+      const encoding = res.header?.get("content-encoding") ?? "identity";
+      const plain = encoding === "gzip" ? gunzipSync(bytes) : encoding === "br" ? brotliDecompressSync(bytes) : encoding === "identity" ? bytes : undefined;
+      if (!plain) throw new Error(`unknown content-encoding ${encoding}`);
+      const body = JSON.parse(new TextDecoder().decode(plain)) as { code?: unknown; message?: unknown };
+      const code = typeof body.code === "string" ? codeFromString(body.code) : undefined;
+      if (code !== undefined) return { code, message: typeof body.message === "string" ? body.message : "", json: true };
+    } catch {
+      // not a Connect error body: judged by the status below
+    }
+  }
+  switch (res.status) {
+    case 404:
+    case 405:
+      return { code: Code.Unimplemented, message: `HTTP ${res.status}: no such method for this HTTP method`, json: false };
+    case 413:
+      return { code: Code.ResourceExhausted, message: "HTTP 413: request too large", json: false };
+    case 415:
+      return { code: Code.InvalidArgument, message: "HTTP 415: unsupported content type (application/json or application/proto)", json: false };
+    default:
+      return { code: Code.Unknown, message: `HTTP ${res.status}`, json: false };
+  }
+}
+
+function errorResponse(ce: ConnectError, header?: Headers): UniversalServerResponse {
+  const out = new Headers(header);
+  out.set("content-type", "application/json");
+  out.delete("content-length");
+  // Written uncompressed: short, and made here.
+  out.delete("content-encoding");
+  ce.metadata.forEach((value, key) => out.set(key, value));
+  return { status: codeToHttpStatus(ce.code), header: out, body: createAsyncIterable([errorToJsonBytes(ce, {})]) };
 }
 
 /** false once timeoutMs has passed without an answer. */
@@ -286,7 +557,9 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
     "grpc.max_receive_message_length": maxBytes,
     "grpc.max_send_message_length": 16 * 1024 * 1024,
     "grpc.keepalive_permit_without_calls": 1,
+    interceptors: [transportRefusals(log, metrics)],
   });
+  answerUnknownMethods(grpcServer, log);
   for (const b of bindings) {
     const { definition, handlers } = grpcServiceDefinition(b.service, b.impl);
     grpcServer.addService(definition, handlers);
@@ -310,8 +583,30 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
   const connectHandler = connectNodeAdapter({
     routes: (router) => {
       for (const b of bindings) router.service(b.service, b.impl as any);
+      router.handlers.forEach((h, i) => {
+        const wrapped = bindings.find((b) => b.service.typeName === h.service.typeName)!.impl[h.method.localName]!;
+        router.handlers[i] = connectTransportRefusals(h, wrapped, log, metrics);
+      });
     },
     readMaxBytes: maxBytes,
+    // Connect only (JSON and binary proto) on this port: gRPC needs HTTP/2,
+    // which is the other port's, and gRPC-web is used by nothing here; fewer
+    // protocols, fewer parsers facing hostile bytes.
+    grpc: false,
+    grpcWeb: false,
+    fallback: (req, res) => {
+      reportTransportRefusal(log, metrics, {
+        service: UNKNOWN,
+        method: UNKNOWN,
+        protocol: "connect",
+        code: Code.Unimplemented,
+        reason: "no such method",
+        path: clip(`${req.method ?? "?"} ${req.url ?? ""}`),
+      });
+      (res as http.ServerResponse)
+        .writeHead(404, { "content-type": "application/json" })
+        .end(JSON.stringify({ code: "unimplemented", message: "no such method" }));
+    },
   });
   const httpServer = createHttpServer(opts.tls, log, (req, res) => {
     if (req.method === "GET" && req.url === "/healthz") {

@@ -1,0 +1,531 @@
+import http2 from "node:http2";
+import { Writable } from "node:stream";
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary, type DescMethod, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { codeFromString } from "@connectrpc/connect/protocol-connect";
+import { expect } from "chai";
+import { pino } from "pino";
+import type { RowDataPacket } from "mysql2/promise";
+import { createPool, type Pool } from "@shop/platform/db";
+import { startOrderService, type RunningOrderService } from "@shop/order-service/service";
+import { startVoucherService, type RunningVoucherService } from "@shop/voucher-service/service";
+import { OrderService } from "@shop/sdk/order";
+import { VoucherService } from "@shop/sdk/voucher";
+import { allScopesToken, testAuth, testSigningKey } from "@shop/testkit/auth";
+import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
+
+/**
+ * Hostile requests, as bytes, on both transports of both services: protobuf
+ * that does not decode (bad UTF-8, wrong wire types, truncated lengths,
+ * over-long varints, deep group nesting, garbage), JSON that does not decode
+ * (wrong types, huge numbers, bad timestamps, invalid UTF-8, deep nesting),
+ * Timestamps out of range, over-size bodies, broken framing and headers,
+ * unknown methods, and oversized or forged tokens. Each must get its status
+ * class (never INTERNAL or UNKNOWN), change no row in either database, and
+ * be logged (status, reason, method, transport; never the token) and counted
+ * in rpc_server_handled_total. Answers and log lines quote the caller's
+ * input clipped.
+ */
+
+type Transport = "grpc" | "connect";
+
+/** Log lines of both services, parsed. */
+const logLines: Array<Record<string, unknown> & { msg: string }> = [];
+const rawLog: string[] = [];
+const logger = pino(
+  { level: "info" },
+  new Writable({
+    write(chunk, _enc, done) {
+      const text = chunk.toString();
+      rawLog.push(text);
+      logLines.push(JSON.parse(text));
+      done();
+    },
+  }),
+);
+
+// ---- protobuf bytes, written by hand -------------------------------------------------------------
+
+const bytes = (...parts: Array<number | number[] | Uint8Array>): Uint8Array =>
+  Uint8Array.from(parts.flatMap((p) => (typeof p === "number" ? [p] : [...p])));
+const tag = (field: number, wireType: number) => varint((field << 3) | wireType);
+function varint(n: number | bigint): number[] {
+  let v = BigInt(n);
+  const out: number[] = [];
+  do {
+    let b = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v > 0n) b |= 0x80;
+    out.push(b);
+  } while (v > 0n);
+  return out;
+}
+const str = (field: number, value: Uint8Array | string) => {
+  const b = typeof value === "string" ? new TextEncoder().encode(value) : value;
+  return bytes(tag(field, 2), varint(b.length), b);
+};
+const encode = <M extends DescMethod>(method: M, init: MessageInitShape<M["input"]>) => toBinary(method.input, create(method.input, init));
+
+const createOrder = OrderService.method.createOrder;
+const issueVoucher = VoucherService.method.issueVoucher;
+const batchIssue = VoucherService.method.batchIssueVouchers;
+const listSent = OrderService.method.listSentOrders;
+const listIssued = VoucherService.method.listIssuedVouchers;
+
+const goodOrder = encode(createOrder, { customerId: "cust-h", totalCents: 20_000n, currency: "EUR", requestId: "hostile-1" });
+const goodIssue = encode(issueVoucher, { orderId: "01HHOSTILE0000000000000000", customerId: "cust-h", orderTotalCents: 20_000n, currency: "EUR" });
+/** A pseudo-random byte string, the same every run. */
+function garbage(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) & 0x7fffffff;
+    out[i] = x >> 16;
+  }
+  return out;
+}
+const deepGroups = (depth: number) => bytes(Array.from({ length: depth }, () => tag(31, 3)).flat());
+
+/**
+ * Bodies that must not decode as the method's request: each is checked to
+ * throw in protobuf-es first, so every case really reaches the decoder's
+ * error path rather than decoding into something the rules happen to refuse.
+ */
+const UNDECODABLE: Array<{ name: string; method: DescMethod; body: Uint8Array }> = [
+  { name: "invalid UTF-8 in a string field", method: createOrder, body: bytes(goodOrder, str(1, bytes(0xc3, 0x28))) },
+  { name: "a lone UTF-16 surrogate encoded in a string", method: issueVoucher, body: bytes(goodIssue, str(2, bytes(0xed, 0xa0, 0x80))) },
+  { name: "a string field sent as a varint then cut", method: createOrder, body: bytes(tag(1, 0), 0xff) },
+  { name: "an int64 field sent as a length-delimited run longer than the body", method: issueVoucher, body: bytes(tag(3, 2), varint(50), 1, 2) },
+  { name: "a length running past the end", method: createOrder, body: bytes(tag(4, 2), varint(10), 0x41) },
+  { name: "a length of 2^31 - 1", method: issueVoucher, body: bytes(tag(1, 2), varint(2n ** 31n - 1n), 0x41) },
+  { name: "an eleven-byte varint", method: createOrder, body: bytes(tag(2, 0), Array(10).fill(0xff), 0x01) },
+  { name: "a varint that never ends", method: issueVoucher, body: bytes(tag(3, 0), Array(12).fill(0x80)) },
+  { name: "wire type 6", method: createOrder, body: bytes(tag(1, 6), 0) },
+  { name: "wire type 7", method: issueVoucher, body: bytes(tag(5, 7), 0) },
+  { name: "field number 0", method: createOrder, body: bytes(0x00, 0x01) },
+  { name: "an end-group with no start", method: issueVoucher, body: bytes(tag(9, 4)) },
+  { name: "100,000 nested groups", method: createOrder, body: deepGroups(100_000) },
+  { name: "a group never closed", method: issueVoucher, body: bytes(tag(12, 3), tag(1, 0), 1) },
+  { name: "garbage bytes", method: createOrder, body: garbage(256, 7) },
+  { name: "a truncated fixed64", method: issueVoucher, body: bytes(tag(20, 1), 1, 2, 3) },
+  { name: "a batch item that does not decode", method: batchIssue, body: bytes(tag(1, 2), varint(4), tag(1, 2), varint(9), 0x41, 0x42) },
+  { name: "a Timestamp with a broken inside", method: listSent, body: bytes(tag(1, 2), varint(3), tag(2, 0), 0xff, 0xff) },
+];
+
+/** Timestamps that decode, but are no valid time: refused by the range check, naming the field. */
+const BAD_TIMES: Array<{ name: string; method: DescMethod; body: Uint8Array; mentions: string }> = [
+  { name: "nanos of -1", method: listSent, body: encode(listSent, { sentAfter: { seconds: 1_700_000_000n, nanos: -1 } }), mentions: "sent_after: nanos" },
+  { name: "nanos of 10^9", method: listIssued, body: encode(listIssued, { issuedBefore: { seconds: 0n, nanos: 1_000_000_000 } }), mentions: "issued_before: nanos" },
+  { name: "the largest int64 seconds", method: listSent, body: encode(listSent, { sentBefore: { seconds: 2n ** 63n - 1n, nanos: 0 } }), mentions: "sent_before: must be a time" },
+  { name: "the smallest int64 seconds", method: listIssued, body: encode(listIssued, { issuedAfter: { seconds: -(2n ** 63n), nanos: 0 } }), mentions: "issued_after: must be a time" },
+];
+
+/** Malformed JSON for Connect: each is a decoding failure (connect/protobuf-es cannot turn it into the request). */
+const BAD_JSON: Array<{ name: string; method: DescMethod; body: string | Uint8Array; mentions?: string }> = [
+  { name: "not JSON", method: createOrder, body: "{not json" },
+  { name: "an array, not an object", method: createOrder, body: "[1,2,3]" },
+  { name: "null", method: issueVoucher, body: "null" },
+  { name: "a string field given an array", method: createOrder, body: '{"customerId":["c"],"totalCents":"20000","currency":"EUR","requestId":"j1"}' },
+  { name: "an int64 field given letters", method: createOrder, body: '{"customerId":"c","totalCents":"abc","currency":"EUR","requestId":"j2"}' },
+  { name: "an int64 field given 10^400", method: issueVoucher, body: '{"orderId":"o1","customerId":"c","orderTotalCents":1e400,"currency":"EUR"}' },
+  { name: "an int64 field beyond 2^63", method: createOrder, body: '{"customerId":"c","totalCents":"99999999999999999999","currency":"EUR","requestId":"j3"}' },
+  { name: "an int64 field given a fraction", method: issueVoucher, body: '{"orderId":"o1","customerId":"c","orderTotalCents":1.5,"currency":"EUR"}' },
+  { name: "an int64 field given true", method: createOrder, body: '{"customerId":"c","totalCents":true,"currency":"EUR","requestId":"j4"}' },
+  { name: "a timestamp that is not a date", method: listSent, body: '{"sentAfter":"yesterday"}' },
+  { name: "a timestamp in the year 10000", method: listSent, body: '{"sentAfter":"10000-01-01T00:00:00Z"}' },
+  { name: "a timestamp as an object", method: listIssued, body: '{"issuedBefore":{"seconds":"1","nanos":-1}}' },
+  { name: "an int32 beyond 2^31", method: listIssued, body: '{"pageSize":4294967296}' },
+  // Decoded leniently (U+FFFD for each bad byte), and then refused by the id rule.
+  {
+    name: "invalid UTF-8 bytes",
+    method: createOrder,
+    body: bytes(new TextEncoder().encode('{"customerId":"'), 0xff, 0xfe, new TextEncoder().encode('","totalCents":"20000","currency":"EUR","requestId":"j6"}')),
+    mentions: "customer_id: does not match regex pattern",
+  },
+  { name: "arrays nested 100,000 deep", method: issueVoucher, body: `{"orderId":${"[".repeat(100_000)}${"]".repeat(100_000)}}` },
+  { name: "a 64 KiB int64 (quoted back clipped)", method: createOrder, body: `{"customerId":"c","totalCents":"${"9".repeat(64 * 1024)}","currency":"EUR","requestId":"j5"}` },
+];
+
+// ---- the callers ---------------------------------------------------------------------------------
+
+interface Answer {
+  code: Code;
+  message: string;
+}
+
+function grpcCall(port: number, path: string, body: Uint8Array, token: string | undefined): Promise<Answer> {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { "grpc.max_send_message_length": -1 });
+  const metadata = new grpc.Metadata();
+  if (token !== undefined) metadata.set("authorization", `Bearer ${token}`);
+  return new Promise<Answer>((resolve) => {
+    client.makeUnaryRequest(
+      path,
+      (b: Uint8Array) => Buffer.from(b),
+      (b: Buffer) => b,
+      body,
+      metadata,
+      { deadline: Date.now() + 20_000 },
+      (err) => resolve(err ? { code: err.code as number as Code, message: err.details } : { code: 0 as Code, message: "" }),
+    );
+  }).finally(() => client.close());
+}
+
+/** A gRPC call written by hand over HTTP/2, for what grpc-js's client will not send: a broken frame or header. */
+function rawGrpc(port: number, path: string, headers: Record<string, string>, frame: Uint8Array): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on("error", reject);
+    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...headers });
+    let status: Record<string, unknown> = {};
+    req.on("response", (h) => (status = { ...h }));
+    req.on("trailers", (t) => (status = { ...status, ...t }));
+    req.on("data", () => {});
+    req.on("end", () => {
+      session.close();
+      resolve({ code: Number(status["grpc-status"]) as Code, message: decodeURIComponent(String(status["grpc-message"] ?? "")) });
+    });
+    req.on("error", reject);
+    req.end(Buffer.from(frame));
+  });
+}
+
+const frame = (payload: Uint8Array, compressed = 0) => {
+  const head = Buffer.alloc(5);
+  head.writeUInt8(compressed, 0);
+  head.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([head, payload]);
+};
+
+async function connectCall(
+  port: number,
+  path: string,
+  body: Uint8Array | string,
+  contentType: string,
+  token: string | undefined,
+  extraHeaders: Record<string, string> = {},
+  method = "POST",
+): Promise<Answer & { http: number }> {
+  const headers: Record<string, string> = { "content-type": contentType, ...extraHeaders };
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { method, headers, body: method === "GET" ? undefined : typeof body === "string" ? body : Buffer.from(body) });
+  const text = await res.text();
+  try {
+    const json = JSON.parse(text) as { code: string; message?: string };
+    return { http: res.status, code: codeFromString(json.code) ?? Code.Unknown, message: json.message ?? "" };
+  } catch {
+    // No Connect error body (415 has none): the status says what it means.
+    return { http: res.status, code: res.status === 415 ? Code.InvalidArgument : Code.Unknown, message: text };
+  }
+}
+
+/** rpc_server_handled_total by "service method code". */
+async function handledCounts(httpPort: number): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    const m = /^rpc_server_handled_total\{([^}]*)\} (\d+)$/.exec(line);
+    if (!m) continue;
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    out.set(`${labels.service} ${labels.method} ${labels.code}`, Number(m[2]));
+  }
+  return out;
+}
+
+const CODE_LABEL: Partial<Record<Code, string>> = {
+  [Code.InvalidArgument]: "INVALID_ARGUMENT",
+  [Code.ResourceExhausted]: "RESOURCE_EXHAUSTED",
+  [Code.Unauthenticated]: "UNAUTHENTICATED",
+  [Code.Unimplemented]: "UNIMPLEMENTED",
+};
+
+// ---- the cases -----------------------------------------------------------------------------------
+
+interface Case {
+  name: string;
+  transport: Transport;
+  /** Which service's ports it goes to. */
+  to: "order" | "voucher";
+  call: (ports: { grpc: number; http: number }) => Promise<Answer>;
+  code: Code;
+  /** The labels it is counted under: the method called, or "(unknown)". */
+  service: string;
+  method: string;
+  /** Text the answer must contain. */
+  mentions?: string;
+  /** Text that must appear neither in the answer nor in any log line. */
+  secret?: string;
+}
+
+const serviceOf = (m: DescMethod) => ({ service: m.parent.typeName, method: m.name, to: (m.parent === VoucherService ? "voucher" : "order") as "order" | "voucher" });
+const pathOf = (m: DescMethod) => `/${m.parent.typeName}/${m.name}`;
+
+function onBoth(
+  name: string,
+  m: DescMethod,
+  body: Uint8Array,
+  code: Code,
+  opts: { token?: string | null; mentions?: string; secret?: string } = {},
+): Case[] {
+  const token = opts.token === null ? undefined : (opts.token ?? allScopesToken);
+  return [
+    { name, transport: "grpc", ...serviceOf(m), code, mentions: opts.mentions, secret: opts.secret, call: (p) => grpcCall(p.grpc, pathOf(m), body, token) },
+    {
+      name,
+      transport: "connect",
+      ...serviceOf(m),
+      code,
+      mentions: opts.mentions,
+      secret: opts.secret,
+      call: (p) => connectCall(p.http, pathOf(m), body, "application/proto", token),
+    },
+  ];
+}
+
+/** A token whose header holds a 6 KiB alg (and is otherwise well formed). */
+const hugeAlg = `${Buffer.from(JSON.stringify({ alg: `X${"A".repeat(6 * 1024)}Z`, kid: testSigningKey.kid })).toString("base64url")}.e30.c2ln`;
+const hugeKid = `${Buffer.from(JSON.stringify({ alg: "EdDSA", kid: `K${"k".repeat(6 * 1024)}Q` })).toString("base64url")}.e30.c2ln`;
+const longPath = `/shop.order.v1.OrderService/${"Drop".repeat(1024)}Tables`;
+
+const CASES: Case[] = [
+  ...UNDECODABLE.flatMap((c) => onBoth(`protobuf with ${c.name}`, c.method, c.body, Code.InvalidArgument, { mentions: "malformed request" })),
+  ...BAD_TIMES.flatMap((c) => onBoth(`a Timestamp with ${c.name}`, c.method, c.body, Code.InvalidArgument, { mentions: c.mentions })),
+  ...BAD_JSON.map(
+    (c): Case => ({
+      name: `JSON with ${c.name}`,
+      transport: "connect",
+      ...serviceOf(c.method),
+      code: Code.InvalidArgument,
+      mentions: c.mentions ?? "malformed request",
+      secret: "9".repeat(300),
+      call: (p) => connectCall(p.http, pathOf(c.method), c.body, "application/json", allScopesToken),
+    }),
+  ),
+  // Over the 1 MiB limit, however the size is reached.
+  ...onBoth("a 2 MiB request", createOrder, bytes(goodOrder, str(15, "x".repeat(2 * 1024 * 1024))), Code.ResourceExhausted),
+  ...onBoth("a 2 MiB request with no token", issueVoucher, bytes(goodIssue, str(15, "x".repeat(2 * 1024 * 1024))), Code.ResourceExhausted, { token: null }),
+  {
+    name: "a 2 MiB JSON request",
+    transport: "connect",
+    ...serviceOf(issueVoucher),
+    code: Code.ResourceExhausted,
+    call: (p) => connectCall(p.http, pathOf(issueVoucher), JSON.stringify({ orderId: "o".repeat(2 * 1024 * 1024) }), "application/json", allScopesToken),
+  },
+  {
+    name: "a gRPC frame declaring 2 GiB",
+    transport: "grpc",
+    ...serviceOf(createOrder),
+    code: Code.ResourceExhausted,
+    call: (p) => {
+      const head = Buffer.alloc(5);
+      head.writeUInt32BE(0x7fffffff, 1);
+      return rawGrpc(p.grpc, pathOf(createOrder), { authorization: `Bearer ${allScopesToken}` }, head);
+    },
+  },
+  // The caller is checked before the bytes: an unauthenticated caller learns nothing about its request.
+  ...onBoth("undecodable protobuf and no token", createOrder, garbage(64, 3), Code.Unauthenticated, { token: null, mentions: "no bearer token" }),
+  ...onBoth("undecodable protobuf and a token with a 6 KiB alg", issueVoucher, garbage(64, 5), Code.Unauthenticated, {
+    token: hugeAlg,
+    mentions: "unsupported signature algorithm",
+    secret: "A".repeat(200),
+  }),
+  ...onBoth("a valid request and a token with a 6 KiB alg", createOrder, goodOrder, Code.Unauthenticated, { token: hugeAlg, secret: "AAAAAZ" }),
+  ...onBoth("a valid request and a token with a 6 KiB kid", issueVoucher, goodIssue, Code.Unauthenticated, { token: hugeKid, secret: "kkkkkQ" }),
+  {
+    name: "undecodable JSON and no token",
+    transport: "connect",
+    ...serviceOf(createOrder),
+    code: Code.Unauthenticated,
+    call: (p) => connectCall(p.http, pathOf(createOrder), "{not json", "application/json", undefined),
+  },
+  // Framing and headers grpc-js itself refuses.
+  {
+    name: "a gRPC frame flagged compressed with no encoding agreed",
+    transport: "grpc",
+    ...serviceOf(createOrder),
+    code: Code.InvalidArgument,
+    call: (p) => rawGrpc(p.grpc, pathOf(createOrder), { authorization: `Bearer ${allScopesToken}`, "grpc-encoding": "gzip" }, frame(garbage(32, 9), 1)),
+  },
+  {
+    name: "a grpc-timeout header that is no duration (quoted back clipped)",
+    transport: "grpc",
+    ...serviceOf(issueVoucher),
+    code: Code.InvalidArgument,
+    secret: "T".repeat(200),
+    call: (p) => rawGrpc(p.grpc, pathOf(issueVoucher), { authorization: `Bearer ${allScopesToken}`, "grpc-timeout": "T".repeat(4000) }, frame(goodIssue)),
+  },
+  {
+    name: "an unsupported grpc-encoding",
+    transport: "grpc",
+    ...serviceOf(createOrder),
+    code: Code.Unimplemented,
+    call: (p) => rawGrpc(p.grpc, pathOf(createOrder), { authorization: `Bearer ${allScopesToken}`, "grpc-encoding": "x-evil" }, frame(goodOrder, 1)),
+  },
+  // Connect framing and headers.
+  {
+    name: "a connect-timeout-ms that is no number",
+    transport: "connect",
+    ...serviceOf(createOrder),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(createOrder), goodOrder, "application/proto", allScopesToken, { "connect-timeout-ms": "soon" }),
+  },
+  {
+    name: "a gzip body that is not gzip",
+    transport: "connect",
+    ...serviceOf(issueVoucher),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(issueVoucher), garbage(64, 11), "application/proto", allScopesToken, { "content-encoding": "gzip" }),
+  },
+  {
+    name: "a content type that is not Connect's",
+    transport: "connect",
+    ...serviceOf(createOrder),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(createOrder), "customer_id=c", "application/x-www-form-urlencoded", allScopesToken),
+  },
+  {
+    name: "gRPC-web, not served on the Connect port",
+    transport: "connect",
+    ...serviceOf(issueVoucher),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(issueVoucher), frame(goodIssue), "application/grpc-web+proto", allScopesToken),
+  },
+  // Methods that do not exist: the path is quoted clipped, and counted under "(unknown)".
+  ...(["grpc", "connect"] as const).flatMap((t): Case[] => [
+    {
+      name: "a method the service does not have",
+      transport: t,
+      to: "order",
+      service: "(unknown)",
+      method: "(unknown)",
+      code: Code.Unimplemented,
+      call: (p) =>
+        t === "grpc" ? grpcCall(p.grpc, "/shop.order.v1.OrderService/DropTables", goodOrder, allScopesToken) : connectCall(p.http, "/shop.order.v1.OrderService/DropTables", goodOrder, "application/proto", allScopesToken),
+    },
+    {
+      name: "a 4 KiB method path",
+      transport: t,
+      to: "order",
+      service: "(unknown)",
+      method: "(unknown)",
+      code: Code.Unimplemented,
+      secret: "DropDropDropDropDropDropDropDropDropDrop".repeat(4),
+      call: (p) => (t === "grpc" ? grpcCall(p.grpc, longPath, goodOrder, allScopesToken) : connectCall(p.http, longPath, goodOrder, "application/proto", allScopesToken)),
+    },
+    {
+      name: "a service that does not exist",
+      transport: t,
+      to: "voucher",
+      service: "(unknown)",
+      method: "(unknown)",
+      code: Code.Unimplemented,
+      call: (p) => (t === "grpc" ? grpcCall(p.grpc, "/evil.v1.Admin/Root", goodIssue, undefined) : connectCall(p.http, "/evil.v1.Admin/Root", goodIssue, "application/json", undefined)),
+    },
+  ]),
+];
+
+describe("hostile requests on both transports", function () {
+  this.timeout(120_000);
+  let orderDb: TestDatabase;
+  let voucherDb: TestDatabase;
+  let orderSvc: RunningOrderService;
+  let voucherSvc: RunningVoucherService;
+  let orderPool: Pool;
+  let voucherPool: Pool;
+
+  /** Every row of every table of both databases. */
+  async function snapshot(): Promise<string> {
+    const dump = async (pool: Pool) => {
+      const [tables] = await pool.query<RowDataPacket[]>("SHOW TABLES");
+      const out: Record<string, unknown> = {};
+      for (const t of tables.map((r) => String(Object.values(r)[0]))) {
+        const [rows] = await pool.query<RowDataPacket[]>(`SELECT * FROM \`${t}\``);
+        out[t] = rows.map((r) => JSON.stringify(r)).sort();
+      }
+      return out;
+    };
+    return JSON.stringify([await dump(orderPool), await dump(voucherPool)]);
+  }
+
+  before(async () => {
+    [orderDb, voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
+    voucherSvc = await startVoucherService({ auth: testAuth, databaseUrl: voucherDb.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger, graceMs: 500 });
+    orderSvc = await startOrderService({
+      config: {
+        databaseUrl: orderDb.url,
+        host: "127.0.0.1",
+        grpcPort: 0,
+        httpPort: 0,
+        poolSize: 5,
+        voucherServiceUrl: `http://127.0.0.1:${voucherSvc.grpcPort}`,
+        relayEnabled: false,
+        auth: testAuth,
+      },
+      logger,
+      relay: false,
+      shutdownGraceMs: 500,
+    });
+    orderPool = createPool({ url: orderDb.url, connectionLimit: 2 });
+    voucherPool = createPool({ url: voucherDb.url, connectionLimit: 2 });
+    // Rows for a lenient decoder to damage: an order, sent, and its voucher.
+    const order = await grpcCall(orderSvc.grpcPort, pathOf(createOrder), goodOrder, allScopesToken);
+    expect(order.code).to.equal(0);
+    const issued = await grpcCall(voucherSvc.grpcPort, pathOf(issueVoucher), goodIssue, allScopesToken);
+    expect(issued.code).to.equal(0);
+  });
+
+  after(async () => {
+    await Promise.allSettled([orderSvc?.stop(), voucherSvc?.stop(), orderPool?.end(), voucherPool?.end()]);
+    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop()]);
+  });
+
+  it("has at least 60 cases, on both transports", () => {
+    expect(CASES.length).to.be.at.least(60);
+    expect(CASES.filter((c) => c.transport === "grpc").length).to.be.at.least(25);
+    expect(CASES.filter((c) => c.transport === "connect").length).to.be.at.least(25);
+  });
+
+  it("uses bodies that really do not decode, so each undecodable case reaches the decoder's error", () => {
+    for (const c of UNDECODABLE) expect(() => fromBinary(c.method.input, c.body), c.name).to.throw();
+    for (const c of BAD_TIMES) expect(() => fromBinary(c.method.input, c.body), c.name).not.to.throw();
+  });
+
+  for (const c of CASES) {
+    it(`${c.transport}: ${c.name} → ${CODE_LABEL[c.code]}, nothing written, logged and counted`, async () => {
+      const ports = c.to === "order" ? { grpc: orderSvc.grpcPort, http: orderSvc.httpPort } : { grpc: voucherSvc.grpcPort, http: voucherSvc.httpPort };
+      const before = await snapshot();
+      const countsBefore = await handledCounts(ports.http);
+      const logFrom = logLines.length;
+
+      const answer = await c.call(ports);
+
+      expect(CODE_LABEL[answer.code] ?? Code[answer.code] ?? answer.code, answer.message).to.equal(CODE_LABEL[c.code]);
+      if (c.mentions) expect(answer.message, JSON.stringify({ answer: answer.message.slice(0, 300), len: answer.message.length, log: logLines.slice(logFrom).map((l) => String(l.msg).slice(0, 200)) })).to.include(c.mentions);
+      expect(answer.message.length, "the answer quotes the request clipped").to.be.below(1200);
+      expect(await snapshot(), "a row changed").to.equal(before);
+
+      const key = `${c.service} ${c.method} ${CODE_LABEL[c.code]}`;
+      const countsAfter = await handledCounts(ports.http);
+      expect((countsAfter.get(key) ?? 0) - (countsBefore.get(key) ?? 0), `rpc_server_handled_total{${key}}`).to.equal(1);
+
+      const lines = logLines.slice(logFrom).filter((l) => l.protocol === c.transport && l.code === Code[c.code] && l.rpc === c.method);
+      expect(lines, `a log line for the refusal among ${JSON.stringify(logLines.slice(logFrom).map((l) => l.msg))}`).to.have.length(1);
+      if (answer.message !== "") expect(String(lines[0]!.reason)).to.equal(answer.message);
+      for (const line of rawLog.slice(logFrom)) {
+        expect(line.length, "a log line quotes the request clipped").to.be.below(2000);
+        expect(line).not.to.include(allScopesToken);
+        expect(line).not.to.include(hugeAlg.slice(0, 40));
+        if (c.secret) expect(line).not.to.include(c.secret);
+      }
+      if (c.secret) expect(answer.message).not.to.include(c.secret);
+    });
+  }
+
+  it("still serves both services on both transports afterwards", async () => {
+    const ok = encode(createOrder, { customerId: "cust-h", totalCents: 20_000n, currency: "EUR", requestId: "hostile-1" });
+    expect((await grpcCall(orderSvc.grpcPort, pathOf(createOrder), ok, allScopesToken)).code).to.equal(0);
+    expect((await connectCall(orderSvc.httpPort, pathOf(createOrder), ok, "application/proto", allScopesToken)).http).to.equal(200);
+    expect((await grpcCall(voucherSvc.grpcPort, pathOf(issueVoucher), goodIssue, allScopesToken)).code).to.equal(0);
+    expect((await connectCall(voucherSvc.httpPort, pathOf(issueVoucher), goodIssue, "application/proto", allScopesToken)).http).to.equal(200);
+  });
+});
