@@ -27,6 +27,10 @@ describe("reconciler: drift the other mechanisms missed", function () {
        INSERT INTO voucher_outbox (order_id, customer_id, total_cents, currency, status, attempts, next_attempt_at, last_error, created_at)
        VALUES ('01DRIFTDEADDELIVERY0000001', 'cust-drift', 30000, 'EUR', 'dead', 1, NOW(3), 'INVALID_ARGUMENT: injected', NOW(3))`,
     );
+    // A voucher voided by mistake: its order is owed one and holds nothing usable.
+    const voidedOrder = t.acknowledgedSent.find((id) => t.facts.get(id)!.totalCents > 10_000n)!;
+    const { vouchers: [mistaken] } = await cluster.vouchers.batchGetVouchersByOrder({ orderIds: [voidedOrder] });
+    await cluster.vouchers.voidVoucher({ voucherId: mistaken!.id, reason: "voided by mistake" });
     // A voucher restored from a backup for an order that does not exist.
     await cluster.voucherDb.sql(
       `INSERT INTO vouchers (id, code, order_id, customer_id, order_total_cents, amount_cents, currency, status, issued_at)
@@ -43,18 +47,67 @@ describe("reconciler: drift the other mechanisms missed", function () {
     const before = await checkLedger(ledger);
     const failed = before.results.filter((r) => r.verdict === "FAIL").map((r) => r.id);
     expect(before.ok).to.equal(false);
-    expect(failed).to.include.members(["I1", "I2", "I4", "I9"]);
+    expect(failed).to.include.members(["I1", "I2", "I3", "I4", "I9"]);
 
     const dry = await runReconciler({ ...ledger, dryRun: true });
-    expect(dry.report!.counts.missing_voucher!.found).to.equal(1);
+    expect(dry.report!.counts.missing_voucher!.found).to.equal(2);
     expect(dry.report!.counts.dead_delivery!.found).to.equal(1);
     expect(dry.report!.counts.voucher_without_order!.found).to.equal(1);
-    expect(dry.report!.totals.found).to.equal(3);
+    expect(dry.report!.totals.found).to.equal(4);
 
     const repair = await runReconciler({ ...ledger, dryRun: false });
     expect(repair.exitCode, repair.stderr).to.equal(1);
-    expect(repair.report!.totals.repaired).to.equal(3);
+    expect(repair.report!.totals.repaired).to.equal(4);
 
+    // The voided voucher stays voided; the order has a new live one and records it (checked by expectLedgerClean too).
+    const rows = (await cluster.voucherRows()).filter((v) => v.orderId === voidedOrder);
+    expect(rows.map((v) => v.status).sort()).to.deep.equal(["ISSUED", "VOIDED"]);
+    await cluster.expectLedgerClean(t);
+  });
+
+  it("leaves a dead delivery whose order already has a conflicting voucher to a person; once a person voids that voucher and requeues, the ledger is clean", async () => {
+    cluster = new Cluster({ name: "drift-conflict", reconciler: false });
+    await cluster.start();
+    const t = await driveTraffic(cluster.orders, { count: 20, prefix: "drift-conflict" });
+    await cluster.drained();
+    // A voucher issued for the order under another customer (a bug or tampering), so the delivery died on ALREADY_EXISTS.
+    await cluster.orderDb.sql(
+      `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, sent_at)
+       VALUES ('01DRIFTCONFLICTDEAD0000001', 'cust-right', 30000, 'EUR', 'SENT', 'drift-conflict-row', NOW(3), NOW(3), NOW(3));
+       INSERT INTO voucher_outbox (order_id, customer_id, total_cents, currency, status, attempts, next_attempt_at, last_error, created_at)
+       VALUES ('01DRIFTCONFLICTDEAD0000001', 'cust-right', 30000, 'EUR', 'dead', 1, NOW(3), 'ALREADY_EXISTS: injected', NOW(3))`,
+    );
+    await cluster.voucherDb.sql(
+      `INSERT INTO vouchers (id, code, order_id, customer_id, order_total_cents, amount_cents, currency, status, issued_at)
+       VALUES ('01DRIFTCONFLICTVOUCHER0001', 'DRIFT-CONFLICT-1', '01DRIFTCONFLICTDEAD0000001', 'cust-wrong', 30000, 500, 'EUR', 'ISSUED', NOW(3))`,
+    );
+    const ledger = {
+      orderDatabaseUrl: cluster.orderDb.url,
+      voucherDatabaseUrl: cluster.voucherDb.url,
+      orderServiceUrl: cluster.orderServiceUrl,
+      voucherServiceUrl: cluster.voucherServiceUrl,
+      token: roleToken("reconciler"),
+    };
+    const before = await checkLedger(ledger);
+    const i4 = before.results.find((r) => r.id === "I4")!;
+    expect(i4.verdict).to.equal("FAIL");
+    expect(i4.counts["customer or total differs"]).to.equal(1);
+
+    const run = await runReconciler({ ...ledger, dryRun: false });
+    expect(run.exitCode, run.stderr).to.equal(2);
+    expect(run.report!.counts.dead_delivery_conflict!.found).to.equal(1);
+    // Seen from the voucher's side too, as a customer mismatch; neither is repaired, both wait for a person.
+    expect(run.report!.counts.customer_mismatch!.found).to.equal(1);
+    expect(run.report!.totals).to.include({ repaired: 0, needsPerson: run.report!.totals.found });
+    // Not requeued behind the person's back: the row is still dead.
+    expect((await cluster.outboxCounts()).dead).to.equal(1);
+
+    // The person's fix: void the wrong voucher, requeue the dead delivery; the relay issues the right one.
+    await cluster.vouchers.voidVoucher({ voucherId: "01DRIFTCONFLICTVOUCHER0001", reason: "issued to the wrong customer" });
+    await cluster.orders.requeueVoucher({ orderId: "01DRIFTCONFLICTDEAD0000001" });
+    await cluster.drained();
+    const rows = (await cluster.voucherRows()).filter((v) => v.orderId === "01DRIFTCONFLICTDEAD0000001");
+    expect(rows.map((v) => `${v.status} ${v.customerId}`).sort()).to.deep.equal(["ISSUED cust-right", "VOIDED cust-wrong"]);
     await cluster.expectLedgerClean(t);
   });
 
