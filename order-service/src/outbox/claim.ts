@@ -26,12 +26,20 @@ export interface ClaimedRow extends OutboxRequestRow {
    */
   traceparent?: string;
   /**
-   * The error of the previous attempt, if any. A row whose last failure was
-   * its own (see OWN_FAILURE_MARK) is sent alone, so it does not fail its
-   * neighbours' batch again.
+   * The previous attempt failed on the row's own account (its last_error
+   * carries OWN_FAILURE_MARK): it is sent apart from its neighbours, so it
+   * does not fail their batch again.
    */
-  lastError?: string;
+  failedOnItsOwn?: boolean;
 }
+
+/**
+ * Starts the last_error of a failure that was the row's own: its own item
+ * failed in an answered batch, or it failed alone while the voucher service
+ * answered its neighbours. Also kept inside "gave up after N attempts: …", so
+ * a parked row that is requeued is sent apart at once.
+ */
+export const OWN_FAILURE_MARK = "failed on its own: ";
 
 export interface ClaimOptions {
   /** Most rows to take. */
@@ -55,7 +63,8 @@ export interface ClaimOptions {
  * index once most rows were delivered. MySQL 8 accepts the same hint.
  * A test EXPLAINs this text in both table shapes.
  */
-export const CLAIM_SELECT_SQL = `SELECT id, order_id, customer_id, total_cents, currency, attempts, traceparent, last_error,
+export const CLAIM_SELECT_SQL = `SELECT id, order_id, customer_id, total_cents, currency, attempts, traceparent,
+       COALESCE(last_error LIKE '%${OWN_FAILURE_MARK}%', 0) AS own_failure,
        TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) AS age_us
   FROM voucher_outbox FORCE INDEX (voucher_outbox_claim_idx)
  WHERE status = 'pending' AND next_attempt_at <= NOW(3)
@@ -96,7 +105,7 @@ export async function claimDueRows(pool: Pool, { limit, leaseMs, token }: ClaimO
       attempts: Number(r.attempts) + 1,
       ageAtClaimMs: Number(r.age_us) / 1000,
       traceparent: r.traceparent == null ? undefined : String(r.traceparent),
-      lastError: r.last_error == null ? undefined : String(r.last_error),
+      failedOnItsOwn: Number(r.own_failure) === 1,
     }));
   });
 }

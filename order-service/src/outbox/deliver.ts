@@ -3,7 +3,7 @@ import { ConnectError, type Code } from "@connectrpc/connect";
 import type { VoucherClient } from "@shop/sdk/clients";
 import { BatchIssueVouchersRequestSchema, type IssueVoucherRequestSchema } from "@shop/sdk/voucher";
 import { normalizeTraceparent, SpanKind, SpanStatusCode, withChildSpan } from "@shop/platform/tracing";
-import type { ClaimedRow } from "./claim.js";
+import { OWN_FAILURE_MARK, type ClaimedRow } from "./claim.js";
 import { classifyCode, codeName, failureCause, type FailureCause, type FailureKind } from "./classify.js";
 
 /** What became of one row in one delivery attempt. */
@@ -51,17 +51,6 @@ export interface DeliverOptions {
 }
 
 /**
- * Starts the last_error of a failure that was the row's own (see
- * Failed.ownFault). A row whose last_error carries it is sent alone next
- * time, so a poison row found once stops failing its neighbours' batches.
- */
-export const OWN_FAILURE_MARK = "failed on its own: ";
-
-export function isOwnFailure(lastError: string | undefined): boolean {
-  return lastError !== undefined && lastError.includes(OWN_FAILURE_MARK);
-}
-
-/**
  * The row's stored traceparent goes along normalized to version 00, or empty
  * if it is unreadable: IssueVoucher refuses a malformed one (INVALID_ARGUMENT,
  * which would park the row as dead), and tracing must never cost a voucher.
@@ -103,7 +92,8 @@ export function largestBatchBytes(items: number): number {
  *
  * One BatchIssueVouchers call carries the claim (batching is the main
  * throughput lever) and answers per item. Rows whose last failure was their
- * own go alone, beside it. If the batch fails as a whole:
+ * own go in a second call beside it, so a poison row found once no longer
+ * fails its neighbours. If a batch fails as a whole:
  *
  * - with a permanent code, the request as a whole was refused, which one bad
  *   row can cause: each row is sent alone with IssueVoucher and only the bad
@@ -122,9 +112,7 @@ export async function deliverRows(voucher: VoucherClient, rows: ClaimedRow[], op
     undefined,
     async (span) => {
       const d = new Delivery(voucher, opts);
-      const alone = rows.filter((r) => isOwnFailure(r.lastError));
-      const together = rows.filter((r) => !isOwnFailure(r.lastError));
-      const parts = await Promise.all([d.group(together), ...alone.map((r) => d.group([r], true))]);
+      const parts = await Promise.all([d.group(rows.filter((r) => !r.failedOnItsOwn)), d.group(rows.filter((r) => r.failedOnItsOwn), true)]);
       const byId = new Map(parts.flat().map((o) => [o.row.id, o]));
       const outcomes = rows.map((r) => byId.get(r.id)!);
       const delivered = outcomes.filter((o) => o.kind === "delivered").length;
@@ -155,7 +143,7 @@ class Delivery {
     return this.now() + this.opts.callTimeoutMs <= this.opts.callsEndBy;
   }
 
-  /** `suspected`: the rows' last failure was their own, so a suspect failure now is theirs again. */
+  /** `suspected`: the rows' last failure was their own, so a lone row's suspect failure now is its own again. */
   async group(rows: ClaimedRow[], suspected = false): Promise<Outcome[]> {
     if (rows.length === 0) return [];
     const first = await this.batch(rows);
@@ -199,11 +187,9 @@ class Delivery {
       });
       const results = await Promise.all(halves.map((h) => this.batch(h)));
       const next: typeof failing = failing.filter((g) => g.rows.length === 1);
-      let levelAnswered = false;
       results.forEach((r, i) => {
         const half = halves[i]!;
         if ("ok" in r) {
-          levelAnswered = true;
           outcomes.push(...r.ok);
         } else if (r.failed.cause === "suspect") {
           next.push({ rows: half, failure: r.failed });
@@ -213,7 +199,7 @@ class Delivery {
         }
       });
       failing = next;
-      if (!levelAnswered && !this.answered) {
+      if (!this.answered) {
         for (const g of failing) outcomes.push(...this.retryAll(g.rows, g.failure, " (its batch and both halves failed as a whole)"));
         return outcomes;
       }

@@ -127,6 +127,19 @@ describe("outbox SQL operations", () => {
     expect(await claimDueRows(o.pool, { limit: 1, leaseMs: 1000, token: "a:2" })).to.deep.equal([]);
   });
 
+  it("tells which claimed rows last failed on their own, also once parked and requeued", async () => {
+    await insertOutboxRows(o.pool, 4);
+    const errors = [
+      "failed on its own: BatchIssueVouchers: INTERNAL: internal error",
+      "gave up after 20 attempts: failed on its own: BatchIssueVouchers: INTERNAL: internal error",
+      "BatchIssueVouchers: UNAVAILABLE: down",
+      null,
+    ];
+    for (const [i, e] of errors.entries()) await o.pool.query("UPDATE voucher_outbox SET last_error = ? WHERE id = ?", [e, i + 1]);
+    const rows = await claimDueRows(o.pool, { limit: 10, leaseMs: 60_000, token: "a:1" });
+    expect(rows.map((r) => r.failedOnItsOwn)).to.deep.equal([true, true, false, false]);
+  });
+
   describe("retries and dead-marking are batched like the ack", () => {
     /** Statements of each kind a call runs, counted by the server on a pool of one connection. */
     async function statements(run: (pool: ReturnType<typeof createPool>) => Promise<unknown>): Promise<{ select: number; update: number }> {
