@@ -33,7 +33,9 @@ export interface RelayConfig {
    * Default 30000 ms. Must exceed twice callTimeoutMs (a batch call refused
    * as a whole is followed by per-row calls), or rows would be reclaimed
    * while still being delivered; too long only delays recovery from a relay
-   * that died mid-call.
+   * that died mid-call. Splitting a batch that failed as a whole uses what is
+   * left, one call timeout per level, and stops a call timeout before the
+   * lease ends (see claimAndDeliver).
    */
   leaseMs: number;
   /**
@@ -56,13 +58,14 @@ export interface RelayConfig {
    */
   retryMaxMs: number;
   /**
-   * Attempts after which a row that keeps failing on its own is parked dead,
-   * with last_error "gave up after N attempts: <the last error>". Default 20:
-   * with the default backoff that is about half an hour of retrying, long
-   * after the lagging alert (5 min) has called a person, and a poison row
-   * stops being retried forever. Only failures that are the row's own count
-   * (see Failed.ownFault): an outage, a wrong token or scope, or a batch that
-   * fails as a whole never parks a row, however many attempts it has had.
+   * Attempts (the row's attempts column: every claim counts) from which a
+   * row whose attempt fails on its own account is parked dead, with
+   * last_error "gave up after N attempts: <that error>". Default 20: with the
+   * default backoff about half an hour of retrying, long after the lagging
+   * alert (5 min) has called a person, after which a poison row stops being
+   * retried forever. Only a failure that is the row's own parks it (see
+   * Failed.ownFault): an outage, a wrong token or scope, or a batch failing as
+   * a whole for everyone never does, however many attempts the row has had.
    */
   maxAttempts: number;
   /**
@@ -430,7 +433,7 @@ export class Relay {
           { ...ctx, outboxId: d.outcome.row.id, orderId: d.outcome.row.orderId, attempts: d.outcome.row.attempts, error: d.error },
           d.outcome.kind === "permanent"
             ? "voucher refused for good; outbox row is dead until requeued"
-            : `voucher delivery gave up after ${d.outcome.row.attempts} attempts that failed on their own; outbox row is dead until requeued`,
+            : `voucher delivery gave up after ${d.outcome.row.attempts} attempts, the last failing on its own account; outbox row is dead until requeued`,
         );
       }
       try {
