@@ -159,7 +159,7 @@ class Delivery {
    * A batch failed as a whole with a code its content may have caused: halve
    * the failing groups and send the halves at once, level by level, until the
    * rows that fail are alone. A row failing alone while its neighbours got
-   * through is at fault (ownFault) and is sent alone next time; its
+   * through is at fault (ownFault) and goes apart from them next time; its
    * neighbours are delivered in this round.
    *
    * Stops, retrying the rest unblamed: when every call of a level failed and
