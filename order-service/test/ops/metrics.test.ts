@@ -138,6 +138,11 @@ describe("metrics on /metrics", function () {
     });
     expect(delivered(after) - delivered(before)).to.equal(3);
     expect(sampleValue(after, "relay_deliveries_total", { result: "dead" })).to.equal(0);
+    // The series the relay alerts watch are served from the start, at 0 while the relay is let in.
+    for (const code of ["UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED"]) {
+      expect(sampleValue(after, "relay_call_failures_total", { code, cause: "misconfigured" })).to.equal(0);
+    }
+    expect(sampleValue(after, "relay_batch_split_rows_total")).to.equal(0);
     const latencyCount = (t: string) => sampleValue(t, "voucher_commit_to_issue_seconds_count") ?? 0;
     const latencySum = (t: string) => sampleValue(t, "voucher_commit_to_issue_seconds_sum") ?? 0;
     expect(latencyCount(after) - latencyCount(before)).to.equal(3);
