@@ -5,7 +5,7 @@ import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
 import type { OrderClient, VoucherClient } from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
 import { newId } from "@shop/platform/ids";
-import { classifyCode, codeName } from "@shop/order-service/outbox/classify";
+import { classifyCode, codeName, failureCause } from "@shop/order-service/outbox/classify";
 import { checkSentOrders, checkVouchers, findingKey, REPAIR_OF, type DriftKind, type Finding, type QualifiesFn } from "./compare.js";
 import type { Window } from "./state.js";
 
@@ -119,14 +119,18 @@ const HINTS: Partial<Record<Code, string>> = {
   [Code.Unavailable]: " (is it running and reachable?)",
   [Code.Unauthenticated]: " (check RECONCILE_TOKEN / RECONCILE_TOKEN_FILE: the token is missing, expired or signed by a key the service does not know)",
   [Code.PermissionDenied]: " (check RECONCILE_TOKEN / RECONCILE_TOKEN_FILE: the token lacks a scope the reconciler needs)",
+  [Code.Unimplemented]: " (check ORDER_SERVICE_URL / VOUCHER_SERVICE_URL: the address does not serve this method)",
 };
 
 /**
- * Codes that mean the service (or our access to it), not the item, is in
- * trouble: every other call would fail the same way, so the run stops rather
- * than report half a picture, and the next run starts over.
+ * Whether a failed call ends the run, by the cause the relay uses too
+ * (failureCause): a misconfigured caller (token, scope, URL) fails every call
+ * alike, and a service that is down or too slow to answer within the call
+ * timeout would fail the rest of the run; the run stops rather than report
+ * half a picture, and the next run starts over. Anything else is about the
+ * item: it is recorded on the item, and a refused batch is split.
  */
-const SERVICE_TROUBLE = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Unauthenticated, Code.PermissionDenied, Code.Unimplemented]);
+const stopsTheRun = (code: Code): boolean => failureCause(code) === "misconfigured" || code === Code.Unavailable || code === Code.DeadlineExceeded;
 
 /**
  * A refused repair, judged like the relay judges a refused delivery
@@ -343,7 +347,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
       res = await guard(result.calls, voucherSvc, "BatchIssueVouchers", () => voucherApi.batchIssueVouchers({ items: batch.map((f) => f.issue!) }));
     } catch (err) {
       const code = (err as ServiceCallError).code;
-      if (SERVICE_TROUBLE.has(code)) throw err;
+      if (stopsTheRun(code)) throw err;
       if (batch.length > 1) {
         const half = Math.ceil(batch.length / 2);
         await issueAll(batch.slice(0, half), records, failed, raced);
@@ -394,7 +398,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
           await orderApi.requeueVoucher({ orderId: f.orderId, redeliver: f.redeliver ?? false });
         } catch (err) {
           const ce = ConnectError.from(err);
-          if (SERVICE_TROUBLE.has(ce.code)) throw new ServiceCallError(orderSvc, "RequeueVoucher", err);
+          if (stopsTheRun(ce.code)) throw new ServiceCallError(orderSvc, "RequeueVoucher", err);
           failed.add(f);
           Object.assign(records.get(f)!, refusal("RequeueVoucher", ce.code, ce.rawMessage));
         }
@@ -410,7 +414,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
           await voucherApi.voidVoucher({ voucherId: f.void!.voucherId, reason: f.void!.reason });
         } catch (err) {
           const ce = ConnectError.from(err);
-          if (SERVICE_TROUBLE.has(ce.code)) throw new ServiceCallError(voucherSvc, "VoidVoucher", err);
+          if (stopsTheRun(ce.code)) throw new ServiceCallError(voucherSvc, "VoidVoucher", err);
           failed.add(f);
           Object.assign(records.get(f)!, refusal("VoidVoucher", ce.code, ce.rawMessage));
         }
