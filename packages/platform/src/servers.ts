@@ -1,7 +1,7 @@
 import http from "node:http";
-import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import https from "node:https";
 import type { AddressInfo, Server as NetServer } from "node:net";
+import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
