@@ -214,8 +214,9 @@ async function connectCall(
     const json = JSON.parse(text) as { code: string; message?: string };
     return { http: res.status, code: codeFromString(json.code) ?? Code.Unknown, message: json.message ?? "" };
   } catch {
-    // No Connect error body (415 has none): the status says what it means.
-    return { http: res.status, code: res.status === 415 ? Code.InvalidArgument : Code.Unknown, message: text };
+    // No Connect error body (405 and 415 have none): the status says what it means.
+    const code = res.status === 415 ? Code.InvalidArgument : res.status === 405 ? Code.Unimplemented : Code.Unknown;
+    return { http: res.status, code, message: text };
   }
 }
 
@@ -382,6 +383,13 @@ const CASES: Case[] = [
     ...serviceOf(createOrder),
     code: Code.InvalidArgument,
     call: (p) => connectCall(p.http, pathOf(createOrder), "customer_id=c", "application/x-www-form-urlencoded", allScopesToken),
+  },
+  {
+    name: "GET on a method that changes data",
+    transport: "connect",
+    ...serviceOf(createOrder),
+    code: Code.Unimplemented,
+    call: (p) => connectCall(p.http, `${pathOf(createOrder)}?encoding=json&message=%7B%7D`, "", "application/json", allScopesToken, {}, "GET"),
   },
   {
     name: "gRPC-web, not served on the Connect port",
