@@ -93,7 +93,7 @@ export class Reconciler {
           startedAt,
           finishedAt: new Date(),
           window,
-          scanned: { sentOrders: 0, vouchers: 0, rechecked: 0 },
+          scanned: { sentOrders: 0, vouchers: 0, voidedVouchers: 0, rechecked: 0 },
           drift: [],
           racedWithRelay: 0,
           voids: { cap: maxVoids, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },

@@ -57,7 +57,8 @@ export interface RunResult {
   windowSource?: WindowSource;
   /** Things an operator must know about the run itself (e.g. no state file was found). */
   warnings?: string[];
-  scanned: { sentOrders: number; vouchers: number; rechecked: number };
+  /** vouchers: all listed in the window; voidedVouchers: those of them that are voided (history, not an order's voucher). */
+  scanned: { sentOrders: number; vouchers: number; voidedVouchers: number; rechecked: number };
   drift: DriftRecord[];
   /** Vouchers that appeared between the lookup and the repair: the relay delivered them, nothing to repair. */
   racedWithRelay: number;
@@ -212,7 +213,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     startedAt: new Date(),
     finishedAt: new Date(),
     window: opts.window,
-    scanned: { sentOrders: 0, vouchers: 0, rechecked: 0 },
+    scanned: { sentOrders: 0, vouchers: 0, voidedVouchers: 0, rechecked: 0 },
     drift: [],
     racedWithRelay: 0,
     voids: { cap: opts.maxVoids ?? DEFAULT_MAX_VOIDS, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
@@ -475,6 +476,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
           if (failedSide) return;
           result.scanned.vouchers += page.length;
           const live = page.filter((v) => v.status === VoucherStatus.ISSUED);
+          result.scanned.voidedVouchers += page.length - live.length;
           if (live.length === 0) continue;
           const ordersById = await lookupOrders(live.map((v) => v.orderId));
           await handle(checkVouchers(live, ordersById, qualifies));

@@ -32,7 +32,7 @@ export interface ReconcileReport {
   warnings: string[];
   /** Voids: the cap, how many were made, how many were held back by the cap or the window. */
   voids: VoidTally;
-  scanned: { sentOrders: number; vouchers: number; rechecked: number };
+  scanned: { sentOrders: number; vouchers: number; voidedVouchers: number; rechecked: number };
   /** Vouchers the relay delivered between the lookup and the repair (not drift). */
   racedWithRelay: number;
   /** unrepaired = needsPerson + left to the next run (retryable refusals). */
@@ -108,6 +108,7 @@ export function formatSummary(report: ReconcileReport, reportFile?: string, maxI
   lines.push(`  window:  ${report.window.since ?? "the beginning"} → ${report.window.until}`);
   lines.push(
     `  scanned: ${report.scanned.sentOrders} sent orders, ${report.scanned.vouchers} vouchers` +
+      (report.scanned.voidedVouchers ? ` (${report.scanned.voidedVouchers} of them voided)` : "") +
       (report.scanned.rechecked ? `, ${report.scanned.rechecked} orders left open by an earlier run` : ""),
   );
   if (report.racedWithRelay) lines.push(`  ${report.racedWithRelay} voucher(s) delivered by the relay during the run (not drift)`);

@@ -136,7 +136,7 @@ describe("reconcile report", () => {
     finishedAt: new Date("2024-05-02T02:30:01.500Z"),
     window: { since: new Date("2024-05-01T01:20:00Z"), until: new Date("2024-05-02T02:20:00Z") },
     windowSource: "state",
-    scanned: { sentOrders: 10, vouchers: 8, rechecked: 0 },
+    scanned: { sentOrders: 10, vouchers: 8, voidedVouchers: 0, rechecked: 0 },
     drift,
     racedWithRelay: 0,
     voids,
@@ -185,8 +185,11 @@ describe("reconcile report", () => {
   });
 
   it("prints its warnings, e.g. that no state file was found", () => {
-    const text = formatSummary(buildReport({ ...run([]), windowSource: "initial-lookback", warnings: ["no state file at /s.json"] }));
+    const text = formatSummary(
+      buildReport({ ...run([]), windowSource: "initial-lookback", warnings: ["no state file at /s.json"], scanned: { sentOrders: 10, vouchers: 8, voidedVouchers: 3, rechecked: 0 } }),
+    );
     expect(text.split("\n")[1]).to.equal("  WARNING: no state file at /s.json");
+    expect(text).to.contain("scanned: 10 sent orders, 8 vouchers (3 of them voided)");
   });
 
   it("summarises a failed run with its error first", () => {
@@ -208,7 +211,7 @@ describe("report file", () => {
         startedAt: new Date("2024-05-02T02:30:00.000Z"),
         finishedAt: new Date("2024-05-02T02:30:00.010Z"),
         window: { until: new Date("2024-05-02T02:20:00Z") },
-        scanned: { sentOrders: 0, vouchers: 0, rechecked: 0 },
+        scanned: { sentOrders: 0, vouchers: 0, voidedVouchers: 0, rechecked: 0 },
         drift: [],
         racedWithRelay: 0,
         voids: { cap: 10, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
