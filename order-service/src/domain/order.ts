@@ -54,15 +54,6 @@ export function orderQualifies(order: Pick<Order, "id" | "currency" | "totalCent
   return rule.qualifies(order, sentAtOf(order));
 }
 
-/**
- * @deprecated Judges by the version in force at `at` (default: now), not by
- * when the order was sent; use orderQualifies, or qualifiesForVoucher from
- * "@shop/rules/voucher-rule" with the sent_at. Kept for callers not yet moved.
- */
-export function qualifiesForVoucher(order: Pick<Order, "currency" | "totalCents">, at: Date = new Date()): boolean {
-  return RULE.qualifies(order, at);
-}
-
 function sentAtOf(order: Pick<Order, "id" | "sentAt">): Date {
   // Every write that makes an order SENT stamps sent_at in the same statement; an order without one was never sent.
   if (!order.sentAt) throw new Error(`order ${order.id} has no sent_at, so no voucher rule version applies to it`);
