@@ -70,7 +70,11 @@ export class Reconciler {
       window.since = req.since;
       windowSource = "explicit";
     }
-    if (req.until) window.until = req.until;
+    if (req.until) {
+      window.until = req.until;
+      // The look-back counts back from the window's end, whichever end was asked for.
+      if (windowSource === "initial-lookback") window.since = new Date(req.until.getTime() - this.config.initialLookbackMs);
+    }
     const warnings: string[] = [];
     if (!state && !stateError && windowSource === "initial-lookback") {
       warnings.push(

@@ -169,6 +169,12 @@ describe("reconciler limits, against both services", function () {
       const { report: second } = await sys.reconcile({}, config);
       expect(second).to.deep.include({ windowSource: "state", warnings: [] });
 
+      // With --until alone the look-back counts back from that end.
+      const until = new Date(now.getTime() - 30 * 24 * 3_600_000);
+      const { report: early } = await sys.reconcile({ until, dryRun: true }, fresh());
+      expect(early.error).to.equal(null);
+      expect(early.window).to.deep.equal({ since: new Date(until.getTime() - 3 * 24 * 3_600_000).toISOString(), until: until.toISOString() });
+
       const { report: full } = await sys.reconcile({ full: true }, config);
       expect(full.windowSource).to.equal("full");
       expect(full.window.since).to.equal(null);
