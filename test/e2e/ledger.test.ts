@@ -117,7 +117,7 @@ describe("the ledger check (check:ledger) on a running system", function () {
     expect(order!.voucher!.status).to.equal(VoucherStatus.ISSUED);
     expect(order!.voucher!.voucherId).to.equal(live.id);
 
-    await cluster.expectLiveVouchers(traffic);
+    await cluster.expectLiveVouchers(traffic, [victim]);
     const healed = await checkLedger(ledger);
     expect(healed.ok, JSON.stringify(healed.results)).to.equal(true);
     expect(counts(healed, "I3")).to.include({ issued: 2, voided: 1, "orders with two or more issued": 0 });
