@@ -1,4 +1,4 @@
-import { writeFileSync, utimesSync } from "node:fs";
+import { readFileSync, writeFileSync, utimesSync } from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
 import { startMetricsServer } from "@shop/platform/metrics";
@@ -75,5 +75,16 @@ describe("reconciler metrics", function () {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe("reconciler alert rules", () => {
+  it("watch only metrics the reconciler exports, the void cap and drift left for a person included", () => {
+    const text = readFileSync(path.resolve(import.meta.dirname, "../../ops/prometheus/alerts.yml"), "utf8");
+    const group = text.slice(text.indexOf("- name: reconciler"));
+    const exported = new Set(new ReconcilerMetrics({ processMetrics: false }).registry.getMetricsAsArray().map((m) => m.name));
+    const used = [...group.matchAll(/expr: ([\s\S]*?)\n\s+(?:for|labels):/g)].flatMap((m) => [...m[1]!.matchAll(/\b(reconciler_\w+)/g)].map((x) => x[1]!));
+    expect(used).to.include.members(["reconciler_void_cap_reached", "reconciler_drift_needs_person", "reconciler_runs_total"]);
+    for (const name of used) expect(exported, name).to.include(name);
   });
 });
