@@ -22,13 +22,13 @@ export type DriftKind = (typeof DRIFT_KINDS)[number];
 
 /** What the reconciler does about a kind of drift. */
 export const REPAIR_OF: Record<DriftKind, string> = {
-  missing_voucher: "issue the voucher (idempotent), then requeue the delivery so the order records it",
+  missing_voucher: "issue a live voucher (idempotent), then requeue the delivery so the order records it",
   dead_delivery: "issue the voucher if missing, then requeue the dead delivery",
   dead_delivery_conflict: "report only: the order's voucher was issued for another request, a person must decide",
   missing_delivery: "requeue the delivery so the order service records the voucher",
-  voucher_without_order: "void the voucher",
-  voucher_for_unsent_order: "void the voucher",
-  voucher_for_unqualified_order: "void the voucher",
+  voucher_without_order: "void the voucher (within the window and the per-run cap)",
+  voucher_for_unsent_order: "void the voucher (within the window and the per-run cap)",
+  voucher_for_unqualified_order: "void the voucher (within the window and the per-run cap)",
   customer_mismatch: "report only: needs a person",
   amount_mismatch: "report only: needs a person",
 };
