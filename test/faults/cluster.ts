@@ -326,6 +326,15 @@ export class Cluster {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls check every 50 ms until it holds; fails the test if it does not within timeoutMs. */
+export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 10_000, what = "condition"): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
 /** True when the process ends within timeoutMs (a failpoint killed it). */
 export async function diesWithin(p: ServiceProcess, timeoutMs: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;

@@ -54,10 +54,10 @@ export interface Traffic {
 /**
  * Creates orders and marks them sent (a few are cancelled instead), the way a
  * real client does it: each call is retried while the service is down, a
- * MarkOrderSent whose reply was lost included.
+ * MarkOrderSent whose reply was lost included. Progress is visible in `out`
+ * while it runs, so a test can strike once the traffic is under way.
  */
-export async function driveTraffic(orders: OrderClient, opts: TrafficOptions): Promise<Traffic> {
-  const out: Traffic = { orderIds: [], acknowledgedSent: [], cancelled: [], facts: new Map() };
+export async function driveTraffic(orders: OrderClient, opts: TrafficOptions, out: Traffic = newTraffic()): Promise<Traffic> {
   const cancelEvery = opts.cancelEvery ?? 7;
   let next = 0;
   await Promise.all(
@@ -81,4 +81,9 @@ export async function driveTraffic(orders: OrderClient, opts: TrafficOptions): P
     }),
   );
   return out;
+}
+
+/** An empty record of traffic, to pass to driveTraffic and watch while it runs. */
+export function newTraffic(): Traffic {
+  return { orderIds: [], acknowledgedSent: [], cancelled: [], facts: new Map() };
 }
