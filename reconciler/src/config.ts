@@ -12,7 +12,7 @@ export interface ReconcilerConfig {
   /**
    * RECONCILE_TOKEN or RECONCILE_TOKEN_FILE, required: the reconciler's bearer
    * token (role reconciler), sent to both services. Default: the file
-   * .data/auth/reconciler.token when it exists (npm start writes it).
+   * $LOCAL_DATA_DIR/auth/reconciler.token (default .data) when it exists (npm start writes it).
    */
   token: TokenSource;
   /**
@@ -51,9 +51,9 @@ export interface ReconcilerConfig {
    * looked. Past it the run stops voiding, reports it and exits 2. 0: never void.
    */
   maxVoids: number;
-  /** Where the end of the last successful window is kept. Default .data/reconciler/state.json. */
+  /** Where the end of the last successful window is kept. Default $LOCAL_DATA_DIR/reconciler/state.json (LOCAL_DATA_DIR: .data, as npm start). */
   stateFile: string;
-  /** Where each run's JSON report is written. Default .data/reconciler/reports. */
+  /** Where each run's JSON report is written. Default $LOCAL_DATA_DIR/reconciler/reports. */
   reportDir: string;
   /** Deadline of each call to a service. Default 30000: a page of 5000 rows is one call. */
   callTimeoutMs: number;
@@ -83,6 +83,8 @@ export function isValidTimezone(tz: string): boolean {
 
 /** Reads and validates the reconciler's settings; throws a ConfigError naming every bad one. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): ReconcilerConfig {
+  // npm start's data folder, where it writes the reconciler's token and keeps its state.
+  const dataDir = path.resolve(cwd, env.LOCAL_DATA_DIR || ".data");
   const r = envReader(env);
   const url = (name: string, def: string): string => {
     const v = r.string(name, def);
@@ -98,7 +100,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     orderServiceUrl: url("ORDER_SERVICE_URL", "http://127.0.0.1:50051"),
     voucherServiceUrl: url("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052"),
     // Falls back on the token npm start writes, so a one-off run against the local stack needs no setting.
-    token: readCallerToken(r, "RECONCILE_TOKEN", path.resolve(cwd, ".data/auth/reconciler.token")),
+    token: readCallerToken(r, "RECONCILE_TOKEN", path.join(dataDir, "auth/reconciler.token")),
     tls: readClientTls(r),
     cron: r.string("RECONCILE_CRON", "30 2 * * *"),
     timezone: r.string("RECONCILE_TIMEZONE", "UTC"),
@@ -106,8 +108,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     overlapMs: r.int("RECONCILE_OVERLAP_MS", 3_600_000, { min: 0, max: 30 * 24 * 3_600_000 }),
     initialLookbackMs: r.int("RECONCILE_INITIAL_LOOKBACK_MS", 3 * 24 * 3_600_000, { min: 0, max: 366 * 24 * 3_600_000 }),
     maxVoids: r.int("RECONCILE_MAX_VOIDS", 10, { min: 0, max: 1_000_000 }),
-    stateFile: path.resolve(cwd, r.string("RECONCILE_STATE_FILE", ".data/reconciler/state.json")),
-    reportDir: path.resolve(cwd, r.string("RECONCILE_REPORT_DIR", ".data/reconciler/reports")),
+    stateFile: path.resolve(cwd, r.string("RECONCILE_STATE_FILE", path.join(dataDir, "reconciler/state.json"))),
+    reportDir: path.resolve(cwd, r.string("RECONCILE_REPORT_DIR", path.join(dataDir, "reconciler/reports"))),
     callTimeoutMs: r.int("RECONCILE_CALL_TIMEOUT_MS", 30_000, { min: 100, max: 600_000 }),
     pageSize: r.int("RECONCILE_PAGE_SIZE", 5000, { min: 1, max: 5000 }),
     repairConcurrency: r.int("RECONCILE_REPAIR_CONCURRENCY", 16, { min: 1, max: 256 }),

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
@@ -23,6 +23,15 @@ describe("reconciler settings", () => {
       stateFile: "/srv/.data/reconciler/state.json",
       reportDir: "/srv/.data/reconciler/reports",
     });
+  });
+
+  it("keeps its state and reports, and finds the token, in npm start's LOCAL_DATA_DIR when it is moved", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "reconcile-data-"));
+    mkdirSync(path.join(dir, "auth"));
+    writeFileSync(path.join(dir, "auth", "reconciler.token"), "from-the-data-dir\n");
+    const c = loadConfig({ LOCAL_DATA_DIR: dir }, "/srv");
+    expect(c).to.include({ stateFile: path.join(dir, "reconciler/state.json"), reportDir: path.join(dir, "reconciler/reports") });
+    expect(typeof c.token === "function" ? c.token() : c.token).to.equal("from-the-data-dir");
   });
 
   it("names every bad setting at once", () => {
