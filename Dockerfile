@@ -12,6 +12,7 @@ WORKDIR /app
 # npm ci needs every workspace's package.json to link the workspaces.
 COPY package.json package-lock.json ./
 COPY packages/platform/package.json packages/platform/
+COPY packages/rules/package.json packages/rules/
 COPY packages/sdk/package.json packages/sdk/
 COPY packages/testkit/package.json packages/testkit/
 COPY order-service/package.json order-service/
