@@ -4,7 +4,7 @@
 #   docker run IMAGE order-service/src/relay-main.ts      (standalone relay)
 # The code runs with tsx (no build step), and tsx is a dev dependency, so all
 # dependencies are installed: `npm ci --omit=dev` would leave the image unable to start.
-FROM node:20-bookworm-slim
+FROM node:26-bookworm-slim
 
 WORKDIR /app
 
