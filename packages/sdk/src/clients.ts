@@ -1,5 +1,7 @@
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { OrderAdminService } from "./gen/shop/order/v1/order_admin_pb.js";
 import { OrderService } from "./gen/shop/order/v1/order_pb.js";
 import { VoucherService } from "./gen/shop/voucher/v1/voucher_pb.js";
@@ -9,8 +11,19 @@ export type OrderAdminClient = Client<typeof OrderAdminService>;
 export type VoucherClient = Client<typeof VoucherService>;
 
 export interface ClientOptions {
-  /** Base URL of the gRPC server, e.g. "http://127.0.0.1:50052". */
+  /**
+   * Base URL of the service: its gRPC port for protocol "grpc" (e.g.
+   * "http://127.0.0.1:50051"), its HTTP port for "connect" (e.g.
+   * "http://127.0.0.1:8081"). https:// for a service that serves TLS.
+   */
   baseUrl: string;
+  /**
+   * "grpc" (default): gRPC over HTTP/2, on the service's gRPC port.
+   * "connect": the Connect protocol with JSON over HTTP/1.1, on the service's
+   * HTTP port, for networks whose proxies pass only HTTP/1.1. Both carry the
+   * same calls, answers and error codes.
+   */
+  protocol?: "grpc" | "connect";
   /** Deadline applied to every call that does not set its own. Default 5000 ms: grpc-js has none. */
   defaultTimeoutMs?: number;
   /**
@@ -35,25 +48,40 @@ export function bearerToken(token: string | (() => string)): Interceptor {
   };
 }
 
-/** A typed client plus the HTTP/2 session it owns; close() it or the process will not exit. */
+/** A typed client plus the connections it owns; close() it when done, as open connections keep a process from exiting. */
 export interface ClosableClient<C> {
   client: C;
   close(): void;
 }
 
-function transportFor(opts: ClientOptions) {
+function transportFor(opts: ClientOptions): { transport: Transport; close: () => void } {
+  const protocol = opts.protocol ?? "grpc";
+  // Checked at run time too: the SDK is called from plain JavaScript.
+  if (protocol !== "grpc" && protocol !== "connect") throw new TypeError(`protocol must be "grpc" or "connect", not ${String(protocol)}`);
   const https = opts.baseUrl.startsWith("https:");
+  const tls = https && opts.tls ? { ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key } : undefined;
+  const defaultTimeoutMs = opts.defaultTimeoutMs ?? 5_000;
+  const interceptors = [...(opts.token ? [bearerToken(opts.token)] : []), ...(opts.interceptors ?? [])];
+  if (protocol === "connect") {
+    // An agent of the client's own, so that close() ends its kept-alive
+    // sockets and no one else's (the global agent is shared by the process).
+    const agent = https ? new HttpsAgent({ keepAlive: true, ...tls }) : new HttpAgent({ keepAlive: true });
+    const transport = createConnectTransport({
+      baseUrl: opts.baseUrl,
+      httpVersion: "1.1",
+      useBinaryFormat: false,
+      nodeOptions: { agent },
+      defaultTimeoutMs,
+      interceptors,
+    });
+    return { transport, close: () => agent.destroy() };
+  }
   const sessionManager = new Http2SessionManager(
     opts.baseUrl,
     { pingIntervalMs: 10_000, pingTimeoutMs: 5_000, idleConnectionTimeoutMs: 60_000 },
-    https && opts.tls ? { ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key } : undefined,
+    tls,
   );
-  const transport = createGrpcTransport({
-    baseUrl: opts.baseUrl,
-    sessionManager,
-    defaultTimeoutMs: opts.defaultTimeoutMs ?? 5_000,
-    interceptors: [...(opts.token ? [bearerToken(opts.token)] : []), ...(opts.interceptors ?? [])],
-  });
+  const transport = createGrpcTransport({ baseUrl: opts.baseUrl, sessionManager, defaultTimeoutMs, interceptors });
   return { transport, close: () => sessionManager.abort() };
 }
 
