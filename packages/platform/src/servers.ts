@@ -11,7 +11,7 @@ import { Code, ConnectError, createContextKey, createContextValues, createHandle
 import { createAsyncIterable, readAllBytes, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeFromString, codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { file_grpc_health_v1_health } from "@shop/sdk/gen/grpc/health/v1/health_pb";
+import { file_grpc_health_v1_health } from "@shop/sdk/grpc-health";
 import { Authenticator, authorize, callerKey, type AccessPolicy, type AuthSettings, type Principal } from "./auth.js";
 import { clip, MAX_MESSAGE_CHARS } from "./clip.js";
 import { toConnectError } from "./errors.js";
