@@ -23,10 +23,21 @@ function compose(...args: string[]): string {
 describe("docker-compose.yml", () => {
   const text = readFileSync(composeFile, "utf8");
 
-  it("starts only entry files that exist, through the one image", () => {
-    const entries = [...text.matchAll(/^\s+command: \["([^"]+\.ts)"\]/gm)].map((m) => m[1]!);
-    expect(entries).to.include.members(["order-service/src/main.ts", "voucher-service/src/main.ts"]);
-    for (const entry of entries) expect(existsSync(path.join(root, entry)), `${entry} is missing`).to.equal(true);
+  it("runs every process of the image from its compiled entry (dist/*.js with plain node, never tsx or a source file)", () => {
+    // Every command but the databases' server flags names the entry the image's ENTRYPOINT ["node"] runs.
+    const entries = [...text.matchAll(/^\s+command: \["([^"-][^"]*)"/gm)].map((m) => m[1]!);
+    expect(entries).to.have.members([
+      "voucher-service/dist/main.js",
+      "order-service/dist/main.js",
+      "order-service/dist/relay-main.js",
+      "reconciler/dist/main.js",
+    ]);
+    // The build compiles src/<name>.ts to dist/<name>.js: an entry whose source is gone would start nothing.
+    for (const entry of entries) {
+      const source = entry.replace("/dist/", "/src/").replace(/\.js$/, ".ts");
+      expect(existsSync(path.join(root, source)), `${entry}: ${source} is missing`).to.equal(true);
+    }
+    expect(text).not.to.match(/\btsx\b|\.ts"/);
   });
 
   it("gives each service its own MariaDB 10.11 server, with a rows-only user and a migration user made by the least-privilege script", () => {
@@ -65,6 +76,14 @@ describe("docker-compose.yml", () => {
       const services = compose("--profile", "relay", "config", "--services").trim().split("\n");
       expect(services).to.include.members(["order-db", "order-service", "voucher-db", "voucher-service", "relay"]);
       expect(compose("config")).to.match(/relay:[\s\S]*profiles:\s*\n\s*- relay/);
+    });
+
+    it("resolves each service's command to its compiled entry", () => {
+      const resolved = compose("--profile", "relay", "config");
+      for (const entry of ["voucher-service/dist/main.js", "order-service/dist/main.js", "order-service/dist/relay-main.js", "reconciler/dist/main.js"]) {
+        expect(resolved).to.include(entry);
+      }
+      expect(resolved).not.to.match(/\/src\/[\w-]+\.ts/);
     });
 
     it("publishes the gRPC and HTTP ports of both services", () => {
