@@ -5,23 +5,22 @@ import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { field as fieldRulesExt, message as messageRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DomainError } from "@shop/platform/errors";
-import { ID_PATTERN, idProblem, newId } from "@shop/platform/ids";
+import { newId } from "@shop/platform/ids";
 import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 import { normalizeTraceparent } from "@shop/platform/tracing";
 import { requestValidator } from "@shop/platform/validation";
 import { OrderService } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
 import { VoucherService } from "@shop/sdk/voucher";
-import { pageSize as orderPageSize, validateCreateOrder } from "@shop/order-service/domain/validation";
-import { validateIssueRequest, voidReason } from "@shop/voucher-service/domain/validation";
 
 /**
- * The protovalidate rules in proto/shop/** against the checks the handlers
- * make: (b) every request type accepts a valid request and refuses
+ * The protovalidate rules in proto/shop/**, the single source of request
+ * validation: (b) every request type accepts a valid request and refuses
  * representative bad ones, naming the field; (c) every field of every request
- * has rules, so a new field cannot go unchecked by accident; and property
- * tests that the rules accept exactly what the handlers' own validation
- * accepts (never more strict; where a difference is unavoidable it is named).
+ * has rules, so a new field cannot go unchecked by accident; (d) every
+ * Timestamp is range-checked; and property tests that the rules let through
+ * whatever the relay sends and whatever the domain's own decoding (page
+ * tokens, time windows) accepts, so no valid call is refused before it.
  * Pure: no services, no databases.
  */
 const check = requestValidator();
@@ -33,7 +32,7 @@ const ORDER_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ";
 
 function accepts<M extends DescMethod>(method: M, init: MessageInitShape<M["input"]>): boolean {
   try {
-    check(method, create(method.input, init));
+    check(method.input, create(method.input, init));
     return true;
   } catch (err) {
     expect(err).to.be.instanceOf(ConnectError);
@@ -44,7 +43,7 @@ function accepts<M extends DescMethod>(method: M, init: MessageInitShape<M["inpu
 
 function refusal<M extends DescMethod>(method: M, init: MessageInitShape<M["input"]>): string {
   try {
-    check(method, create(method.input, init));
+    check(method.input, create(method.input, init));
   } catch (err) {
     expect(err).to.be.instanceOf(ConnectError);
     expect((err as ConnectError).code, (err as ConnectError).rawMessage).to.equal(Code.InvalidArgument);
@@ -53,7 +52,7 @@ function refusal<M extends DescMethod>(method: M, init: MessageInitShape<M["inpu
   throw new Error(`${method.name} accepted ${JSON.stringify(init, (_, v) => (typeof v === "bigint" ? `${v}n` : v))}`);
 }
 
-function handlerAccepts(fn: () => unknown): boolean {
+function domainAccepts(fn: () => unknown): boolean {
   try {
     fn();
     return true;
@@ -382,49 +381,8 @@ describe("request rules in the shop protos", () => {
     });
   });
 
-  describe("agree with the handlers' own validation (property tests)", () => {
-    const idChars = [..."AZaz09._:-", " ", "/", "ü", "😀", "\u0000", "x"];
-    const anId = fc.oneof(
-      fc.string({ unit: fc.constantFrom(...idChars), maxLength: 70 }),
-      fc.integer({ min: 60, max: 68 }).map((n) => "a".repeat(n)),
-      fc.constantFrom("", "a", "a".repeat(64), "a".repeat(65), "😀".repeat(32), "😀".repeat(33)),
-    );
-    const anInt64 = fc.oneof(
-      fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
-      fc.constantFrom(-1n, 0n, 1n, 10_000n, 10_001n, 9_999_999_999n, 10_000_000_000n, 10_000_000_001n),
-    );
-    const aCurrency = fc.constantFrom("EUR", "eur", "", "USD", "EUR ", " EUR", "EURO");
+  describe("agree with what the relay sends and the domain still decodes (property tests)", () => {
     const runs = { numRuns: 2000 };
-
-    it("ids: the rules accept exactly what idProblem (ID_PATTERN) accepts", () => {
-      expect(ID_PATTERN.source).to.equal("^[A-Za-z0-9._:-]{1,64}$", "ID_PATTERN changed: change the id rules in the protos with it");
-      fc.assert(
-        fc.property(anId, (id) => {
-          expect(accepts(OrderService.method.getOrder, { orderId: id }), JSON.stringify(id)).to.equal(idProblem("order_id", id) === undefined);
-        }),
-        runs,
-      );
-    });
-
-    it("CreateOrder: the rules accept exactly what validateCreateOrder accepts", () => {
-      fc.assert(
-        fc.property(anId, anInt64, aCurrency, anId, (customerId, totalCents, currency, requestId) => {
-          const raw = { customerId, totalCents, currency, requestId };
-          expect(accepts(OrderService.method.createOrder, raw)).to.equal(handlerAccepts(() => validateCreateOrder(raw)));
-        }),
-        runs,
-      );
-    });
-
-    it("IssueVoucher: the rules accept exactly what validateIssueRequest accepts (traceparent empty)", () => {
-      fc.assert(
-        fc.property(anId, anId, anInt64, aCurrency, (orderId, customerId, orderTotalCents, currency) => {
-          const raw = { orderId, customerId, orderTotalCents, currency };
-          expect(accepts(VoucherService.method.issueVoucher, raw)).to.equal(validateIssueRequest(raw).ok);
-        }),
-        runs,
-      );
-    });
 
     it("IssueVoucher traceparent: the rules accept whatever the relay sends (normalizeTraceparent), or empty", () => {
       const hex = (n: number) => fc.string({ unit: fc.constantFrom(..."0123456789abcdef"), minLength: n, maxLength: n });
@@ -445,40 +403,7 @@ describe("request rules in the shop protos", () => {
       expect(sentSome, "traceparents the relay would send on").to.be.greaterThan(runs.numRuns / 10);
     });
 
-    it("VoidVoucher reason: the rules accept exactly what voidReason accepts (JavaScript's trim, code points)", () => {
-      const units = [" ", "\t", "\n", "\v", "\f", "\r", "\u00a0", "\u1680", "\u2000", "\u3000", "\ufeff", "\u2028", "\u2029", "\u0085", "\u200b", "\u180e", "r", "ü", "😀"];
-      const aReason = fc.oneof(
-        fc.string({ unit: fc.constantFrom(...units), maxLength: 6 }),
-        fc.integer({ min: 250, max: 260 }).chain((n) => fc.constantFrom("r".repeat(n), "😀".repeat(n), ` ${"r".repeat(n - 2)} `)),
-      );
-      fc.assert(
-        fc.property(aReason, (reason) => {
-          expect(accepts(VoucherService.method.voidVoucher, { voucherId: "v-1", reason }), JSON.stringify(reason)).to.equal(
-            handlerAccepts(() => voidReason(reason)),
-          );
-        }),
-        runs,
-      );
-    });
-
-    it("page_size: the rules refuse exactly what pageSize refuses (negative), for every listing", () => {
-      const listings = [
-        (pageSize: number) => accepts(OrderService.method.listOrders, { customerId: "c", pageSize }),
-        (pageSize: number) => accepts(OrderService.method.listSentOrders, { pageSize }),
-        (pageSize: number) => accepts(OrderAdminService.method.listDeadVoucherDeliveries, { pageSize }),
-        (pageSize: number) => accepts(VoucherService.method.listVouchers, { customerId: "c", pageSize }),
-        (pageSize: number) => accepts(VoucherService.method.listIssuedVouchers, { pageSize }),
-      ];
-      fc.assert(
-        fc.property(fc.oneof(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), fc.integer({ min: -2, max: 2 })), (n) => {
-          const handler = handlerAccepts(() => orderPageSize(n, { default: 50, max: 500 }));
-          for (const listing of listings) expect(listing(n), String(n)).to.equal(handler);
-        }),
-        runs,
-      );
-    });
-
-    it("page_token: the rules never refuse a token the handlers accept", () => {
+    it("page_token: the rules never refuse a token the domain's decoders accept", () => {
       const tokenChars = [..."AZaz09_-", "=", "%", "!", ".", "+", "/"];
       const aToken = fc.oneof(
         fc.string({ unit: fc.constantFrom(...tokenChars), maxLength: 210 }),
@@ -487,8 +412,8 @@ describe("request rules in the shop protos", () => {
       );
       fc.assert(
         fc.property(aToken, (pageToken) => {
-          if (handlerAccepts(() => decodeIdToken(pageToken))) expect(accepts(OrderService.method.listOrders, { customerId: "c", pageToken })).to.equal(true);
-          if (handlerAccepts(() => decodeTimeToken(pageToken))) expect(accepts(VoucherService.method.listIssuedVouchers, { pageToken })).to.equal(true);
+          if (domainAccepts(() => decodeIdToken(pageToken))) expect(accepts(OrderService.method.listOrders, { customerId: "c", pageToken })).to.equal(true);
+          if (domainAccepts(() => decodeTimeToken(pageToken))) expect(accepts(VoucherService.method.listIssuedVouchers, { pageToken })).to.equal(true);
         }),
         runs,
       );
@@ -506,7 +431,7 @@ describe("request rules in the shop protos", () => {
       fc.assert(
         fc.property(aBound, aBound, (after, before) => {
           const date = (t: typeof after) => (t ? timestampDate({ $typeName: "google.protobuf.Timestamp", ...t }) : undefined);
-          const handler = handlerAccepts(() => timeWindow("issued", date(after), date(before)));
+          const handler = domainAccepts(() => timeWindow("issued", date(after), date(before)));
           const rules = accepts(VoucherService.method.listIssuedVouchers, { issuedAfter: after, issuedBefore: before });
           expect(accepts(OrderService.method.listSentOrders, { sentAfter: after, sentBefore: before })).to.equal(rules);
           if (handler) expect(rules, "the rules refused a window the handler accepts").to.equal(true);

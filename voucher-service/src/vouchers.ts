@@ -1,5 +1,4 @@
 import { retryTransient } from "@shop/platform/db";
-import { requireId } from "@shop/platform/ids";
 import { alreadyExists, notFound, type DomainError } from "@shop/platform/errors";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
@@ -14,14 +13,7 @@ import {
   type Voucher,
   type VoucherCandidate,
 } from "./domain/voucher.js";
-import {
-  checkBatchShape,
-  orderIdsToLookUp,
-  pageSize,
-  validateIssueRequest,
-  voidReason,
-  type RawIssueRequest,
-} from "./domain/validation.js";
+import { checkBatchShape, pageSize, toIssueRequest, type RawIssueRequest } from "./domain/validation.js";
 import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 
 export interface VouchersDeps {
@@ -51,6 +43,9 @@ export interface IssueAnswer {
   reissued: boolean;
 }
 
+/** One batch item: a request, or the refusal IssueVoucher would have given it (the handler checks each item against the proto's rules). */
+export type BatchItem = RawIssueRequest | { orderId: string; refused: DomainError };
+
 /** One batch item's answer: an outcome, or the refusal IssueVoucher would have given it. */
 export type BatchItemResult = { orderId: string } & (IssueAnswer | { error: DomainError });
 
@@ -60,9 +55,10 @@ export interface Page<T> {
 }
 
 /**
- * The voucher service's operations on plain values: validation, the
- * exactly-once issue protocol, and logging of every outcome. Transport
- * mapping lives in grpc/routes.ts.
+ * The voucher service's operations on plain values: the exactly-once issue
+ * protocol, the rules a proto cannot express, and logging of every outcome.
+ * Requests come checked against their proto's rules (by the servers, and by
+ * the handler for batch items); transport mapping lives in grpc/routes.ts.
  */
 export function createVouchers(deps: VouchersDeps) {
   const { store, logger } = deps;
@@ -198,36 +194,35 @@ export function createVouchers(deps: VouchersDeps) {
   return {
     /** IssueVoucher: the order's live voucher and whether this call created it; ALREADY_EXISTS for a conflicting replay. */
     async issueOne(raw: RawIssueRequest): Promise<IssueAnswer> {
-      const v = validateIssueRequest(raw);
-      if (!v.ok) throw v.error;
+      const request = toIssueRequest(raw);
       const started = Date.now();
-      const [outcome] = await issue([v.value]);
-      return inIssueSpan(raw.traceparent, v.value.orderId, outcome!, started, () => {
+      const [outcome] = await issue([request]);
+      return inIssueSpan(raw.traceparent, request.orderId, outcome!, started, () => {
         switch (outcome!.kind) {
           case "created":
-            logger.info({ orderId: v.value.orderId, voucherId: outcome!.voucher.id }, "voucher issued");
+            logger.info({ orderId: request.orderId, voucherId: outcome!.voucher.id }, "voucher issued");
             return { voucher: outcome!.voucher, created: true, reissued: false };
           case "reissued":
-            logReissue(v.value.orderId, outcome!);
+            logReissue(request.orderId, outcome!);
             return { voucher: outcome!.voucher, created: true, reissued: true };
           case "replayed":
-            logger.info({ orderId: v.value.orderId, voucherId: outcome!.voucher.id }, "voucher already issued; returning it (replay)");
+            logger.info({ orderId: request.orderId, voucherId: outcome!.voucher.id }, "voucher already issued; returning it (replay)");
             return { voucher: outcome!.voucher, created: false, reissued: false };
           case "conflict":
-            logConflict(v.value, outcome!.existing, outcome!.message);
+            logConflict(request, outcome!.existing, outcome!.message);
             throw alreadyExists(outcome!.message);
         }
       });
     },
 
     /** BatchIssueVouchers: every item answered on its own, in request order; only the batch's shape fails the whole call. */
-    async issueBatch(items: RawIssueRequest[]): Promise<BatchItemResult[]> {
+    async issueBatch(items: BatchItem[]): Promise<BatchItemResult[]> {
       checkBatchShape(
         items.map((i) => i.orderId),
         maxBatch,
       );
-      const validated = items.map(validateIssueRequest);
-      const valid = validated.flatMap((v) => (v.ok ? [v.value] : []));
+      const requests = items.map((item) => ("refused" in item ? undefined : toIssueRequest(item)));
+      const valid = requests.filter((r): r is IssueRequest => r !== undefined);
       const outcomes = new Map<string, IssueOutcome>();
       const started = Date.now();
       if (valid.length > 0) {
@@ -236,17 +231,17 @@ export function createVouchers(deps: VouchersDeps) {
       }
       const counts = { created: 0, reissued: 0, replayed: 0, conflict: 0, invalid: 0 };
       const results = items.map((item, i): BatchItemResult => {
-        const v = validated[i]!;
-        if (!v.ok) {
+        if ("refused" in item) {
           counts.invalid++;
-          logger.info({ index: i, orderId: item.orderId }, `batch item refused: ${v.error.message}`);
-          return { orderId: item.orderId, error: v.error };
+          logger.info({ index: i, orderId: item.orderId }, `batch item refused: ${item.refused.message}`);
+          return { orderId: item.orderId, error: item.refused };
         }
-        const outcome = outcomes.get(v.value.orderId)!;
+        const request = requests[i]!;
+        const outcome = outcomes.get(request.orderId)!;
         counts[outcome.kind]++;
-        return inIssueSpan(item.traceparent, v.value.orderId, outcome, started, (): BatchItemResult => {
+        return inIssueSpan(item.traceparent, request.orderId, outcome, started, (): BatchItemResult => {
           if (outcome.kind === "conflict") {
-            logConflict(v.value, outcome.existing, outcome.message);
+            logConflict(request, outcome.existing, outcome.message);
             return { orderId: item.orderId, error: alreadyExists(outcome.message) };
           }
           if (outcome.kind === "reissued") logReissue(item.orderId, outcome);
@@ -260,19 +255,17 @@ export function createVouchers(deps: VouchersDeps) {
     },
 
     async get(voucherId: string): Promise<Voucher> {
-      const id = requireId("voucher_id", voucherId);
-      const voucher = await store.findById(id);
-      if (!voucher) throw notFound(`voucher ${id} not found`);
+      const voucher = await store.findById(voucherId);
+      if (!voucher) throw notFound(`voucher ${voucherId} not found`);
       return voucher;
     },
 
     /** A customer's vouchers, newest first. */
     async listByCustomer(customerId: string, requestedPageSize: number, pageToken: string): Promise<Page<Voucher>> {
-      const customer = requireId("customer_id", customerId);
       const size = pageSize(requestedPageSize, 50, 500);
       const beforeId = decodeIdToken(pageToken);
       // One extra row says whether another page exists, so the last page has no token.
-      const rows = await store.listByCustomer(customer, beforeId, size + 1);
+      const rows = await store.listByCustomer(customerId, beforeId, size + 1);
       const items = rows.slice(0, size);
       return { items, nextPageToken: rows.length > size ? encodeIdToken(items[items.length - 1]!.id) : "" };
     },
@@ -283,7 +276,7 @@ export function createVouchers(deps: VouchersDeps) {
      * Results follow the request's order.
      */
     async getByOrders(orderIds: string[]): Promise<Voucher[]> {
-      const ids = orderIdsToLookUp(orderIds);
+      const ids = [...new Set(orderIds)];
       const byOrder = groupByOrder(await store.findByOrderIds(ids));
       return ids.flatMap((id) => {
         const shown = voucherToShow(byOrder.get(id) ?? []);
@@ -303,9 +296,7 @@ export function createVouchers(deps: VouchersDeps) {
     },
 
     /** Voids a voucher; voiding a voided one changes nothing (changed=false) and keeps the first reason. */
-    async void(voucherId: string, reason: string): Promise<{ voucher: Voucher; changed: boolean }> {
-      const id = requireId("voucher_id", voucherId);
-      const why = voidReason(reason);
+    async void(id: string, why: string): Promise<{ voucher: Voucher; changed: boolean }> {
       const changed = await retryTransient(() => store.void(id, why), deadlockAttempts);
       const voucher = await store.findById(id);
       if (!voucher) throw notFound(`voucher ${id} not found`);

@@ -46,9 +46,12 @@ describe("BatchIssueVouchers", () => {
     ]);
     expect(results[1]!.errorMessage).to.equal(`voucher for order ${conflicting.orderId} was issued for a different customer`);
     expect(results[1]!.voucher).to.equal(undefined);
-    expect(results[2]!.errorMessage).to.match(/currency must be "EUR"/);
-    expect(results[4]!.errorMessage).to.equal("order_id is required");
-    expect(results[6]!.errorMessage).to.equal("order_total_cents must be greater than 0");
+    // Each bad item gets exactly what IssueVoucher answers for it: IssueVoucherRequest's rules, from the proto.
+    expect(results[2]!.errorMessage).to.equal("invalid IssueVoucherRequest: currency: must equal `EUR`");
+    expect(results[4]!.errorMessage).to.equal("invalid IssueVoucherRequest: order_id: value is required");
+    expect(results[6]!.errorMessage).to.equal(
+      "invalid IssueVoucherRequest: order_total_cents: must be greater than 0 and less than or equal to 10000000000",
+    );
     expect(results[3]!.voucher).to.deep.equal(earlier.voucher);
     for (const i of [0, 5]) {
       expect(results[i]!.voucher).to.include({ orderId: items[i]!.orderId, customerId: items[i]!.customerId });
@@ -64,6 +67,15 @@ describe("BatchIssueVouchers", () => {
 
     const summary = t.lines.find((l) => l.msg === "batch issued 2 voucher(s)");
     expect(summary).to.include({ level: LEVEL.info, items: 7, created: 2, replayed: 1, conflict: 1, invalid: 3 });
+  });
+
+  it("refuses an item on any of IssueVoucherRequest's rules, even one only the proto declares (the traceparent's form)", async () => {
+    const item = { ...issueRequest(), traceparent: "00-not-a-traceparent" };
+    const single = await expectCode(t.client.issueVoucher(item), Code.InvalidArgument);
+    const { results } = await t.client.batchIssueVouchers({ items: [item, issueRequest()] });
+    expect(results.map((r) => r.errorCode)).to.deep.equal([Code.InvalidArgument, 0]);
+    expect(results[0]!.errorMessage).to.equal(single.rawMessage).and.match(/^invalid IssueVoucherRequest: traceparent: /);
+    expect(await t.count(item.orderId)).to.equal(0);
   });
 
   it("answers a replayed batch with the same vouchers and created=false", async () => {

@@ -1,5 +1,4 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { requireId } from "@shop/platform/ids";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { requireCustomer } from "@shop/platform/auth";
@@ -12,16 +11,10 @@ import {
   VoucherStatus as ProtoVoucherStatus,
   type OrderSchema,
 } from "@shop/sdk/order";
-import type { OrderStatus } from "../domain/order.js";
+import { ORDER_CURRENCY, type NewOrder, type OrderStatus } from "../domain/order.js";
 import type { VoucherStatus } from "../domain/voucher-state.js";
 import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
-import {
-  LIST_ORDERS_PAGE,
-  LIST_SENT_ORDERS_PAGE,
-  orderIdsToLookUp,
-  pageSize,
-  validateCreateOrder,
-} from "../domain/validation.js";
+import { LIST_ORDERS_PAGE, LIST_SENT_ORDERS_PAGE, pageSize } from "../domain/page-size.js";
 import type { OrderStore, OrderView } from "../db/order-store.js";
 
 export interface OrderServiceDeps {
@@ -69,10 +62,12 @@ export function toProtoOrder(o: OrderView): MessageInitShape<typeof OrderSchema>
 const dateOf = (t: Timestamp | undefined): Date | undefined => (t ? timestampDate(t) : undefined);
 
 /**
- * The OrderService handlers: proto ↔ domain mapping only. Validation and
- * transitions live in the domain, SQL in the store; refusals are DomainErrors
- * that the server turns into statuses and logs. Unexpected failures are
- * logged here once more with the order they concern.
+ * The OrderService handlers: proto ↔ domain mapping only. Every request has
+ * passed its proto's rules before it gets here (ids, totals, currency, page
+ * sizes, the window's order: see the servers' validation), so a handler reads
+ * its fields as they are. Transitions live in the domain, SQL in the store;
+ * refusals are DomainErrors that the server turns into statuses and logs.
+ * Unexpected failures are logged here once more with the order they concern.
  */
 export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): ServiceImpl<typeof OrderService> {
   async function forOrder<T>(rpc: string, orderId: string, fn: () => Promise<T>): Promise<T> {
@@ -86,7 +81,8 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
 
   return {
     async createOrder(req) {
-      const input = validateCreateOrder(req);
+      // The rules hold total_cents to 1..10^10 (exact as a number) and currency to "EUR".
+      const input: NewOrder = { customerId: req.customerId, totalCents: Number(req.totalCents), currency: ORDER_CURRENCY, requestId: req.requestId };
       try {
         const { order, created } = await store.create(input);
         return { order: toProtoOrder(order), created };
@@ -97,7 +93,7 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
     },
 
     async getOrder(req, ctx) {
-      const orderId = requireId("order_id", req.orderId);
+      const { orderId } = req;
       return forOrder("GetOrder", orderId, async () => {
         const order = await store.get(orderId);
         if (!order) throw notFound(`order ${orderId} not found`);
@@ -107,7 +103,7 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
     },
 
     async listOrders(req, ctx) {
-      const customerId = requireId("customer_id", req.customerId);
+      const { customerId } = req;
       requireCustomer(ctx, customerId, `the orders of customer ${customerId}`);
       const limit = pageSize(req.pageSize, LIST_ORDERS_PAGE);
       const beforeId = decodeIdToken(req.pageToken);
@@ -121,7 +117,7 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
     },
 
     async markOrderSent(req) {
-      const orderId = requireId("order_id", req.orderId);
+      const { orderId } = req;
       return forOrder("MarkOrderSent", orderId, async () => {
         const { order, changed } = await store.markSent(orderId);
         failpoint("order.mark-sent.before-reply");
@@ -130,7 +126,7 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
     },
 
     async markOrderDelivered(req) {
-      const orderId = requireId("order_id", req.orderId);
+      const { orderId } = req;
       return forOrder("MarkOrderDelivered", orderId, async () => {
         const { order, changed } = await store.markDelivered(orderId);
         return { order: toProtoOrder(order), changed };
@@ -138,7 +134,7 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
     },
 
     async cancelOrder(req) {
-      const orderId = requireId("order_id", req.orderId);
+      const { orderId } = req;
       return forOrder("CancelOrder", orderId, async () => {
         const { order, changed } = await store.cancel(orderId);
         return { order: toProtoOrder(order), changed };
@@ -159,13 +155,13 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
     },
 
     async batchGetOrders(req) {
-      const ids = orderIdsToLookUp(req.orderIds);
+      const ids = [...new Set(req.orderIds)];
       const orders = await store.getMany(ids);
       return { orders: orders.map(toProtoOrder) };
     },
 
     async requeueVoucher(req) {
-      const orderId = requireId("order_id", req.orderId);
+      const { orderId } = req;
       return forOrder("RequeueVoucher", orderId, async () => {
         const { order, requeued } = await store.requeueVoucher(orderId, req.redeliver);
         return { order: toProtoOrder(order), requeued };

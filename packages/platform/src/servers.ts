@@ -5,18 +5,28 @@ import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import { create, fromBinary, toBinary, type DescFile, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescFile, type DescMethod, type DescMethodUnary, type DescService, type Message } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createContextKey, createContextValues, createHandlerContext, type HandlerContext } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  createContextValues,
+  createHandlerContext,
+  type HandlerContext,
+  type Interceptor,
+  type UnaryRequest,
+  type UnaryResponse,
+} from "@connectrpc/connect";
 import { createAsyncIterable, readAllBytes, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeFromString, codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { file_grpc_health_v1_health } from "@shop/sdk/grpc-health";
-import { Authenticator, authorize, callerKey, type AccessPolicy, type AuthSettings, type Principal } from "./auth.js";
+import { Authenticator, authorize, callerKey, type AccessPolicy, type AccessRule, type AuthSettings } from "./auth.js";
 import { clip, MAX_MESSAGE_CHARS } from "./clip.js";
 import { toConnectError } from "./errors.js";
 import { withServerSpan } from "./tracing.js";
-import { requestValidator, type RequestValidator } from "./validation.js";
+import { checkRequest, type RequestValidator } from "./validation.js";
 import { armedFailpoints } from "./failpoints.js";
 import type { Logger } from "./logger.js";
 import { createMetrics, grpcCodeName, serveMetrics, type ProcessMetrics } from "./metrics.js";
@@ -76,7 +86,7 @@ export interface RunningServers {
 
 /**
  * A request whose bytes could not be decoded. The transports hand it to the
- * wrapper in place of the message (gRPC from its deserializer, Connect from
+ * interceptors in place of the message (gRPC from its deserializer, Connect from
  * the router's answer), so that a malformed request is refused like any bad
  * one: after the caller is checked (an unauthenticated caller learns nothing
  * more), as INVALID_ARGUMENT, logged and counted.
@@ -92,8 +102,6 @@ function malformed(detail: string): MalformedRequest {
   return new MalformedRequest(`malformed request: ${clip(detail, MAX_DECODE_REASON)}`);
 }
 
-/** Set on every Connect call: the router's answer is the transport's own refusal if the wrapper never ran. */
-const wrapperReached = createContextKey<{ reached: boolean } | undefined>(undefined, { description: "call reached the shared wrapper" });
 
 /** Labels and log name for calls to a path no service serves (the path itself is the caller's: never a label). */
 const UNKNOWN = "(unknown)";
@@ -128,7 +136,7 @@ function logRefusal(logger: Logger, r: Refusal): void {
   }
 }
 
-/** A call the transport refused before the shared wrapper ran (over-size, undecodable framing, unknown method): logged and counted all the same. */
+/** A call the transport refused before the interceptors ran (over-size, undecodable framing, unknown method): logged and counted all the same. */
 function reportTransportRefusal(logger: Logger, metrics: ProcessMetrics, r: Refusal): void {
   metrics.rpc.handled.inc({ service: r.service, method: r.method, code: grpcCodeName(r.code) });
   logRefusal(logger, r);
@@ -141,69 +149,123 @@ function clipped(ce: ConnectError): ConnectError {
   return new ConnectError(clip(ce.rawMessage, MAX_MESSAGE_CHARS), ce.code, ce.metadata, undefined, ce.cause);
 }
 
+/** What the interceptors note about a call, for the Connect refusals' check and the log line of a refusal. */
+interface CallNotes {
+  /** The interceptors ran: the answer is theirs, not the transport's own refusal. */
+  reached: boolean;
+  /** The verified token's subject, once known. */
+  caller?: string;
+}
+
+const callNotes = createContextKey<CallNotes | undefined>(undefined, { description: "what the interceptors noted about the call" });
+
 /**
- * Wraps every method so both transports check the caller and the request and
- * log and map errors the same way: the bearer token is verified
- * (UNAUTHENTICATED), its scopes checked against the method's rule
- * (PERMISSION_DENIED), then a request that could not be decoded is refused
- * (INVALID_ARGUMENT), and the request checked against the protovalidate
- * rules in the protos and the Timestamp ranges (INVALID_ARGUMENT), all before
- * the handler runs. Every outcome is counted in rpc_server_handled_total, every
- * refusal and failure logged (logRefusal); the caller never sees an internal
- * message, no message is longer than MAX_MESSAGE_CHARS, and the token itself
- * is never logged.
+ * Each call runs in a SERVER span continuing the caller's traceparent, so the
+ * log lines of everything below (the refusal's too) carry the trace id.
  */
-function guarded(
-  binding: ServiceBinding,
-  auth: Authenticator,
-  validate: RequestValidator,
-  logger: Logger,
-  metrics: ProcessMetrics,
-): Record<string, UnaryHandler> {
-  const out: Record<string, UnaryHandler> = {};
-  const service = binding.service.typeName;
-  for (const method of binding.service.methods) {
-    const impl = binding.impl[method.localName];
-    if (!impl) continue;
-    if (method.methodKind !== "unary") throw new Error(`${method.name}: only unary methods are served`);
-    const rule = binding.access[method.localName];
-    if (!rule) throw new Error(`${service}/${method.name} has no access rule: every served method must say who may call it`);
-    const labels = { service, method: method.name };
-    const rpcFullName = `${service}/${method.name}`;
-    // Each call runs in a SERVER span continuing the caller's traceparent, so its log lines carry the trace id.
-    out[method.localName] = (req, ctx) =>
-      withServerSpan(rpcFullName, ctx.requestHeader, async () => {
-        const endTimer = metrics.rpc.handling.startTimer(labels);
-        const reached = ctx.values.get(wrapperReached);
-        if (reached) reached.reached = true;
-        let principal: Principal | undefined;
-        try {
-          principal = auth.authenticate(ctx.requestHeader);
-          ctx.values.set(callerKey, authorize(principal, rule, method.name));
-          if (req instanceof MalformedRequest) throw new ConnectError(req.reason, Code.InvalidArgument);
-          validate(method, req);
-          const res = await impl(req, ctx);
-          endTimer();
-          metrics.rpc.handled.inc({ ...labels, code: "OK" });
-          return res;
-        } catch (err) {
-          const ce = clipped(toConnectError(err));
-          endTimer();
-          metrics.rpc.handled.inc({ ...labels, code: grpcCodeName(ce.code) });
-          logRefusal(logger, {
-            service,
-            method: method.name,
-            protocol: ctx.protocolName,
-            code: ce.code,
-            reason: ce.rawMessage,
-            caller: principal?.subject,
-            err: ce.cause ?? err,
-          });
-          throw ce;
-        }
-      });
+function traced(): Interceptor {
+  const names = new WeakMap<DescMethod, string>();
+  return (next) => (req) => {
+    let name = names.get(req.method);
+    if (name === undefined) names.set(req.method, (name = `${req.service.typeName}/${req.method.name}`));
+    return withServerSpan(name, req.header, () => next(req));
+  };
+}
+
+/**
+ * Every outcome is timed and counted in rpc_server_handled_total, every
+ * refusal and failure logged (logRefusal), and every error becomes the status
+ * the caller gets: a domain error's own message, INTERNAL with a generic one
+ * for anything unexpected (the cause goes to the log), never longer than
+ * MAX_MESSAGE_CHARS.
+ */
+function observed(logger: Logger, metrics: ProcessMetrics, protocol: string): Interceptor {
+  const labelsOf = new WeakMap<DescMethod, { service: string; method: string }>();
+  return (next) => async (req) => {
+    let notes = req.contextValues.get(callNotes);
+    if (notes) notes.reached = true;
+    else req.contextValues.set(callNotes, (notes = { reached: true }));
+    let labels = labelsOf.get(req.method);
+    if (labels === undefined) labelsOf.set(req.method, (labels = { service: req.service.typeName, method: req.method.name }));
+    const endTimer = metrics.rpc.handling.startTimer(labels);
+    try {
+      const res = await next(req);
+      endTimer();
+      metrics.rpc.handled.inc({ ...labels, code: "OK" });
+      return res;
+    } catch (err) {
+      const ce = clipped(toConnectError(err));
+      endTimer();
+      metrics.rpc.handled.inc({ ...labels, code: grpcCodeName(ce.code) });
+      logRefusal(logger, { ...labels, protocol, code: ce.code, reason: ce.rawMessage, caller: notes.caller, err: ce.cause ?? err });
+      throw ce;
+    }
+  };
+}
+
+/**
+ * The bearer token is verified (UNAUTHENTICATED) and its scopes checked
+ * against the method's rule (PERMISSION_DENIED) before anything reads the
+ * request, so a caller without the right learns nothing about its request,
+ * not even whether it decoded. The handler finds the caller under callerKey.
+ */
+function authenticated(auth: Authenticator, rules: Map<DescMethod, AccessRule>): Interceptor {
+  return (next) => async (req) => {
+    const principal = await auth.authenticate(req.header);
+    const notes = req.contextValues.get(callNotes);
+    if (notes) notes.caller = principal.subject;
+    const rule = rules.get(req.method);
+    // startServers refuses to serve a method without a rule: this is a bug, and it fails closed.
+    if (!rule) throw new ConnectError(`internal error: ${req.method.name} has no access rule`, Code.Internal);
+    req.contextValues.set(callerKey, authorize(principal, rule, req.method.name));
+    return next(req);
+  };
+}
+
+/**
+ * The one check of a request: bytes that did not decode are refused
+ * (INVALID_ARGUMENT quoting the decoder), then the message is checked against
+ * the protovalidate rules in its proto and the Timestamp ranges
+ * (INVALID_ARGUMENT naming each field). Handlers rely on it and do not
+ * repeat it.
+ */
+function validated(validate: RequestValidator): Interceptor {
+  return (next) => async (req) => {
+    if (req.message instanceof MalformedRequest) throw new ConnectError(req.message.reason, Code.InvalidArgument);
+    validate(req.method.input, req.message as Message);
+    return next(req);
+  };
+}
+
+/**
+ * The calls' plumbing, in order, as connect interceptors: connect-node runs
+ * them on the Connect port, the gRPC adapter below on the gRPC port, so both
+ * transports trace, count, log, authenticate and validate with the same code.
+ */
+function callInterceptors(deps: { logger: Logger; metrics: ProcessMetrics; auth: Authenticator; rules: Map<DescMethod, AccessRule>; validate: RequestValidator }, protocol: string): Interceptor[] {
+  return [traced(), observed(deps.logger, deps.metrics, protocol), authenticated(deps.auth, deps.rules), validated(deps.validate)];
+}
+
+/** next wrapped in the interceptors, the first outermost (as connect applies them). */
+function intercepted(interceptors: Interceptor[], next: UnaryFn): UnaryFn {
+  return interceptors.reduceRight<UnaryFn>((fn, interceptor) => interceptor(fn as never) as UnaryFn, next);
+}
+
+type UnaryFn = (req: UnaryRequest) => Promise<UnaryResponse>;
+
+/** The access rule of every method served, by method; refuses bindings that would serve a method without one, or a streaming one. */
+function accessRules(bindings: ServiceBinding[]): Map<DescMethod, AccessRule> {
+  const rules = new Map<DescMethod, AccessRule>();
+  for (const b of bindings) {
+    for (const method of b.service.methods) {
+      if (!b.impl[method.localName]) continue;
+      if (method.methodKind !== "unary") throw new Error(`${method.name}: only unary methods are served`);
+      const rule = b.access[method.localName];
+      if (!rule) throw new Error(`${b.service.typeName}/${method.name} has no access rule: every served method must say who may call it`);
+      rules.set(method, rule);
+    }
   }
-  return out;
+  return rules;
 }
 
 /** Descriptors for reflection, dependencies first, each file once. */
@@ -228,7 +290,15 @@ function grpcStatusFrom(err: unknown): Partial<grpc.StatusObject> {
 /** Reason of the abort that releases a finished call's context; made once, as nothing reads it. */
 const CALL_FINISHED = new ConnectError("call finished", Code.Canceled);
 
-function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryHandler>) {
+/** The handler context of a gRPC call, for the last step of its interceptors. */
+const grpcHandlerContext = createContextKey<HandlerContext | undefined>(undefined, { description: "handler context of a gRPC call" });
+
+/**
+ * The grpc-js service for a protobuf-es one: each call becomes a connect
+ * request and handler context and goes through the same interceptors as on
+ * the Connect port, then to the same handler.
+ */
+function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryHandler>, interceptors: Interceptor[]) {
   const definition: Record<string, grpc.MethodDefinition<any, any>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods as DescMethod[]) {
@@ -241,7 +311,7 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
       responseStream: false,
       requestSerialize: (m: any) => Buffer.from(toBinary(method.input, m)),
       // grpc-js answers a throwing deserializer itself, as INTERNAL, before
-      // any handler: hand the wrapper a marker instead (see MalformedRequest).
+      // any handler: hand the interceptors a marker instead (see MalformedRequest).
       requestDeserialize: (b: Buffer) => {
         try {
           return fromBinary(method.input, b);
@@ -252,6 +322,14 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
       responseSerialize: (m: any) => Buffer.from(toBinary(method.output, m)),
       responseDeserialize: (b: Buffer) => fromBinary(method.output, b),
     };
+    const invoke = intercepted(interceptors, async (req) => ({
+      stream: false,
+      service,
+      method: req.method,
+      header: new Headers(),
+      trailer: new Headers(),
+      message: await fn(req.message, req.contextValues.get(grpcHandlerContext)!),
+    }));
     handlers[method.localName] = (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
       const deadline = call.getDeadline();
       const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number(deadline);
@@ -268,6 +346,7 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
       for (const [k, v] of Object.entries(call.metadata.getMap())) {
         if (typeof v === "string") requestHeader.set(k, v);
       }
+      const contextValues = createContextValues();
       const ctx = createHandlerContext({
         service,
         method,
@@ -277,25 +356,37 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
         timeoutMs,
         requestSignal: requestSignal.signal,
         requestHeader,
+        contextValues,
       });
+      contextValues.set(grpcHandlerContext, ctx);
       // ctx.abort() clears the context's deadline timer, which would otherwise
       // stay armed for the whole deadline after the answer and then fire.
       const settle = () => {
         finished = true;
         ctx.abort(CALL_FINISHED);
       };
-      Promise.resolve()
-        .then(() => fn(call.request, ctx))
+      Promise.resolve({
+        stream: false as const,
+        service,
+        method: method as DescMethodUnary,
+        requestMethod: "POST",
+        url: path,
+        signal: ctx.signal,
+        header: requestHeader,
+        contextValues,
+        message: call.request,
+      })
+        .then(invoke)
         .then(
-          (res) => {
-            settle();
-            callback(null, create(method.output, res));
-          },
-          (err) => {
-            settle();
-            callback(grpcStatusFrom(err) as grpc.ServiceError);
-          },
-        );
+        (res) => {
+          settle();
+          callback(null, create(method.output, res.message));
+        },
+        (err) => {
+          settle();
+          callback(grpcStatusFrom(err) as grpc.ServiceError);
+        },
+      );
     };
   }
   return { definition: definition as grpc.ServiceDefinition, handlers };
@@ -385,49 +476,44 @@ function answerUnknownMethods(server: grpc.Server, logger: Logger): void {
 }
 
 /**
- * Connect answers some calls itself before any handler: a body it cannot
+ * Connect answers some calls itself before any interceptor: a body it cannot
  * decode (binary: INTERNAL, JSON: INVALID_ARGUMENT quoting the value whole), a
  * body over readMaxBytes, an unsupported content type or HTTP method. This
- * wraps each route so that such an answer is noticed (the wrapper never ran)
- * and made like the wrapper's own: a decoding failure is given to the wrapper
- * as a MalformedRequest (so the caller is checked first, and the refusal is
- * INVALID_ARGUMENT, logged and counted there); anything else is logged and
- * counted here, its message clipped.
+ * wraps each route so that such an answer is noticed (the interceptors never
+ * ran) and made like their own: a decoding failure goes through the
+ * interceptors as a MalformedRequest (so the caller is checked first, and the
+ * refusal is INVALID_ARGUMENT, logged and counted there); anything else is
+ * logged and counted here, its message clipped.
  */
-function connectTransportRefusals(
-  handler: UniversalHandler,
-  wrapped: UnaryHandler,
-  logger: Logger,
-  metrics: ProcessMetrics,
-): UniversalHandler {
+function connectTransportRefusals(handler: UniversalHandler, interceptors: Interceptor[], logger: Logger, metrics: ProcessMetrics): UniversalHandler {
+  const refuseMalformed = intercepted(interceptors, () => {
+    throw new ConnectError("internal error: a malformed request was not refused", Code.Internal);
+  });
   const route = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
-    const seen = { reached: false };
-    const contextValues = (req.contextValues ?? createContextValues()).set(wrapperReached, seen);
+    const notes: CallNotes = { reached: false };
+    const contextValues = (req.contextValues ?? createContextValues()).set(callNotes, notes);
     const res = await handler({ ...req, contextValues });
-    if (seen.reached || (res.status >= 200 && res.status < 300)) return res;
+    if (notes.reached || (res.status >= 200 && res.status < 300)) return res;
     const body = res.body ? await readAllBytes(res.body, 0xffffffff) : undefined;
     const answered = errorOf(res, body);
     const decoding =
       answered.json && (answered.code === Code.Internal || answered.code === Code.InvalidArgument || answered.code === Code.Unknown);
     if (decoding) {
-      const ctx = createHandlerContext({
-        service: handler.service,
-        method: handler.method,
-        protocolName: "connect",
-        requestMethod: req.method,
-        url: req.url,
-        requestHeader: req.header,
-        requestSignal: req.signal,
-        contextValues,
-      });
       try {
-        await wrapped(malformed(answered.message), ctx);
+        await refuseMalformed({
+          stream: false,
+          service: handler.service,
+          method: handler.method as DescMethodUnary,
+          requestMethod: req.method,
+          url: req.url,
+          signal: req.signal,
+          header: req.header,
+          contextValues,
+          message: malformed(answered.message) as never,
+        });
         throw new ConnectError("internal error: a malformed request was not refused", Code.Internal);
       } catch (err) {
-        const ce = toConnectError(err);
-        return errorResponse(ce);
-      } finally {
-        ctx.abort(CALL_FINISHED);
+        return errorResponse(toConnectError(err));
       }
     }
     const ce = new ConnectError(clip(answered.message, MAX_DECODE_REASON), answered.code);
@@ -538,20 +624,21 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
   const armed = armedFailpoints();
   if (armed.length > 0) log.warn({ failpoints: armed }, `fault injection armed: ${armed.join(", ")}`);
   const metrics = opts.metrics ?? createMetrics();
-  const auth = new Authenticator(opts.auth);
-  const validate = requestValidator();
+  const rules = accessRules(opts.services);
+  const validate = checkRequest;
   // The validator compiles each message's rules on first use (about 100 ms for
   // all of them): do it now rather than in the first callers' latency.
-  for (const b of opts.services) {
-    for (const m of b.service.methods) {
-      try {
-        validate(m, create(m.input));
-      } catch {
-        // An empty request breaks most rules; only the compiling matters here.
-      }
+  for (const method of rules.keys()) {
+    try {
+      validate(method.input, create(method.input));
+    } catch {
+      // An empty request breaks most rules; only the compiling matters here.
     }
   }
-  const bindings = opts.services.map((b) => ({ service: b.service, impl: guarded(b, auth, validate, log, metrics) }));
+  const plumbing = { logger: log, metrics, auth: new Authenticator(opts.auth), rules, validate };
+  const grpcInterceptors = callInterceptors(plumbing, "grpc");
+  const connectInterceptors = callInterceptors(plumbing, "connect");
+  const bindings = opts.services;
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": maxBytes,
@@ -561,7 +648,7 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
   });
   answerUnknownMethods(grpcServer, log);
   for (const b of bindings) {
-    const { definition, handlers } = grpcServiceDefinition(b.service, b.impl);
+    const { definition, handlers } = grpcServiceDefinition(b.service, b.impl, grpcInterceptors);
     grpcServer.addService(definition, handlers);
   }
   const health = new HealthImplementation({
@@ -584,10 +671,10 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
     routes: (router) => {
       for (const b of bindings) router.service(b.service, b.impl as any);
       router.handlers.forEach((h, i) => {
-        const wrapped = bindings.find((b) => b.service.typeName === h.service.typeName)!.impl[h.method.localName]!;
-        router.handlers[i] = connectTransportRefusals(h, wrapped, log, metrics);
+        router.handlers[i] = connectTransportRefusals(h, connectInterceptors, log, metrics);
       });
     },
+    interceptors: connectInterceptors,
     readMaxBytes: maxBytes,
     // Connect only (JSON and binary proto) on this port: gRPC needs HTTP/2,
     // which is the other port's, and gRPC-web is used by nothing here; fewer

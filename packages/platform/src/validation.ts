@@ -1,15 +1,15 @@
-import type { DescMessage, DescMethod, Message } from "@bufbuild/protobuf";
+import type { DescMessage, Message } from "@bufbuild/protobuf";
 import { pathToString, reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
 import { createValidator, type Validator, type Violation } from "@bufbuild/protovalidate";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { clip, quote } from "./clip.js";
 
 /**
- * Checks a request against the protovalidate rules declared in its proto
+ * Checks a message against the protovalidate rules declared in its proto
  * ((buf.validate.field) and (buf.validate.message) options). Returns when the
- * request is valid; otherwise throws a ConnectError:
- * - INVALID_ARGUMENT when a google.protobuf.Timestamp anywhere in the request
- *   is not a valid one (see timestampProblems), or when the request breaks a
+ * message is valid; otherwise throws a ConnectError:
+ * - INVALID_ARGUMENT when a google.protobuf.Timestamp anywhere in the message
+ *   is not a valid one (see timestampProblems), or when the message breaks a
  *   rule, with a message naming every broken field and rule (safe to show the
  *   caller: it quotes the schema's rules, never the request's values);
  * - INTERNAL when the rules themselves cannot be evaluated (a CEL expression
@@ -17,7 +17,7 @@ import { clip, quote } from "./clip.js";
  *   bug, not the caller's. The message is generic and the protovalidate error
  *   is the cause, for the caller of this function to log.
  */
-export type RequestValidator = (method: DescMethod, request: Message) => void;
+export type RequestValidator = (schema: DescMessage, message: Message) => void;
 
 /** Violations listed in one error message; the rest are counted. */
 const MAX_LISTED = 10;
@@ -25,23 +25,23 @@ const MAX_LISTED = 10;
 const MAX_PART_CHARS = 200;
 
 /**
- * One validator for the process: protovalidate compiles the rules of a
- * message type on first use and caches the plan, so build it once and reuse it
- * for every request.
+ * A validator over the given protovalidate Validator. protovalidate compiles
+ * the rules of a message type on first use and caches the plan, so a process
+ * wants one: checkRequest.
  */
 export function requestValidator(validator: Validator = createValidator()): RequestValidator {
-  return (method, request) => {
-    const badTimes = timestampProblems(method.input, request);
-    if (badTimes.length > 0) throw new ConnectError(listMessage(method, badTimes), Code.InvalidArgument);
-    const result = validator.validate(method.input, request);
+  return (schema, message) => {
+    const badTimes = timestampProblems(schema, message);
+    if (badTimes.length > 0) throw new ConnectError(listMessage(schema, badTimes), Code.InvalidArgument);
+    const result = validator.validate(schema, message);
     switch (result.kind) {
       case "valid":
         return;
       case "invalid":
-        throw new ConnectError(invalidMessage(method, result.violations), Code.InvalidArgument);
+        throw new ConnectError(invalidMessage(schema, result.violations), Code.InvalidArgument);
       case "error":
         throw new ConnectError(
-          `internal error: the validation rules of ${method.input.name} could not be evaluated`,
+          `internal error: the validation rules of ${schema.name} could not be evaluated`,
           Code.Internal,
           undefined,
           undefined,
@@ -51,16 +51,24 @@ export function requestValidator(validator: Validator = createValidator()): Requ
   };
 }
 
+/**
+ * The process's one validator: the servers check every request with it
+ * before the handler runs, and a handler checks with it what the request's
+ * own rules leave out on purpose (BatchIssueVouchers' items), so each rule is
+ * compiled once and read from the proto alone.
+ */
+export const checkRequest: RequestValidator = requestValidator();
+
 /** "invalid CreateOrderRequest: customer_id: value is required; total_cents: must be greater than 0 ...". */
-export function invalidMessage(method: DescMethod, violations: Violation[]): string {
-  return listMessage(method, violations.map(describe));
+export function invalidMessage(schema: DescMessage, violations: Violation[]): string {
+  return listMessage(schema, violations.map(describe));
 }
 
-function listMessage(method: DescMethod, problems: string[]): string {
+function listMessage(schema: DescMessage, problems: string[]): string {
   const listed = problems.slice(0, MAX_LISTED);
   const more = problems.length - listed.length;
   if (more > 0) listed.push(`and ${more} more violation${more === 1 ? "" : "s"}`);
-  return `invalid ${method.input.name}: ${listed.join("; ")}`;
+  return `invalid ${schema.name}: ${listed.join("; ")}`;
 }
 
 const TIMESTAMP = "google.protobuf.Timestamp";
@@ -138,5 +146,3 @@ function describe(v: Violation): string {
   // A path can hold a map key, which comes from the request: clip it.
   return `${clip(pathToString(v.field), MAX_PART_CHARS)}: ${message}`;
 }
-
-

@@ -125,12 +125,12 @@ describe("requestValidator", () => {
   const valid = { customerId: "cust-1", totalCents: 12_345n, currency: "EUR", requestId: "req-1" };
 
   it("passes a valid request", () => {
-    expect(() => check(create_, create(create_.input, valid))).to.not.throw();
+    expect(() => check(create_.input, create(create_.input, valid))).to.not.throw();
   });
 
   it("refuses an invalid request with INVALID_ARGUMENT naming every broken field and its rule", () => {
     const err = throwsConnectError(() =>
-      check(create_, create(create_.input, { customerId: "", totalCents: 0n, currency: "USD", requestId: "a b" })),
+      check(create_.input, create(create_.input, { customerId: "", totalCents: 0n, currency: "USD", requestId: "a b" })),
     );
     expect(err.code).to.equal(Code.InvalidArgument);
     expect(err.rawMessage).to.equal(
@@ -143,23 +143,23 @@ describe("requestValidator", () => {
 
   it("names the element of a list that breaks a rule", () => {
     const m = OrderService.method.batchGetOrders;
-    const err = throwsConnectError(() => check(m, create(m.input, { orderIds: ["ok-1", "ok-2", "not ok"] })));
+    const err = throwsConnectError(() => check(m.input, create(m.input, { orderIds: ["ok-1", "ok-2", "not ok"] })));
     expect(err.rawMessage).to.equal("invalid BatchGetOrdersRequest: order_ids[2]: does not match regex pattern `^[A-Za-z0-9._:-]*$`");
   });
 
   it("gives the rule's message alone for a rule on the whole message", () => {
     const m = OrderAdminService.method.requeueDeadVoucherDeliveries;
-    const err = throwsConnectError(() => check(m, create(m.input, { all: true, orderIds: ["o-1"] })));
+    const err = throwsConnectError(() => check(m.input, create(m.input, { all: true, orderIds: ["o-1"] })));
     expect(err.rawMessage).to.equal("invalid RequeueDeadVoucherDeliveriesRequest: give either order_ids or all=true, not both");
   });
 
   it("never echoes the offending value, and lists at most 10 violations", () => {
     const huge = "ü".repeat(100_000);
-    const err = throwsConnectError(() => check(create_, create(create_.input, { ...valid, customerId: huge })));
+    const err = throwsConnectError(() => check(create_.input, create(create_.input, { ...valid, customerId: huge })));
     expect(err.rawMessage).to.not.include("ü");
     const m = OrderService.method.batchGetOrders;
     const long = "x".repeat(100_000);
-    const many = throwsConnectError(() => check(m, create(m.input, { orderIds: Array.from({ length: 50 }, () => long) })));
+    const many = throwsConnectError(() => check(m.input, create(m.input, { orderIds: Array.from({ length: 50 }, () => long) })));
     expect(many.rawMessage).to.not.include("x".repeat(65));
     expect(many.rawMessage).to.include("order_ids[9]:").and.include("; and 40 more violations");
     expect(many.rawMessage).to.not.include("order_ids[10]");
@@ -189,13 +189,13 @@ describe("requestValidator", () => {
 
     it("accept or refuse as written when the rule is sound (the test service works)", () => {
       const m = methodWithRule("this.size() < 3");
-      expect(() => check(m, create(m.input, { name: "ab" }))).to.not.throw();
-      expect(throwsConnectError(() => check(m, create(m.input, { name: "abc" }))).code).to.equal(Code.InvalidArgument);
+      expect(() => check(m.input, create(m.input, { name: "ab" }))).to.not.throw();
+      expect(throwsConnectError(() => check(m.input, create(m.input, { name: "abc" }))).code).to.equal(Code.InvalidArgument);
     });
 
     it("are INTERNAL, not the caller's fault, with the compilation error as the cause", () => {
       const m = methodWithRule("this.size( <");
-      const err = throwsConnectError(() => check(m, create(m.input, { name: "x" })));
+      const err = throwsConnectError(() => check(m.input, create(m.input, { name: "x" })));
       expect(err.code).to.equal(Code.Internal);
       expect(err.rawMessage).to.equal("internal error: the validation rules of BrokenRequest could not be evaluated");
       expect(err.cause).to.be.instanceOf(CompilationError);
@@ -203,7 +203,7 @@ describe("requestValidator", () => {
 
     it("are INTERNAL when the rule fails while evaluated, with the runtime error as the cause", () => {
       const m = methodWithRule("1 / (this.size() - this.size()) == 1");
-      const err = throwsConnectError(() => check(m, create(m.input, { name: "x" })));
+      const err = throwsConnectError(() => check(m.input, create(m.input, { name: "x" })));
       expect(err.code).to.equal(Code.Internal);
       expect(err.cause).to.be.instanceOf(RuntimeError);
     });

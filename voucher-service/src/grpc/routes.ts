@@ -1,9 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
 import { requireCustomer } from "@shop/platform/auth";
-import { toConnectError } from "@shop/platform/errors";
+import { invalidArgument, toConnectError } from "@shop/platform/errors";
 import { failpoint } from "@shop/platform/failpoints";
+import { checkRequest } from "@shop/platform/validation";
 import {
   VoucherSchema,
   VoucherService,
@@ -13,7 +14,7 @@ import {
 } from "@shop/sdk/voucher";
 import type { Voucher } from "../domain/voucher.js";
 import type { RawIssueRequest } from "../domain/validation.js";
-import type { IssueAnswer, Vouchers } from "../vouchers.js";
+import type { BatchItem, IssueAnswer, Vouchers } from "../vouchers.js";
 import { refusalResult, type IssueResult } from "../metrics.js";
 
 export interface VoucherServiceDeps {
@@ -48,6 +49,22 @@ function fromIssueRequest(req: IssueVoucherRequest): RawIssueRequest {
   };
 }
 
+/**
+ * A batch item checked against IssueVoucherRequest's rules, which the batch's
+ * own rules leave out (IGNORE_ALWAYS) so that one bad item does not fail the
+ * others: a bad one carries the refusal IssueVoucher would have answered.
+ */
+function batchItem(item: IssueVoucherRequest): BatchItem {
+  try {
+    checkRequest(VoucherService.method.issueVoucher.input, item);
+  } catch (err) {
+    // Rules that cannot be evaluated are our fault, and fail the whole call.
+    if (!(err instanceof ConnectError) || err.code !== Code.InvalidArgument) throw err;
+    return { orderId: item.orderId, refused: invalidArgument(err.rawMessage) };
+  }
+  return fromIssueRequest(item);
+}
+
 function resultOf(answer: IssueAnswer): IssueResult {
   return answer.reissued ? "reissued" : answer.created ? "created" : "replayed";
 }
@@ -71,7 +88,7 @@ export function createVoucherServiceImpl({ vouchers, issued }: VoucherServiceDep
     },
 
     async batchIssueVouchers(req) {
-      const results = await vouchers.issueBatch(req.items.map(fromIssueRequest));
+      const results = await vouchers.issueBatch(req.items.map(batchItem));
       if (issued) {
         const counts: Record<IssueResult, number> = { created: 0, reissued: 0, replayed: 0, conflict: 0, invalid: 0 };
         for (const r of results) {
