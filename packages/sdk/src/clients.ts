@@ -48,7 +48,12 @@ export function bearerToken(token: string | (() => string)): Interceptor {
   };
 }
 
-/** A typed client plus the connections it owns; close() it when done, as open connections keep a process from exiting. */
+/**
+ * A typed client plus the connections it owns. close() it when done: idle
+ * connections otherwise stay open until an idle timeout (60 s for gRPC, the
+ * server's keep-alive timeout for Connect) or the server ends them, and a
+ * server shutting down waits for them.
+ */
 export interface ClosableClient<C> {
   client: C;
   close(): void;
