@@ -22,6 +22,7 @@ const CLIENT = 3;
 /** One span as received, with its service's name (from the resource) and attributes flattened. */
 interface ReceivedSpan {
   service: string;
+  resource: Record<string, unknown>;
   traceId: string;
   spanId: string;
   parentSpanId?: string;
@@ -76,11 +77,13 @@ class Collector {
       if (req.headers["content-encoding"] === "gzip") body = gunzipSync(body);
       const payload = JSON.parse(body.toString("utf8"));
       for (const rs of payload.resourceSpans ?? []) {
-        const service = String(flatten(rs.resource?.attributes)["service.name"]);
+        const resource = flatten(rs.resource?.attributes);
+        const service = String(resource["service.name"]);
         for (const ss of rs.scopeSpans ?? []) {
           for (const s of ss.spans ?? []) {
             this.spans.push({
               service,
+              resource,
               traceId: s.traceId,
               spanId: s.spanId,
               parentSpanId: s.parentSpanId || undefined,
@@ -155,6 +158,7 @@ describe("tracing end to end: caller → MarkOrderSent → outbox row → relay 
       OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.port}`,
       OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
       OTEL_BSP_SCHEDULE_DELAY: "100",
+      OTEL_RESOURCE_ATTRIBUTES: "deployment.environment=e2e",
     };
     voucher = new ServiceProcess({
       name: "tracing-voucher",
@@ -207,10 +211,12 @@ describe("tracing end to end: caller → MarkOrderSent → outbox row → relay 
       (s) => s.name === "shop.order.v1.OrderService/MarkOrderSent" && s.traceId === traceId,
     );
     expect(markSent).to.include({ service: "order-service", kind: SERVER, parentSpanId: callerSpanId, spanId: stored!.spanId });
+    expect(markSent.resource).to.include({ "deployment.environment": "e2e", "telemetry.sdk.name": "opentelemetry" });
 
     // The voucher's issue continues the stored context, though it came through the relay's batch call.
     const issue = await collector.waitFor("voucher.issue", (s) => s.name === "voucher.issue" && s.attributes["order.id"] === orderId);
     expect(issue).to.include({ service: "voucher-service", traceId, parentSpanId: stored!.spanId });
+    expect(issue.resource).to.include({ "deployment.environment": "e2e" });
     expect(issue.attributes).to.include({ "voucher.created": true, "voucher.outcome": "created" });
 
     // The relay's one span per batch links the row's context and is the parent of the voucher service's call span.
@@ -245,6 +251,60 @@ describe("tracing end to end: caller → MarkOrderSent → outbox row → relay 
   it("an order that does not qualify writes no outbox row and needs no trace to be sent", async () => {
     const orderId = await createSentOrder(ordersClient(), 10_000n);
     expect(await outboxTraceparent(orderDb, orderId)).to.equal("");
+  });
+});
+
+describe("tracing at shutdown", function () {
+  this.timeout(60_000);
+  const collector = new Collector();
+  let db: TestDatabase;
+  let order: ServiceProcess;
+
+  before(async () => {
+    await collector.start();
+    db = await freshDatabase("order");
+    const [og, oh] = await Promise.all([freePort(), freePort()]);
+    order = new ServiceProcess({
+      name: "tracing-shutdown-order",
+      entry: path.join(root, "order-service/src/main.ts"),
+      env: {
+        ORDER_DATABASE_URL: db.url,
+        ORDER_GRPC_PORT: String(og),
+        ORDER_HTTP_PORT: String(oh),
+        RELAY_ENABLED: "false",
+        OTEL_TRACES_EXPORTER: "otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.port}`,
+        // An hour between scheduled exports: a span arrives only when the service flushes as it stops.
+        OTEL_BSP_SCHEDULE_DELAY: "3600000",
+      },
+      readyUrl: `http://127.0.0.1:${oh}/readyz`,
+    });
+    await order.start();
+  });
+
+  after(async () => {
+    await order?.stop();
+    await collector.close();
+    await db?.drop();
+  });
+
+  it("a service stopped with SIGTERM exports the spans it still holds", async () => {
+    const traceId = randomBytes(16).toString("hex");
+    const c = createOrderClient({
+      baseUrl: `http://127.0.0.1:${order.opts.env.ORDER_GRPC_PORT}`,
+      token: allScopesToken,
+      interceptors: [sendTraceparent(`00-${traceId}-${randomBytes(8).toString("hex")}-01`)],
+    });
+    try {
+      await c.client.createOrder({ customerId: "trace-cust", totalCents: 1_000n, currency: "EUR", requestId: randomUUID() });
+    } finally {
+      c.close();
+    }
+    expect(collector.spans.filter((s) => s.traceId === traceId)).to.deep.equal([]);
+    expect(await order.stop()).to.equal(0);
+    // The collector answered the last export before the process exited: the span is here already, no waiting.
+    const span = collector.spans.find((s) => s.traceId === traceId);
+    expect(span).to.include({ service: "order-service", name: "shop.order.v1.OrderService/CreateOrder", kind: SERVER });
   });
 });
 

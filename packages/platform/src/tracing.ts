@@ -1,21 +1,15 @@
-import { AsyncLocalStorage } from "node:async_hooks";
-import { hostname } from "node:os";
 import {
   context,
   diag,
   DiagLogLevel,
   isSpanContextValid,
-  isValidSpanId,
-  isValidTraceId,
   propagation,
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
   trace,
   type Attributes,
-  type AttributeValue,
   type Context,
-  type ContextManager,
   type Link,
   type Span,
   type SpanContext,
@@ -23,23 +17,27 @@ import {
   type TextMapSetter,
   type TimeInput,
 } from "@opentelemetry/api";
-import type { ReadableSpan, SpanExporter, TracerProviderOptions } from "@opentelemetry/sdk-trace";
+import { parseTraceParent } from "@opentelemetry/core";
+import type { Resource } from "@opentelemetry/resources";
+import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace";
 import { Code, type Interceptor } from "@connectrpc/connect";
 import { envReader } from "./config.js";
 import { toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
 /**
- * W3C trace context for the services: one tracer provider per process, spans
- * for every served call (withServerSpan), stored traceparents turned back
- * into parents or links (withChildSpan), and the current trace id on every
- * log line (traceLogFields, used by createLogger).
+ * Tracing on the OpenTelemetry SDK. What is this project's own: a SERVER span
+ * per served call that records the gRPC status (withServerSpan), the
+ * traceparent an outbox row carries from MarkOrderSent to the voucher
+ * service's "voucher.issue" span, and the relay's batch span linking every
+ * row it delivers (withChildSpan); the current trace id on every log line
+ * (traceLogFields). Everything else (tracer provider, batch export, OTLP,
+ * async context, W3C propagation, resource detection) is the SDK's.
  *
- * This module loads only @opentelemetry/api; the SDK and the OTLP exporter
- * are imported by initTracing, so the code that merely creates spans (the
+ * Only @opentelemetry/api and core load with this module; initTracing
+ * imports the SDK and the exporter, so code that merely creates spans (the
  * stores, the relay) stays cheap to load in tests and tools that never trace.
- * Until initTracing runs, every helper here is a no-op (the API's no-op
- * tracer), so code using them works unchanged in-process in tests.
+ * Until initTracing runs every helper is a no-op (the API's no-op tracer).
  */
 
 export { SpanKind, SpanStatusCode };
@@ -48,27 +46,20 @@ export type { Span };
 const TRACER_NAME = "shop";
 
 // ---------------------------------------------------------------------------
-// traceparent strings (pure)
+// traceparent strings
 
-const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
-/** Longer than any traceparent worth reading; a guard against parsing junk from the wire. */
+/** Longer than any traceparent worth reading; a guard against parsing junk from storage or the wire. */
 const MAX_TRACEPARENT_CHARS = 512;
 
 /**
- * Parses a W3C traceparent (https://www.w3.org/TR/trace-context/#traceparent-header).
- * Anything invalid gives undefined, never an error: tracing must never fail
- * the work it observes. Version 00 must be exactly 55 characters; a higher
- * version may carry more fields after the fourth (read and ignored, as the
- * spec says); version ff, upper-case hex and all-zero ids are invalid.
+ * Parses a W3C traceparent (https://www.w3.org/TR/trace-context/#traceparent-header)
+ * with the SDK's parser; anything invalid gives undefined, never an error:
+ * tracing must never fail the work it observes.
  */
 export function parseTraceparent(value: string | null | undefined): SpanContext | undefined {
   if (!value || value.length > MAX_TRACEPARENT_CHARS) return undefined;
-  const m = TRACEPARENT.exec(value);
-  if (!m) return undefined;
-  const [, version, traceId, spanId, flags, rest] = m as unknown as [string, string, string, string, string, string | undefined];
-  if (version === "ff" || (version === "00" && rest !== undefined)) return undefined;
-  if (!isValidTraceId(traceId) || !isValidSpanId(spanId)) return undefined;
-  return { traceId, spanId, traceFlags: parseInt(flags, 16), isRemote: true };
+  const sc = parseTraceParent(value);
+  return sc ? { ...sc, isRemote: true } : undefined;
 }
 
 /** The version-00 traceparent of a span context: "00-<trace id>-<span id>-<flags>", 55 characters. */
@@ -94,7 +85,7 @@ export function traceIdOf(traceparent: string | null | undefined): string | unde
 // The active span
 
 function activeSpanContext(ctx: Context = context.active()): SpanContext | undefined {
-  const sc = trace.getSpan(ctx)?.spanContext();
+  const sc = trace.getSpanContext(ctx);
   return sc && isSpanContextValid(sc) ? sc : undefined;
 }
 
@@ -154,15 +145,8 @@ const SERVER_FAULTS = new Set<Code>([Code.Unknown, Code.DeadlineExceeded, Code.U
 export function withServerSpan<T>(rpcFullName: string, headers: Headers, fn: () => Promise<T>): Promise<T> {
   const parent = propagation.extract(ROOT_CONTEXT, headers, headerGetter);
   const slash = rpcFullName.lastIndexOf("/");
-  const span = trace.getTracer(TRACER_NAME).startSpan(
-    rpcFullName,
-    {
-      kind: SpanKind.SERVER,
-      attributes: slash > 0 ? { "rpc.service": rpcFullName.slice(0, slash), "rpc.method": rpcFullName.slice(slash + 1) } : undefined,
-    },
-    parent,
-  );
-  return context.with(trace.setSpan(parent, span), async () => {
+  const attributes = slash > 0 ? { "rpc.service": rpcFullName.slice(0, slash), "rpc.method": rpcFullName.slice(slash + 1) } : undefined;
+  return trace.getTracer(TRACER_NAME).startActiveSpan(rpcFullName, { kind: SpanKind.SERVER, attributes }, parent, async (span) => {
     try {
       const result = await fn();
       span.setAttribute("rpc.grpc.status_code", 0);
@@ -218,10 +202,8 @@ export function withChildSpan<T>(
     const caller = activeSpanContext(active);
     if (caller) links.push({ context: caller });
   }
-  const span = trace
-    .getTracer(TRACER_NAME)
-    .startSpan(name, { kind: opts.kind ?? SpanKind.INTERNAL, attributes: opts.attributes, links, startTime: opts.startTime }, parent);
-  return context.with(trace.setSpan(parent, span), () => runInSpan(span, fn));
+  const spanOptions = { kind: opts.kind ?? SpanKind.INTERNAL, attributes: opts.attributes, links, startTime: opts.startTime };
+  return trace.getTracer(TRACER_NAME).startActiveSpan(name, spanOptions, parent, (span) => runInSpan(span, fn));
 }
 
 function runInSpan<T>(span: Span, fn: (span: Span) => T): T {
@@ -272,18 +254,21 @@ export function traceContextInterceptor(): Interceptor {
 export const TRACES_EXPORTERS = ["none", "otlp", "console"] as const;
 export type TracesExporter = (typeof TRACES_EXPORTERS)[number];
 
+/**
+ * The OTEL_* settings read here; the SDK reads the rest itself from
+ * process.env: OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (resource
+ * detectors), OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION and the
+ * certificate files (the OTLP exporter).
+ */
 export interface TracingSettings {
   /** OTEL_TRACES_EXPORTER: none (default), otlp or console (one log line per span). */
   exporter: TracesExporter;
-  /** OTEL_SERVICE_NAME, default the service's own name. */
-  serviceName: string;
   /**
    * Where OTLP/HTTP spans go: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else
    * OTEL_EXPORTER_OTLP_ENDPOINT + "/v1/traces", else http://localhost:4318/v1/traces.
+   * Checked here so that a bad URL stops the service at start (the exporter would only warn).
    */
   otlpUrl: string;
-  /** OTEL_RESOURCE_ATTRIBUTES (key=value,...), added to every span's resource. */
-  resourceAttributes: Record<string, string>;
   /** OTEL_BSP_SCHEDULE_DELAY, default 5000 ms: how often ended spans are exported. */
   scheduleDelayMs: number;
   /** OTEL_BSP_EXPORT_TIMEOUT, default 30000 ms. */
@@ -308,30 +293,12 @@ function validHttpUrl(value: string): boolean {
   }
 }
 
-function parseResourceAttributes(raw: string | undefined, problem: (m: string) => void): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!raw) return out;
-  for (const pair of raw.split(",")) {
-    if (pair.trim() === "") continue;
-    const eq = pair.indexOf("=");
-    if (eq <= 0) {
-      problem(`OTEL_RESOURCE_ATTRIBUTES: ${JSON.stringify(pair)} is not key=value`);
-      continue;
-    }
-    try {
-      out[decodeURIComponent(pair.slice(0, eq).trim())] = decodeURIComponent(pair.slice(eq + 1).trim());
-    } catch {
-      problem(`OTEL_RESOURCE_ATTRIBUTES: ${JSON.stringify(pair)} is not valid percent-encoding`);
-    }
-  }
-  return out;
-}
-
 /**
- * Reads the standard OTEL_* settings this service honours; throws a
+ * Reads the OTEL_* settings the SDK 3.x no longer reads itself (the exporter
+ * choice, the batch processor's OTEL_BSP_*) and the endpoint; throws a
  * ConfigError naming every bad one. Pure apart from reading `env`.
  */
-export function readTracingSettings(env: NodeJS.ProcessEnv, defaultServiceName: string): TracingSettings {
+export function readTracingSettings(env: NodeJS.ProcessEnv): TracingSettings {
   const r = envReader(env);
   const warnings: string[] = [];
   const exporter = r.oneOf("OTEL_TRACES_EXPORTER", "none", TRACES_EXPORTERS);
@@ -354,9 +321,7 @@ export function readTracingSettings(env: NodeJS.ProcessEnv, defaultServiceName: 
   }
   const settings: TracingSettings = {
     exporter,
-    serviceName: r.string("OTEL_SERVICE_NAME", defaultServiceName),
     otlpUrl,
-    resourceAttributes: parseResourceAttributes(r.optionalString("OTEL_RESOURCE_ATTRIBUTES"), r.problem),
     scheduleDelayMs: r.int("OTEL_BSP_SCHEDULE_DELAY", 5_000, { min: 1, max: 3_600_000 }),
     exportTimeoutMs: r.int("OTEL_BSP_EXPORT_TIMEOUT", 30_000, { min: 1, max: 3_600_000 }),
     maxQueueSize,
@@ -368,60 +333,19 @@ export function readTracingSettings(env: NodeJS.ProcessEnv, defaultServiceName: 
 }
 
 /**
- * Async context for Node: the active context follows the code through
- * awaits and callbacks (AsyncLocalStorage). The SDK package ships only a
- * synchronous StackContextManager, which loses the span at the first await.
+ * The resource on every span, by the spec's precedence: the SDK's defaults
+ * (telemetry.sdk.*), `defaultServiceName`, host and process, then
+ * OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME (both from process.env).
  */
-export class AsyncLocalContextManager implements ContextManager {
-  private readonly storage = new AsyncLocalStorage<Context>();
-
-  active(): Context {
-    return this.storage.getStore() ?? ROOT_CONTEXT;
-  }
-
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    ctx: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ): ReturnType<F> {
-    const cb = thisArg == null ? fn : fn.bind(thisArg);
-    return this.storage.run(ctx, cb as (...args: A) => ReturnType<F>, ...args);
-  }
-
-  /** Functions only: event emitters are returned as they are (nothing here binds them). */
-  bind<T>(ctx: Context, target: T): T {
-    if (typeof target !== "function") return target;
-    const manager = this;
-    const fn = target as unknown as (...args: unknown[]) => unknown;
-    return function (this: unknown, ...args: unknown[]) {
-      return manager.with(ctx, () => fn.apply(this, args));
-    } as unknown as T;
-  }
-
-  enable(): this {
-    return this;
-  }
-
-  disable(): this {
-    this.storage.disable();
-    return this;
-  }
-}
-
-type Resource = NonNullable<TracerProviderOptions["resource"]>;
-
-/** The Resource interface over plain attributes: all the SDK and the OTLP serializer read. */
-function plainResource(attributes: Attributes): Resource {
-  return {
-    attributes,
-    merge(other: Resource | null): Resource {
-      return plainResource({ ...attributes, ...(other?.attributes ?? {}) });
-    },
-    getRawAttributes() {
-      return Object.entries(attributes) as Array<[string, AttributeValue | undefined]>;
-    },
-  };
+export async function tracingResource(defaultServiceName: string): Promise<Resource> {
+  const { defaultResource, detectResources, hostDetector, processDetector, resourceAttributesEnvDetector, resourceFromAttributes, serviceNameEnvDetector } =
+    await import("@opentelemetry/resources");
+  const resource = defaultResource()
+    .merge(resourceFromAttributes({ "service.name": defaultServiceName }))
+    .merge(detectResources({ detectors: [hostDetector, processDetector, resourceAttributesEnvDetector, serviceNameEnvDetector] }));
+  // host.id is read from a file; settle it here (a millisecond) so that reading the attributes never races it.
+  await resource.waitForAsyncAttributes?.();
+  return resource;
 }
 
 const KIND_NAMES = ["internal", "server", "client", "producer", "consumer"];
@@ -430,39 +354,37 @@ const KIND_NAMES = ["internal", "server", "client", "producer", "consumer"];
  * OTEL_TRACES_EXPORTER=console: each span as one log line, so stdout stays
  * JSON lines (the SDK's ConsoleSpanExporter prints multi-line objects).
  */
-class LogSpanExporter implements SpanExporter {
-  constructor(private readonly logger: Logger) {}
-
-  export(spans: ReadableSpan[], done: (result: { code: number }) => void): void {
-    for (const s of spans) {
-      const sc = s.spanContext();
-      const durationMs = s.duration[0] * 1e3 + s.duration[1] / 1e6;
-      this.logger.info(
-        {
-          traceId: sc.traceId,
-          spanId: sc.spanId,
-          parentSpanId: s.parentSpanContext?.spanId,
-          kind: KIND_NAMES[s.kind] ?? String(s.kind),
-          durationMs: Math.round(durationMs * 1000) / 1000,
-          status: s.status.code === SpanStatusCode.ERROR ? "error" : "ok",
-          statusMessage: s.status.message,
-          attributes: s.attributes,
-          links: s.links.length > 0 ? s.links.map((l) => formatTraceparent(l.context)) : undefined,
-        },
-        `span ${s.name}`,
-      );
-    }
-    done({ code: 0 });
-  }
-
-  async shutdown(): Promise<void> {}
+function logSpanExporter(logger: Logger): SpanExporter {
+  return {
+    export(spans: ReadableSpan[], done) {
+      for (const s of spans) {
+        const sc = s.spanContext();
+        logger.info(
+          {
+            traceId: sc.traceId,
+            spanId: sc.spanId,
+            parentSpanId: s.parentSpanContext?.spanId,
+            kind: KIND_NAMES[s.kind] ?? String(s.kind),
+            durationMs: Math.round(s.duration[0] * 1e6 + s.duration[1] / 1e3) / 1e3,
+            status: s.status.code === SpanStatusCode.ERROR ? "error" : "ok",
+            statusMessage: s.status.message,
+            attributes: s.attributes,
+            links: s.links.length > 0 ? s.links.map((l) => formatTraceparent(l.context)) : undefined,
+          },
+          `span ${s.name}`,
+        );
+      }
+      done({ code: 0 });
+    },
+    async shutdown() {},
+  };
 }
 
 export interface TracingOptions {
-  /** Default OTEL_SERVICE_NAME, e.g. "order-service". */
+  /** The service's name unless OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) gives one, e.g. "order-service". */
   serviceName: string;
   logger: Logger;
-  /** Default process.env. */
+  /** Where the settings in TracingSettings are read; default process.env. */
   env?: NodeJS.ProcessEnv;
   /** Replaces the exporter OTEL_TRACES_EXPORTER names (tests: an InMemorySpanExporter). */
   exporter?: SpanExporter;
@@ -489,11 +411,12 @@ let installed: Promise<Tracing> | undefined;
 
 /**
  * Sets tracing up for this process, once (later calls get the same handle):
- * a tracer provider that samples every new trace (and follows the caller's
- * sampled flag), the W3C TraceContext propagator, async context, and the
- * exporter named by OTEL_TRACES_EXPORTER. With "none" spans are still made,
- * with real ids, and simply not exported: trace ids still reach the logs,
- * the outbox rows and the voucher service. Throws a ConfigError on bad settings.
+ * the SDK's tracer provider (every new trace sampled, a caller's sampled flag
+ * followed), the W3C TraceContext propagator, AsyncLocalStorage context, and
+ * a batch processor feeding the exporter OTEL_TRACES_EXPORTER names. With
+ * "none" spans are still made, with real ids, and simply not exported: trace
+ * ids still reach the logs, the outbox rows and the voucher service. Throws a
+ * ConfigError on bad settings.
  */
 export function initTracing(opts: TracingOptions): Promise<Tracing> {
   installed ??= install(opts).catch((err) => {
@@ -505,13 +428,17 @@ export function initTracing(opts: TracingOptions): Promise<Tracing> {
 
 async function install(opts: TracingOptions): Promise<Tracing> {
   const { logger } = opts;
-  const settings = readTracingSettings(opts.env ?? process.env, opts.serviceName);
-  const [{ TracerProvider, BatchSpanProcessor }, { W3CTraceContextPropagator }] = await Promise.all([
-    import("@opentelemetry/sdk-trace"),
-    import("@opentelemetry/core"),
-  ]);
+  const settings = readTracingSettings(opts.env ?? process.env);
+  const [{ TracerProvider, BatchSpanProcessor }, { W3CTraceContextPropagator }, { AsyncLocalStorageContextManager }, resource] =
+    await Promise.all([
+      import("@opentelemetry/sdk-trace"),
+      import("@opentelemetry/core"),
+      import("@opentelemetry/context-async-hooks"),
+      tracingResource(opts.serviceName),
+    ]);
   for (const w of settings.warnings) logger.warn(w);
   const log = logger.child({ component: "tracing" });
+  // The SDK reports export failures and dropped spans through diag: into the service's log.
   diag.setLogger(
     {
       error: (message, ...args) => log.error({ details: args.length > 0 ? args.map(String) : undefined }, message),
@@ -522,24 +449,23 @@ async function install(opts: TracingOptions): Promise<Tracing> {
     },
     { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
   );
+  // The detector drops a malformed OTEL_RESOURCE_ATTRIBUTES with a debug message only: say so where it is seen.
+  const { resourceAttributesEnvDetector } = await import("@opentelemetry/resources");
+  if (process.env.OTEL_RESOURCE_ATTRIBUTES?.trim() && Object.keys(resourceAttributesEnvDetector.detect().attributes ?? {}).length === 0) {
+    log.warn("OTEL_RESOURCE_ATTRIBUTES is not key=value,... with percent-encoded values: ignored");
+  }
 
   let exporter = opts.exporter;
   if (!exporter && settings.exporter === "otlp") {
     const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
     exporter = new OTLPTraceExporter({ url: settings.otlpUrl });
   } else if (!exporter && settings.exporter === "console") {
-    exporter = new LogSpanExporter(log);
+    exporter = logSpanExporter(log);
   }
   const provider = new TracerProvider({
-    resource: plainResource({
-      "service.name": settings.serviceName,
-      "telemetry.sdk.language": "nodejs",
-      "telemetry.sdk.name": "opentelemetry",
-      "host.name": hostname(),
-      "process.pid": process.pid,
-      ...settings.resourceAttributes,
-    }),
+    resource,
     spanLimits: { linkCountLimit: MAX_LINKS },
+    // SDK 3.x reads no OTEL_BSP_* itself: they come from readTracingSettings.
     spanProcessors: exporter
       ? [
           new BatchSpanProcessor({
@@ -552,17 +478,14 @@ async function install(opts: TracingOptions): Promise<Tracing> {
         ]
       : [],
   });
-  const contextManager = new AsyncLocalContextManager();
-  context.setGlobalContextManager(contextManager);
+  // What NodeTracerProvider.register() did before SDK 3.x: the provider does not register itself.
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
+  const exporterName = opts.exporter ? "custom" : settings.exporter;
   log.info(
-    {
-      exporter: opts.exporter ? "custom" : settings.exporter,
-      serviceName: settings.serviceName,
-      otlpUrl: settings.exporter === "otlp" && !opts.exporter ? settings.otlpUrl : undefined,
-    },
-    `tracing on (exporter ${opts.exporter ? "custom" : settings.exporter})`,
+    { exporter: exporterName, serviceName: resource.attributes["service.name"], otlpUrl: exporterName === "otlp" ? settings.otlpUrl : undefined },
+    `tracing on (exporter ${exporterName})`,
   );
 
   let stopping: Promise<void> | undefined;

@@ -1,6 +1,7 @@
+import { hostname } from "node:os";
 import { Writable } from "node:stream";
 import { expect } from "chai";
-import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trace";
+import { InMemorySpanExporter, type ReadableSpan, type SpanExporter } from "@opentelemetry/sdk-trace";
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import { ConfigError } from "@shop/platform/config";
 import { notFound } from "@shop/platform/errors";
@@ -14,6 +15,7 @@ import {
   readTracingSettings,
   traceContextInterceptor,
   traceIdOf,
+  tracingResource,
   withChildSpan,
   withServerSpan,
   type Tracing,
@@ -55,18 +57,19 @@ describe("traceparent parsing", () => {
       `00-${TRACE.slice(1)}-${SPAN}-01`,
       `00-${TRACE}-${SPAN}-1`,
       `00-${TRACE}-${SPAN.replace("a", "g")}-01`,
-      ` ${VALID}`,
-      `${VALID} `,
+      `  ${VALID}`,
+      `${VALID}\n\n`,
       `01-${TRACE}-${SPAN}-01-${"x".repeat(600)}`, // absurdly long
     ];
     for (const value of bad) expect(parseTraceparent(value), String(value)).to.equal(undefined);
   });
 
-  it("accepts a later version's extra fields and normalizes to version 00", () => {
+  it("accepts a later version's extra fields, and the one space of padding the SDK's propagator allows, and normalizes to version 00", () => {
     const future = `01-${TRACE}-${SPAN}-03-what-comes-next`;
     expect(parseTraceparent(future)?.traceId).to.equal(TRACE);
     expect(normalizeTraceparent(future)).to.equal(`00-${TRACE}-${SPAN}-03`);
     expect(normalizeTraceparent(VALID)).to.equal(VALID);
+    expect(normalizeTraceparent(` ${VALID} `)).to.equal(VALID);
     expect(normalizeTraceparent("nope")).to.equal(undefined);
   });
 
@@ -84,56 +87,96 @@ describe("traceparent parsing", () => {
 });
 
 describe("tracing settings", () => {
-  it("default to no exporter, the service's name and the local collector", () => {
-    const s = readTracingSettings({}, "order-service");
-    expect(s).to.include({ exporter: "none", serviceName: "order-service", otlpUrl: "http://localhost:4318/v1/traces", scheduleDelayMs: 5000 });
+  it("default to no exporter, the local collector and the SDK's batch defaults", () => {
+    const s = readTracingSettings({});
+    expect(s).to.include({
+      exporter: "none",
+      otlpUrl: "http://localhost:4318/v1/traces",
+      scheduleDelayMs: 5000,
+      exportTimeoutMs: 30000,
+      maxQueueSize: 2048,
+      maxExportBatchSize: 512,
+    });
     expect(s.warnings).to.deep.equal([]);
   });
 
   it("take the traces endpoint as given and add /v1/traces to the base endpoint", () => {
-    expect(readTracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" }, "x").otlpUrl).to.equal(
+    expect(readTracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" }).otlpUrl).to.equal(
       "http://collector:4318/v1/traces",
     );
     const both = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://a:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://b:9999/custom" };
-    expect(readTracingSettings(both, "x").otlpUrl).to.equal("http://b:9999/custom");
+    expect(readTracingSettings(both).otlpUrl).to.equal("http://b:9999/custom");
   });
 
-  it("read OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and the batch settings", () => {
-    const s = readTracingSettings(
-      {
-        OTEL_TRACES_EXPORTER: "otlp",
-        OTEL_SERVICE_NAME: "orders-eu",
-        OTEL_RESOURCE_ATTRIBUTES: "deployment.environment=prod,team=shop%20core",
-        OTEL_BSP_SCHEDULE_DELAY: "200",
-        OTEL_BSP_MAX_QUEUE_SIZE: "100",
-        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "50",
-        OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
-      },
-      "order-service",
-    );
-    expect(s).to.include({ exporter: "otlp", serviceName: "orders-eu", scheduleDelayMs: 200, maxQueueSize: 100, maxExportBatchSize: 50 });
-    expect(s.resourceAttributes).to.deep.equal({ "deployment.environment": "prod", team: "shop core" });
+  it("read the batch settings, which SDK 3.x leaves to the application, and warn of a protocol other than http/json", () => {
+    const s = readTracingSettings({
+      OTEL_TRACES_EXPORTER: "otlp",
+      OTEL_BSP_SCHEDULE_DELAY: "200",
+      OTEL_BSP_EXPORT_TIMEOUT: "1000",
+      OTEL_BSP_MAX_QUEUE_SIZE: "100",
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "50",
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+    });
+    expect(s).to.include({ exporter: "otlp", scheduleDelayMs: 200, exportTimeoutMs: 1000, maxQueueSize: 100, maxExportBatchSize: 50 });
     expect(s.warnings.join()).to.contain("http/json");
+    expect(readTracingSettings({ OTEL_TRACES_EXPORTER: "otlp", OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" }).warnings).to.deep.equal([]);
   });
 
   it("name every bad setting at once", () => {
     let err: unknown;
     try {
-      readTracingSettings(
-        {
-          OTEL_TRACES_EXPORTER: "jaeger",
-          OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318",
-          OTEL_BSP_MAX_QUEUE_SIZE: "10",
-          OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "20",
-        },
-        "x",
-      );
+      readTracingSettings({
+        OTEL_TRACES_EXPORTER: "jaeger",
+        OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318",
+        OTEL_BSP_MAX_QUEUE_SIZE: "10",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "20",
+      });
     } catch (e) {
       err = e;
     }
     expect(err).to.be.instanceOf(ConfigError);
     const problems = (err as ConfigError).problems.join("\n");
     expect(problems).to.contain("OTEL_TRACES_EXPORTER").and.contain("OTEL_EXPORTER_OTLP_ENDPOINT").and.contain("OTEL_BSP_MAX_EXPORT_BATCH_SIZE");
+  });
+});
+
+/** Runs fn with these variables set in process.env (undefined: unset), then puts the old values back. */
+async function withProcessEnv<T>(vars: Record<string, string | undefined>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  const put = (values: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  put(vars);
+  try {
+    return await fn();
+  } finally {
+    put(saved);
+  }
+}
+
+describe("the tracing resource", () => {
+  const unset = { OTEL_SERVICE_NAME: undefined, OTEL_RESOURCE_ATTRIBUTES: undefined };
+
+  it("names the service, the SDK, the host and the process", async () => {
+    const r = await withProcessEnv(unset, () => tracingResource("order-service"));
+    expect(r.attributes).to.include({
+      "service.name": "order-service",
+      "telemetry.sdk.name": "opentelemetry",
+      "telemetry.sdk.language": "nodejs",
+      "host.name": hostname(),
+      "process.pid": process.pid,
+    });
+  });
+
+  it("takes OTEL_RESOURCE_ATTRIBUTES over the default name, and OTEL_SERVICE_NAME over both", async () => {
+    const attrs = "deployment.environment=prod,team=shop%20core,service.name=from-attributes";
+    const r = await withProcessEnv({ ...unset, OTEL_RESOURCE_ATTRIBUTES: attrs }, () => tracingResource("order-service"));
+    expect(r.attributes).to.include({ "deployment.environment": "prod", team: "shop core", "service.name": "from-attributes" });
+    const named = await withProcessEnv({ OTEL_RESOURCE_ATTRIBUTES: attrs, OTEL_SERVICE_NAME: "orders-eu" }, () => tracingResource("order-service"));
+    expect(named.attributes).to.include({ "service.name": "orders-eu", team: "shop core" });
   });
 });
 
@@ -167,6 +210,13 @@ describe("tracing with the SDK installed", () => {
 
   it("initTracing is once per process: a second call gets the same handle", async () => {
     expect(await initTracing({ serviceName: "other", logger: capturingLogger().logger, env: {} })).to.equal(tracing);
+  });
+
+  it("exported spans carry the service's resource", async () => {
+    await withServerSpan("a.B/C", new Headers(), async () => {});
+    const [span] = await spans();
+    expect(span!.resource.attributes).to.include({ "service.name": "tracing-test", "telemetry.sdk.name": "opentelemetry" });
+    expect(span!.instrumentationScope.name).to.equal("shop");
   });
 
   it("a server span continues the caller's traceparent and stays active across awaits", async () => {
@@ -266,6 +316,50 @@ describe("tracing with the SDK installed", () => {
     expect(lines[0]).to.not.have.property("spanId");
     expect(lines[1]).to.include({ traceId: TRACE, spanId: span!.spanContext().spanId, orderId: "o2", component: "relay", msg: "inside" });
     expect(lines[2]).to.include({ traceId: "mine" });
+  });
+});
+
+describe("tracing shutdown", () => {
+  it("exports the spans still waiting in the batch processor", async () => {
+    const exported: ReadableSpan[] = [];
+    const exporter: SpanExporter = {
+      export: (batch, done) => {
+        exported.push(...batch);
+        done({ code: 0 });
+      },
+      shutdown: async () => {},
+    };
+    // An hour between scheduled exports: only shutdown can send this span.
+    const tracing = await initTracing({ serviceName: "t", logger: capturingLogger().logger, env: { OTEL_BSP_SCHEDULE_DELAY: "3600000" }, exporter });
+    try {
+      await withServerSpan("a.B/Last", new Headers(), async () => {});
+      expect(exported).to.have.length(0);
+    } finally {
+      await tracing.shutdown();
+    }
+    expect(exported.map((s) => s.name)).to.deep.equal(["a.B/Last"]);
+  });
+});
+
+describe("tracing with exporter console", () => {
+  it("writes each span as one JSON log line", async () => {
+    const { logger, lines } = capturingLogger();
+    const tracing = await initTracing({ serviceName: "t", logger, env: { OTEL_TRACES_EXPORTER: "console" } });
+    let traceparent: string | undefined;
+    try {
+      await withServerSpan("a.B/C", new Headers({ traceparent: VALID }), async () => {
+        withChildSpan("relay.deliver", undefined, () => (traceparent = currentTraceparent()), { kind: SpanKind.CLIENT, links: [VALID] });
+      });
+      await tracing.flush();
+    } finally {
+      await tracing.shutdown();
+    }
+    const spanLines = lines.filter((l) => String(l.msg).startsWith("span "));
+    expect(spanLines.map((l) => l.msg)).to.deep.equal(["span relay.deliver", "span a.B/C"]);
+    const [deliver, call] = spanLines;
+    expect(call).to.include({ traceId: TRACE, parentSpanId: SPAN, kind: "server", status: "ok", component: "tracing" });
+    expect(deliver).to.include({ traceId: TRACE, spanId: parseTraceparent(traceparent)!.spanId, parentSpanId: call!.spanId, kind: "client" });
+    expect(deliver!.links).to.deep.equal([VALID]);
   });
 });
 
