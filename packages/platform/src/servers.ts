@@ -215,8 +215,8 @@ function authenticated(auth: Authenticator, rules: Map<DescMethod, AccessRule>):
     const notes = req.contextValues.get(callNotes);
     if (notes) notes.caller = principal.subject;
     const rule = rules.get(req.method);
-    // startServers refuses to serve a method without a rule: this is a bug, and it fails closed.
-    if (!rule) throw new ConnectError(`internal error: ${req.method.name} has no access rule`, Code.Internal);
+    // startServers refuses to serve a method without a rule: one without is a method the binding does not implement.
+    if (!rule) throw new ConnectError(`${req.method.name} is not served here`, Code.Unimplemented);
     req.contextValues.set(callerKey, authorize(principal, rule, req.method.name));
     return next(req);
   };
@@ -237,13 +237,24 @@ function validated(validate: RequestValidator): Interceptor {
   };
 }
 
+interface Plumbing {
+  logger: Logger;
+  metrics: ProcessMetrics;
+  auth: Authenticator;
+  rules: Map<DescMethod, AccessRule>;
+  validate: RequestValidator;
+}
+
 /**
  * The calls' plumbing, in order, as connect interceptors: connect-node runs
  * them on the Connect port, the gRPC adapter below on the gRPC port, so both
  * transports trace, count, log, authenticate and validate with the same code.
+ * (grpc-js's own server interceptors see a call as metadata, message and
+ * status callbacks, outside the handler's async context: the span could not
+ * be the handler's, and every concern would be written a second time.)
  */
-function callInterceptors(deps: { logger: Logger; metrics: ProcessMetrics; auth: Authenticator; rules: Map<DescMethod, AccessRule>; validate: RequestValidator }, protocol: string): Interceptor[] {
-  return [traced(), observed(deps.logger, deps.metrics, protocol), authenticated(deps.auth, deps.rules), validated(deps.validate)];
+function callInterceptors(p: Plumbing, protocol: "grpc" | "connect"): Interceptor[] {
+  return [traced(), observed(p.logger, p.metrics, protocol), authenticated(p.auth, p.rules), validated(p.validate)];
 }
 
 /** next wrapped in the interceptors, the first outermost (as connect applies them). */
@@ -365,8 +376,8 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
         finished = true;
         ctx.abort(CALL_FINISHED);
       };
-      Promise.resolve({
-        stream: false as const,
+      const request: UnaryRequest = {
+        stream: false,
         service,
         method: method as DescMethodUnary,
         requestMethod: "POST",
@@ -375,18 +386,20 @@ function grpcServiceDefinition(service: DescService, impl: Record<string, UnaryH
         header: requestHeader,
         contextValues,
         message: call.request,
-      })
+      };
+      // Started from a promise, so that even a synchronous throw in the chain answers the call.
+      Promise.resolve(request)
         .then(invoke)
         .then(
-        (res) => {
-          settle();
-          callback(null, create(method.output, res.message));
-        },
-        (err) => {
-          settle();
-          callback(grpcStatusFrom(err) as grpc.ServiceError);
-        },
-      );
+          (res) => {
+            settle();
+            callback(null, create(method.output, res.message));
+          },
+          (err) => {
+            settle();
+            callback(grpcStatusFrom(err) as grpc.ServiceError);
+          },
+        );
     };
   }
   return { definition: definition as grpc.ServiceDefinition, handlers };
@@ -635,7 +648,7 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
       // An empty request breaks most rules; only the compiling matters here.
     }
   }
-  const plumbing = { logger: log, metrics, auth: new Authenticator(opts.auth), rules, validate };
+  const plumbing: Plumbing = { logger: log, metrics, auth: new Authenticator(opts.auth), rules, validate };
   const grpcInterceptors = callInterceptors(plumbing, "grpc");
   const connectInterceptors = callInterceptors(plumbing, "connect");
   const bindings = opts.services;
