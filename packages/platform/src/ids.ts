@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { invalidArgument } from "./errors.js";
 
 const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -25,21 +24,4 @@ export function randomCrockford(length: number): string {
   let out = "";
   for (let i = 0; i < length; i++) out += CROCKFORD[bytes[i]! & 31];
   return out;
-}
-
-/** Ids are printable ASCII without spaces, 1 to 64 characters. */
-export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
-
-/** Why `value` is not a usable id, or undefined. proto3 sends an absent string as "": never use it as a key. */
-export function idProblem(field: string, value: string): string | undefined {
-  if (value === "") return `${field} is required`;
-  if (value.length > 64) return `${field} is longer than 64 characters`;
-  if (!ID_PATTERN.test(value)) return `${field} may only contain letters, digits and . _ : -`;
-  return undefined;
-}
-
-export function requireId(field: string, value: string): string {
-  const problem = idProblem(field, value);
-  if (problem) throw invalidArgument(problem);
-  return value;
 }
