@@ -147,9 +147,10 @@ async function main(): Promise<void> {
   const voucherDb = new MariaDbServer({ args: DB_ARGS });
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   const profileDir = path.join(ROOT, "bench-results", "profiles");
-  // NODE_OPTIONS refuses --cpu-prof; the preload profiles the main thread instead.
+  // NODE_OPTIONS refuses --cpu-prof; the preload profiles the main thread instead. The caller's NODE_OPTIONS stay:
+  // npm run bench sets the development condition there, which the services' tsx runs need.
   const profileEnv = (name: string): Record<string, string> =>
-    PROFILE ? { NODE_OPTIONS: `--import=${path.join(ROOT, "scripts/bench/cpu-profile.mjs")}`, CPU_PROFILE_DIR: profileDir, CPU_PROFILE_NAME: name } : {};
+    PROFILE ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${path.join(ROOT, "scripts/bench/cpu-profile.mjs")}`, CPU_PROFILE_DIR: profileDir, CPU_PROFILE_NAME: name } : {};
   try {
     say(`${QUICK ? "quick run" : "full run"} on ${JSON.stringify(results.machine)}`);
     await Promise.all([orderDb.start(), voucherDb.start()]);
