@@ -276,6 +276,7 @@ describe("tracing at shutdown", function () {
         OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.port}`,
         // An hour between scheduled exports: a span arrives only when the service flushes as it stops.
         OTEL_BSP_SCHEDULE_DELAY: "3600000",
+        OTEL_SERVICE_NAME: "orders-eu",
       },
       readyUrl: `http://127.0.0.1:${oh}/readyz`,
     });
@@ -288,7 +289,7 @@ describe("tracing at shutdown", function () {
     await db?.drop();
   });
 
-  it("a service stopped with SIGTERM exports the spans it still holds", async () => {
+  it("a service stopped with SIGTERM exports the spans it still holds, under OTEL_SERVICE_NAME", async () => {
     const traceId = randomBytes(16).toString("hex");
     const c = createOrderClient({
       baseUrl: `http://127.0.0.1:${order.opts.env.ORDER_GRPC_PORT}`,
@@ -304,7 +305,7 @@ describe("tracing at shutdown", function () {
     expect(await order.stop()).to.equal(0);
     // The collector answered the last export before the process exited: the span is here already, no waiting.
     const span = collector.spans.find((s) => s.traceId === traceId);
-    expect(span).to.include({ service: "order-service", name: "shop.order.v1.OrderService/CreateOrder", kind: SERVER });
+    expect(span).to.include({ service: "orders-eu", name: "shop.order.v1.OrderService/CreateOrder", kind: SERVER });
   });
 });
 
