@@ -17,7 +17,7 @@ import { createRequire } from "node:module";
 import net from "node:net";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { newSigningKey, signingKeyFromJwk, signingKeyToJwk, tokenForRole, type Role } from "@shop/platform/auth";
+import { jwksJson, newSigningKey, signingKeyFromJwk, signingKeyToJwk, tokenForRole, type Role } from "@shop/platform/auth";
 import { MariaDbServer } from "@shop/testkit/mariadb";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -229,15 +229,18 @@ interface LocalAuth {
 }
 
 /**
- * The local stack's signing key (made once, kept in .data/auth) and a fresh
- * token for every role, each in its own file; the services get the public
- * key and the relay's and reconciler's token files. Unless AUTH_PUBLIC_KEYS is
- * set: then the caller's own keys and tokens (RELAY_TOKEN, RECONCILE_TOKEN or
- * their _FILE forms) pass through untouched.
+ * The local stack's signing key (made once, kept in .data/auth), its public
+ * half as the services' JWK set (jwks.json), and a fresh token for every
+ * role, each in its own file and addressed to the services its role calls;
+ * the services get the JWK set and the relay's and reconciler's token files.
+ * Unless AUTH_JWKS_FILE, AUTH_JWKS or AUTH_PUBLIC_KEYS is set: then the
+ * caller's own keys and tokens (RELAY_TOKEN, RECONCILE_TOKEN or their _FILE
+ * forms) pass through untouched.
  */
-function localAuth(): LocalAuth | undefined {
-  if (process.env.AUTH_PUBLIC_KEYS) {
-    say("using AUTH_PUBLIC_KEYS and the relay's and reconciler's tokens from the environment");
+async function localAuth(): Promise<LocalAuth | undefined> {
+  const own = ["AUTH_JWKS_FILE", "AUTH_JWKS", "AUTH_PUBLIC_KEYS"].find((name) => process.env[name]);
+  if (own) {
+    say(`using ${own} and the relay's and reconciler's tokens from the environment`);
     return undefined;
   }
   mkdirSync(AUTH_DIR, { recursive: true, mode: 0o700 });
@@ -256,15 +259,18 @@ function localAuth(): LocalAuth | undefined {
     ["admin", "admin"],
     [`customer-${LOCAL_CUSTOMER}`, "customer", LOCAL_CUSTOMER],
   ];
-  const tokenFiles = roles.map(([label, role, customerId]): [string, string] => {
+  const jwksFile = path.join(AUTH_DIR, "jwks.json");
+  writeFileSync(jwksFile, jwksJson([key.publicJwk]));
+  const tokenFiles: Array<[string, string]> = [];
+  for (const [label, role, customerId] of roles) {
     const file = path.join(AUTH_DIR, `${label}.token`);
-    writeFileSync(file, tokenForRole(key, role, { ttlSeconds: TOKEN_TTL_SECONDS, customerId }) + "\n", { mode: 0o600 });
-    return [label, file];
-  });
+    writeFileSync(file, (await tokenForRole(key, role, { ttlSeconds: TOKEN_TTL_SECONDS, customerId })) + "\n", { mode: 0o600 });
+    tokenFiles.push([label, file]);
+  }
   say(`signing key ${key.kid} in ${shown(AUTH_DIR)}; tokens for each role written there ${dim("(valid 7 days, renewed at every start)")}`);
   return {
     env: {
-      AUTH_PUBLIC_KEYS: `${key.kid}=${key.x}`,
+      AUTH_JWKS_FILE: jwksFile,
       RELAY_TOKEN_FILE: path.join(AUTH_DIR, "relay.token"),
       RECONCILE_TOKEN_FILE: path.join(AUTH_DIR, "reconciler.token"),
     },
@@ -500,7 +506,7 @@ async function main(): Promise<void> {
   await preflight();
   const { orderUrl, voucherUrl } = await resolveDatabaseUrls();
   if (stopping) return;
-  const auth = localAuth();
+  const auth = await localAuth();
   const authEnv = auth?.env ?? {};
 
   services.push(

@@ -1,4 +1,4 @@
-import { readAuthSettings, readCallerToken, type AuthSettings, type TokenSource } from "@shop/platform/auth";
+import { AUDIENCES, readAuthSettings, readCallerToken, type AuthSettings, type TokenSource } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
 import { checkClientTlsUrls, readClientTls, readServerHardening, type ClientTls, type ServerTls } from "@shop/platform/tls";
 import { outboxCleanupConfigFromEnv, type OutboxCleanupConfig } from "./outbox/cleanup.js";
@@ -31,7 +31,13 @@ export interface OrderServiceConfig {
    * processes (then they scale independently of the API).
    */
   relayEnabled: boolean;
-  /** AUTH_PUBLIC_KEYS, required: the public keys whose bearer tokens are accepted (kid=key, comma-separated). */
+  /**
+   * Bearer tokens accepted: the public keys, from one of AUTH_JWKS_FILE (a JWK
+   * set's file, read at start), AUTH_JWKS (the set as JSON) or
+   * AUTH_PUBLIC_KEYS (kid=key, comma-separated), required; AUTH_AUDIENCE, the
+   * aud a token must name, default order-service; AUTH_ISSUER, the iss it must
+   * carry, default shop-auth.
+   */
   auth: AuthSettings;
   /**
    * RELAY_TOKEN or RELAY_TOKEN_FILE, required when the relay runs here: the
@@ -84,7 +90,7 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
     poolSize: r.int("ORDER_DB_POOL_SIZE", 10, { min: 1, max: 500 }),
     voucherServiceUrl,
     relayEnabled,
-    auth: readAuthSettings(r),
+    auth: readAuthSettings(r, AUDIENCES.orders),
     relayToken: relayEnabled ? readCallerToken(r, "RELAY_TOKEN") : undefined,
     outboxCleanup: outboxCleanupConfigFromEnv(r),
     ...readServerHardening(r, "ORDER"),

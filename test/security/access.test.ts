@@ -4,7 +4,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { expect } from "chai";
 import { pino } from "pino";
 import type { RowDataPacket } from "mysql2/promise";
-import { newSigningKey, publicKeyFromX, signToken, tokenForRole, type Role } from "@shop/platform/auth";
+import { AUDIENCES, newSigningKey, roleClaims, tokenForRole, type AuthSettings, type Role } from "@shop/platform/auth";
 import { createPool, type Pool } from "@shop/platform/db";
 import { startOrderService, type RunningOrderService } from "@shop/order-service/service";
 import { startVoucherService, type RunningVoucherService } from "@shop/voucher-service/service";
@@ -12,19 +12,21 @@ import { bearerToken } from "@shop/sdk/clients";
 import { OrderService } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
 import { VoucherService } from "@shop/sdk/voucher";
-import { allScopesToken, roleToken, testAuth, testSigningKey } from "@shop/testkit/auth";
+import { allScopesToken, roleToken, testAuth, testSigningKey, testToken } from "@shop/testkit/auth";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 
 /**
  * Who may call what, on both transports: every method tried with every
  * role's token, each expected outcome written out here (not read from the
  * services' rule tables, so a wrong rule fails the test); customers confined
- * to their own data; missing, malformed, forged, expired, wrongly signed and
- * unknown-key tokens refused with UNAUTHENTICATED; the log says why and never
- * holds a token; a refused call writes nothing.
+ * to their own data; missing, malformed, forged, expired, wrongly signed,
+ * unknown-key, foreign-issuer tokens and tokens addressed to the other
+ * service refused with UNAUTHENTICATED; the log says why and never holds a
+ * token; a refused call writes nothing. Each service runs with its own
+ * audience, as in production.
  */
 
-type Caller = Role | "customer-a";
+type Caller = Exclude<Role, "customer"> | "customer-a";
 const CALLERS: Caller[] = ["shop", "relay", "reconciler", "admin", "customer-a"];
 const CUSTOMER_A = "cust-a";
 const CUSTOMER_B = "cust-b";
@@ -32,6 +34,18 @@ const CUSTOMER_B = "cust-b";
 function tokenOf(caller: Caller): string {
   return caller === "customer-a" ? roleToken("customer", CUSTOMER_A) : roleToken(caller);
 }
+
+type Service = "orders" | "vouchers";
+/** The services each caller's token is addressed to, written out: a caller reaching another service is refused before its scopes are read. */
+const ADDRESSED_TO: Record<Caller, Service[]> = {
+  shop: ["orders", "vouchers"],
+  relay: ["vouchers"],
+  reconciler: ["orders", "vouchers"],
+  admin: ["orders", "vouchers"],
+  "customer-a": ["orders", "vouchers"],
+};
+const orderServiceAuth: AuthSettings = { ...testAuth, audience: AUDIENCES.orders };
+const voucherServiceAuth: AuthSettings = { ...testAuth, audience: AUDIENCES.vouchers };
 
 /** Log lines, kept to check what the refusals said (and that no token was written). */
 const logLines: string[] = [];
@@ -44,6 +58,14 @@ const logger = pino(
     },
   }),
 );
+
+/** Whether a log line's message holds `text` and matches `reason` (read from the JSON, as reasons quote with "). */
+function logged(text: string, reason: RegExp): boolean {
+  return logLines.some((l) => {
+    const msg = String(JSON.parse(l).msg);
+    return msg.includes(text) && reason.test(msg);
+  });
+}
 
 interface Clients {
   orders: ReturnType<typeof createClient<typeof OrderService>>;
@@ -96,7 +118,7 @@ describe("access control on both transports", function () {
 
   before(async () => {
     [orderDb, voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
-    voucherSvc = await startVoucherService({ auth: testAuth, databaseUrl: voucherDb.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger, graceMs: 200 });
+    voucherSvc = await startVoucherService({ auth: voucherServiceAuth, databaseUrl: voucherDb.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger, graceMs: 200 });
     orderSvc = await startOrderService({
       config: {
         databaseUrl: orderDb.url,
@@ -106,7 +128,7 @@ describe("access control on both transports", function () {
         poolSize: 4,
         voucherServiceUrl: `http://127.0.0.1:${voucherSvc.grpcPort}`,
         relayEnabled: false,
-        auth: testAuth,
+        auth: orderServiceAuth,
       },
       logger,
       relay: false,
@@ -130,7 +152,11 @@ describe("access control on both transports", function () {
     await Promise.allSettled([orderDb?.drop(), voucherDb?.drop()]);
   });
 
-  /** One valid call of every method; the callers expected to get in; the rest must get PERMISSION_DENIED. */
+  /**
+   * One valid call of every method; the callers expected to get in; the rest
+   * must get PERMISSION_DENIED, or UNAUTHENTICATED where their token is not
+   * addressed to the method's service.
+   */
   const methods: Array<{ name: string; allowed: Caller[]; call: (c: Clients, n: number) => Promise<unknown> }> = [
     {
       name: "OrderService/CreateOrder",
@@ -181,10 +207,13 @@ describe("access control on both transports", function () {
       let n = 0;
       for (const m of methods) {
         it(`${m.name}: lets in ${m.allowed.join(", ")}; refuses the others`, async () => {
+          const service: Service = m.name.startsWith("Voucher") ? "vouchers" : "orders";
           for (const caller of CALLERS) {
             const code = await codeOf(m.call(callerClients(transport, caller), n++));
             if (m.allowed.includes(caller)) {
               expect([Code.PermissionDenied, Code.Unauthenticated], `${caller} should get into ${m.name}`).not.to.include(code);
+            } else if (!ADDRESSED_TO[caller].includes(service)) {
+              expect(code, `${caller} calling ${m.name} with a token for another service`).to.equal(Code.Unauthenticated);
             } else {
               expect(code, `${caller} calling ${m.name}`).to.equal(Code.PermissionDenied);
             }
@@ -217,15 +246,24 @@ describe("access control on both transports", function () {
     const claims = JSON.parse(Buffer.from(p, "base64url").toString());
     const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
     const stranger = newSigningKey(testSigningKey.kid); // same key id, another key
+    const shop = roleClaims("shop", { ttlSeconds: 600 });
     const cases: Array<[string, Interceptor[], RegExp]> = [
       ["no token at all", [], /no bearer token/],
       ["a Basic credential", [header("Basic dXNlcjpwYXNz")], /not a Bearer token/],
       ["a token that is not a JWT", [header("Bearer not-a-token")], /malformed token/],
       ["a forged token (scopes added, signature kept)", [header(`Bearer ${h}.${b64({ ...claims, scope: "admin orders:write" })}.${s}`)], /bad signature/],
-      ["an expired token", [bearerToken(signToken(testSigningKey, { subject: "old", scopes: ["orders:read"], ttlSeconds: 60, issuedAt: 1_000_000 }))], /expired/],
-      ["a token signed by another key under the same key id", [bearerToken(tokenForRole(stranger, "shop", { ttlSeconds: 600 }))], /bad signature/],
-      ["a token from an unknown key id", [bearerToken(tokenForRole(newSigningKey("other"), "shop", { ttlSeconds: 600 }))], /unknown key id/],
-      ["an unsigned token (alg none)", [header(`Bearer ${b64({ alg: "none", kid: testSigningKey.kid })}.${p}.`)], /malformed|unsupported/],
+      ["an expired token", [bearerToken(testToken({ ...shop, subject: "old", ttlSeconds: 60, issuedAt: 1_000_000 }))], /expired/],
+      ["a token signed by another key under the same key id", [bearerToken(testToken(shop, stranger))], /bad signature/],
+      ["a token from an unknown key id", [bearerToken(testToken(shop, newSigningKey("other")))], /unknown key id/],
+      ["an unsigned token (alg none)", [header(`Bearer ${b64({ alg: "none", kid: testSigningKey.kid })}.${p}.`)], /unsupported signature algorithm "none"/],
+      ["a token MAC'd with HS256", [header(`Bearer ${b64({ alg: "HS256", kid: testSigningKey.kid })}.${p}.${s}`)], /unsupported signature algorithm "HS256"/],
+      ["a token from another issuer", [bearerToken(testToken({ ...shop, issuer: "elsewhere" }))], /issued by "elsewhere", not by shop-auth/],
+      [
+        "the shop's token addressed to the voucher service only",
+        [bearerToken(testToken({ ...shop, audience: AUDIENCES.vouchers }))],
+        /token of shop-backend is for audience "voucher-service", not this service \(order-service\)/,
+      ],
+      ["the relay's token (for the voucher service)", [bearerToken(roleToken("relay"))], /token of relay is for audience "voucher-service", not this service \(order-service\)/],
     ];
     for (const transport of ["grpc", "connect"] as const) {
       for (const [what, interceptors, reason] of cases) {
@@ -241,9 +279,19 @@ describe("access control on both transports", function () {
           expect(err?.code, what).to.equal(Code.Unauthenticated);
           expect(err!.rawMessage).to.match(reason);
           expect(await orderRows()).to.equal(before);
-          expect(logLines.some((l) => l.includes("CreateOrder refused: unauthenticated") && reason.test(l))).to.equal(true);
+          expect(logged("CreateOrder refused: unauthenticated", reason)).to.equal(true);
         });
       }
+
+      it(`a token addressed to the order service only over ${transport}: accepted there, refused at the voucher service`, async () => {
+        const c = clients(transport, [bearerToken(testToken({ ...shop, audience: AUDIENCES.orders }))]);
+        expect(await codeOf(c.orders.listSentOrders({}))).to.equal("OK");
+        const err = await c.vouchers.listIssuedVouchers({}).then(() => undefined, (e) => ConnectError.from(e));
+        expect(err?.code).to.equal(Code.Unauthenticated);
+        const reason = /token of shop-backend is for audience "order-service", not this service \(voucher-service\)/;
+        expect(err!.rawMessage).to.match(reason);
+        expect(logged("ListIssuedVouchers refused: unauthenticated", reason)).to.equal(true);
+      });
     }
   });
 
@@ -254,15 +302,15 @@ describe("access control on both transports", function () {
     const signatures = tokens.map((t) => t.split(".")[2]!);
     for (const line of logLines) for (const sig of signatures) expect(line).not.to.contain(sig);
     expect(logLines.some((l) => /may only read its own customer's data.*"caller":"customer:cust-a"|"caller":"customer:cust-a".*may only read its own customer's data/.test(l))).to.equal(true);
-    expect(logLines.some((l) => l.includes('"code":"PermissionDenied"') && l.includes("relay may not call CreateOrder"))).to.equal(true);
+    expect(logLines.some((l) => l.includes('"code":"PermissionDenied"') && l.includes("relay may not call VoidVoucher"))).to.equal(true);
   }));
 
   it("accepts every listed key, so keys can be rotated: add the new one, re-issue tokens, drop the old one", async () => {
     const next = newSigningKey("next-key");
-    const both = { keys: [...testAuth.keys, { kid: next.kid, key: publicKeyFromX(next.x) }] };
-    const onlyNext = { keys: [{ kid: next.kid, key: publicKeyFromX(next.x) }] };
+    const both = { ...voucherServiceAuth, keys: [...testAuth.keys, next.publicJwk] };
+    const onlyNext = { ...voucherServiceAuth, keys: [next.publicJwk] };
     const oldToken = roleToken("shop");
-    const newToken = tokenForRole(next, "shop", { ttlSeconds: 600 });
+    const newToken = await tokenForRole(next, "shop", { ttlSeconds: 600 });
     const db = await freshDatabase("voucher");
     try {
       for (const [auth, expectOld] of [

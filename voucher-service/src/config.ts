@@ -1,4 +1,4 @@
-import { readAuthSettings, type AuthSettings } from "@shop/platform/auth";
+import { AUDIENCES, readAuthSettings, type AuthSettings } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
 import { readServerHardening, type ServerTls } from "@shop/platform/tls";
 
@@ -19,7 +19,13 @@ export interface VoucherServiceConfig {
   poolSize: number;
   /** VOUCHER_MAX_BATCH, default 1000 (the proto's documented maximum): items per BatchIssueVouchers call. */
   maxBatch: number;
-  /** AUTH_PUBLIC_KEYS, required: the public keys whose bearer tokens are accepted (kid=key, comma-separated). */
+  /**
+   * Bearer tokens accepted: the public keys, from one of AUTH_JWKS_FILE (a JWK
+   * set's file, read at start), AUTH_JWKS (the set as JSON) or
+   * AUTH_PUBLIC_KEYS (kid=key, comma-separated), required; AUTH_AUDIENCE, the
+   * aud a token must name, default voucher-service; AUTH_ISSUER, the iss it must
+   * carry, default shop-auth.
+   */
   auth: AuthSettings;
   /** LOG_LEVEL, default info. */
   logLevel: (typeof LOG_LEVELS)[number];
@@ -45,7 +51,7 @@ export function loadVoucherServiceConfig(env: NodeJS.ProcessEnv = process.env): 
     httpPort: r.port("VOUCHER_HTTP_PORT", 8082),
     poolSize: r.int("VOUCHER_DB_POOL_SIZE", 10, { min: 1, max: 200 }),
     maxBatch: r.int("VOUCHER_MAX_BATCH", 1000, { min: 1, max: 1000 }),
-    auth: readAuthSettings(r),
+    auth: readAuthSettings(r, AUDIENCES.vouchers),
     logLevel: r.oneOf("LOG_LEVEL", "info", LOG_LEVELS),
     ...readServerHardening(r, "VOUCHER"),
   };
