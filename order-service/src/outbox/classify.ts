@@ -88,7 +88,7 @@ export function codeName(code: number): string {
 export function misconfigurationHint(code: number): string {
   switch (code as Code) {
     case Code.Unauthenticated:
-      return "the voucher service does not accept the relay's token (missing, expired, or signed by a key it does not trust): check RELAY_TOKEN / RELAY_TOKEN_FILE against the voucher service's AUTH_PUBLIC_KEYS";
+      return "the voucher service does not accept the relay's token (missing, expired, addressed to another service or from another issuer, or signed by a key it does not trust): check RELAY_TOKEN / RELAY_TOKEN_FILE against the voucher service's keys (AUTH_JWKS_FILE, AUTH_JWKS or AUTH_PUBLIC_KEYS), AUTH_AUDIENCE and AUTH_ISSUER";
     case Code.PermissionDenied:
       return "the relay's token lacks the scope IssueVoucher needs (vouchers:issue): give the relay a token of the relay role (npm run auth -- token --key <file> --role relay)";
     case Code.Unimplemented:
