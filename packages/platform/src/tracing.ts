@@ -21,7 +21,7 @@ import { parseTraceParent } from "@opentelemetry/core";
 import type { Resource } from "@opentelemetry/resources";
 import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace";
 import { Code, type Interceptor } from "@connectrpc/connect";
-import { envReader } from "./config.js";
+import { ConfigError, envReader } from "./config.js";
 import { toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
@@ -336,10 +336,18 @@ export function readTracingSettings(env: NodeJS.ProcessEnv): TracingSettings {
  * The resource on every span, by the spec's precedence: the SDK's defaults
  * (telemetry.sdk.*), `defaultServiceName`, host and process, then
  * OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME (both from process.env).
+ * Throws a ConfigError for an OTEL_RESOURCE_ATTRIBUTES the SDK would discard
+ * (it says so only at debug level): a service starts with the resource it was given, or not at all.
  */
 export async function tracingResource(defaultServiceName: string): Promise<Resource> {
   const { defaultResource, detectResources, hostDetector, processDetector, resourceAttributesEnvDetector, resourceFromAttributes, serviceNameEnvDetector } =
     await import("@opentelemetry/resources");
+  const raw = process.env.OTEL_RESOURCE_ATTRIBUTES ?? "";
+  if (raw.split(",").some((pair) => pair.trim() !== "") && Object.keys(resourceAttributesEnvDetector.detect().attributes ?? {}).length === 0) {
+    throw new ConfigError([
+      `OTEL_RESOURCE_ATTRIBUTES=${JSON.stringify(raw)} must be key=value pairs separated by commas, percent-encoded, each key and value at most 255 characters`,
+    ]);
+  }
   const resource = defaultResource()
     .merge(resourceFromAttributes({ "service.name": defaultServiceName }))
     .merge(detectResources({ detectors: [hostDetector, processDetector, resourceAttributesEnvDetector, serviceNameEnvDetector] }));
@@ -449,11 +457,6 @@ async function install(opts: TracingOptions): Promise<Tracing> {
     },
     { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
   );
-  // The detector drops a malformed OTEL_RESOURCE_ATTRIBUTES with a debug message only: say so where it is seen.
-  const { resourceAttributesEnvDetector } = await import("@opentelemetry/resources");
-  if (process.env.OTEL_RESOURCE_ATTRIBUTES?.trim() && Object.keys(resourceAttributesEnvDetector.detect().attributes ?? {}).length === 0) {
-    log.warn("OTEL_RESOURCE_ATTRIBUTES is not key=value,... with percent-encoded values: ignored");
-  }
 
   let exporter = opts.exporter;
   if (!exporter && settings.exporter === "otlp") {

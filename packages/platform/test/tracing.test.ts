@@ -178,6 +178,16 @@ describe("the tracing resource", () => {
     const named = await withProcessEnv({ OTEL_RESOURCE_ATTRIBUTES: attrs, OTEL_SERVICE_NAME: "orders-eu" }, () => tracingResource("order-service"));
     expect(named.attributes).to.include({ "service.name": "orders-eu", team: "shop core" });
   });
+
+  it("refuses an OTEL_RESOURCE_ATTRIBUTES the SDK would discard, naming it", async () => {
+    for (const bad of ["team", "team=a=b", "=x", "team=%zz", `team=${"x".repeat(256)}`]) {
+      const err = await withProcessEnv({ ...unset, OTEL_RESOURCE_ATTRIBUTES: bad }, () => tracingResource("x")).catch((e: unknown) => e);
+      expect(err, bad).to.be.instanceOf(ConfigError);
+      expect((err as ConfigError).problems.join(), bad).to.contain("OTEL_RESOURCE_ATTRIBUTES");
+    }
+    const blank = await withProcessEnv({ ...unset, OTEL_RESOURCE_ATTRIBUTES: " , " }, () => tracingResource("x"));
+    expect(blank.attributes["service.name"]).to.equal("x");
+  });
 });
 
 describe("tracing helpers before initTracing", () => {
