@@ -164,12 +164,7 @@ const callNotes = createContextKey<CallNotes | undefined>(undefined, { descripti
  * log lines of everything below (the refusal's too) carry the trace id.
  */
 function traced(): Interceptor {
-  const names = new WeakMap<DescMethod, string>();
-  return (next) => (req) => {
-    let name = names.get(req.method);
-    if (name === undefined) names.set(req.method, (name = `${req.service.typeName}/${req.method.name}`));
-    return withServerSpan(name, req.header, () => next(req));
-  };
+  return (next) => (req) => withServerSpan(`${req.service.typeName}/${req.method.name}`, req.header, () => next(req));
 }
 
 /**
@@ -180,13 +175,11 @@ function traced(): Interceptor {
  * MAX_MESSAGE_CHARS.
  */
 function observed(logger: Logger, metrics: ProcessMetrics, protocol: string): Interceptor {
-  const labelsOf = new WeakMap<DescMethod, { service: string; method: string }>();
   return (next) => async (req) => {
     let notes = req.contextValues.get(callNotes);
     if (notes) notes.reached = true;
     else req.contextValues.set(callNotes, (notes = { reached: true }));
-    let labels = labelsOf.get(req.method);
-    if (labels === undefined) labelsOf.set(req.method, (labels = { service: req.service.typeName, method: req.method.name }));
+    const labels = { service: req.service.typeName, method: req.method.name };
     const endTimer = metrics.rpc.handling.startTimer(labels);
     try {
       const res = await next(req);
