@@ -230,6 +230,26 @@ describe("the production build and image (npm run build, the Dockerfile's stages
     expect(files).to.include.members(["order-service/drizzle/meta/_journal.json", "voucher-service/drizzle/meta/_journal.json"]);
   });
 
+  it("loads every module of the standalone relay and the reconciler (they get as far as refusing an empty configuration)", async () => {
+    for (const entry of ["order-service/dist/relay-main.js", "reconciler/dist/main.js"]) {
+      const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, [...runtime.entrypoint!.slice(1), entry], {
+          cwd: runtime.dir,
+          env: { PATH: process.env.PATH!, HOME: runtime.dir, ...runtime.env },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        let output = "";
+        child.stdout.on("data", (d) => (output += d));
+        child.stderr.on("data", (d) => (output += d));
+        child.once("error", reject);
+        child.once("exit", (code) => resolve({ code, output }));
+      });
+      expect(output, entry).to.match(/invalid configuration/);
+      expect(output, entry).not.to.match(/ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED|ERR_UNKNOWN_FILE_EXTENSION/);
+      expect(code, entry).to.equal(1);
+    }
+  });
+
   it("fails the build on a type error", async () => {
     // The build stage's copy, already built: the incremental build rechecks the changed workspace and its dependents.
     appendFileSync(path.join(build.dir, "order-service/src/main.ts"), '\nexport const notANumber: number = "a string";\n');
