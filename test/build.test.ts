@@ -139,7 +139,7 @@ class ImageProcess {
   start(): void {
     const [node, ...flags] = this.stage.entrypoint!;
     expect(node).to.equal("node");
-    // Only the image's ENV and the service's settings: no NODE_OPTIONS, so no development condition and no tsx.
+    // Only the image's ENV and the service's settings: no NODE_OPTIONS, so no shop-source condition and no tsx.
     const env = { PATH: process.env.PATH!, HOME: this.stage.dir, ...this.stage.env, ...testAuthEnv, ...this.env };
     this.child = spawn(process.execPath, [...flags, this.entry], { cwd: this.stage.dir, env, stdio: ["ignore", "pipe", "pipe"] });
     this.child.stdout!.on("data", (d) => (this.output += d));

@@ -26,7 +26,7 @@ const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
 /**
  * The environment of the processes that play the SDK's user: none of this
  * test run's own settings, above all not NODE_OPTIONS's
- * --conditions=development (which resolves the workspace's packages to their
+ * --conditions=shop-source (which resolves the workspace's packages to their
  * TypeScript sources) nor the npm_* variables of `npm run`, which would point
  * npm at the workspace.
  */

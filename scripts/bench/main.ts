@@ -148,7 +148,7 @@ async function main(): Promise<void> {
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   const profileDir = path.join(ROOT, "bench-results", "profiles");
   // NODE_OPTIONS refuses --cpu-prof; the preload profiles the main thread instead. The caller's NODE_OPTIONS stay:
-  // npm run bench sets the development condition there, which the services' tsx runs need.
+  // npm run bench sets the shop-source condition there, which the services' tsx runs need.
   const profileEnv = (name: string): Record<string, string> =>
     PROFILE ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${path.join(ROOT, "scripts/bench/cpu-profile.mjs")}`, CPU_PROFILE_DIR: profileDir, CPU_PROFILE_NAME: name } : {};
   try {
