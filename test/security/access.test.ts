@@ -263,7 +263,7 @@ describe("access control on both transports", function () {
         [bearerToken(testToken({ ...shop, audience: AUDIENCES.vouchers }))],
         /token of shop-backend is for audience "voucher-service", not this service \(order-service\)/,
       ],
-      ["the relay's token (for the voucher service)", [bearerToken(roleToken("relay"))], /token of relay is for audience "voucher-service", not this service \(order-service\)/],
+      ["the relay's token (for the voucher service)", [bearerToken(roleToken("relay"))], /token of relay is for audience \["voucher-service","payment-service"\], not this service \(order-service\)/],
     ];
     for (const transport of ["grpc", "connect"] as const) {
       for (const [what, interceptors, reason] of cases) {

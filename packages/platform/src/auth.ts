@@ -39,12 +39,20 @@ export const SCOPES = {
   vouchersReadOwn: "vouchers:read:own",
   /** The order service's admin API: dead voucher deliveries. */
   admin: "admin",
+  /** Open accounts and top them up (the shop backend). */
+  paymentsWrite: "payments:write",
+  /** Read any customer's account and statement (the shop backend, the reconciler). */
+  paymentsRead: "payments:read",
+  /** Read the account of the customer named in the token only. */
+  paymentsReadOwn: "payments:read:own",
+  /** Charge and refund orders (the order service's relay only). */
+  paymentsCharge: "payments:charge",
 } as const;
 export type Scope = (typeof SCOPES)[keyof typeof SCOPES];
 const ALL_SCOPES = new Set<string>(Object.values(SCOPES));
 
 /** The services' default audiences (AUTH_AUDIENCE): the value of aud that addresses a token to each. */
-export const AUDIENCES = { orders: "order-service", vouchers: "voucher-service" } as const;
+export const AUDIENCES = { orders: "order-service", vouchers: "voucher-service", payments: "payment-service" } as const;
 
 /** The default issuer (AUTH_ISSUER): the iss that tokens carry and services expect. */
 export const DEFAULT_ISSUER = "shop-auth";
@@ -63,23 +71,30 @@ const SCOPE_AUDIENCE: Record<Scope, string> = {
   [SCOPES.vouchersVoid]: AUDIENCES.vouchers,
   [SCOPES.vouchersRead]: AUDIENCES.vouchers,
   [SCOPES.vouchersReadOwn]: AUDIENCES.vouchers,
+  [SCOPES.paymentsWrite]: AUDIENCES.payments,
+  [SCOPES.paymentsRead]: AUDIENCES.payments,
+  [SCOPES.paymentsReadOwn]: AUDIENCES.payments,
+  [SCOPES.paymentsCharge]: AUDIENCES.payments,
 };
 
 /** The callers this system has, and the scopes each one's token carries. */
 export const ROLES = {
-  shop: { subject: "shop-backend", scopes: [SCOPES.ordersWrite, SCOPES.ordersRead, SCOPES.vouchersRead] },
-  relay: { subject: "relay", scopes: [SCOPES.vouchersIssue] },
+  shop: {
+    subject: "shop-backend",
+    scopes: [SCOPES.ordersWrite, SCOPES.ordersRead, SCOPES.vouchersRead, SCOPES.paymentsWrite, SCOPES.paymentsRead],
+  },
+  relay: { subject: "relay", scopes: [SCOPES.vouchersIssue, SCOPES.paymentsCharge] },
   reconciler: {
     subject: "reconciler",
-    scopes: [SCOPES.ordersRead, SCOPES.ordersRequeue, SCOPES.vouchersRead, SCOPES.vouchersIssue, SCOPES.vouchersVoid],
+    scopes: [SCOPES.ordersRead, SCOPES.ordersRequeue, SCOPES.vouchersRead, SCOPES.vouchersIssue, SCOPES.vouchersVoid, SCOPES.paymentsRead],
   },
   admin: { subject: "operator", scopes: [SCOPES.admin, SCOPES.ordersRead, SCOPES.vouchersRead] },
-  customer: { subject: "customer", scopes: [SCOPES.ordersReadOwn, SCOPES.vouchersReadOwn] },
+  customer: { subject: "customer", scopes: [SCOPES.ordersReadOwn, SCOPES.vouchersReadOwn, SCOPES.paymentsReadOwn] },
 } satisfies Record<string, { subject: string; scopes: Scope[] }>;
 export type Role = keyof typeof ROLES;
 export const ROLE_NAMES = Object.keys(ROLES) as Role[];
 
-/** The services a role's token is addressed to: those of its scopes (the relay's: the voucher service only). */
+/** The services a role's token is addressed to: those of its scopes (the relay's: the voucher and payment services only). */
 export function roleAudience(role: Role): string[] {
   return [...new Set(ROLES[role].scopes.map((s: Scope) => SCOPE_AUDIENCE[s]))];
 }
@@ -389,7 +404,7 @@ export function createTokenVerifier(settings: AuthSettings): (token: string, now
     if (customerId !== undefined && (typeof customerId !== "string" || customerId === "")) {
       throw new TokenError(`token of ${who} has a malformed customer_id claim`);
     }
-    if ((scopes.has(SCOPES.ordersReadOwn) || scopes.has(SCOPES.vouchersReadOwn)) && customerId === undefined) {
+    if ((scopes.has(SCOPES.ordersReadOwn) || scopes.has(SCOPES.vouchersReadOwn) || scopes.has(SCOPES.paymentsReadOwn)) && customerId === undefined) {
       throw new TokenError(`token of ${who} has a customer scope but names no customer (customer_id)`);
     }
     return { subject: sub, scopes, customerId: customerId as string | undefined, keyId: kid, expiresAt: exp! };

@@ -140,11 +140,11 @@ describe("bearer tokens", () => {
 
   it("of each role are addressed to the services its scopes are used at", () => {
     expect(Object.fromEntries((["shop", "relay", "reconciler", "admin", "customer"] as const).map((r) => [r, roleAudience(r)]))).to.deep.equal({
-      shop: [ORDERS, VOUCHERS],
-      relay: [VOUCHERS],
-      reconciler: [ORDERS, VOUCHERS],
+      shop: [ORDERS, VOUCHERS, AUDIENCES.payments],
+      relay: [VOUCHERS, AUDIENCES.payments],
+      reconciler: [ORDERS, VOUCHERS, AUDIENCES.payments],
       admin: [ORDERS, VOUCHERS],
-      customer: [ORDERS, VOUCHERS],
+      customer: [ORDERS, VOUCHERS, AUDIENCES.payments],
     });
   });
 });
@@ -329,7 +329,7 @@ describe("npm run auth", function () {
       }
       const { stdout: relay } = await auth("token", "--key", nextFile, "--role", "relay");
       expect((await at(VOUCHERS)(relay.trim())).subject).to.equal("relay");
-      expect(await at(ORDERS)(relay.trim()).catch((e: Error) => e.message)).to.match(/for audience "voucher-service", not this service \(order-service\)/);
+      expect(await at(ORDERS)(relay.trim()).catch((e: Error) => e.message)).to.match(/for audience \["voucher-service","payment-service"\], not this service \(order-service\)/);
       const { stdout: narrowed } = await auth("token", "--key", keyFile, "--role", "shop", "--aud", ORDERS);
       await at(ORDERS)(narrowed.trim());
       expect(await at(VOUCHERS)(narrowed.trim()).catch((e: Error) => e.message)).to.match(/for audience "order-service"/);

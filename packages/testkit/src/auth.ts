@@ -56,7 +56,7 @@ export function roleToken(role: Role, customerId?: string): string {
  */
 export const allScopesToken = testToken({
   subject: "test-harness",
-  scopes: Object.values(SCOPES).filter((s) => s !== SCOPES.ordersReadOwn && s !== SCOPES.vouchersReadOwn),
+  scopes: Object.values(SCOPES).filter((s) => s !== SCOPES.ordersReadOwn && s !== SCOPES.vouchersReadOwn && s !== SCOPES.paymentsReadOwn),
   audience: [AUDIENCES.orders, AUDIENCES.vouchers],
   ttlSeconds: DAY,
 });
