@@ -14,6 +14,7 @@ WORKDIR /app
 # npm ci needs every workspace's package.json to link the workspaces.
 COPY package.json package-lock.json ./
 COPY packages/platform/package.json packages/platform/
+COPY packages/engine/package.json packages/engine/
 COPY packages/rules/package.json packages/rules/
 COPY packages/sdk/package.json packages/sdk/
 COPY packages/testkit/package.json packages/testkit/
@@ -35,6 +36,7 @@ ENV NODE_ENV=production \
 # The test kit's manifest is left out: npm ci then links only the workspaces production runs.
 COPY package.json package-lock.json ./
 COPY packages/platform/package.json packages/platform/
+COPY packages/engine/package.json packages/engine/
 COPY packages/rules/package.json packages/rules/
 COPY packages/sdk/package.json packages/sdk/
 COPY order-service/package.json order-service/
@@ -42,6 +44,7 @@ COPY voucher-service/package.json voucher-service/
 COPY reconciler/package.json reconciler/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/packages/platform/dist packages/platform/dist
+COPY --from=build /app/packages/engine/dist packages/engine/dist
 COPY --from=build /app/packages/rules/dist packages/rules/dist
 COPY --from=build /app/packages/sdk/dist packages/sdk/dist
 COPY --from=build /app/order-service/dist order-service/dist

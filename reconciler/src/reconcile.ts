@@ -5,7 +5,7 @@ import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
 import type { OrderClient, VoucherClient } from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
 import { newId } from "@shop/platform/ids";
-import { classifyCode, codeName, failureCause } from "@shop/order-service/outbox/classify";
+import { classifyCode, codeName, failureCause } from "@shop/engine/classify";
 import { checkSentOrders, checkVouchers, findingKey, REPAIR_OF, type DriftKind, type Finding, type QualifiesFn } from "./compare.js";
 import type { Window } from "./state.js";
 

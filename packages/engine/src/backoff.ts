@@ -9,7 +9,7 @@ export interface BackoffPolicy {
 /**
  * Delay before the next attempt of a row that has failed `attempts` times:
  * capped exponential with full jitter, a uniform pick in [0, min(max, base·2^(attempts-1))).
- * Full jitter spreads the rows of a batch that failed together (the voucher
+ * Full jitter spreads the rows of a batch that failed together (the receiving
  * service was down for all of them), so they do not all come back in one
  * thundering batch when it recovers.
  */

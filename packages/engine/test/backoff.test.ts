@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { errorPauseMs, retryDelayMs } from "../../src/outbox/backoff.js";
+import { errorPauseMs, retryDelayMs } from "../src/backoff.js";
 
 describe("outbox backoff", () => {
   const policy = { baseMs: 500, maxMs: 300_000 };
