@@ -305,14 +305,21 @@ function buildSql(
  * The CREATE TABLE of a flow's outbox: the engine's columns and indexes
  * around the flow's own column definitions (`order_id VARCHAR(26) COLLATE
  * utf8mb4_bin NOT NULL`, ...) and any extra index lines. For a flow's
- * migration; the voucher flow's table predates it and has exactly this shape.
+ * migration; the voucher flow's table predates it and has this shape.
+ *
+ * status is ASCII: MariaDB 10.11 drops `status = 'pending'` as a constant of
+ * the claim's ORDER BY (and sorts: "Using filesort") when the column's
+ * collation differs from the connection's, as utf8mb4_bin does from the
+ * pool's utf8mb4_unicode_ci. A string literal converts to ASCII exactly, so
+ * the index order serves whatever the connection's collation is (the note
+ * flow's test EXPLAINs it).
  */
 export function outboxTableDdl(table: string, columnDefinitions: readonly string[], extraIndexes: readonly string[] = []): string {
   checkIdentifier("outbox table", table);
   return `CREATE TABLE IF NOT EXISTS ${table} (
   id BIGINT UNSIGNED AUTO_INCREMENT NOT NULL,
 ${columnDefinitions.map((c) => `  ${c},`).join("\n")}
-  status VARCHAR(16) NOT NULL,
+  status VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   attempts INT NOT NULL DEFAULT 0,
   next_attempt_at DATETIME(3) NOT NULL,
   locked_by VARCHAR(64) COLLATE utf8mb4_bin,
@@ -323,5 +330,5 @@ ${columnDefinitions.map((c) => `  ${c},`).join("\n")}
   PRIMARY KEY (id),
   INDEX ${table}_claim_idx (status, next_attempt_at, id),
   INDEX ${table}_delivered_idx (status, delivered_at, id)${extraIndexes.map((i) => `,\n  ${i}`).join("")}
-) DEFAULT CHARSET = utf8mb4`;
+) DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`;
 }
