@@ -4,11 +4,13 @@ import { createClient, type Client, type Interceptor, type Transport } from "@co
 import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { OrderAdminService } from "./gen/shop/order/v1/order_admin_pb.js";
 import { OrderService } from "./gen/shop/order/v1/order_pb.js";
+import { PaymentService } from "./gen/shop/payment/v1/payment_pb.js";
 import { VoucherService } from "./gen/shop/voucher/v1/voucher_pb.js";
 
 export type OrderClient = Client<typeof OrderService>;
 export type OrderAdminClient = Client<typeof OrderAdminService>;
 export type VoucherClient = Client<typeof VoucherService>;
+export type PaymentClient = Client<typeof PaymentService>;
 
 export interface ClientOptions {
   /**
@@ -98,6 +100,12 @@ export function createOrderClient(opts: ClientOptions): ClosableClient<OrderClie
 export function createVoucherClient(opts: ClientOptions): ClosableClient<VoucherClient> {
   const { transport, close } = transportFor(opts);
   return { client: createClient(VoucherService, transport), close };
+}
+
+/** The payment service: accounts, top-ups, statements; ChargeOrder and RefundOrder for the order service's relay. */
+export function createPaymentClient(opts: ClientOptions): ClosableClient<PaymentClient> {
+  const { transport, close } = transportFor(opts);
+  return { client: createClient(PaymentService, transport), close };
 }
 
 /** The order service's admin API (dead voucher deliveries), on the order service's gRPC port. */
