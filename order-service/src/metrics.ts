@@ -1,7 +1,8 @@
 import type { Pool } from "@shop/platform/db";
 import type { Logger } from "@shop/platform/logger";
-import { createMetrics, Counter, Gauge, Histogram, type ProcessMetrics, type Registry } from "@shop/platform/metrics";
-import { readOutboxStats, type OutboxStats } from "./outbox/stats.js";
+import { createDeliveryMetrics, registerOutboxGauges as registerFlowGauges } from "@shop/engine/metrics";
+import { createMetrics, type Counter, type Histogram, type ProcessMetrics, type Registry } from "@shop/platform/metrics";
+import { voucherOutbox } from "./outbox/voucher-flow.js";
 
 /** What the relay records; optional in RelayDeps so tests and tools can run a relay without it. */
 export interface RelayMetrics {
@@ -25,43 +26,31 @@ export interface RelayMetrics {
 }
 
 /**
- * Seconds. Normally tens of milliseconds (the relay is woken by the commit);
- * the long tail is retries with backoff and outages, up to the 5-minute
- * backoff cap and beyond.
+ * The relay's metrics, under their established names: the engine's delivery
+ * metrics for the voucher flow.
  */
-const COMMIT_TO_ISSUE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600];
-
 export function createRelayMetrics(registry: Registry): RelayMetrics {
-  const deliveries = new Counter({
-    name: "relay_deliveries_total",
-    help: "Outbox rows settled by the relay, by result: delivered, retry, dead, stale (lease lost, write fenced off).",
-    labelNames: ["result"] as const,
-    registers: [registry],
+  const m = createDeliveryMetrics(registry, {
+    deliveries: {
+      name: "relay_deliveries_total",
+      help: "Outbox rows settled by the relay, by result: delivered, retry, dead, stale (lease lost, write fenced off).",
+    },
+    callFailures: {
+      name: "relay_call_failures_total",
+      help:
+        "Calls to the voucher service that failed as a whole, by gRPC status and cause: misconfigured (the relay's token, scope or URL), " +
+        "unavailable (outage), suspect (may be a poison request), request (refused for good).",
+    },
+    splits: {
+      name: "relay_batch_split_rows_total",
+      help: "Rows of voucher batches that failed as a whole with a code their content may have caused, and were split to find the row at fault.",
+    },
+    commitToAck: {
+      name: "voucher_commit_to_issue_seconds",
+      help: "Time from the commit that requested a voucher (outbox created_at) to the relay's ack of the issued voucher.",
+    },
   });
-  // Present from the start, so rate() and alerts see 0 rather than no series.
-  for (const result of ["delivered", "retry", "dead", "stale"]) deliveries.inc({ result }, 0);
-  const callFailures = new Counter({
-    name: "relay_call_failures_total",
-    help:
-      "Calls to the voucher service that failed as a whole, by gRPC status and cause: misconfigured (the relay's token, scope or URL), " +
-      "unavailable (outage), suspect (may be a poison request), request (refused for good).",
-    labelNames: ["code", "cause"] as const,
-    registers: [registry],
-  });
-  // The series the alerts watch, present from the start.
-  for (const code of ["UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED"]) callFailures.inc({ code, cause: "misconfigured" }, 0);
-  const splits = new Counter({
-    name: "relay_batch_split_rows_total",
-    help: "Rows of voucher batches that failed as a whole with a code their content may have caused, and were split to find the row at fault.",
-    registers: [registry],
-  });
-  const commitToIssue = new Histogram({
-    name: "voucher_commit_to_issue_seconds",
-    help: "Time from the commit that requested a voucher (outbox created_at) to the relay's ack of the issued voucher.",
-    buckets: COMMIT_TO_ISSUE_BUCKETS,
-    registers: [registry],
-  });
-  return { deliveries, callFailures, splits, commitToIssue };
+  return { deliveries: m.deliveries, callFailures: m.callFailures, splits: m.splits, commitToIssue: m.commitToAck };
 }
 
 export interface OutboxGaugeOptions {
@@ -80,51 +69,23 @@ export interface OutboxGaugeOptions {
 
 /**
  * voucher_outbox_pending, voucher_outbox_dead and
- * voucher_outbox_oldest_pending_age_seconds, read at scrape time with one
- * query (see OUTBOX_STATS_SQL). A failed reading is logged and the last good
- * one is served: a database outage shows on /readyz and in the RPC error
- * codes, and the scrape keeps its other metrics.
+ * voucher_outbox_oldest_pending_age_seconds: the engine's outbox gauges on
+ * the voucher flow, read at scrape time with one query (see OUTBOX_STATS_SQL)
+ * and cached; a failed reading is logged and the last good one is served.
  */
 export function registerOutboxGauges(opts: OutboxGaugeOptions): void {
-  const cacheMs = opts.cacheMs ?? 5_000;
-  const timeoutMs = opts.timeoutMs ?? 2_000;
-  const log = opts.logger.child({ component: "metrics" });
-  let last: OutboxStats = { pending: 0, dead: 0, oldestPendingAgeSeconds: 0 };
-  let reading: { at: number; stats: Promise<OutboxStats> } | undefined;
-
-  const current = (): Promise<OutboxStats> => {
-    const now = Date.now();
-    if (!reading || now - reading.at >= cacheMs) {
-      reading = {
-        at: now,
-        stats: readOutboxStats(opts.pool, timeoutMs).then(
-          (s) => (last = s),
-          (err) => {
-            log.warn({ err }, "reading the outbox gauges failed; serving the last reading");
-            return last;
-          },
-        ),
-      };
-    }
-    return reading.stats;
-  };
-
-  const gauge = (name: string, help: string, pick: (s: OutboxStats) => number) =>
-    new Gauge({
-      name,
-      help,
-      registers: [opts.registry],
-      async collect() {
-        this.set(pick(await current()));
+  registerFlowGauges({
+    ...opts,
+    flow: voucherOutbox,
+    names: {
+      pending: { name: "voucher_outbox_pending", help: "Voucher requests waiting for delivery (outbox rows with status pending)." },
+      dead: { name: "voucher_outbox_dead", help: "Voucher requests the voucher service refused for good (status dead), until requeued." },
+      oldestPendingAgeSeconds: {
+        name: "voucher_outbox_oldest_pending_age_seconds",
+        help: "Age of the oldest pending voucher request (database clock); 0 when none is pending.",
       },
-    });
-  gauge("voucher_outbox_pending", "Voucher requests waiting for delivery (outbox rows with status pending).", (s) => s.pending);
-  gauge("voucher_outbox_dead", "Voucher requests the voucher service refused for good (status dead), until requeued.", (s) => s.dead);
-  gauge(
-    "voucher_outbox_oldest_pending_age_seconds",
-    "Age of the oldest pending voucher request (database clock); 0 when none is pending.",
-    (s) => s.oldestPendingAgeSeconds,
-  );
+    },
+  });
 }
 
 export interface OrderMetrics extends ProcessMetrics {

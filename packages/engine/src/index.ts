@@ -52,4 +52,13 @@ export {
   type RelayDeps,
   type RequestLimits,
 } from "./relay.js";
+export {
+  COMMIT_TO_ACK_BUCKETS,
+  createDeliveryMetrics,
+  registerOutboxGauges,
+  type DeliveryMetricNames,
+  type MetricName,
+  type OutboxGaugeOptions,
+  type RegisteredDeliveryMetrics,
+} from "./metrics.js";
 export { readOutboxStats, type OutboxStats } from "./stats.js";

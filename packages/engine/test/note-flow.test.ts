@@ -3,12 +3,14 @@ import { expect } from "chai";
 import type { RowDataPacket } from "mysql2/promise";
 import { pino } from "pino";
 import { createPool, type Pool } from "@shop/platform/db";
+import { Registry } from "@shop/platform/metrics";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { ack } from "../src/ack.js";
 import { claimDue } from "../src/claim.js";
 import { removeDeliveredBatch } from "../src/cleanup.js";
 import { listDead, requeueDead } from "../src/dead.js";
 import { defineFlow, outboxTableDdl, type ItemResult } from "../src/flow.js";
+import { createDeliveryMetrics, registerOutboxGauges } from "../src/metrics.js";
 import { Relay, RELAY_DEFAULTS, type RelayConfig } from "../src/relay.js";
 import { readOutboxStats } from "../src/stats.js";
 
@@ -192,6 +194,43 @@ describe("a second flow on the engine (note_outbox, a fake receiver)", () => {
     expect(all.map((r) => r.receipt)).to.deep.equal(keys.map((k) => `r-${k}`));
     expect(receiver.effects).to.equal(keys.length);
     expect(all.every((r) => r.attempts === 1), "no row needed a second attempt").to.equal(true);
+  });
+
+  it("counts its deliveries and shows its outbox in gauges under names of its own", async () => {
+    await write(["m1", "m2", "m3"]);
+    receiver.refused.add("m3");
+    const registry = new Registry();
+    const metrics = createDeliveryMetrics(registry, {
+      deliveries: { name: "note_deliveries_total", help: "Notes settled." },
+      callFailures: { name: "note_call_failures_total", help: "Note calls failed as a whole." },
+      splits: { name: "note_batch_split_rows_total", help: "Note rows split." },
+      commitToAck: { name: "note_commit_to_ack_seconds", help: "Commit to ack." },
+    });
+    registerOutboxGauges({
+      registry,
+      pool,
+      flow,
+      logger: quiet,
+      cacheMs: 0,
+      names: {
+        pending: { name: "note_outbox_pending", help: "Pending notes." },
+        dead: { name: "note_outbox_dead", help: "Dead notes." },
+        oldestPendingAgeSeconds: { name: "note_outbox_oldest_pending_age_seconds", help: "Oldest pending note." },
+      },
+    });
+    const relay = new Relay({ pool, flow, logger: quiet, config: CONFIG, component: "note-relay", metrics });
+    relay.start();
+    try {
+      await eventually("every row is settled", async () => (await rows()).every((r) => r.status !== "pending"));
+    } finally {
+      await relay.stop();
+    }
+    const text = await registry.metrics();
+    expect(text).to.include('note_deliveries_total{result="delivered"} 2');
+    expect(text).to.include('note_deliveries_total{result="dead"} 1');
+    expect(text).to.include("note_commit_to_ack_seconds_count 2");
+    expect(text).to.include("note_outbox_pending 0");
+    expect(text).to.include("note_outbox_dead 1");
   });
 
   it("leases disjoint rows to concurrent claims, and fences the ack of a claimer whose lease ran out", async () => {
