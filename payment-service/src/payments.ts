@@ -180,6 +180,7 @@ export class Payments {
     if (answer.kind === "conflict") {
       throw alreadyExists(`top-up request ${req.requestId} was made before with other facts (${answer.recordedFacts}); nothing moved`);
     }
+    failpoint("payment.topup.after-commit");
     const movement = revive({ movement: answer.outcome }).movement!;
     if (answer.kind === "handled") this.logger.info({ customerId: req.customerId, requestId: req.requestId, amountCents: req.amountCents }, "account topped up");
     return { account: await this.getAccount(req.customerId), movement, applied: answer.kind === "handled" };
