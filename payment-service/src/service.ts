@@ -43,7 +43,6 @@ export interface RunningPaymentService {
   stop(): Promise<void>;
 }
 
-const READY_TIMEOUT_MS = 2_000;
 
 /**
  * Starts the whole service in this process: pool, wait for the database,
@@ -68,7 +67,8 @@ export async function startPaymentService(opts: PaymentServiceOptions): Promise<
       maxMessageBytes: opts.maxMessageBytes,
       logger,
       metrics,
-      isReady: () => isReachable(payments),
+      // startServers bounds the wait (readyTimeoutMs) and answers 503 on a refusal.
+      isReady: () => payments.ping().then(() => true),
     });
     let stopping: Promise<void> | undefined;
     return {
@@ -89,20 +89,5 @@ export async function startPaymentService(opts: PaymentServiceOptions): Promise<
   } catch (err) {
     await pool.end().catch(() => {});
     throw err;
-  }
-}
-
-/** /readyz answers within READY_TIMEOUT_MS even when the database hangs. */
-async function isReachable(payments: Payments): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), READY_TIMEOUT_MS);
-  });
-  try {
-    return await Promise.race([payments.ping().then(() => true), timeout]);
-  } catch {
-    return false;
-  } finally {
-    clearTimeout(timer);
   }
 }

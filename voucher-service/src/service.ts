@@ -46,7 +46,6 @@ export interface RunningVoucherService {
   stop(): Promise<void>;
 }
 
-const READY_TIMEOUT_MS = 2_000;
 
 /**
  * Starts the whole service in this process: pool, wait for the database,
@@ -72,7 +71,8 @@ export async function startVoucherService(opts: VoucherServiceOptions): Promise<
       maxMessageBytes: opts.maxMessageBytes,
       logger,
       metrics,
-      isReady: () => isReachable(store),
+      // startServers bounds the wait (readyTimeoutMs) and answers 503 on a refusal.
+      isReady: () => store.ping().then(() => true),
     });
     let stopping: Promise<void> | undefined;
     return {
@@ -93,20 +93,5 @@ export async function startVoucherService(opts: VoucherServiceOptions): Promise<
   } catch (err) {
     await pool.end().catch(() => {});
     throw err;
-  }
-}
-
-/** /readyz answers within READY_TIMEOUT_MS even when the database hangs. */
-async function isReachable(store: VoucherStore): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), READY_TIMEOUT_MS);
-  });
-  try {
-    return await Promise.race([store.ping().then(() => true), timeout]);
-  } catch {
-    return false;
-  } finally {
-    clearTimeout(timer);
   }
 }
