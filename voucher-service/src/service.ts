@@ -1,8 +1,4 @@
-import type { AuthSettings } from "@shop/platform/auth";
-import { createPool, waitForDatabase, withMigrationPool } from "@shop/platform/db";
-import type { Logger } from "@shop/platform/logger";
-import { startServers } from "@shop/platform/servers";
-import type { ServerTls } from "@shop/platform/tls";
+import { startDatabaseService, type DatabaseServiceOptions, type RunningDatabaseService } from "@shop/platform/database-service";
 import { VoucherService } from "@shop/sdk/voucher";
 import { migrateVoucherDatabase } from "./db/migrate.js";
 import { VoucherStore } from "./db/voucher-store.js";
@@ -11,87 +7,26 @@ import { createVoucherServiceImpl } from "./grpc/routes.js";
 import { createVoucherMetrics, type VoucherMetrics } from "./metrics.js";
 import { createVouchers } from "./vouchers.js";
 
-export interface VoucherServiceOptions {
-  databaseUrl: string;
-  /** A user that may change the schema, for migrations only; default databaseUrl. */
-  migrationDatabaseUrl?: string;
-  host: string;
-  /** 0 picks a free port (tests). */
-  grpcPort: number;
-  /** 0 picks a free port (tests). */
-  httpPort: number;
-  logger: Logger;
-  /** Public keys whose bearer tokens are accepted. */
-  auth: AuthSettings;
-  /** Database connections. Default 10. */
-  poolSize?: number;
+export interface VoucherServiceOptions extends DatabaseServiceOptions {
   /** Items per BatchIssueVouchers call. Default 1000. */
   maxBatch?: number;
-  /** How long stop() lets calls in flight finish. Default 10 s. */
-  graceMs?: number;
-  /** TLS on both ports, mTLS when it has a client CA. Default plaintext. */
-  tls?: ServerTls;
-  /** Serve gRPC reflection. Default true. */
-  reflection?: boolean;
-  /** Largest request accepted. Default 1 MiB. */
-  maxMessageBytes?: number;
 }
 
-export interface RunningVoucherService {
-  grpcPort: number;
-  httpPort: number;
-  /** The registry served on /metrics. */
-  metrics: VoucherMetrics;
-  /** Stops serving (calls in flight finish), then closes the pool. Idempotent. */
-  stop(): Promise<void>;
-}
-
+export type RunningVoucherService = RunningDatabaseService<VoucherMetrics>;
 
 /**
  * Starts the whole service in this process: pool, wait for the database,
  * migrations, servers. main.ts runs it; other packages' tests run it in-process.
  */
-export async function startVoucherService(opts: VoucherServiceOptions): Promise<RunningVoucherService> {
-  const { logger } = opts;
-  const pool = createPool({ url: opts.databaseUrl, connectionLimit: opts.poolSize ?? 10 });
-  try {
-    await waitForDatabase(pool, logger);
-    await withMigrationPool(opts.migrationDatabaseUrl, pool, (p) => migrateVoucherDatabase(p, logger));
+export function startVoucherService(opts: VoucherServiceOptions): Promise<RunningVoucherService> {
+  return startDatabaseService(opts, migrateVoucherDatabase, (pool) => {
     const store = new VoucherStore(pool);
-    const vouchers = createVouchers({ store, logger, maxBatch: opts.maxBatch });
+    const vouchers = createVouchers({ store, logger: opts.logger, maxBatch: opts.maxBatch });
     const metrics = createVoucherMetrics();
-    const servers = await startServers({
-      host: opts.host,
-      grpcPort: opts.grpcPort,
-      httpPort: opts.httpPort,
-      services: [{ service: VoucherService, impl: createVoucherServiceImpl({ vouchers, issued: metrics.issued }), access: VOUCHER_SERVICE_ACCESS }],
-      auth: opts.auth,
-      tls: opts.tls,
-      reflection: opts.reflection,
-      maxMessageBytes: opts.maxMessageBytes,
-      logger,
-      metrics,
-      // startServers bounds the wait (readyTimeoutMs) and answers 503 on a refusal.
-      isReady: () => store.ping().then(() => true),
-    });
-    let stopping: Promise<void> | undefined;
     return {
-      grpcPort: servers.grpcPort,
-      httpPort: servers.httpPort,
+      services: [{ service: VoucherService, impl: createVoucherServiceImpl({ vouchers, issued: metrics.issued }), access: VOUCHER_SERVICE_ACCESS }],
       metrics,
-      stop() {
-        stopping ??= (async () => {
-          try {
-            await servers.close(opts.graceMs ?? 10_000);
-          } finally {
-            await pool.end();
-          }
-        })();
-        return stopping;
-      },
+      isReady: () => store.ping().then(() => true),
     };
-  } catch (err) {
-    await pool.end().catch(() => {});
-    throw err;
-  }
+  });
 }
