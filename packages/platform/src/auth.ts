@@ -29,6 +29,8 @@ export const SCOPES = {
   ordersReadOwn: "orders:read:own",
   /** Put an order's voucher request back on the relay's queue (the reconciler). */
   ordersRequeue: "orders:requeue",
+  /** Record a payment decision on an order (the payment service's relay, the reconciler). */
+  ordersPaymentOutcome: "orders:payment-outcome",
   /** Issue vouchers (the relay, the reconciler). */
   vouchersIssue: "vouchers:issue",
   /** Void vouchers (the reconciler). */
@@ -66,6 +68,7 @@ const SCOPE_AUDIENCE: Record<Scope, string> = {
   [SCOPES.ordersRead]: AUDIENCES.orders,
   [SCOPES.ordersReadOwn]: AUDIENCES.orders,
   [SCOPES.ordersRequeue]: AUDIENCES.orders,
+  [SCOPES.ordersPaymentOutcome]: AUDIENCES.orders,
   [SCOPES.admin]: AUDIENCES.orders,
   [SCOPES.vouchersIssue]: AUDIENCES.vouchers,
   [SCOPES.vouchersVoid]: AUDIENCES.vouchers,
@@ -84,9 +87,19 @@ export const ROLES = {
     scopes: [SCOPES.ordersWrite, SCOPES.ordersRead, SCOPES.vouchersRead, SCOPES.paymentsWrite, SCOPES.paymentsRead],
   },
   relay: { subject: "relay", scopes: [SCOPES.vouchersIssue, SCOPES.paymentsCharge] },
+  /** The payment service's relay: delivers charge and refund outcomes to the order service, nothing else. */
+  "payment-relay": { subject: "payment-relay", scopes: [SCOPES.ordersPaymentOutcome] },
   reconciler: {
     subject: "reconciler",
-    scopes: [SCOPES.ordersRead, SCOPES.ordersRequeue, SCOPES.vouchersRead, SCOPES.vouchersIssue, SCOPES.vouchersVoid, SCOPES.paymentsRead],
+    scopes: [
+      SCOPES.ordersRead,
+      SCOPES.ordersRequeue,
+      SCOPES.ordersPaymentOutcome,
+      SCOPES.vouchersRead,
+      SCOPES.vouchersIssue,
+      SCOPES.vouchersVoid,
+      SCOPES.paymentsRead,
+    ],
   },
   admin: { subject: "operator", scopes: [SCOPES.admin, SCOPES.ordersRead, SCOPES.vouchersRead] },
   customer: { subject: "customer", scopes: [SCOPES.ordersReadOwn, SCOPES.vouchersReadOwn, SCOPES.paymentsReadOwn] },

@@ -4,6 +4,7 @@ import { createClient, type Client, type Interceptor, type Transport } from "@co
 import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { OrderAdminService } from "./gen/shop/order/v1/order_admin_pb.js";
 import { OrderService } from "./gen/shop/order/v1/order_pb.js";
+import { PaymentOutcomeService } from "./gen/shop/order/v1/payment_outcome_pb.js";
 import { PaymentService } from "./gen/shop/payment/v1/payment_pb.js";
 import { VoucherService } from "./gen/shop/voucher/v1/voucher_pb.js";
 
@@ -11,6 +12,7 @@ export type OrderClient = Client<typeof OrderService>;
 export type OrderAdminClient = Client<typeof OrderAdminService>;
 export type VoucherClient = Client<typeof VoucherService>;
 export type PaymentClient = Client<typeof PaymentService>;
+export type PaymentOutcomeClient = Client<typeof PaymentOutcomeService>;
 
 export interface ClientOptions {
   /**
@@ -112,4 +114,10 @@ export function createPaymentClient(opts: ClientOptions): ClosableClient<Payment
 export function createOrderAdminClient(opts: ClientOptions): ClosableClient<OrderAdminClient> {
   const { transport, close } = transportFor(opts);
   return { client: createClient(OrderAdminService, transport), close };
+}
+
+/** The order service's PaymentOutcomeService, for the payment service's relay and the reconciler, on the order service's port. */
+export function createPaymentOutcomeClient(opts: ClientOptions): ClosableClient<PaymentOutcomeClient> {
+  const { transport, close } = transportFor(opts);
+  return { client: createClient(PaymentOutcomeService, transport), close };
 }

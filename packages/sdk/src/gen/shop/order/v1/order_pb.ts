@@ -13,7 +13,53 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/order/v1/order.proto.
  */
 export const file_shop_order_v1_order: GenFile = /*@__PURE__*/
-  fileDesc("ChlzaG9wL29yZGVyL3YxL29yZGVyLnByb3RvEg1zaG9wLm9yZGVyLnYxInYKDFZvdWNoZXJTdGF0ZRIsCgZzdGF0dXMYASABKA4yHC5zaG9wLm9yZGVyLnYxLlZvdWNoZXJTdGF0dXMSEgoKdm91Y2hlcl9pZBgCIAEoCRISCgpsYXN0X2Vycm9yGAMgASgJEhAKCGF0dGVtcHRzGAQgASgFIpoDCgVPcmRlchIKCgJpZBgBIAEoCRITCgtjdXN0b21lcl9pZBgCIAEoCRITCgt0b3RhbF9jZW50cxgDIAEoAxIQCghjdXJyZW5jeRgEIAEoCRIqCgZzdGF0dXMYBSABKA4yGi5zaG9wLm9yZGVyLnYxLk9yZGVyU3RhdHVzEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3NlbnRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlbGl2ZXJlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMY2FuY2VsbGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgd2b3VjaGVyGAsgASgLMhsuc2hvcC5vcmRlci52MS5Wb3VjaGVyU3RhdGUiwgEKEkNyZWF0ZU9yZGVyUmVxdWVzdBIzCgtjdXN0b21lcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEiIKC3RvdGFsX2NlbnRzGAIgASgDQg26SAoiCBiAyK+gJSAAEh8KCGN1cnJlbmN5GAMgASgJQg26SArIAQFyBQoDRVVSEjIKCnJlcXVlc3RfaWQYBCABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJLChNDcmVhdGVPcmRlclJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjcmVhdGVkGAIgASgIIkMKD0dldE9yZGVyUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokIjcKEEdldE9yZGVyUmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyIpQBChFMaXN0T3JkZXJzUmVxdWVzdBIzCgtjdXN0b21lcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEhoKCXBhZ2Vfc2l6ZRgCIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAMgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJCJTChJMaXN0T3JkZXJzUmVzcG9uc2USJAoGb3JkZXJzGAEgAygLMhQuc2hvcC5vcmRlci52MS5PcmRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSAoUTWFya09yZGVyU2VudFJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJNChVNYXJrT3JkZXJTZW50UmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEg8KB2NoYW5nZWQYAiABKAgiTQoZTWFya09yZGVyRGVsaXZlcmVkUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokIlIKGk1hcmtPcmRlckRlbGl2ZXJlZFJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjaGFuZ2VkGAIgASgIIkYKEkNhbmNlbE9yZGVyUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokIksKE0NhbmNlbE9yZGVyUmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEg8KB2NoYW5nZWQYAiABKAgi5QQKFUxpc3RTZW50T3JkZXJzUmVxdWVzdBJYCgpzZW50X2FmdGVyGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIoukglsgEiIg0I/4LR/68HEN/RzNwDMhEI/5j0+43/////ARDg0czcAxJZCgtzZW50X2JlZm9yZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCKLpIJbIBIiINCP+C0f+vBxDf0czcAzIRCP+Y9PuN/////wEQ4NHM3AMSGgoJcGFnZV9zaXplGAMgASgFQge6SAQaAigAEi4KCnBhZ2VfdG9rZW4YBCABKAlCGrpIF3IVGMgBMhBeW0EtWmEtejAtOV8tXSokOsoCukjGAhrDAgoLc2VudF93aW5kb3cSLXNlbnRfYWZ0ZXIgbXVzdCBub3QgYmUgbGF0ZXIgdGhhbiBzZW50X2JlZm9yZRqEAiFoYXModGhpcy5zZW50X2FmdGVyKSB8fCAhaGFzKHRoaXMuc2VudF9iZWZvcmUpIHx8IHRoaXMuc2VudF9hZnRlciA8PSB0aGlzLnNlbnRfYmVmb3JlIHx8IHRoaXMuc2VudF9hZnRlciA+IHRpbWVzdGFtcCgnOTk5OS0xMi0zMVQyMzo1OTo1OS45OThaJykgfHwgdGhpcy5zZW50X2JlZm9yZSA8IHRpbWVzdGFtcCgnMTAwMC0wMS0wMVQwMDowMDowMFonKSB8fCB0aGlzLnNlbnRfYWZ0ZXIgPCB0aGlzLnNlbnRfYmVmb3JlICsgZHVyYXRpb24oJzAuMDAxcycpIlcKFkxpc3RTZW50T3JkZXJzUmVzcG9uc2USJAoGb3JkZXJzGAEgAygLMhQuc2hvcC5vcmRlci52MS5PcmRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoVQmF0Y2hHZXRPcmRlcnNSZXF1ZXN0EjgKCW9yZGVyX2lkcxgBIAMoCUIlukgikgEfEIgnIhpyGBABGEAyEl5bQS1aYS16MC05Ll86LV0qJCI+ChZCYXRjaEdldE9yZGVyc1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXIiXAoVUmVxdWV1ZVZvdWNoZXJSZXF1ZXN0EjAKCG9yZGVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSEQoJcmVkZWxpdmVyGAIgASgIIk8KFlJlcXVldWVWb3VjaGVyUmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEhAKCHJlcXVldWVkGAIgASgIKpQBCgtPcmRlclN0YXR1cxIcChhPUkRFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRPUkRFUl9TVEFUVVNfUEVORElORxABEhUKEU9SREVSX1NUQVRVU19TRU5UEAISGgoWT1JERVJfU1RBVFVTX0RFTElWRVJFRBADEhoKFk9SREVSX1NUQVRVU19DQU5DRUxMRUQQBCqgAQoNVm91Y2hlclN0YXR1cxIeChpWT1VDSEVSX1NUQVRVU19VTlNQRUNJRklFRBAAEh8KG1ZPVUNIRVJfU1RBVFVTX05PVF9FTElHSUJMRRABEhoKFlZPVUNIRVJfU1RBVFVTX1BFTkRJTkcQAhIZChVWT1VDSEVSX1NUQVRVU19JU1NVRUQQAxIXChNWT1VDSEVSX1NUQVRVU19ERUFEEAQyvgYKDE9yZGVyU2VydmljZRJUCgtDcmVhdGVPcmRlchIhLnNob3Aub3JkZXIudjEuQ3JlYXRlT3JkZXJSZXF1ZXN0GiIuc2hvcC5vcmRlci52MS5DcmVhdGVPcmRlclJlc3BvbnNlEksKCEdldE9yZGVyEh4uc2hvcC5vcmRlci52MS5HZXRPcmRlclJlcXVlc3QaHy5zaG9wLm9yZGVyLnYxLkdldE9yZGVyUmVzcG9uc2USUQoKTGlzdE9yZGVycxIgLnNob3Aub3JkZXIudjEuTGlzdE9yZGVyc1JlcXVlc3QaIS5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXNwb25zZRJaCg1NYXJrT3JkZXJTZW50EiMuc2hvcC5vcmRlci52MS5NYXJrT3JkZXJTZW50UmVxdWVzdBokLnNob3Aub3JkZXIudjEuTWFya09yZGVyU2VudFJlc3BvbnNlEmkKEk1hcmtPcmRlckRlbGl2ZXJlZBIoLnNob3Aub3JkZXIudjEuTWFya09yZGVyRGVsaXZlcmVkUmVxdWVzdBopLnNob3Aub3JkZXIudjEuTWFya09yZGVyRGVsaXZlcmVkUmVzcG9uc2USVAoLQ2FuY2VsT3JkZXISIS5zaG9wLm9yZGVyLnYxLkNhbmNlbE9yZGVyUmVxdWVzdBoiLnNob3Aub3JkZXIudjEuQ2FuY2VsT3JkZXJSZXNwb25zZRJdCg5MaXN0U2VudE9yZGVycxIkLnNob3Aub3JkZXIudjEuTGlzdFNlbnRPcmRlcnNSZXF1ZXN0GiUuc2hvcC5vcmRlci52MS5MaXN0U2VudE9yZGVyc1Jlc3BvbnNlEl0KDkJhdGNoR2V0T3JkZXJzEiQuc2hvcC5vcmRlci52MS5CYXRjaEdldE9yZGVyc1JlcXVlc3QaJS5zaG9wLm9yZGVyLnYxLkJhdGNoR2V0T3JkZXJzUmVzcG9uc2USXQoOUmVxdWV1ZVZvdWNoZXISJC5zaG9wLm9yZGVyLnYxLlJlcXVldWVWb3VjaGVyUmVxdWVzdBolLnNob3Aub3JkZXIudjEuUmVxdWV1ZVZvdWNoZXJSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChlzaG9wL29yZGVyL3YxL29yZGVyLnByb3RvEg1zaG9wLm9yZGVyLnYxIuMBCgxQYXltZW50U3RhdGUSLAoGbWV0aG9kGAEgASgOMhwuc2hvcC5vcmRlci52MS5QYXltZW50TWV0aG9kEiwKBnN0YXR1cxgCIAEoDjIcLnNob3Aub3JkZXIudjEuUGF5bWVudFN0YXR1cxIWCg5yZWZ1c2FsX3JlYXNvbhgDIAEoCRIuCgpjaGFyZ2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWZ1bmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidgoMVm91Y2hlclN0YXRlEiwKBnN0YXR1cxgBIAEoDjIcLnNob3Aub3JkZXIudjEuVm91Y2hlclN0YXR1cxISCgp2b3VjaGVyX2lkGAIgASgJEhIKCmxhc3RfZXJyb3IYAyABKAkSEAoIYXR0ZW1wdHMYBCABKAUiyAMKBU9yZGVyEgoKAmlkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEhMKC3RvdGFsX2NlbnRzGAMgASgDEhAKCGN1cnJlbmN5GAQgASgJEioKBnN0YXR1cxgFIAEoDjIaLnNob3Aub3JkZXIudjEuT3JkZXJTdGF0dXMSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc2VudF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGVsaXZlcmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxjYW5jZWxsZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKB3ZvdWNoZXIYCyABKAsyGy5zaG9wLm9yZGVyLnYxLlZvdWNoZXJTdGF0ZRIsCgdwYXltZW50GAwgASgLMhsuc2hvcC5vcmRlci52MS5QYXltZW50U3RhdGUijAMKEkNyZWF0ZU9yZGVyUmVxdWVzdBIzCgtjdXN0b21lcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEiIKC3RvdGFsX2NlbnRzGAIgASgDQg26SAoiCBiAyK+gJSAAEh8KCGN1cnJlbmN5GAMgASgJQg26SArIAQFyBQoDRVVSEjIKCnJlcXVlc3RfaWQYBCABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBLHAQoOcGF5bWVudF9tZXRob2QYBSABKA4yHC5zaG9wLm9yZGVyLnYxLlBheW1lbnRNZXRob2RCkAG6SIwBugGIAQoUcGF5bWVudF9tZXRob2Rfa25vd24SWHBheW1lbnRfbWV0aG9kIG11c3QgYmUgUEFZTUVOVF9NRVRIT0RfVU5TUEVDSUZJRUQgKG5vIHBheW1lbnQpIG9yIFBBWU1FTlRfTUVUSE9EX0FDQ09VTlQaFnRoaXMgPT0gMCB8fCB0aGlzID09IDEiSwoTQ3JlYXRlT3JkZXJSZXNwb25zZRIjCgVvcmRlchgBIAEoCzIULnNob3Aub3JkZXIudjEuT3JkZXISDwoHY3JlYXRlZBgCIAEoCCJDCg9HZXRPcmRlclJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCI3ChBHZXRPcmRlclJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlciKUAQoRTGlzdE9yZGVyc1JlcXVlc3QSMwoLY3VzdG9tZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBIaCglwYWdlX3NpemUYAiABKAVCB7pIBBoCKAASLgoKcGFnZV90b2tlbhgDIAEoCUIaukgXchUYyAEyEF5bQS1aYS16MC05Xy1dKiQiUwoSTGlzdE9yZGVyc1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkgKFE1hcmtPcmRlclNlbnRSZXF1ZXN0EjAKCG9yZGVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQiTQoVTWFya09yZGVyU2VudFJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjaGFuZ2VkGAIgASgIIk0KGU1hcmtPcmRlckRlbGl2ZXJlZFJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJSChpNYXJrT3JkZXJEZWxpdmVyZWRSZXNwb25zZRIjCgVvcmRlchgBIAEoCzIULnNob3Aub3JkZXIudjEuT3JkZXISDwoHY2hhbmdlZBgCIAEoCCJGChJDYW5jZWxPcmRlclJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJLChNDYW5jZWxPcmRlclJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjaGFuZ2VkGAIgASgIIuUEChVMaXN0U2VudE9yZGVyc1JlcXVlc3QSWAoKc2VudF9hZnRlchgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCKLpIJbIBIiINCP+C0f+vBxDf0czcAzIRCP+Y9PuN/////wEQ4NHM3AMSWQoLc2VudF9iZWZvcmUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQii6SCWyASIiDQj/gtH/rwcQ39HM3AMyEQj/mPT7jf////8BEODRzNwDEhoKCXBhZ2Vfc2l6ZRgDIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAQgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJDrKArpIxgIawwIKC3NlbnRfd2luZG93Ei1zZW50X2FmdGVyIG11c3Qgbm90IGJlIGxhdGVyIHRoYW4gc2VudF9iZWZvcmUahAIhaGFzKHRoaXMuc2VudF9hZnRlcikgfHwgIWhhcyh0aGlzLnNlbnRfYmVmb3JlKSB8fCB0aGlzLnNlbnRfYWZ0ZXIgPD0gdGhpcy5zZW50X2JlZm9yZSB8fCB0aGlzLnNlbnRfYWZ0ZXIgPiB0aW1lc3RhbXAoJzk5OTktMTItMzFUMjM6NTk6NTkuOTk4WicpIHx8IHRoaXMuc2VudF9iZWZvcmUgPCB0aW1lc3RhbXAoJzEwMDAtMDEtMDFUMDA6MDA6MDBaJykgfHwgdGhpcy5zZW50X2FmdGVyIDwgdGhpcy5zZW50X2JlZm9yZSArIGR1cmF0aW9uKCcwLjAwMXMnKSJXChZMaXN0U2VudE9yZGVyc1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlEKFUJhdGNoR2V0T3JkZXJzUmVxdWVzdBI4CglvcmRlcl9pZHMYASADKAlCJbpIIpIBHxCIJyIachgQARhAMhJeW0EtWmEtejAtOS5fOi1dKiQiPgoWQmF0Y2hHZXRPcmRlcnNSZXNwb25zZRIkCgZvcmRlcnMYASADKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyIlwKFVJlcXVldWVWb3VjaGVyUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEhEKCXJlZGVsaXZlchgCIAEoCCJPChZSZXF1ZXVlVm91Y2hlclJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIQCghyZXF1ZXVlZBgCIAEoCCJJChVSZXF1ZXVlUGF5bWVudFJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJPChZSZXF1ZXVlUGF5bWVudFJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIQCghyZXF1ZXVlZBgCIAEoCCKIAwogTGlzdE9yZGVyc0J5UGF5bWVudFN0YXR1c1JlcXVlc3QSuQEKDnBheW1lbnRfc3RhdHVzGAEgASgOMhwuc2hvcC5vcmRlci52MS5QYXltZW50U3RhdHVzQoIBukh/ugF8ChRwYXltZW50X3N0YXR1c19rbm93bhJMcGF5bWVudF9zdGF0dXMgbXVzdCBiZSBvbmUgb2YgUEFZTUVOVF9TVEFUVVNfTk9ORSAuLiBQQVlNRU5UX1NUQVRVU19SRUZVTkRFRBoWdGhpcyA+PSAxICYmIHRoaXMgPD0gNhJcCg5jcmVhdGVkX2JlZm9yZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCKLpIJbIBIiINCP+C0f+vBxDf0czcAzIRCP+Y9PuN/////wEQ4NHM3AMSGgoJcGFnZV9zaXplGAMgASgFQge6SAQaAigAEi4KCnBhZ2VfdG9rZW4YBCABKAlCGrpIF3IVGMgBMhBeW0EtWmEtejAtOV8tXSokImIKIUxpc3RPcmRlcnNCeVBheW1lbnRTdGF0dXNSZXNwb25zZRIkCgZvcmRlcnMYASADKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrvAQoLT3JkZXJTdGF0dXMSHAoYT1JERVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUT1JERVJfU1RBVFVTX1BFTkRJTkcQARIVChFPUkRFUl9TVEFUVVNfU0VOVBACEhoKFk9SREVSX1NUQVRVU19ERUxJVkVSRUQQAxIaChZPUkRFUl9TVEFUVVNfQ0FOQ0VMTEVEEAQSIQodT1JERVJfU1RBVFVTX0FXQUlUSU5HX1BBWU1FTlQQBRIVChFPUkRFUl9TVEFUVVNfUEFJRBAGEh8KG09SREVSX1NUQVRVU19QQVlNRU5UX0ZBSUxFRBAHKksKDVBheW1lbnRNZXRob2QSHgoaUEFZTUVOVF9NRVRIT0RfVU5TUEVDSUZJRUQQABIaChZQQVlNRU5UX01FVEhPRF9BQ0NPVU5UEAEq3QEKDVBheW1lbnRTdGF0dXMSHgoaUEFZTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNQQVlNRU5UX1NUQVRVU19OT05FEAESGwoXUEFZTUVOVF9TVEFUVVNfQVdBSVRJTkcQAhIaChZQQVlNRU5UX1NUQVRVU19DSEFSR0VEEAMSGgoWUEFZTUVOVF9TVEFUVVNfUkVGVVNFRBAEEiEKHVBBWU1FTlRfU1RBVFVTX1JFRlVORF9QRU5ESU5HEAUSGwoXUEFZTUVOVF9TVEFUVVNfUkVGVU5ERUQQBiqgAQoNVm91Y2hlclN0YXR1cxIeChpWT1VDSEVSX1NUQVRVU19VTlNQRUNJRklFRBAAEh8KG1ZPVUNIRVJfU1RBVFVTX05PVF9FTElHSUJMRRABEhoKFlZPVUNIRVJfU1RBVFVTX1BFTkRJTkcQAhIZChVWT1VDSEVSX1NUQVRVU19JU1NVRUQQAxIXChNWT1VDSEVSX1NUQVRVU19ERUFEEAQynQgKDE9yZGVyU2VydmljZRJUCgtDcmVhdGVPcmRlchIhLnNob3Aub3JkZXIudjEuQ3JlYXRlT3JkZXJSZXF1ZXN0GiIuc2hvcC5vcmRlci52MS5DcmVhdGVPcmRlclJlc3BvbnNlEksKCEdldE9yZGVyEh4uc2hvcC5vcmRlci52MS5HZXRPcmRlclJlcXVlc3QaHy5zaG9wLm9yZGVyLnYxLkdldE9yZGVyUmVzcG9uc2USUQoKTGlzdE9yZGVycxIgLnNob3Aub3JkZXIudjEuTGlzdE9yZGVyc1JlcXVlc3QaIS5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXNwb25zZRJaCg1NYXJrT3JkZXJTZW50EiMuc2hvcC5vcmRlci52MS5NYXJrT3JkZXJTZW50UmVxdWVzdBokLnNob3Aub3JkZXIudjEuTWFya09yZGVyU2VudFJlc3BvbnNlEmkKEk1hcmtPcmRlckRlbGl2ZXJlZBIoLnNob3Aub3JkZXIudjEuTWFya09yZGVyRGVsaXZlcmVkUmVxdWVzdBopLnNob3Aub3JkZXIudjEuTWFya09yZGVyRGVsaXZlcmVkUmVzcG9uc2USVAoLQ2FuY2VsT3JkZXISIS5zaG9wLm9yZGVyLnYxLkNhbmNlbE9yZGVyUmVxdWVzdBoiLnNob3Aub3JkZXIudjEuQ2FuY2VsT3JkZXJSZXNwb25zZRJdCg5MaXN0U2VudE9yZGVycxIkLnNob3Aub3JkZXIudjEuTGlzdFNlbnRPcmRlcnNSZXF1ZXN0GiUuc2hvcC5vcmRlci52MS5MaXN0U2VudE9yZGVyc1Jlc3BvbnNlEl0KDkJhdGNoR2V0T3JkZXJzEiQuc2hvcC5vcmRlci52MS5CYXRjaEdldE9yZGVyc1JlcXVlc3QaJS5zaG9wLm9yZGVyLnYxLkJhdGNoR2V0T3JkZXJzUmVzcG9uc2USXQoOUmVxdWV1ZVZvdWNoZXISJC5zaG9wLm9yZGVyLnYxLlJlcXVldWVWb3VjaGVyUmVxdWVzdBolLnNob3Aub3JkZXIudjEuUmVxdWV1ZVZvdWNoZXJSZXNwb25zZRJdCg5SZXF1ZXVlUGF5bWVudBIkLnNob3Aub3JkZXIudjEuUmVxdWV1ZVBheW1lbnRSZXF1ZXN0GiUuc2hvcC5vcmRlci52MS5SZXF1ZXVlUGF5bWVudFJlc3BvbnNlEn4KGUxpc3RPcmRlcnNCeVBheW1lbnRTdGF0dXMSLy5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNCeVBheW1lbnRTdGF0dXNSZXF1ZXN0GjAuc2hvcC5vcmRlci52MS5MaXN0T3JkZXJzQnlQYXltZW50U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+
+/**
+ * What the order service knows about the order's payment.
+ *
+ * @generated from message shop.order.v1.PaymentState
+ */
+export type PaymentState = Message<"shop.order.v1.PaymentState"> & {
+  /**
+   * @generated from field: shop.order.v1.PaymentMethod method = 1;
+   */
+  method: PaymentMethod;
+
+  /**
+   * @generated from field: shop.order.v1.PaymentStatus status = 2;
+   */
+  status: PaymentStatus;
+
+  /**
+   * Set when status is REFUSED: the payment service's reason
+   * (INSUFFICIENT_FUNDS, NO_ACCOUNT).
+   *
+   * @generated from field: string refusal_reason = 3;
+   */
+  refusalReason: string;
+
+  /**
+   * When the payment service's CHARGED outcome reached the order.
+   *
+   * @generated from field: google.protobuf.Timestamp charged_at = 4;
+   */
+  chargedAt?: Timestamp | undefined;
+
+  /**
+   * When the REFUNDED outcome reached the order.
+   *
+   * @generated from field: google.protobuf.Timestamp refunded_at = 5;
+   */
+  refundedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message shop.order.v1.PaymentState.
+ * Use `create(PaymentStateSchema)` to create a new message.
+ */
+export const PaymentStateSchema: GenMessage<PaymentState> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 0);
 
 /**
  * @generated from message shop.order.v1.VoucherState
@@ -45,7 +91,7 @@ export type VoucherState = Message<"shop.order.v1.VoucherState"> & {
  * Use `create(VoucherStateSchema)` to create a new message.
  */
 export const VoucherStateSchema: GenMessage<VoucherState> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 0);
+  messageDesc(file_shop_order_v1_order, 1);
 
 /**
  * @generated from message shop.order.v1.Order
@@ -109,6 +155,14 @@ export type Order = Message<"shop.order.v1.Order"> & {
    * @generated from field: shop.order.v1.VoucherState voucher = 11;
    */
   voucher?: VoucherState | undefined;
+
+  /**
+   * The order's payment; method UNSPECIFIED and status NONE for an order
+   * created without payment.
+   *
+   * @generated from field: shop.order.v1.PaymentState payment = 12;
+   */
+  payment?: PaymentState | undefined;
 };
 
 /**
@@ -116,7 +170,7 @@ export type Order = Message<"shop.order.v1.Order"> & {
  * Use `create(OrderSchema)` to create a new message.
  */
 export const OrderSchema: GenMessage<Order> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 1);
+  messageDesc(file_shop_order_v1_order, 2);
 
 /**
  * @generated from message shop.order.v1.CreateOrderRequest
@@ -147,6 +201,15 @@ export type CreateOrderRequest = Message<"shop.order.v1.CreateOrderRequest"> & {
    * @generated from field: string request_id = 4;
    */
   requestId: string;
+
+  /**
+   * PAYMENT_METHOD_ACCOUNT: pay from the customer's account. The order starts
+   * AWAITING_PAYMENT and becomes PAID or PAYMENT_FAILED when the payment
+   * service has decided; leave it unset for an order without payment.
+   *
+   * @generated from field: shop.order.v1.PaymentMethod payment_method = 5;
+   */
+  paymentMethod: PaymentMethod;
 };
 
 /**
@@ -154,7 +217,7 @@ export type CreateOrderRequest = Message<"shop.order.v1.CreateOrderRequest"> & {
  * Use `create(CreateOrderRequestSchema)` to create a new message.
  */
 export const CreateOrderRequestSchema: GenMessage<CreateOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 2);
+  messageDesc(file_shop_order_v1_order, 3);
 
 /**
  * @generated from message shop.order.v1.CreateOrderResponse
@@ -178,7 +241,7 @@ export type CreateOrderResponse = Message<"shop.order.v1.CreateOrderResponse"> &
  * Use `create(CreateOrderResponseSchema)` to create a new message.
  */
 export const CreateOrderResponseSchema: GenMessage<CreateOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 3);
+  messageDesc(file_shop_order_v1_order, 4);
 
 /**
  * @generated from message shop.order.v1.GetOrderRequest
@@ -195,7 +258,7 @@ export type GetOrderRequest = Message<"shop.order.v1.GetOrderRequest"> & {
  * Use `create(GetOrderRequestSchema)` to create a new message.
  */
 export const GetOrderRequestSchema: GenMessage<GetOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 4);
+  messageDesc(file_shop_order_v1_order, 5);
 
 /**
  * @generated from message shop.order.v1.GetOrderResponse
@@ -212,7 +275,7 @@ export type GetOrderResponse = Message<"shop.order.v1.GetOrderResponse"> & {
  * Use `create(GetOrderResponseSchema)` to create a new message.
  */
 export const GetOrderResponseSchema: GenMessage<GetOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 5);
+  messageDesc(file_shop_order_v1_order, 6);
 
 /**
  * @generated from message shop.order.v1.ListOrdersRequest
@@ -243,7 +306,7 @@ export type ListOrdersRequest = Message<"shop.order.v1.ListOrdersRequest"> & {
  * Use `create(ListOrdersRequestSchema)` to create a new message.
  */
 export const ListOrdersRequestSchema: GenMessage<ListOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 6);
+  messageDesc(file_shop_order_v1_order, 7);
 
 /**
  * @generated from message shop.order.v1.ListOrdersResponse
@@ -267,7 +330,7 @@ export type ListOrdersResponse = Message<"shop.order.v1.ListOrdersResponse"> & {
  * Use `create(ListOrdersResponseSchema)` to create a new message.
  */
 export const ListOrdersResponseSchema: GenMessage<ListOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 7);
+  messageDesc(file_shop_order_v1_order, 8);
 
 /**
  * @generated from message shop.order.v1.MarkOrderSentRequest
@@ -284,7 +347,7 @@ export type MarkOrderSentRequest = Message<"shop.order.v1.MarkOrderSentRequest">
  * Use `create(MarkOrderSentRequestSchema)` to create a new message.
  */
 export const MarkOrderSentRequestSchema: GenMessage<MarkOrderSentRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 8);
+  messageDesc(file_shop_order_v1_order, 9);
 
 /**
  * @generated from message shop.order.v1.MarkOrderSentResponse
@@ -308,7 +371,7 @@ export type MarkOrderSentResponse = Message<"shop.order.v1.MarkOrderSentResponse
  * Use `create(MarkOrderSentResponseSchema)` to create a new message.
  */
 export const MarkOrderSentResponseSchema: GenMessage<MarkOrderSentResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 9);
+  messageDesc(file_shop_order_v1_order, 10);
 
 /**
  * @generated from message shop.order.v1.MarkOrderDeliveredRequest
@@ -325,7 +388,7 @@ export type MarkOrderDeliveredRequest = Message<"shop.order.v1.MarkOrderDelivere
  * Use `create(MarkOrderDeliveredRequestSchema)` to create a new message.
  */
 export const MarkOrderDeliveredRequestSchema: GenMessage<MarkOrderDeliveredRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 10);
+  messageDesc(file_shop_order_v1_order, 11);
 
 /**
  * @generated from message shop.order.v1.MarkOrderDeliveredResponse
@@ -347,7 +410,7 @@ export type MarkOrderDeliveredResponse = Message<"shop.order.v1.MarkOrderDeliver
  * Use `create(MarkOrderDeliveredResponseSchema)` to create a new message.
  */
 export const MarkOrderDeliveredResponseSchema: GenMessage<MarkOrderDeliveredResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 11);
+  messageDesc(file_shop_order_v1_order, 12);
 
 /**
  * @generated from message shop.order.v1.CancelOrderRequest
@@ -364,7 +427,7 @@ export type CancelOrderRequest = Message<"shop.order.v1.CancelOrderRequest"> & {
  * Use `create(CancelOrderRequestSchema)` to create a new message.
  */
 export const CancelOrderRequestSchema: GenMessage<CancelOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 12);
+  messageDesc(file_shop_order_v1_order, 13);
 
 /**
  * @generated from message shop.order.v1.CancelOrderResponse
@@ -386,7 +449,7 @@ export type CancelOrderResponse = Message<"shop.order.v1.CancelOrderResponse"> &
  * Use `create(CancelOrderResponseSchema)` to create a new message.
  */
 export const CancelOrderResponseSchema: GenMessage<CancelOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 13);
+  messageDesc(file_shop_order_v1_order, 14);
 
 /**
  * @generated from message shop.order.v1.ListSentOrdersRequest
@@ -428,7 +491,7 @@ export type ListSentOrdersRequest = Message<"shop.order.v1.ListSentOrdersRequest
  * Use `create(ListSentOrdersRequestSchema)` to create a new message.
  */
 export const ListSentOrdersRequestSchema: GenMessage<ListSentOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 14);
+  messageDesc(file_shop_order_v1_order, 15);
 
 /**
  * @generated from message shop.order.v1.ListSentOrdersResponse
@@ -450,7 +513,7 @@ export type ListSentOrdersResponse = Message<"shop.order.v1.ListSentOrdersRespon
  * Use `create(ListSentOrdersResponseSchema)` to create a new message.
  */
 export const ListSentOrdersResponseSchema: GenMessage<ListSentOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 15);
+  messageDesc(file_shop_order_v1_order, 16);
 
 /**
  * @generated from message shop.order.v1.BatchGetOrdersRequest
@@ -469,7 +532,7 @@ export type BatchGetOrdersRequest = Message<"shop.order.v1.BatchGetOrdersRequest
  * Use `create(BatchGetOrdersRequestSchema)` to create a new message.
  */
 export const BatchGetOrdersRequestSchema: GenMessage<BatchGetOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 16);
+  messageDesc(file_shop_order_v1_order, 17);
 
 /**
  * @generated from message shop.order.v1.BatchGetOrdersResponse
@@ -486,7 +549,7 @@ export type BatchGetOrdersResponse = Message<"shop.order.v1.BatchGetOrdersRespon
  * Use `create(BatchGetOrdersResponseSchema)` to create a new message.
  */
 export const BatchGetOrdersResponseSchema: GenMessage<BatchGetOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 17);
+  messageDesc(file_shop_order_v1_order, 18);
 
 /**
  * @generated from message shop.order.v1.RequeueVoucherRequest
@@ -513,7 +576,7 @@ export type RequeueVoucherRequest = Message<"shop.order.v1.RequeueVoucherRequest
  * Use `create(RequeueVoucherRequestSchema)` to create a new message.
  */
 export const RequeueVoucherRequestSchema: GenMessage<RequeueVoucherRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 18);
+  messageDesc(file_shop_order_v1_order, 19);
 
 /**
  * @generated from message shop.order.v1.RequeueVoucherResponse
@@ -537,7 +600,104 @@ export type RequeueVoucherResponse = Message<"shop.order.v1.RequeueVoucherRespon
  * Use `create(RequeueVoucherResponseSchema)` to create a new message.
  */
 export const RequeueVoucherResponseSchema: GenMessage<RequeueVoucherResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 19);
+  messageDesc(file_shop_order_v1_order, 20);
+
+/**
+ * @generated from message shop.order.v1.RequeuePaymentRequest
+ */
+export type RequeuePaymentRequest = Message<"shop.order.v1.RequeuePaymentRequest"> & {
+  /**
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+};
+
+/**
+ * Describes the message shop.order.v1.RequeuePaymentRequest.
+ * Use `create(RequeuePaymentRequestSchema)` to create a new message.
+ */
+export const RequeuePaymentRequestSchema: GenMessage<RequeuePaymentRequest> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 21);
+
+/**
+ * @generated from message shop.order.v1.RequeuePaymentResponse
+ */
+export type RequeuePaymentResponse = Message<"shop.order.v1.RequeuePaymentResponse"> & {
+  /**
+   * @generated from field: shop.order.v1.Order order = 1;
+   */
+  order?: Order | undefined;
+
+  /**
+   * True when a dead or missing charge or refund request was put (back) in the queue.
+   *
+   * @generated from field: bool requeued = 2;
+   */
+  requeued: boolean;
+};
+
+/**
+ * Describes the message shop.order.v1.RequeuePaymentResponse.
+ * Use `create(RequeuePaymentResponseSchema)` to create a new message.
+ */
+export const RequeuePaymentResponseSchema: GenMessage<RequeuePaymentResponse> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 22);
+
+/**
+ * @generated from message shop.order.v1.ListOrdersByPaymentStatusRequest
+ */
+export type ListOrdersByPaymentStatusRequest = Message<"shop.order.v1.ListOrdersByPaymentStatusRequest"> & {
+  /**
+   * @generated from field: shop.order.v1.PaymentStatus payment_status = 1;
+   */
+  paymentStatus: PaymentStatus;
+
+  /**
+   * Only orders created before this time; unset: before now.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 2;
+   */
+  createdBefore?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message shop.order.v1.ListOrdersByPaymentStatusRequest.
+ * Use `create(ListOrdersByPaymentStatusRequestSchema)` to create a new message.
+ */
+export const ListOrdersByPaymentStatusRequestSchema: GenMessage<ListOrdersByPaymentStatusRequest> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 23);
+
+/**
+ * @generated from message shop.order.v1.ListOrdersByPaymentStatusResponse
+ */
+export type ListOrdersByPaymentStatusResponse = Message<"shop.order.v1.ListOrdersByPaymentStatusResponse"> & {
+  /**
+   * @generated from field: repeated shop.order.v1.Order orders = 1;
+   */
+  orders: Order[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message shop.order.v1.ListOrdersByPaymentStatusResponse.
+ * Use `create(ListOrdersByPaymentStatusResponseSchema)` to create a new message.
+ */
+export const ListOrdersByPaymentStatusResponseSchema: GenMessage<ListOrdersByPaymentStatusResponse> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 24);
 
 /**
  * @generated from enum shop.order.v1.OrderStatus
@@ -567,6 +727,28 @@ export enum OrderStatus {
    * @generated from enum value: ORDER_STATUS_CANCELLED = 4;
    */
   CANCELLED = 4,
+
+  /**
+   * Created with payment from the customer's account: the charge is on its
+   * way to the payment service. Cannot be marked sent yet.
+   *
+   * @generated from enum value: ORDER_STATUS_AWAITING_PAYMENT = 5;
+   */
+  AWAITING_PAYMENT = 5,
+
+  /**
+   * The payment service charged the order: it may be marked sent.
+   *
+   * @generated from enum value: ORDER_STATUS_PAID = 6;
+   */
+  PAID = 6,
+
+  /**
+   * The payment service refused the charge (see payment.refusal_reason). Final.
+   *
+   * @generated from enum value: ORDER_STATUS_PAYMENT_FAILED = 7;
+   */
+  PAYMENT_FAILED = 7,
 }
 
 /**
@@ -574,6 +756,93 @@ export enum OrderStatus {
  */
 export const OrderStatusSchema: GenEnum<OrderStatus> = /*@__PURE__*/
   enumDesc(file_shop_order_v1_order, 0);
+
+/**
+ * How an order is paid. UNSPECIFIED is an order without payment through the
+ * shop (as every order was before payments): it starts PENDING and may be
+ * marked sent at once.
+ *
+ * @generated from enum shop.order.v1.PaymentMethod
+ */
+export enum PaymentMethod {
+  /**
+   * @generated from enum value: PAYMENT_METHOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Charged to the customer's account in the payment service, exactly once.
+   *
+   * @generated from enum value: PAYMENT_METHOD_ACCOUNT = 1;
+   */
+  ACCOUNT = 1,
+}
+
+/**
+ * Describes the enum shop.order.v1.PaymentMethod.
+ */
+export const PaymentMethodSchema: GenEnum<PaymentMethod> = /*@__PURE__*/
+  enumDesc(file_shop_order_v1_order, 1);
+
+/**
+ * Where an order's payment stands, as the order service knows it.
+ *
+ * @generated from enum shop.order.v1.PaymentStatus
+ */
+export enum PaymentStatus {
+  /**
+   * @generated from enum value: PAYMENT_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The order has no payment (PaymentMethod UNSPECIFIED).
+   *
+   * @generated from enum value: PAYMENT_STATUS_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * The charge request is on its way; the payment service decides it once.
+   *
+   * @generated from enum value: PAYMENT_STATUS_AWAITING = 2;
+   */
+  AWAITING = 2,
+
+  /**
+   * Charged.
+   *
+   * @generated from enum value: PAYMENT_STATUS_CHARGED = 3;
+   */
+  CHARGED = 3,
+
+  /**
+   * Refused (refusal_reason says why); nothing was debited.
+   *
+   * @generated from enum value: PAYMENT_STATUS_REFUSED = 4;
+   */
+  REFUSED = 4,
+
+  /**
+   * Charged, and the order was cancelled: the refund request is on its way.
+   *
+   * @generated from enum value: PAYMENT_STATUS_REFUND_PENDING = 5;
+   */
+  REFUND_PENDING = 5,
+
+  /**
+   * Charged, then refunded once.
+   *
+   * @generated from enum value: PAYMENT_STATUS_REFUNDED = 6;
+   */
+  REFUNDED = 6,
+}
+
+/**
+ * Describes the enum shop.order.v1.PaymentStatus.
+ */
+export const PaymentStatusSchema: GenEnum<PaymentStatus> = /*@__PURE__*/
+  enumDesc(file_shop_order_v1_order, 2);
 
 /**
  * What the order service knows about the order's voucher.
@@ -620,7 +889,7 @@ export enum VoucherStatus {
  * Describes the enum shop.order.v1.VoucherStatus.
  */
 export const VoucherStatusSchema: GenEnum<VoucherStatus> = /*@__PURE__*/
-  enumDesc(file_shop_order_v1_order, 1);
+  enumDesc(file_shop_order_v1_order, 3);
 
 /**
  * OrderService owns orders and their lifecycle. Marking an order over
@@ -729,6 +998,33 @@ export const OrderService: GenService<{
     methodKind: "unary";
     input: typeof RequeueVoucherRequestSchema;
     output: typeof RequeueVoucherResponseSchema;
+  },
+  /**
+   * RequeuePayment makes sure an order's charge or refund request reaches the
+   * payment service: while the charge is undecided (payment AWAITING) a dead
+   * or missing charge request goes back to pending, and while a refund is
+   * owed (payment REFUND_PENDING) the same for the refund request. requeued
+   * is false when the request is already on its way; FAILED_PRECONDITION
+   * when nothing is owed (no payment, or already decided).
+   *
+   * @generated from rpc shop.order.v1.OrderService.RequeuePayment
+   */
+  requeuePayment: {
+    methodKind: "unary";
+    input: typeof RequeuePaymentRequestSchema;
+    output: typeof RequeuePaymentResponseSchema;
+  },
+  /**
+   * ListOrdersByPaymentStatus lists orders whose payment is in one state,
+   * oldest first, created before a time: how the reconciler finds charges
+   * and refunds that have been on their way for too long.
+   *
+   * @generated from rpc shop.order.v1.OrderService.ListOrdersByPaymentStatus
+   */
+  listOrdersByPaymentStatus: {
+    methodKind: "unary";
+    input: typeof ListOrdersByPaymentStatusRequestSchema;
+    output: typeof ListOrdersByPaymentStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shop_order_v1_order, 0);

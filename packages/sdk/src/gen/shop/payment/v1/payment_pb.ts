@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/payment/v1/payment.proto.
  */
 export const file_shop_payment_v1_payment: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zaG9wL3BheW1lbnQvdjEvcGF5bWVudC5wcm90bxIPc2hvcC5wYXltZW50LnYxInYKB0FjY291bnQSEwoLY3VzdG9tZXJfaWQYASABKAkSEAoIY3VycmVuY3kYAiABKAkSFQoNYmFsYW5jZV9jZW50cxgDIAEoAxItCglvcGVuZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsEBCghNb3ZlbWVudBIKCgJpZBgBIAEoCRIrCgRraW5kGAIgASgOMh0uc2hvcC5wYXltZW50LnYxLk1vdmVtZW50S2luZBIUCgxhbW91bnRfY2VudHMYAyABKAMSEAoIY3VycmVuY3kYBCABKAkSEAoIb3JkZXJfaWQYBSABKAkSEgoKcmVxdWVzdF9pZBgGIAEoCRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJqChJPcGVuQWNjb3VudFJlcXVlc3QSMwoLY3VzdG9tZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBIfCghjdXJyZW5jeRgCIAEoCUINukgKyAEBcgUKA0VVUiJRChNPcGVuQWNjb3VudFJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5zaG9wLnBheW1lbnQudjEuQWNjb3VudBIPCgdjcmVhdGVkGAIgASgIIkgKEUdldEFjY291bnRSZXF1ZXN0EjMKC2N1c3RvbWVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQiPwoSR2V0QWNjb3VudFJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5zaG9wLnBheW1lbnQudjEuQWNjb3VudCK9AQoMVG9wVXBSZXF1ZXN0EjMKC2N1c3RvbWVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSIwoMYW1vdW50X2NlbnRzGAIgASgDQg26SAoiCBiAyK+gJSAAEh8KCGN1cnJlbmN5GAMgASgJQg26SArIAQFyBQoDRVVSEjIKCnJlcXVlc3RfaWQYBCABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJ4Cg1Ub3BVcFJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5zaG9wLnBheW1lbnQudjEuQWNjb3VudBIrCghtb3ZlbWVudBgCIAEoCzIZLnNob3AucGF5bWVudC52MS5Nb3ZlbWVudBIPCgdhcHBsaWVkGAMgASgIIpcBChRMaXN0U3RhdGVtZW50UmVxdWVzdBIzCgtjdXN0b21lcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEhoKCXBhZ2Vfc2l6ZRgCIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAMgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJCJeChVMaXN0U3RhdGVtZW50UmVzcG9uc2USLAoJbW92ZW1lbnRzGAEgAygLMhkuc2hvcC5wYXltZW50LnYxLk1vdmVtZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKMAgoSQ2hhcmdlT3JkZXJSZXF1ZXN0EjAKCG9yZGVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSMwoLY3VzdG9tZXJfaWQYAiABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBIjCgxhbW91bnRfY2VudHMYAyABKANCDbpICiIIGIDIr6AlIAASHwoIY3VycmVuY3kYBCABKAlCDbpICsgBAXIFCgNFVVISSQoLdHJhY2VwYXJlbnQYBSABKAlCNLpIMdgBAXIsMipeMDAtWzAtOWEtZl17MzJ9LVswLTlhLWZdezE2fS1bMC05YS1mXXsyfSQitQEKE0NoYXJnZU9yZGVyUmVzcG9uc2USMAoHb3V0Y29tZRgBIAEoDjIfLnNob3AucGF5bWVudC52MS5QYXltZW50T3V0Y29tZRIuCgZyZWFzb24YAiABKA4yHi5zaG9wLnBheW1lbnQudjEuUmVmdXNhbFJlYXNvbhIrCghtb3ZlbWVudBgDIAEoCzIZLnNob3AucGF5bWVudC52MS5Nb3ZlbWVudBIPCgdkZWNpZGVkGAQgASgIIpEBChJSZWZ1bmRPcmRlclJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBJJCgt0cmFjZXBhcmVudBgCIAEoCUI0ukgx2AEBciwyKl4wMC1bMC05YS1mXXszMn0tWzAtOWEtZl17MTZ9LVswLTlhLWZdezJ9JCK1AQoTUmVmdW5kT3JkZXJSZXNwb25zZRIwCgdvdXRjb21lGAEgASgOMh8uc2hvcC5wYXltZW50LnYxLlBheW1lbnRPdXRjb21lEi4KBnJlYXNvbhgCIAEoDjIeLnNob3AucGF5bWVudC52MS5SZWZ1c2FsUmVhc29uEisKCG1vdmVtZW50GAMgASgLMhkuc2hvcC5wYXltZW50LnYxLk1vdmVtZW50Eg8KB2RlY2lkZWQYBCABKAgqewoMTW92ZW1lbnRLaW5kEh0KGU1PVkVNRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIYChRNT1ZFTUVOVF9LSU5EX1RPUF9VUBABEhgKFE1PVkVNRU5UX0tJTkRfQ0hBUkdFEAISGAoUTU9WRU1FTlRfS0lORF9SRUZVTkQQAyqJAQoOUGF5bWVudE91dGNvbWUSHwobUEFZTUVOVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXUEFZTUVOVF9PVVRDT01FX0NIQVJHRUQQARIbChdQQVlNRU5UX09VVENPTUVfUkVGVVNFRBACEhwKGFBBWU1FTlRfT1VUQ09NRV9SRUZVTkRFRBADKpUBCg1SZWZ1c2FsUmVhc29uEh4KGlJFRlVTQUxfUkVBU09OX1VOU1BFQ0lGSUVEEAASJQohUkVGVVNBTF9SRUFTT05fSU5TVUZGSUNJRU5UX0ZVTkRTEAESHQoZUkVGVVNBTF9SRUFTT05fTk9fQUNDT1VOVBACEh4KGlJFRlVTQUxfUkVBU09OX05PVF9DSEFSR0VEEAMynQQKDlBheW1lbnRTZXJ2aWNlElgKC09wZW5BY2NvdW50EiMuc2hvcC5wYXltZW50LnYxLk9wZW5BY2NvdW50UmVxdWVzdBokLnNob3AucGF5bWVudC52MS5PcGVuQWNjb3VudFJlc3BvbnNlElUKCkdldEFjY291bnQSIi5zaG9wLnBheW1lbnQudjEuR2V0QWNjb3VudFJlcXVlc3QaIy5zaG9wLnBheW1lbnQudjEuR2V0QWNjb3VudFJlc3BvbnNlEkYKBVRvcFVwEh0uc2hvcC5wYXltZW50LnYxLlRvcFVwUmVxdWVzdBoeLnNob3AucGF5bWVudC52MS5Ub3BVcFJlc3BvbnNlEl4KDUxpc3RTdGF0ZW1lbnQSJS5zaG9wLnBheW1lbnQudjEuTGlzdFN0YXRlbWVudFJlcXVlc3QaJi5zaG9wLnBheW1lbnQudjEuTGlzdFN0YXRlbWVudFJlc3BvbnNlElgKC0NoYXJnZU9yZGVyEiMuc2hvcC5wYXltZW50LnYxLkNoYXJnZU9yZGVyUmVxdWVzdBokLnNob3AucGF5bWVudC52MS5DaGFyZ2VPcmRlclJlc3BvbnNlElgKC1JlZnVuZE9yZGVyEiMuc2hvcC5wYXltZW50LnYxLlJlZnVuZE9yZGVyUmVxdWVzdBokLnNob3AucGF5bWVudC52MS5SZWZ1bmRPcmRlclJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("Ch1zaG9wL3BheW1lbnQvdjEvcGF5bWVudC5wcm90bxIPc2hvcC5wYXltZW50LnYxInYKB0FjY291bnQSEwoLY3VzdG9tZXJfaWQYASABKAkSEAoIY3VycmVuY3kYAiABKAkSFQoNYmFsYW5jZV9jZW50cxgDIAEoAxItCglvcGVuZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsEBCghNb3ZlbWVudBIKCgJpZBgBIAEoCRIrCgRraW5kGAIgASgOMh0uc2hvcC5wYXltZW50LnYxLk1vdmVtZW50S2luZBIUCgxhbW91bnRfY2VudHMYAyABKAMSEAoIY3VycmVuY3kYBCABKAkSEAoIb3JkZXJfaWQYBSABKAkSEgoKcmVxdWVzdF9pZBgGIAEoCRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJqChJPcGVuQWNjb3VudFJlcXVlc3QSMwoLY3VzdG9tZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBIfCghjdXJyZW5jeRgCIAEoCUINukgKyAEBcgUKA0VVUiJRChNPcGVuQWNjb3VudFJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5zaG9wLnBheW1lbnQudjEuQWNjb3VudBIPCgdjcmVhdGVkGAIgASgIIkgKEUdldEFjY291bnRSZXF1ZXN0EjMKC2N1c3RvbWVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQiPwoSR2V0QWNjb3VudFJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5zaG9wLnBheW1lbnQudjEuQWNjb3VudCK9AQoMVG9wVXBSZXF1ZXN0EjMKC2N1c3RvbWVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSIwoMYW1vdW50X2NlbnRzGAIgASgDQg26SAoiCBiAyK+gJSAAEh8KCGN1cnJlbmN5GAMgASgJQg26SArIAQFyBQoDRVVSEjIKCnJlcXVlc3RfaWQYBCABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJ4Cg1Ub3BVcFJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5zaG9wLnBheW1lbnQudjEuQWNjb3VudBIrCghtb3ZlbWVudBgCIAEoCzIZLnNob3AucGF5bWVudC52MS5Nb3ZlbWVudBIPCgdhcHBsaWVkGAMgASgIIpcBChRMaXN0U3RhdGVtZW50UmVxdWVzdBIzCgtjdXN0b21lcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEhoKCXBhZ2Vfc2l6ZRgCIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAMgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJCJeChVMaXN0U3RhdGVtZW50UmVzcG9uc2USLAoJbW92ZW1lbnRzGAEgAygLMhkuc2hvcC5wYXltZW50LnYxLk1vdmVtZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKMAgoSQ2hhcmdlT3JkZXJSZXF1ZXN0EjAKCG9yZGVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSMwoLY3VzdG9tZXJfaWQYAiABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBIjCgxhbW91bnRfY2VudHMYAyABKANCDbpICiIIGIDIr6AlIAASHwoIY3VycmVuY3kYBCABKAlCDbpICsgBAXIFCgNFVVISSQoLdHJhY2VwYXJlbnQYBSABKAlCNLpIMdgBAXIsMipeMDAtWzAtOWEtZl17MzJ9LVswLTlhLWZdezE2fS1bMC05YS1mXXsyfSQitQEKE0NoYXJnZU9yZGVyUmVzcG9uc2USMAoHb3V0Y29tZRgBIAEoDjIfLnNob3AucGF5bWVudC52MS5QYXltZW50T3V0Y29tZRIuCgZyZWFzb24YAiABKA4yHi5zaG9wLnBheW1lbnQudjEuUmVmdXNhbFJlYXNvbhIrCghtb3ZlbWVudBgDIAEoCzIZLnNob3AucGF5bWVudC52MS5Nb3ZlbWVudBIPCgdkZWNpZGVkGAQgASgIIpEBChJSZWZ1bmRPcmRlclJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBJJCgt0cmFjZXBhcmVudBgCIAEoCUI0ukgx2AEBciwyKl4wMC1bMC05YS1mXXszMn0tWzAtOWEtZl17MTZ9LVswLTlhLWZdezJ9JCK1AQoTUmVmdW5kT3JkZXJSZXNwb25zZRIwCgdvdXRjb21lGAEgASgOMh8uc2hvcC5wYXltZW50LnYxLlBheW1lbnRPdXRjb21lEi4KBnJlYXNvbhgCIAEoDjIeLnNob3AucGF5bWVudC52MS5SZWZ1c2FsUmVhc29uEisKCG1vdmVtZW50GAMgASgLMhkuc2hvcC5wYXltZW50LnYxLk1vdmVtZW50Eg8KB2RlY2lkZWQYBCABKAgiwQIKDE9yZGVyUGF5bWVudBIQCghvcmRlcl9pZBgBIAEoCRITCgtjdXN0b21lcl9pZBgCIAEoCRI3Cg5jaGFyZ2Vfb3V0Y29tZRgDIAEoDjIfLnNob3AucGF5bWVudC52MS5QYXltZW50T3V0Y29tZRI2Cg5yZWZ1c2FsX3JlYXNvbhgEIAEoDjIeLnNob3AucGF5bWVudC52MS5SZWZ1c2FsUmVhc29uEhQKDGFtb3VudF9jZW50cxgFIAEoAxIQCghjdXJyZW5jeRgGIAEoCRIuCgpkZWNpZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghyZWZ1bmRlZBgIIAEoCBIvCgtyZWZ1bmRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWAocQmF0Y2hHZXRPcmRlclBheW1lbnRzUmVxdWVzdBI4CglvcmRlcl9pZHMYASADKAlCJbpIIpIBHxDoByIachgQARhAMhJeW0EtWmEtejAtOS5fOi1dKiQiUAodQmF0Y2hHZXRPcmRlclBheW1lbnRzUmVzcG9uc2USLwoIcGF5bWVudHMYASADKAsyHS5zaG9wLnBheW1lbnQudjEuT3JkZXJQYXltZW50ItEDChhMaXN0T3JkZXJQYXltZW50c1JlcXVlc3QSWwoNZGVjaWRlZF9hZnRlchgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCKLpIJbIBIiINCP+C0f+vBxDf0czcAzIRCP+Y9PuN/////wEQ4NHM3AMSXAoOZGVjaWRlZF9iZWZvcmUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQii6SCWyASIiDQj/gtH/rwcQ39HM3AMyEQj/mPT7jf////8BEODRzNwDEhoKCXBhZ2Vfc2l6ZRgDIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAQgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJDqtAbpIqQEapgEKDmRlY2lkZWRfd2luZG93EjFkZWNpZGVkX2FmdGVyIG11c3QgYmUgZWFybGllciB0aGFuIGRlY2lkZWRfYmVmb3JlGmEhaGFzKHRoaXMuZGVjaWRlZF9hZnRlcikgfHwgIWhhcyh0aGlzLmRlY2lkZWRfYmVmb3JlKSB8fCB0aGlzLmRlY2lkZWRfYWZ0ZXIgPCB0aGlzLmRlY2lkZWRfYmVmb3JlImUKGUxpc3RPcmRlclBheW1lbnRzUmVzcG9uc2USLwoIcGF5bWVudHMYASADKAsyHS5zaG9wLnBheW1lbnQudjEuT3JkZXJQYXltZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSp7CgxNb3ZlbWVudEtpbmQSHQoZTU9WRU1FTlRfS0lORF9VTlNQRUNJRklFRBAAEhgKFE1PVkVNRU5UX0tJTkRfVE9QX1VQEAESGAoUTU9WRU1FTlRfS0lORF9DSEFSR0UQAhIYChRNT1ZFTUVOVF9LSU5EX1JFRlVORBADKokBCg5QYXltZW50T3V0Y29tZRIfChtQQVlNRU5UX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdQQVlNRU5UX09VVENPTUVfQ0hBUkdFRBABEhsKF1BBWU1FTlRfT1VUQ09NRV9SRUZVU0VEEAISHAoYUEFZTUVOVF9PVVRDT01FX1JFRlVOREVEEAMqlQEKDVJlZnVzYWxSZWFzb24SHgoaUkVGVVNBTF9SRUFTT05fVU5TUEVDSUZJRUQQABIlCiFSRUZVU0FMX1JFQVNPTl9JTlNVRkZJQ0lFTlRfRlVORFMQARIdChlSRUZVU0FMX1JFQVNPTl9OT19BQ0NPVU5UEAISHgoaUkVGVVNBTF9SRUFTT05fTk9UX0NIQVJHRUQQAzKBBgoOUGF5bWVudFNlcnZpY2USWAoLT3BlbkFjY291bnQSIy5zaG9wLnBheW1lbnQudjEuT3BlbkFjY291bnRSZXF1ZXN0GiQuc2hvcC5wYXltZW50LnYxLk9wZW5BY2NvdW50UmVzcG9uc2USVQoKR2V0QWNjb3VudBIiLnNob3AucGF5bWVudC52MS5HZXRBY2NvdW50UmVxdWVzdBojLnNob3AucGF5bWVudC52MS5HZXRBY2NvdW50UmVzcG9uc2USRgoFVG9wVXASHS5zaG9wLnBheW1lbnQudjEuVG9wVXBSZXF1ZXN0Gh4uc2hvcC5wYXltZW50LnYxLlRvcFVwUmVzcG9uc2USXgoNTGlzdFN0YXRlbWVudBIlLnNob3AucGF5bWVudC52MS5MaXN0U3RhdGVtZW50UmVxdWVzdBomLnNob3AucGF5bWVudC52MS5MaXN0U3RhdGVtZW50UmVzcG9uc2USWAoLQ2hhcmdlT3JkZXISIy5zaG9wLnBheW1lbnQudjEuQ2hhcmdlT3JkZXJSZXF1ZXN0GiQuc2hvcC5wYXltZW50LnYxLkNoYXJnZU9yZGVyUmVzcG9uc2USWAoLUmVmdW5kT3JkZXISIy5zaG9wLnBheW1lbnQudjEuUmVmdW5kT3JkZXJSZXF1ZXN0GiQuc2hvcC5wYXltZW50LnYxLlJlZnVuZE9yZGVyUmVzcG9uc2USdgoVQmF0Y2hHZXRPcmRlclBheW1lbnRzEi0uc2hvcC5wYXltZW50LnYxLkJhdGNoR2V0T3JkZXJQYXltZW50c1JlcXVlc3QaLi5zaG9wLnBheW1lbnQudjEuQmF0Y2hHZXRPcmRlclBheW1lbnRzUmVzcG9uc2USagoRTGlzdE9yZGVyUGF5bWVudHMSKS5zaG9wLnBheW1lbnQudjEuTGlzdE9yZGVyUGF5bWVudHNSZXF1ZXN0Giouc2hvcC5wYXltZW50LnYxLkxpc3RPcmRlclBheW1lbnRzUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message shop.payment.v1.Account
@@ -455,6 +455,161 @@ export const RefundOrderResponseSchema: GenMessage<RefundOrderResponse> = /*@__P
   messageDesc(file_shop_payment_v1_payment, 13);
 
 /**
+ * An order's payment as the payment service decided it.
+ *
+ * @generated from message shop.payment.v1.OrderPayment
+ */
+export type OrderPayment = Message<"shop.payment.v1.OrderPayment"> & {
+  /**
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * @generated from field: string customer_id = 2;
+   */
+  customerId: string;
+
+  /**
+   * CHARGED or REFUSED.
+   *
+   * @generated from field: shop.payment.v1.PaymentOutcome charge_outcome = 3;
+   */
+  chargeOutcome: PaymentOutcome;
+
+  /**
+   * Set when REFUSED.
+   *
+   * @generated from field: shop.payment.v1.RefusalReason refusal_reason = 4;
+   */
+  refusalReason: RefusalReason;
+
+  /**
+   * @generated from field: int64 amount_cents = 5;
+   */
+  amountCents: bigint;
+
+  /**
+   * @generated from field: string currency = 6;
+   */
+  currency: string;
+
+  /**
+   * When the charge was decided (the payment database's clock).
+   *
+   * @generated from field: google.protobuf.Timestamp decided_at = 7;
+   */
+  decidedAt?: Timestamp | undefined;
+
+  /**
+   * True once the charge was refunded (exactly once).
+   *
+   * @generated from field: bool refunded = 8;
+   */
+  refunded: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp refunded_at = 9;
+   */
+  refundedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message shop.payment.v1.OrderPayment.
+ * Use `create(OrderPaymentSchema)` to create a new message.
+ */
+export const OrderPaymentSchema: GenMessage<OrderPayment> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 14);
+
+/**
+ * @generated from message shop.payment.v1.BatchGetOrderPaymentsRequest
+ */
+export type BatchGetOrderPaymentsRequest = Message<"shop.payment.v1.BatchGetOrderPaymentsRequest"> & {
+  /**
+   * @generated from field: repeated string order_ids = 1;
+   */
+  orderIds: string[];
+};
+
+/**
+ * Describes the message shop.payment.v1.BatchGetOrderPaymentsRequest.
+ * Use `create(BatchGetOrderPaymentsRequestSchema)` to create a new message.
+ */
+export const BatchGetOrderPaymentsRequestSchema: GenMessage<BatchGetOrderPaymentsRequest> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 15);
+
+/**
+ * @generated from message shop.payment.v1.BatchGetOrderPaymentsResponse
+ */
+export type BatchGetOrderPaymentsResponse = Message<"shop.payment.v1.BatchGetOrderPaymentsResponse"> & {
+  /**
+   * @generated from field: repeated shop.payment.v1.OrderPayment payments = 1;
+   */
+  payments: OrderPayment[];
+};
+
+/**
+ * Describes the message shop.payment.v1.BatchGetOrderPaymentsResponse.
+ * Use `create(BatchGetOrderPaymentsResponseSchema)` to create a new message.
+ */
+export const BatchGetOrderPaymentsResponseSchema: GenMessage<BatchGetOrderPaymentsResponse> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 16);
+
+/**
+ * @generated from message shop.payment.v1.ListOrderPaymentsRequest
+ */
+export type ListOrderPaymentsRequest = Message<"shop.payment.v1.ListOrderPaymentsRequest"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp decided_after = 1;
+   */
+  decidedAfter?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp decided_before = 2;
+   */
+  decidedBefore?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message shop.payment.v1.ListOrderPaymentsRequest.
+ * Use `create(ListOrderPaymentsRequestSchema)` to create a new message.
+ */
+export const ListOrderPaymentsRequestSchema: GenMessage<ListOrderPaymentsRequest> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 17);
+
+/**
+ * @generated from message shop.payment.v1.ListOrderPaymentsResponse
+ */
+export type ListOrderPaymentsResponse = Message<"shop.payment.v1.ListOrderPaymentsResponse"> & {
+  /**
+   * @generated from field: repeated shop.payment.v1.OrderPayment payments = 1;
+   */
+  payments: OrderPayment[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message shop.payment.v1.ListOrderPaymentsResponse.
+ * Use `create(ListOrderPaymentsResponseSchema)` to create a new message.
+ */
+export const ListOrderPaymentsResponseSchema: GenMessage<ListOrderPaymentsResponse> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 18);
+
+/**
  * @generated from enum shop.payment.v1.MovementKind
  */
 export enum MovementKind {
@@ -643,6 +798,30 @@ export const PaymentService: GenService<{
     methodKind: "unary";
     input: typeof RefundOrderRequestSchema;
     output: typeof RefundOrderResponseSchema;
+  },
+  /**
+   * BatchGetOrderPayments answers what was decided for up to 1000 orders:
+   * their charge's outcome and whether it was refunded. Orders the payment
+   * service never heard of are absent. For the reconciler and the shop.
+   *
+   * @generated from rpc shop.payment.v1.PaymentService.BatchGetOrderPayments
+   */
+  batchGetOrderPayments: {
+    methodKind: "unary";
+    input: typeof BatchGetOrderPaymentsRequestSchema;
+    output: typeof BatchGetOrderPaymentsResponseSchema;
+  },
+  /**
+   * ListOrderPayments lists the charges decided in a time window, ordered by
+   * decision time then order id: how the reconciler finds debits whose
+   * order never learned of them.
+   *
+   * @generated from rpc shop.payment.v1.PaymentService.ListOrderPayments
+   */
+  listOrderPayments: {
+    methodKind: "unary";
+    input: typeof ListOrderPaymentsRequestSchema;
+    output: typeof ListOrderPaymentsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shop_payment_v1_payment, 0);
