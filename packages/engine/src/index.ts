@@ -62,3 +62,4 @@ export {
   type RegisteredDeliveryMetrics,
 } from "./metrics.js";
 export { readOutboxStats, type OutboxStats } from "./stats.js";
+export { batchOfSingles } from "./singles.js";

@@ -1,0 +1,59 @@
+import { expect } from "chai";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { batchOfSingles } from "@shop/engine/singles";
+import type { Claimed } from "@shop/engine";
+
+type Row = { key: string };
+const row = (key: string, id: number): Claimed<Row> => ({ key, id, attempts: 1 });
+
+describe("batchOfSingles: a batch call made of per-row calls", () => {
+  it("answers each row with its own call's result, in the rows' order", async () => {
+    const batch = batchOfSingles<Row, string>(async (r) => ({ result: `done ${r.key}`, created: r.key !== "b" }));
+    const out = await batch([row("a", 1), row("b", 2)], { timeoutMs: 1000 });
+    expect(out).to.deep.equal([
+      { result: "done a", created: true },
+      { result: "done b", created: false },
+    ]);
+  });
+
+  it("turns a row refused for its content into that row's error and keeps its neighbours' results", async () => {
+    const batch = batchOfSingles<Row, string>(async (r) => {
+      if (r.key === "bad") throw new ConnectError("amount is not the order's total", Code.FailedPrecondition);
+      return { result: r.key, created: true };
+    });
+    const out = await batch([row("a", 1), row("bad", 2), row("c", 3)], { timeoutMs: 1000 });
+    expect(out[0]).to.deep.equal({ result: "a", created: true });
+    expect(out[1]).to.deep.equal({ code: Code.FailedPrecondition, message: "amount is not the order's total" });
+    expect(out[2]).to.deep.equal({ result: "c", created: true });
+  });
+
+  for (const code of [Code.Unavailable, Code.Unauthenticated, Code.Internal, Code.DeadlineExceeded]) {
+    it(`fails the whole batch when a call fails with ${Code[code]} (not the row's content)`, async () => {
+      const seen: string[] = [];
+      const batch = batchOfSingles<Row, string>(async (r) => {
+        seen.push(r.key);
+        if (r.key === "b") throw new ConnectError("no", code);
+        return { result: r.key, created: true };
+      });
+      const err = await batch([row("a", 1), row("b", 2), row("c", 3)], { timeoutMs: 1000 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(ConnectError);
+      expect((err as ConnectError).code).to.equal(code);
+      // Every call was made (side by side), so the batch waited for all of them before failing.
+      expect(seen.sort()).to.deep.equal(["a", "b", "c"]);
+    });
+  }
+
+  it("treats an error that is not a ConnectError as UNKNOWN: the batch fails", async () => {
+    const batch = batchOfSingles<Row, string>(async () => {
+      throw new Error("socket hang up");
+    });
+    const err = await batch([row("a", 1)], { timeoutMs: 1000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(ConnectError.from(err).code).to.equal(Code.Unknown);
+  });
+});
