@@ -8,8 +8,9 @@
  *   jwks --key <file> [--key <file>…]   the services' JWK set (AUTH_JWKS, AUTH_JWKS_FILE) of
  *                                       these keys' public halves; several during a rotation
  *   token --key <file> --role <role> [--customer <id>] [--ttl 24h] [--aud <a,b>] [--iss <issuer>]
- *                                       a signed token; roles: shop, relay, reconciler, admin,
- *                                       customer; aud defaults to the services the role calls
+ *                                       a signed token; roles: shop, relay, payment-relay,
+ *                                       reconciler, admin, customer; aud defaults to the
+ *                                       services the role calls
  *   --help                              the usage, on stdout
  */
 import { readFileSync, writeFileSync } from "node:fs";
@@ -27,6 +28,9 @@ import {
   type Role,
 } from "@shop/platform/auth";
 
+/** The audience table's first column: the longest role name and a space. */
+const ROLE_WIDTH = Math.max(...ROLE_NAMES.map((r) => r.length)) + 1;
+
 const USAGE = `usage:
   npm run auth -- keygen --kid <id> --out <file>
   npm run auth -- public-key --key <file>
@@ -36,7 +40,7 @@ const USAGE = `usage:
   npm run auth -- --help
 
 --ttl defaults to 24h; --iss to ${DEFAULT_ISSUER}; --aud to the services the role calls:
-${ROLE_NAMES.map((r) => `  ${r.padEnd(11)}${roleAudience(r).join(", ")}`).join("\n")}
+${ROLE_NAMES.map((r) => `  ${r.padEnd(ROLE_WIDTH)}${roleAudience(r).join(", ")}`).join("\n")}
 npm prints the script's name and command before its output; to get only the key entry,
 the set or the token (to pipe or capture it), run npm run --silent auth -- ...`;
 

@@ -1,11 +1,13 @@
 /**
  * `npm start`: the whole system on this machine, in one terminal.
  *
- * Without database URLs it runs two private MariaDB servers with their data
- * in .data/ (so orders and vouchers survive a restart), then the voucher
- * service and the order service (with its in-process relay) as child
- * processes, their output prefixed with their name. Ctrl-C stops the services
- * gracefully, then the databases; a second Ctrl-C forces.
+ * Without database URLs it runs three private MariaDB servers with their data
+ * in .data/ (so orders, vouchers and payments survive a restart), then the
+ * voucher service, the payment service (with the relay that reports charge and
+ * refund outcomes to the order service) and the order service (with its relay
+ * for vouchers, charges and refunds) as child processes, their output prefixed
+ * with their name. Ctrl-C stops the services gracefully, then the databases; a
+ * second Ctrl-C forces.
  *
  * Every port it will use is checked before anything starts, and "Ready." is
  * printed only once every process, the reconciler's scheduler included,
@@ -60,13 +62,19 @@ const voucherHttpPort = intSetting("VOUCHER_HTTP_PORT", 8082);
 const orderHost = process.env.ORDER_HOST || "127.0.0.1";
 const orderGrpcPort = intSetting("ORDER_GRPC_PORT", 50051);
 const orderHttpPort = intSetting("ORDER_HTTP_PORT", 8081);
+const paymentHost = process.env.PAYMENT_HOST || "127.0.0.1";
+const paymentGrpcPort = intSetting("PAYMENT_GRPC_PORT", 50053);
+const paymentHttpPort = intSetting("PAYMENT_HTTP_PORT", 8083);
 // The reconciler's scheduler reads these itself (reconciler/src/config.ts); read here with the same defaults
 // so the port is checked before anything starts and the scheduler is awaited on it.
 const reconcilerMetricsPort = intSetting("RECONCILE_METRICS_PORT", 9464, 0);
 const reconcilerMetricsHost = process.env.RECONCILE_METRICS_HOST || "127.0.0.1";
-const useLocalDatabases = !process.env.ORDER_DATABASE_URL && !process.env.VOUCHER_DATABASE_URL;
+/** The services' own database settings: all three given, or none (then private local servers). */
+const DATABASE_URL_SETTINGS = ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "PAYMENT_DATABASE_URL"] as const;
+const useLocalDatabases = DATABASE_URL_SETTINGS.every((name) => !process.env[name]);
 const orderDbPort = intSetting("LOCAL_ORDER_DB_PORT", 3316);
 const voucherDbPort = intSetting("LOCAL_VOUCHER_DB_PORT", 3317);
+const paymentDbPort = intSetting("LOCAL_PAYMENT_DB_PORT", 3318);
 
 // ---------------------------------------------------------------------------
 // Databases
@@ -96,11 +104,14 @@ function plannedPorts(): PortUse[] {
     uses.push(
       { setting: "LOCAL_ORDER_DB_PORT", port: orderDbPort, host: "127.0.0.1", what: "the order database" },
       { setting: "LOCAL_VOUCHER_DB_PORT", port: voucherDbPort, host: "127.0.0.1", what: "the voucher database" },
+      { setting: "LOCAL_PAYMENT_DB_PORT", port: paymentDbPort, host: "127.0.0.1", what: "the payment database" },
     );
   }
   uses.push(
     { setting: "VOUCHER_GRPC_PORT", port: voucherGrpcPort, host: voucherHost, what: "the voucher service's gRPC" },
     { setting: "VOUCHER_HTTP_PORT", port: voucherHttpPort, host: voucherHost, what: "the voucher service's HTTP" },
+    { setting: "PAYMENT_GRPC_PORT", port: paymentGrpcPort, host: paymentHost, what: "the payment service's gRPC" },
+    { setting: "PAYMENT_HTTP_PORT", port: paymentHttpPort, host: paymentHost, what: "the payment service's HTTP" },
     { setting: "ORDER_GRPC_PORT", port: orderGrpcPort, host: orderHost, what: "the order service's gRPC" },
     { setting: "ORDER_HTTP_PORT", port: orderHttpPort, host: orderHost, what: "the order service's HTTP" },
   );
@@ -119,7 +130,7 @@ function plannedPorts(): PortUse[] {
  */
 async function preflight(): Promise<void> {
   if (useLocalDatabases) {
-    for (const folder of ["order-db", "voucher-db"]) {
+    for (const folder of ["order-db", "voucher-db", "payment-db"]) {
       const dir = path.join(dataDir, folder);
       const stale = leftoverServer(dir);
       if (stale) fail(`a MariaDB server from an earlier run still uses ${dir} (pid ${stale}); stop it with: kill ${stale}`);
@@ -184,34 +195,45 @@ function mariadbInstalled(): boolean {
   }
 }
 
-async function resolveDatabaseUrls(): Promise<{ orderUrl: string; voucherUrl: string }> {
+interface DatabaseUrls {
+  orderUrl: string;
+  voucherUrl: string;
+  paymentUrl: string;
+}
+
+async function resolveDatabaseUrls(): Promise<DatabaseUrls> {
   const orderUrl = process.env.ORDER_DATABASE_URL;
   const voucherUrl = process.env.VOUCHER_DATABASE_URL;
-  if (orderUrl && voucherUrl) {
-    say("using ORDER_DATABASE_URL and VOUCHER_DATABASE_URL from the environment");
-    return { orderUrl, voucherUrl };
+  const paymentUrl = process.env.PAYMENT_DATABASE_URL;
+  if (orderUrl && voucherUrl && paymentUrl) {
+    say("using ORDER_DATABASE_URL, VOUCHER_DATABASE_URL and PAYMENT_DATABASE_URL from the environment");
+    return { orderUrl, voucherUrl, paymentUrl };
   }
-  if (orderUrl || voucherUrl) {
-    const missing = orderUrl ? "VOUCHER_DATABASE_URL" : "ORDER_DATABASE_URL";
+  if (orderUrl || voucherUrl || paymentUrl) {
+    const missing = DATABASE_URL_SETTINGS.filter((name) => !process.env[name]);
     fail(
-      `only one database URL is set; set ${missing} too, or unset both to run two local MariaDB servers in .data/`,
+      `not every database URL is set; set ${missing.join(" and ")} too, or unset all three to run three local MariaDB servers in .data/`,
     );
   }
   if (!mariadbInstalled()) {
     fail(
       "MariaDB server binaries (mariadbd) are not installed. Install them with\n" +
         "    sudo apt-get update && sudo apt-get install -y mariadb-server\n" +
-        "  or point ORDER_DATABASE_URL and VOUCHER_DATABASE_URL at existing servers.",
+        "  or point ORDER_DATABASE_URL, VOUCHER_DATABASE_URL and PAYMENT_DATABASE_URL at existing servers.",
     );
   }
-  // allSettled: if one fails, the other has finished starting before shutdown stops it.
-  const [o, v] = await Promise.allSettled([
+  // allSettled: if one fails, the others have finished starting before shutdown stops them.
+  const [o, v, p] = await Promise.allSettled([
     startLocalDatabase("order", "order-db", orderDbPort, "orders", "orders"),
     startLocalDatabase("voucher", "voucher-db", voucherDbPort, "vouchers", "vouchers"),
+    startLocalDatabase("payment", "payment-db", paymentDbPort, "payments", "payments"),
   ]);
-  if (o.status === "rejected") throw o.reason;
-  if (v.status === "rejected") throw v.reason;
-  return { orderUrl: o.value, voucherUrl: v.value };
+  for (const r of [o, v, p]) if (r.status === "rejected") throw r.reason;
+  return {
+    orderUrl: (o as PromiseFulfilledResult<string>).value,
+    voucherUrl: (v as PromiseFulfilledResult<string>).value,
+    paymentUrl: (p as PromiseFulfilledResult<string>).value,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -232,15 +254,16 @@ interface LocalAuth {
  * The local stack's signing key (made once, kept in .data/auth), its public
  * half as the services' JWK set (jwks.json), and a fresh token for every
  * role, each in its own file and addressed to the services its role calls;
- * the services get the JWK set and the relay's and reconciler's token files.
- * Unless AUTH_JWKS_FILE, AUTH_JWKS or AUTH_PUBLIC_KEYS is set: then the
- * caller's own keys and tokens (RELAY_TOKEN, RECONCILE_TOKEN or their _FILE
- * forms) pass through untouched.
+ * the services get the JWK set and the token files of the order service's
+ * relay, the payment service's relay and the reconciler. Unless
+ * AUTH_JWKS_FILE, AUTH_JWKS or AUTH_PUBLIC_KEYS is set: then the caller's own
+ * keys and tokens (RELAY_TOKEN, PAYMENT_RELAY_TOKEN, RECONCILE_TOKEN or their
+ * _FILE forms) pass through untouched.
  */
 async function localAuth(): Promise<LocalAuth | undefined> {
   const own = ["AUTH_JWKS_FILE", "AUTH_JWKS", "AUTH_PUBLIC_KEYS"].find((name) => process.env[name]);
   if (own) {
-    say(`using ${own} and the relay's and reconciler's tokens from the environment`);
+    say(`using ${own} and the relays' and reconciler's tokens from the environment`);
     return undefined;
   }
   mkdirSync(AUTH_DIR, { recursive: true, mode: 0o700 });
@@ -255,6 +278,7 @@ async function localAuth(): Promise<LocalAuth | undefined> {
   const roles: Array<[label: string, role: Role, customerId?: string]> = [
     ["shop", "shop"],
     ["relay", "relay"],
+    ["payment-relay", "payment-relay"],
     ["reconciler", "reconciler"],
     ["admin", "admin"],
     [`customer-${LOCAL_CUSTOMER}`, "customer", LOCAL_CUSTOMER],
@@ -272,6 +296,7 @@ async function localAuth(): Promise<LocalAuth | undefined> {
     env: {
       AUTH_JWKS_FILE: jwksFile,
       RELAY_TOKEN_FILE: path.join(AUTH_DIR, "relay.token"),
+      PAYMENT_RELAY_TOKEN_FILE: path.join(AUTH_DIR, "payment-relay.token"),
       RECONCILE_TOKEN_FILE: path.join(AUTH_DIR, "reconciler.token"),
     },
     tokenFiles,
@@ -456,14 +481,22 @@ const shellQuote = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
  * changes nothing but those commands. The database URLs only for the local
  * databases (the caller's own URLs, with their passwords, are not copied).
  */
-function writeEnvFile(databases: { orderUrl: string; voucherUrl: string } | undefined): void {
+function writeEnvFile(databases: DatabaseUrls | undefined): void {
   const vars: Array<[string, string]> = [
     ["DATA", dataDir],
     ["ORDER_GRPC", `${reachableHost(orderHost)}:${orderGrpcPort}`],
     ["ORDER_HTTP", `${reachableHost(orderHost)}:${orderHttpPort}`],
     ["VOUCHER_GRPC", `${reachableHost(voucherHost)}:${voucherGrpcPort}`],
     ["VOUCHER_HTTP", `${reachableHost(voucherHost)}:${voucherHttpPort}`],
-    ...(databases ? ([["ORDER_DB", databases.orderUrl], ["VOUCHER_DB", databases.voucherUrl]] as Array<[string, string]>) : []),
+    ["PAYMENT_GRPC", `${reachableHost(paymentHost)}:${paymentGrpcPort}`],
+    ["PAYMENT_HTTP", `${reachableHost(paymentHost)}:${paymentHttpPort}`],
+    ...(databases
+      ? ([
+          ["ORDER_DB", databases.orderUrl],
+          ["VOUCHER_DB", databases.voucherUrl],
+          ["PAYMENT_DB", databases.paymentUrl],
+        ] as Array<[string, string]>)
+      : []),
   ];
   const text = [
     `# Written by npm start for the stack it runs (rewritten at every start). In a shell: . ${shown(ENV_FILE)}`,
@@ -479,14 +512,17 @@ function banner(auth: LocalAuth | undefined): string {
   const oh = `${reachableHost(orderHost)}:${orderHttpPort}`;
   const vg = `${reachableHost(voucherHost)}:${voucherGrpcPort}`;
   const vh = `${reachableHost(voucherHost)}:${voucherHttpPort}`;
+  const pg = `${reachableHost(paymentHost)}:${paymentGrpcPort}`;
+  const ph = `${reachableHost(paymentHost)}:${paymentHttpPort}`;
   return [
     "",
     bold("Ready."),
     `  order service    gRPC ${og}   Connect/JSON http://${oh}   health http://${oh}/readyz`,
     `  voucher service  gRPC ${vg}   Connect/JSON http://${vh}   health http://${vh}/readyz`,
+    `  payment service  gRPC ${pg}   Connect/JSON http://${ph}   health http://${ph}/readyz`,
     "",
     ...tokenLines(auth),
-    `  Shell variables for the README's commands (DATA, ORDER_GRPC, ORDER_HTTP, VOUCHER_GRPC, …): . ${shown(ENV_FILE)}`,
+    `  Shell variables for the README's commands (DATA, ORDER_GRPC, ORDER_HTTP, VOUCHER_GRPC, PAYMENT_GRPC, …): . ${shown(ENV_FILE)}`,
     "",
     "  Try it (see README.md for the full walkthrough):",
     dim(`    TOKEN=$(cat ${shown(path.join(AUTH_DIR, "shop.token"))})`),
@@ -504,11 +540,16 @@ function banner(auth: LocalAuth | undefined): string {
 
 async function main(): Promise<void> {
   await preflight();
-  const { orderUrl, voucherUrl } = await resolveDatabaseUrls();
+  const databaseUrls = await resolveDatabaseUrls();
+  const { orderUrl, voucherUrl, paymentUrl } = databaseUrls;
   if (stopping) return;
   const auth = await localAuth();
   const authEnv = auth?.env ?? {};
+  const orderGrpcUrl = `http://${reachableHost(orderHost)}:${orderGrpcPort}`;
+  const voucherGrpcUrl = `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`;
+  const paymentGrpcUrl = `http://${reachableHost(paymentHost)}:${paymentGrpcPort}`;
 
+  // Stopped in the reverse order: the order service first (it calls the other two), the voucher service last.
   services.push(
     {
       name: "voucher",
@@ -518,27 +559,39 @@ async function main(): Promise<void> {
       readyUrl: `http://${reachableHost(voucherHost)}:${voucherHttpPort}/readyz`,
     },
     {
+      name: "payment",
+      colour: 34,
+      entry: path.join(root, "payment-service/src/main.ts"),
+      // Its relay reports each charge's and refund's outcome to the order service (PaymentOutcomeService).
+      env: { PAYMENT_DATABASE_URL: paymentUrl, ...authEnv, ORDER_SERVICE_URL: orderGrpcUrl },
+      readyUrl: `http://${reachableHost(paymentHost)}:${paymentHttpPort}/readyz`,
+    },
+    {
       name: "order",
       colour: 33,
       entry: path.join(root, "order-service/src/main.ts"),
       env: {
         ORDER_DATABASE_URL: orderUrl,
         ...authEnv,
-        VOUCHER_SERVICE_URL:
-          process.env.VOUCHER_SERVICE_URL || `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`,
+        VOUCHER_SERVICE_URL: process.env.VOUCHER_SERVICE_URL || voucherGrpcUrl,
+        // Where its relay sends charges and refunds.
+        PAYMENT_SERVICE_URL: process.env.PAYMENT_SERVICE_URL || paymentGrpcUrl,
       },
       readyUrl: `http://${reachableHost(orderHost)}:${orderHttpPort}/readyz`,
     },
   );
   // The nightly reconciler's scheduler (RECONCILE_CRON, default 02:30 UTC),
-  // started once both services answer; it is stopped first on Ctrl-C.
+  // started once the services answer; it is stopped first on Ctrl-C.
   const reconciler: Service = {
     name: "reconciler",
     colour: 32,
     entry: path.join(root, "reconciler/src/main.ts"),
     env: {
-      ORDER_SERVICE_URL: `http://${reachableHost(orderHost)}:${orderGrpcPort}`,
-      VOUCHER_SERVICE_URL: `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`,
+      ORDER_SERVICE_URL: orderGrpcUrl,
+      VOUCHER_SERVICE_URL: voucherGrpcUrl,
+      PAYMENT_SERVICE_URL: paymentGrpcUrl,
+      // The payment service runs here too: compare and repair payments as well as vouchers.
+      RECONCILE_PAYMENTS: process.env.RECONCILE_PAYMENTS || "true",
       RECONCILE_STATE_FILE: process.env.RECONCILE_STATE_FILE || path.join(dataDir, "reconciler", "state.json"),
       RECONCILE_REPORT_DIR: process.env.RECONCILE_REPORT_DIR || path.join(dataDir, "reconciler", "reports"),
       RECONCILE_METRICS_PORT: String(reconcilerMetricsPort),
@@ -553,7 +606,7 @@ async function main(): Promise<void> {
   for (const s of [...services, reconciler]) {
     if (!existsSync(s.entry)) throw new Error(`${path.relative(root, s.entry)} does not exist`);
   }
-  // Both start at once; the order service's relay retries until the voucher service answers.
+  // All start at once; each relay retries until the service it calls answers.
   for (const s of services) spawnService(s);
   await Promise.all(services.map((s) => waitReady(s)));
   if (stopping) return;
@@ -561,7 +614,7 @@ async function main(): Promise<void> {
   spawnService(reconciler);
   await waitReady(reconciler);
   if (stopping) return;
-  writeEnvFile(useLocalDatabases ? { orderUrl, voucherUrl } : undefined);
+  writeEnvFile(useLocalDatabases ? databaseUrls : undefined);
   process.stdout.write(banner(auth));
 }
 

@@ -6,13 +6,27 @@ import { expect } from "chai";
 const root = path.resolve(import.meta.dirname, "..");
 const composeFile = path.join(root, "docker-compose.yml");
 /** The settings the file requires from its user. */
-const composeEnv = { AUTH_PUBLIC_KEYS: "k=x", RELAY_TOKEN: "relay-token", RECONCILE_TOKEN: "reconcile-token" };
+const composeEnv = {
+  AUTH_PUBLIC_KEYS: "k=x",
+  RELAY_TOKEN: "relay-token",
+  PAYMENT_RELAY_TOKEN: "payment-relay-token",
+  RECONCILE_TOKEN: "reconcile-token",
+};
 
 /** The Compose client to validate with: v1 `docker-compose`, else the v2 plugin; undefined when neither is installed. */
 function composeCommand(): string[] | undefined {
   if (spawnSync("docker-compose", ["version"], { stdio: "ignore" }).status === 0) return ["docker-compose"];
   if (spawnSync("docker", ["compose", "version"], { stdio: "ignore" }).status === 0) return ["docker", "compose"];
   return undefined;
+}
+
+/** One service's part of a resolved file (`config` prints each service as a two-space-indented key). */
+function serviceBlock(resolved: string, name: string): string {
+  const start = resolved.search(new RegExp(`^  ${name}:\n`, "m"));
+  if (start < 0) throw new Error(`no service ${name} in the resolved file`);
+  const rest = resolved.slice(start + name.length + 4);
+  const end = rest.search(/^ {0,2}\S/m);
+  return end < 0 ? rest : rest.slice(0, end);
 }
 
 function compose(...args: string[]): string {
@@ -28,6 +42,7 @@ describe("docker-compose.yml", () => {
     const entries = [...text.matchAll(/^\s+command: \["([^"-][^"]*)"/gm)].map((m) => m[1]!);
     expect(entries).to.have.members([
       "voucher-service/dist/main.js",
+      "payment-service/dist/main.js",
       "order-service/dist/main.js",
       "order-service/dist/relay-main.js",
       "reconciler/dist/main.js",
@@ -45,8 +60,10 @@ describe("docker-compose.yml", () => {
     expect(text).to.match(/ORDER_MIGRATION_DATABASE_URL: mysql:\/\/orders_migrate:[^@]+@order-db:3306\/orders/);
     expect(text).to.match(/VOUCHER_DATABASE_URL: mysql:\/\/vouchers_app:[^@]+@voucher-db:3306\/vouchers/);
     expect(text).to.match(/VOUCHER_MIGRATION_DATABASE_URL: mysql:\/\/vouchers_migrate:[^@]+@voucher-db:3306\/vouchers/);
-    expect(text.match(/image: mariadb:10\.11/g)).to.have.length(2);
-    expect(text.match(/\.\/ops\/mariadb\/least-privilege\.sh:\/docker-entrypoint-initdb\.d\/least-privilege\.sh:ro/g)).to.have.length(2);
+    expect(text).to.match(/PAYMENT_DATABASE_URL: mysql:\/\/payments_app:[^@]+@payment-db:3306\/payments/);
+    expect(text).to.match(/PAYMENT_MIGRATION_DATABASE_URL: mysql:\/\/payments_migrate:[^@]+@payment-db:3306\/payments/);
+    expect(text.match(/image: mariadb:10\.11/g)).to.have.length(3);
+    expect(text.match(/\.\/ops\/mariadb\/least-privilege\.sh:\/docker-entrypoint-initdb\.d\/least-privilege\.sh:ro/g)).to.have.length(3);
     expect(text).not.to.match(/MARIADB_USER/);
   });
 
@@ -65,30 +82,73 @@ describe("docker-compose.yml", () => {
 
     it("refuses to start without the keys and tokens, naming them", () => {
       const [cmd, ...pre] = composeCommand()!;
-      const env = { ...process.env, AUTH_PUBLIC_KEYS: "", RELAY_TOKEN: "", RECONCILE_TOKEN: "" };
+      const env = { ...process.env, AUTH_PUBLIC_KEYS: "", RELAY_TOKEN: "", PAYMENT_RELAY_TOKEN: "", RECONCILE_TOKEN: "" };
       const r = spawnSync(cmd!, [...pre, "-f", composeFile, "config", "-q"], { cwd: root, encoding: "utf8", env });
       expect(r.status).not.to.equal(0);
       expect(r.stderr).to.match(/AUTH_PUBLIC_KEYS|RELAY_TOKEN|RECONCILE_TOKEN/);
     });
 
-    it("defines both databases and both services, the standalone relay behind a profile", () => {
+    it("refuses to start without the payment service's relay token alone, naming it", () => {
+      const [cmd, ...pre] = composeCommand()!;
+      const env = { ...process.env, ...composeEnv, PAYMENT_RELAY_TOKEN: "" };
+      const r = spawnSync(cmd!, [...pre, "-f", composeFile, "config", "-q"], { cwd: root, encoding: "utf8", env });
+      expect(r.status).not.to.equal(0);
+      expect(r.stderr).to.contain("PAYMENT_RELAY_TOKEN");
+    });
+
+    it("defines the three databases and the three services, the standalone relay behind a profile", () => {
       // v1 lists services behind a profile too, so check the profile in the resolved file.
       const services = compose("--profile", "relay", "config", "--services").trim().split("\n");
-      expect(services).to.include.members(["order-db", "order-service", "voucher-db", "voucher-service", "relay"]);
+      expect(services).to.include.members([
+        "order-db",
+        "order-service",
+        "voucher-db",
+        "voucher-service",
+        "payment-db",
+        "payment-service",
+        "relay",
+      ]);
       expect(compose("config")).to.match(/relay:[\s\S]*profiles:\s*\n\s*- relay/);
     });
 
     it("resolves each service's command to its compiled entry", () => {
       const resolved = compose("--profile", "relay", "config");
-      for (const entry of ["voucher-service/dist/main.js", "order-service/dist/main.js", "order-service/dist/relay-main.js", "reconciler/dist/main.js"]) {
+      for (const entry of [
+        "voucher-service/dist/main.js",
+        "payment-service/dist/main.js",
+        "order-service/dist/main.js",
+        "order-service/dist/relay-main.js",
+        "reconciler/dist/main.js",
+      ]) {
         expect(resolved).to.include(entry);
       }
       expect(resolved).not.to.match(/\/src\/[\w-]+\.ts/);
     });
 
-    it("publishes the gRPC and HTTP ports of both services", () => {
+    it("publishes the gRPC and HTTP ports of the three services", () => {
       const resolved = compose("config");
-      for (const port of [50051, 8081, 50052, 8082]) expect(resolved).to.match(new RegExp(`published: ['"]?${port}`));
+      for (const port of [50051, 8081, 50052, 8082, 50053, 8083]) expect(resolved).to.match(new RegExp(`published: ['"]?${port}`));
+    });
+
+    it("wires the payments: the order service's relays charge and refund at the payment service, whose relay reports back with its own token", () => {
+      const resolved = compose("--profile", "relay", "config");
+      const payment = serviceBlock(resolved, "payment-service");
+      expect(payment).to.match(/PAYMENT_DATABASE_URL: mysql:\/\/payments_app:[^@]+@payment-db:3306\/payments/);
+      expect(payment).to.match(/ORDER_SERVICE_URL: http:\/\/order-service:50051\n/);
+      expect(payment).to.match(/PAYMENT_RELAY_ENABLED: ['"]?true/);
+      expect(payment).to.contain(`PAYMENT_RELAY_TOKEN: ${composeEnv.PAYMENT_RELAY_TOKEN}\n`);
+      expect(payment).to.contain(`AUTH_PUBLIC_KEYS: ${composeEnv.AUTH_PUBLIC_KEYS}\n`);
+      expect(payment).to.match(/PAYMENT_HOST: 0\.0\.0\.0/);
+      expect(payment).to.match(/payment-db:\s*\n\s*condition: service_healthy/);
+      expect(payment).to.contain("http://127.0.0.1:8083/readyz");
+      // The relay's token is for the relay alone: no other process gets it.
+      expect(resolved.split(composeEnv.PAYMENT_RELAY_TOKEN).length - 1).to.equal(1);
+      expect(serviceBlock(resolved, "reconciler")).to.match(/PAYMENT_SERVICE_URL: http:\/\/payment-service:50053\n/);
+      for (const name of ["order-service", "relay"]) {
+        const block = serviceBlock(resolved, name);
+        expect(block, name).to.match(/PAYMENT_SERVICE_URL: http:\/\/payment-service:50053\n/);
+        expect(block, name).to.contain(`RELAY_TOKEN: ${composeEnv.RELAY_TOKEN}\n`);
+      }
     });
   });
 });

@@ -7,18 +7,19 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
-import { createOrderClient, createVoucherClient } from "@shop/sdk/clients";
+import { createOrderClient, createPaymentClient, createVoucherClient } from "@shop/sdk/clients";
 import { VoucherStatus } from "@shop/sdk/order";
 import { freePort } from "@shop/testkit/ports";
 
 /**
  * `npm start` as a user runs it (scripts/start.ts), on free ports and a
- * throwaway data folder: it starts two MariaDB servers and the services,
+ * throwaway data folder: it starts three MariaDB servers and the services,
  * prints a token per role that the services accept with the scopes the README
- * promises, delivers a voucher, and Ctrl-C (SIGINT) stops everything.
+ * promises, delivers a voucher, serves the payment service, and Ctrl-C
+ * (SIGINT) stops everything.
  */
 const root = path.resolve(import.meta.dirname, "../..");
-const ROLES = ["shop", "relay", "reconciler", "admin", "customer-alice"];
+const ROLES = ["shop", "relay", "payment-relay", "reconciler", "admin", "customer-alice"];
 
 function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -36,8 +37,11 @@ const PORT_SETTINGS = [
   "ORDER_HTTP_PORT",
   "VOUCHER_GRPC_PORT",
   "VOUCHER_HTTP_PORT",
+  "PAYMENT_GRPC_PORT",
+  "PAYMENT_HTTP_PORT",
   "LOCAL_ORDER_DB_PORT",
   "LOCAL_VOUCHER_DB_PORT",
+  "LOCAL_PAYMENT_DB_PORT",
   "RECONCILE_METRICS_PORT",
 ];
 const tsx = createRequire(import.meta.url).resolve("tsx");
@@ -58,8 +62,10 @@ async function freePorts(): Promise<Record<string, number>> {
 /** Runs scripts/start.ts as npm start does, on those ports and data folder, with nothing of the caller's own stack set. */
 function startScript(ports: Record<string, number>, dataDir: string) {
   const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) };
-  for (const name of ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "AUTH_PUBLIC_KEYS", "RELAY_TOKEN", "RECONCILE_TOKEN", "VOUCHER_SERVICE_URL"]) delete env[name];
-  for (const name of ["ORDER_HOST", "VOUCHER_HOST", "RECONCILE_METRICS_HOST"]) delete env[name];
+  for (const name of ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "PAYMENT_DATABASE_URL"]) delete env[name];
+  for (const name of ["AUTH_JWKS_FILE", "AUTH_JWKS", "AUTH_PUBLIC_KEYS", "RELAY_TOKEN", "PAYMENT_RELAY_TOKEN", "RECONCILE_TOKEN"]) delete env[name];
+  for (const name of ["VOUCHER_SERVICE_URL", "PAYMENT_SERVICE_URL", "ORDER_SERVICE_URL", "RELAY_ENABLED", "PAYMENT_RELAY_ENABLED"]) delete env[name];
+  for (const name of ["ORDER_HOST", "VOUCHER_HOST", "PAYMENT_HOST", "RECONCILE_METRICS_HOST"]) delete env[name];
   Object.assign(env, { LOCAL_DATA_DIR: dataDir, NO_COLOR: "1", LOG_LEVEL: "warn" });
   const child = spawn(process.execPath, ["--import", tsx, path.join(root, "scripts/start.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))) };
@@ -148,6 +154,29 @@ describe("npm start", function () {
     }
   });
 
+  it("serves the payment service with those tokens: the shop opens and reads accounts, alice reads only her own, the relay may not open one", async () => {
+    const token = (role: string) => readFileSync(path.join(dataDir, "auth", `${role}.token`), "utf8").trim();
+    const baseUrl = `http://127.0.0.1:${ports.PAYMENT_GRPC_PORT}`;
+    const shop = createPaymentClient({ baseUrl, token: token("shop") });
+    const alice = createPaymentClient({ baseUrl, token: token("customer-alice") });
+    const relay = createPaymentClient({ baseUrl, token: token("relay") });
+    try {
+      const opened = await shop.client.openAccount({ customerId: "carol", currency: "EUR" });
+      expect(opened.created).to.equal(true);
+      expect(opened.account).to.include({ customerId: "carol", currency: "EUR", balanceCents: 0n });
+      const again = await shop.client.openAccount({ customerId: "carol", currency: "EUR" });
+      expect(again.created).to.equal(false);
+      const { account } = await shop.client.getAccount({ customerId: "carol" });
+      expect(account).to.include({ customerId: "carol", balanceCents: 0n });
+      const denied = await alice.client.getAccount({ customerId: "carol" }).catch((e) => ConnectError.from(e));
+      expect((denied as ConnectError).code).to.equal(Code.PermissionDenied);
+      const refused = await relay.client.openAccount({ customerId: "mallory", currency: "EUR" }).catch((e) => ConnectError.from(e));
+      expect((refused as ConnectError).code).to.equal(Code.PermissionDenied);
+    } finally {
+      for (const c of [shop, alice, relay]) c.close();
+    }
+  });
+
   it("has the reconciler's scheduler serving its metrics port by the time it says Ready", async () => {
     const res = await fetch(`http://127.0.0.1:${ports.RECONCILE_METRICS_PORT}/metrics`);
     expect(res.status).to.equal(200);
@@ -159,17 +188,20 @@ describe("npm start", function () {
     expect(output).to.contain(`. ${file}`);
     const { stdout } = await promisify(execFile)("sh", [
       "-c",
-      '. "$1" && printf "%s\\n" "$DATA" "$ORDER_GRPC" "$ORDER_HTTP" "$VOUCHER_GRPC" "$VOUCHER_HTTP" "$ORDER_DB" "$VOUCHER_DB"',
+      '. "$1" && printf "%s\\n" "$DATA" "$ORDER_GRPC" "$ORDER_HTTP" "$VOUCHER_GRPC" "$VOUCHER_HTTP" "$PAYMENT_GRPC" "$PAYMENT_HTTP" "$ORDER_DB" "$VOUCHER_DB" "$PAYMENT_DB"',
       "sh",
       file,
     ]);
-    const [data, orderGrpc, orderHttp, voucherGrpc, voucherHttp, orderDb, voucherDb] = stdout.split("\n");
+    const [data, orderGrpc, orderHttp, voucherGrpc, voucherHttp, paymentGrpc, paymentHttp, orderDb, voucherDb, paymentDb] = stdout.split("\n");
     expect(data).to.equal(dataDir);
-    expect([orderGrpc, orderHttp, voucherGrpc, voucherHttp]).to.deep.equal(
-      ["ORDER_GRPC_PORT", "ORDER_HTTP_PORT", "VOUCHER_GRPC_PORT", "VOUCHER_HTTP_PORT"].map((k) => `127.0.0.1:${ports[k]}`),
+    expect([orderGrpc, orderHttp, voucherGrpc, voucherHttp, paymentGrpc, paymentHttp]).to.deep.equal(
+      ["ORDER_GRPC_PORT", "ORDER_HTTP_PORT", "VOUCHER_GRPC_PORT", "VOUCHER_HTTP_PORT", "PAYMENT_GRPC_PORT", "PAYMENT_HTTP_PORT"].map(
+        (k) => `127.0.0.1:${ports[k]}`,
+      ),
     );
     expect(orderDb).to.match(new RegExp(`^mysql://orders:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_ORDER_DB_PORT}/orders$`));
     expect(voucherDb).to.match(new RegExp(`^mysql://vouchers:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_VOUCHER_DB_PORT}/vouchers$`));
+    expect(paymentDb).to.match(new RegExp(`^mysql://payments:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_PAYMENT_DB_PORT}/payments$`));
     // The walkthrough's first Connect call, built from those variables alone.
     const token = readFileSync(path.join(data!, "auth", "shop.token"), "utf8").trim();
     const res = await fetch(`http://${orderHttp}/shop.order.v1.OrderService/ListOrders`, {
@@ -178,9 +210,18 @@ describe("npm start", function () {
       body: JSON.stringify({ customer_id: "alice" }),
     });
     expect(res.status).to.equal(200);
+    // And the payment service's, on its own port.
+    const account = await fetch(`http://${paymentHttp}/shop.payment.v1.PaymentService/GetAccount`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ customer_id: "carol" }),
+    });
+    expect(account.status).to.equal(200);
+    const body = (await account.json()) as { account: Record<string, unknown> };
+    expect(body.account).to.include({ customerId: "carol", currency: "EUR" });
   });
 
-  it("stops the services and both databases on Ctrl-C", async () => {
+  it("stops the services and the three databases on Ctrl-C", async () => {
     child!.kill("SIGINT");
     const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("timeout"), 60_000))]);
     expect(code, output.slice(-2000)).to.equal(0);
@@ -211,6 +252,11 @@ describe("npm start with a port it needs taken", function () {
       title: "the voucher database's port",
       setting: "LOCAL_VOUCHER_DB_PORT",
       expected: (p) => `port ${p} for the voucher database is in use on 127.0.0.1; free it or set LOCAL_VOUCHER_DB_PORT to another port`,
+    },
+    {
+      title: "the payment database's port",
+      setting: "LOCAL_PAYMENT_DB_PORT",
+      expected: (p) => `port ${p} for the payment database is in use on 127.0.0.1; free it or set LOCAL_PAYMENT_DB_PORT to another port`,
     },
     {
       title: "one port given to two settings",
@@ -271,6 +317,21 @@ describe("npm run auth, as the README runs it", function () {
       expect(entry).to.match(/^k1=[\w-]{43}\n$/);
       const { stdout: token } = await npm(["run", "--silent", "auth", "--", "token", "--key", key, "--role", "customer", "--customer", "alice"]);
       expect(token).to.match(/^[\w-]+\.[\w-]+\.[\w-]+\n$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("lists the payment service's relay among the roles and mints its token, addressed to the order service alone", async () => {
+    const { stdout: usage } = await npm(["run", "--silent", "auth", "--", "--help"]);
+    expect(usage).to.match(/^  payment-relay +order-service$/m);
+    const dir = mkdtempSync(path.join(tmpdir(), "npm-auth-"));
+    try {
+      const key = path.join(dir, "key.json");
+      await npm(["run", "--silent", "auth", "--", "keygen", "--kid", "k1", "--out", key]);
+      const { stdout: token } = await npm(["run", "--silent", "auth", "--", "token", "--key", key, "--role", "payment-relay"]);
+      const claims = JSON.parse(Buffer.from(token.trim().split(".")[1]!, "base64url").toString("utf8")) as Record<string, unknown>;
+      expect(claims).to.include({ sub: "payment-relay", aud: "order-service", scope: "orders:payment-outcome" });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
