@@ -26,6 +26,12 @@ export interface OrderServiceConfig {
   /** VOUCHER_SERVICE_URL, default http://127.0.0.1:50052 (the voucher service's default gRPC port); the relay calls it. */
   voucherServiceUrl: string;
   /**
+   * PAYMENT_SERVICE_URL, default http://127.0.0.1:50053 (the payment service's
+   * default gRPC port); the charge and refund relays call it. Configs built by
+   * hand may leave it out: the default applies.
+   */
+  paymentServiceUrl?: string;
+  /**
    * RELAY_ENABLED, default true: the relay runs inside the order service, so
    * one process is the whole order side. False when relays run as their own
    * processes (then they scale independently of the API).
@@ -63,7 +69,7 @@ export interface OrderServiceConfig {
   maxMessageBytes?: number;
   /**
    * TLS_CA_FILE, TLS_CLIENT_CERT_FILE + TLS_CLIENT_KEY_FILE, read when the
-   * relay runs here: how it calls an https:// VOUCHER_SERVICE_URL.
+   * relay runs here: how the relays call an https:// VOUCHER_SERVICE_URL or PAYMENT_SERVICE_URL.
    */
   voucherTls?: ClientTls;
 }
@@ -72,6 +78,8 @@ export interface OrderServiceConfig {
  * Reads the order service's own settings into `r` without finishing, so the
  * composition root can add the relay's settings and report every bad one at once.
  */
+export const DEFAULT_PAYMENT_SERVICE_URL = "http://127.0.0.1:50053";
+
 export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
   const voucherServiceUrl = r.string("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052");
   try {
@@ -79,6 +87,13 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
     if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
   } catch {
     r.problem(`VOUCHER_SERVICE_URL=${JSON.stringify(voucherServiceUrl)} must be an http:// or https:// URL, like http://127.0.0.1:50052`);
+  }
+  const paymentServiceUrl = r.string("PAYMENT_SERVICE_URL", DEFAULT_PAYMENT_SERVICE_URL);
+  try {
+    const u = new URL(paymentServiceUrl);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
+  } catch {
+    r.problem(`PAYMENT_SERVICE_URL=${JSON.stringify(paymentServiceUrl)} must be an http:// or https:// URL, like http://127.0.0.1:50053`);
   }
   const relayEnabled = r.bool("RELAY_ENABLED", true);
   return {
@@ -89,18 +104,19 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
     httpPort: r.port("ORDER_HTTP_PORT", 8081),
     poolSize: r.int("ORDER_DB_POOL_SIZE", 10, { min: 1, max: 500 }),
     voucherServiceUrl,
+    paymentServiceUrl,
     relayEnabled,
     auth: readAuthSettings(r, AUDIENCES.orders),
     relayToken: relayEnabled ? readCallerToken(r, "RELAY_TOKEN") : undefined,
     outboxCleanup: outboxCleanupConfigFromEnv(r),
     ...readServerHardening(r, "ORDER"),
-    voucherTls: relayEnabled ? relayClientTls(r, voucherServiceUrl) : undefined,
+    voucherTls: relayEnabled ? relayClientTls(r, voucherServiceUrl, paymentServiceUrl) : undefined,
   };
 }
 
-/** The relay's TLS_* settings, refused when VOUCHER_SERVICE_URL is not https:// (they would do nothing). */
-function relayClientTls(r: EnvReader, voucherServiceUrl: string): ClientTls | undefined {
-  checkClientTlsUrls(r, { VOUCHER_SERVICE_URL: voucherServiceUrl });
+/** The relays' TLS_* settings, refused when neither VOUCHER_SERVICE_URL nor PAYMENT_SERVICE_URL is https:// (they would do nothing). */
+function relayClientTls(r: EnvReader, voucherServiceUrl: string, paymentServiceUrl: string): ClientTls | undefined {
+  checkClientTlsUrls(r, { VOUCHER_SERVICE_URL: voucherServiceUrl, PAYMENT_SERVICE_URL: paymentServiceUrl });
   return readClientTls(r);
 }
 

@@ -2,6 +2,8 @@ import type { Pool } from "@shop/platform/db";
 import type { Logger } from "@shop/platform/logger";
 import { createDeliveryMetrics, registerOutboxGauges as registerFlowGauges } from "@shop/engine/metrics";
 import { createMetrics, type Counter, type Histogram, type ProcessMetrics, type Registry } from "@shop/platform/metrics";
+import type { DeliveryMetrics } from "@shop/engine/relay";
+import { chargeOutbox, refundOutbox } from "./outbox/payment-flows.js";
 import { voucherOutbox } from "./outbox/voucher-flow.js";
 
 /** What the relay records; optional in RelayDeps so tests and tools can run a relay without it. */
@@ -88,13 +90,67 @@ export function registerOutboxGauges(opts: OutboxGaugeOptions): void {
   });
 }
 
-export interface OrderMetrics extends ProcessMetrics {
-  relay: RelayMetrics;
+/**
+ * The charge or refund relay's metrics: <flow>_relay_deliveries_total,
+ * <flow>_relay_call_failures_total, <flow>_relay_batch_split_rows_total and
+ * <flow>_commit_to_decision_seconds (from the request's commit to the ack of
+ * the payment service's decision).
+ */
+export function createPaymentRelayMetrics(registry: Registry, flow: "charge" | "refund"): DeliveryMetrics {
+  return createDeliveryMetrics(registry, {
+    deliveries: {
+      name: `${flow}_relay_deliveries_total`,
+      help: `${flow} requests settled by the order service's ${flow} relay, by result: delivered (decided by the payment service), retry, dead, stale.`,
+    },
+    callFailures: {
+      name: `${flow}_relay_call_failures_total`,
+      help: `Calls to the payment service's ${flow === "charge" ? "ChargeOrder" : "RefundOrder"} that failed as a whole, by gRPC status and cause.`,
+    },
+    splits: { name: `${flow}_relay_batch_split_rows_total`, help: `Rows of ${flow} batches split to find a row at fault.` },
+    commitToAck: {
+      name: `${flow}_commit_to_decision_seconds`,
+      help: `Time from the commit that requested the ${flow} (outbox created_at) to the ack of the payment service's decision.`,
+    },
+  });
 }
 
-/** The order service's registry: process and RPC metrics, outbox gauges, and the in-process relay's metrics. */
+/** charge_outbox_* and refund_outbox_* gauges: pending, dead, age of the oldest pending request. */
+export function registerPaymentOutboxGauges(opts: OutboxGaugeOptions): void {
+  for (const [flow, what] of [
+    [chargeOutbox, "charge"],
+    [refundOutbox, "refund"],
+  ] as const) {
+    registerFlowGauges({
+      ...opts,
+      flow,
+      names: {
+        pending: { name: `${what}_outbox_pending`, help: `${what} requests waiting for the payment service (status pending).` },
+        dead: { name: `${what}_outbox_dead`, help: `${what} requests the payment service refused for good (status dead), until requeued.` },
+        oldestPendingAgeSeconds: {
+          name: `${what}_outbox_oldest_pending_age_seconds`,
+          help: `Age of the oldest pending ${what} request (database clock); 0 when none is pending.`,
+        },
+      },
+    });
+  }
+}
+
+export interface OrderMetrics extends ProcessMetrics {
+  relay: RelayMetrics;
+  chargeRelay: DeliveryMetrics;
+  refundRelay: DeliveryMetrics;
+}
+
+/** The order service's registry: process and RPC metrics, outbox gauges, and the in-process relays' metrics. */
 export function createOrderMetrics(opts: { pool: Pool; logger: Logger; outboxCacheMs?: number }): OrderMetrics {
   const base = createMetrics();
-  registerOutboxGauges({ registry: base.registry, pool: opts.pool, logger: opts.logger, cacheMs: opts.outboxCacheMs });
-  return { ...base, relay: createRelayMetrics(base.registry) };
+  const gauges = { registry: base.registry, pool: opts.pool, logger: opts.logger, cacheMs: opts.outboxCacheMs };
+  registerOutboxGauges(gauges);
+  registerPaymentOutboxGauges(gauges);
+  return {
+    ...base,
+    relay: createRelayMetrics(base.registry),
+    chargeRelay: createPaymentRelayMetrics(base.registry, "charge"),
+    refundRelay: createPaymentRelayMetrics(base.registry, "refund"),
+  };
 }

@@ -8,13 +8,15 @@ import { checkClientTlsUrls, readClientTls } from "@shop/platform/tls";
 import { initTracing, traceContextInterceptor } from "@shop/platform/tracing";
 import { createVoucherClient } from "@shop/sdk/clients";
 import { migrateOrderDatabase } from "./db/migrate.js";
-import { createRelayMetrics } from "./metrics.js";
+import { createPaymentRelayMetrics, createRelayMetrics } from "./metrics.js";
+import { startPaymentRelays } from "./outbox/payment-relays.js";
 import { Relay, relayConfigFromEnv } from "./outbox/relay.js";
 
 /**
- * The outbox relay as its own process, for draining the outbox with more (or
- * fewer) replicas than the order service runs. It competes safely with the
- * relays inside order-service processes and with other copies of itself.
+ * The order database's relays as their own process (voucher, charge and
+ * refund flows), for draining the outboxes with more (or fewer) replicas
+ * than the order service runs. They compete safely with the relays inside
+ * order-service processes and with other copies of themselves.
  */
 async function main(): Promise<void> {
   const logger = createLogger("order-relay");
@@ -24,9 +26,11 @@ async function main(): Promise<void> {
     const migrationDatabaseUrl = env.optionalDatabaseUrl("ORDER_MIGRATION_DATABASE_URL");
     const voucherUrl = env.string("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052");
     if (!/^https?:\/\/[^/]+/.test(voucherUrl)) env.problem(`VOUCHER_SERVICE_URL=${JSON.stringify(voucherUrl)} must look like http://host:port`);
+    const paymentUrl = env.string("PAYMENT_SERVICE_URL", "http://127.0.0.1:50053");
+    if (!/^https?:\/\/[^/]+/.test(paymentUrl)) env.problem(`PAYMENT_SERVICE_URL=${JSON.stringify(paymentUrl)} must look like http://host:port`);
     const token = readCallerToken(env, "RELAY_TOKEN");
     // TLS_CA_FILE, TLS_CLIENT_CERT_FILE + TLS_CLIENT_KEY_FILE: for an https:// VOUCHER_SERVICE_URL.
-    checkClientTlsUrls(env, { VOUCHER_SERVICE_URL: voucherUrl });
+    checkClientTlsUrls(env, { VOUCHER_SERVICE_URL: voucherUrl, PAYMENT_SERVICE_URL: paymentUrl });
     const tls = readClientTls(env);
     const relayId = env.optionalString("RELAY_ID");
     const config = relayConfigFromEnv(env);
@@ -36,8 +40,8 @@ async function main(): Promise<void> {
     env.finish();
     const tracing = await initTracing({ serviceName: "order-relay", logger });
 
-    // One connection per loop, plus one so a claim never waits behind an ack.
-    const pool = createPool({ url: databaseUrl, connectionLimit: config.concurrency + 1 });
+    // One connection per loop of each of the three relays, plus one so a claim never waits behind an ack.
+    const pool = createPool({ url: databaseUrl, connectionLimit: 3 * config.concurrency + 1 });
     await waitForDatabase(pool, logger);
     await withMigrationPool(migrationDatabaseUrl, pool, (p) => migrateOrderDatabase(p, logger));
 
@@ -50,13 +54,29 @@ async function main(): Promise<void> {
     });
     const metrics = createMetrics();
     const relay = new Relay({ pool, voucher: voucher.client, logger, config, relayId, metrics: createRelayMetrics(metrics.registry) });
+    const payments = startPaymentRelays({
+      pool,
+      logger,
+      config,
+      paymentServiceUrl: paymentUrl,
+      token,
+      tls,
+      relayId,
+      metrics: { charge: createPaymentRelayMetrics(metrics.registry, "charge"), refund: createPaymentRelayMetrics(metrics.registry, "refund") },
+    });
     const metricsServer =
       metricsPort === 0 ? undefined : await startMetricsServer({ host: metricsHost, port: metricsPort, registry: metrics.registry, logger });
     relay.start();
-    logger.info({ voucherUrl, tls: voucherUrl.startsWith("https:"), clientCertificate: tls?.cert !== undefined }, "order relay running");
+    payments.charge.start();
+    payments.refund.start();
+    logger.info(
+      { voucherUrl, paymentUrl, tls: voucherUrl.startsWith("https:") || paymentUrl.startsWith("https:"), clientCertificate: tls?.cert !== undefined },
+      "order relays running (voucher, charge, refund)",
+    );
 
     exitOnSignals(logger, async () => {
-      await relay.stop();
+      await Promise.all([relay.stop(), payments.charge.stop(), payments.refund.stop()]);
+      payments.close();
       await metricsServer?.close();
       voucher.close();
       await pool.end();

@@ -3,16 +3,19 @@ import type { Logger } from "@shop/platform/logger";
 import { startServers, type RunningServers } from "@shop/platform/servers";
 import { traceContextInterceptor } from "@shop/platform/tracing";
 import { createVoucherClient } from "@shop/sdk/clients";
-import { OrderService } from "@shop/sdk/order";
+import { OrderService, PaymentOutcomeService } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
-import type { OrderServiceConfig } from "./config.js";
+import { DEFAULT_PAYMENT_SERVICE_URL, type OrderServiceConfig } from "./config.js";
 import { migrateOrderDatabase } from "./db/migrate.js";
 import { OrderStore } from "./db/order-store.js";
-import { ORDER_ADMIN_ACCESS, ORDER_SERVICE_ACCESS } from "./grpc/access.js";
+import { ORDER_ADMIN_ACCESS, ORDER_SERVICE_ACCESS, PAYMENT_OUTCOME_ACCESS } from "./grpc/access.js";
+import { createPaymentOutcomeServiceImpl } from "./grpc/payment-outcome-routes.js";
 import { createOrderAdminServiceImpl } from "./grpc/admin-routes.js";
 import { createOrderServiceImpl } from "./grpc/routes.js";
 import { createOrderMetrics, type OrderMetrics } from "./metrics.js";
 import { OutboxCleanup, OUTBOX_CLEANUP_DEFAULTS } from "./outbox/cleanup.js";
+import { OutboxCleanup as FlowCleanup } from "@shop/engine/cleanup";
+import { chargeOutbox, refundOutbox } from "./outbox/payment-flows.js";
 import type { RelayConfig } from "./outbox/relay.js";
 
 export interface StartOrderServiceOptions {
@@ -37,7 +40,7 @@ export interface RunningOrderService {
   store: OrderStore;
   /** The registry served on /metrics. */
   metrics: OrderMetrics;
-  /** Idempotent: stop taking calls, stop the relay (waiting for its calls) and the outbox cleanup, close the voucher client, end the pool. */
+  /** Idempotent: stop taking calls, stop the relays (waiting for their calls) and the outbox cleanups, close the clients, end the pool. */
   stop(): Promise<void>;
 }
 
@@ -53,8 +56,11 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
   const pool = createPool({ url: config.databaseUrl, connectionLimit: config.poolSize });
   const metrics = createOrderMetrics({ pool, logger, outboxCacheMs: opts.outboxMetricsCacheMs });
   let relay: RelayHandle | undefined;
-  let cleanup: OutboxCleanup | undefined;
+  let chargeRelay: RelayHandle | undefined;
+  let refundRelay: RelayHandle | undefined;
+  const cleanups: Array<{ start(): void; stop(): Promise<void> }> = [];
   let closeVoucherClient: (() => void) | undefined;
+  let closePaymentClient: (() => void) | undefined;
   let servers: RunningServers | undefined;
 
   let stopping: Promise<void> | undefined;
@@ -62,8 +68,9 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
     (stopping ??= (async () => {
       // Stop taking calls first, so no new outbox row arrives after the relay is gone.
       await servers?.close(opts.shutdownGraceMs ?? 10_000);
-      await Promise.all([relay?.stop(), cleanup?.stop()]);
+      await Promise.all([relay?.stop(), chargeRelay?.stop(), refundRelay?.stop(), ...cleanups.map((c) => c.stop())]);
       closeVoucherClient?.();
+      closePaymentClient?.();
       await pool.end();
     })());
 
@@ -82,8 +89,26 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
       });
       closeVoucherClient = voucher.close;
       relay = new Relay({ pool, voucher: voucher.client, logger, config: opts.relay, metrics: metrics.relay });
+      const { startPaymentRelays } = await import("./outbox/payment-relays.js");
+      const paymentRelays = startPaymentRelays({
+        pool,
+        logger,
+        config: opts.relay,
+        paymentServiceUrl: config.paymentServiceUrl ?? DEFAULT_PAYMENT_SERVICE_URL,
+        token: config.relayToken,
+        tls: config.voucherTls,
+        metrics: { charge: metrics.chargeRelay, refund: metrics.refundRelay },
+      });
+      chargeRelay = paymentRelays.charge;
+      refundRelay = paymentRelays.refund;
+      closePaymentClient = paymentRelays.close;
     }
-    const store = new OrderStore({ pool, logger, onVoucherRequested: () => relay?.wake() });
+    const store = new OrderStore({
+      pool,
+      logger,
+      onVoucherRequested: () => relay?.wake(),
+      onPaymentRequested: (kind) => (kind === "charge" ? chargeRelay : refundRelay)?.wake(),
+    });
     servers = await startServers({
       host: config.host,
       grpcPort: config.grpcPort,
@@ -91,6 +116,7 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
       services: [
         { service: OrderService, impl: createOrderServiceImpl({ store, logger }), access: ORDER_SERVICE_ACCESS },
         { service: OrderAdminService, impl: createOrderAdminServiceImpl({ pool, store, logger }), access: ORDER_ADMIN_ACCESS },
+        { service: PaymentOutcomeService, impl: createPaymentOutcomeServiceImpl({ store, logger }), access: PAYMENT_OUTCOME_ACCESS },
       ],
       auth: config.auth,
       tls: config.tls,
@@ -104,9 +130,16 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
       },
     });
     relay?.start();
+    chargeRelay?.start();
+    refundRelay?.start();
     // Configs built by hand (tests, older callers) may leave it out: the defaults apply.
-    cleanup = new OutboxCleanup({ pool, logger, config: config.outboxCleanup ?? OUTBOX_CLEANUP_DEFAULTS });
-    cleanup.start();
+    const cleanupConfig = config.outboxCleanup ?? OUTBOX_CLEANUP_DEFAULTS;
+    cleanups.push(
+      new OutboxCleanup({ pool, logger, config: cleanupConfig }),
+      new FlowCleanup({ pool, logger, config: cleanupConfig, flow: chargeOutbox }),
+      new FlowCleanup({ pool, logger, config: cleanupConfig, flow: refundOutbox }),
+    );
+    for (const c of cleanups) c.start();
     logger.info({ relay: relay !== undefined }, relay ? "order service started with its relay" : "order service started without a relay");
     return { grpcPort: servers.grpcPort, httpPort: servers.httpPort, pool, store, metrics, stop };
   } catch (err) {

@@ -28,6 +28,7 @@ describe("order service settings", () => {
       httpPort: 8081,
       poolSize: 10,
       voucherServiceUrl: "http://127.0.0.1:50052",
+      paymentServiceUrl: "http://127.0.0.1:50053",
       relayEnabled: true,
       relayToken: "relay-token",
       outboxCleanup: { retentionMs: 7 * 24 * 3_600_000, intervalMs: 60_000, batchSize: 500, batchPauseMs: 20 },

@@ -1,19 +1,27 @@
 import type { PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { inTransaction, retryTransient, type Pool } from "@shop/platform/db";
 import { failpoint } from "@shop/platform/failpoints";
-import { alreadyExists, notFound } from "@shop/platform/errors";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "@shop/platform/errors";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
 import { currentTraceparent } from "@shop/platform/tracing";
+import { handleOnce } from "@shop/engine/inbox";
 import {
   cancel,
+  chargeRequestFor,
   isSameCreateRequest,
   markDelivered,
   markSent,
   newOrder,
+  paymentOutcome,
+  paymentRequeueAction,
   requeueAction,
+  type ChargeRequest,
   type NewOrder,
   type Order,
+  type PaymentOutcome,
+  type PaymentStatus,
+  type RefundRequest,
   type SentTransition,
   type VoucherRequest,
 } from "../domain/order.js";
@@ -47,13 +55,16 @@ export interface OrderStoreOptions {
    * than at the next poll. Default: nothing (the relay still finds the row by polling).
    */
   onVoucherRequested?: () => void;
+  /** Likewise after a commit that wrote (or revived) a charge_outbox or refund_outbox row: the charge or refund relay's wake-up. */
+  onPaymentRequested?: (kind: "charge" | "refund") => void;
   /** Clock for new orders (created_at and the id's time part). Default Date.now. */
   now?: () => number;
 }
 
 const ORDER_COLUMNS = `o.id, o.customer_id AS customerId, o.total_cents AS totalCents, o.currency, o.status,
   o.request_id AS requestId, o.created_at AS createdAt, o.updated_at AS updatedAt, o.sent_at AS sentAt,
-  o.delivered_at AS deliveredAt, o.cancelled_at AS cancelledAt`;
+  o.delivered_at AS deliveredAt, o.cancelled_at AS cancelledAt, o.payment_method AS paymentMethod,
+  o.payment_status AS paymentStatus, o.payment_reason AS paymentReason, o.charged_at AS chargedAt, o.refunded_at AS refundedAt`;
 
 const OUTBOX_COLUMNS = `o.voucher_id AS archivedVoucherId, v.status AS outboxStatus, v.attempts AS outboxAttempts, v.last_error AS outboxLastError,
   v.voucher_id AS outboxVoucherId`;
@@ -83,6 +94,11 @@ function toOrder(row: OrderRow): Order {
     sentAt: row.sentAt ?? null,
     deliveredAt: row.deliveredAt ?? null,
     cancelledAt: row.cancelledAt ?? null,
+    paymentMethod: row.paymentMethod,
+    paymentStatus: row.paymentStatus,
+    paymentReason: row.paymentReason ?? null,
+    chargedAt: row.chargedAt ?? null,
+    refundedAt: row.refundedAt ?? null,
   };
 }
 
@@ -129,9 +145,58 @@ async function lockOrder(conn: PoolConnection, orderId: string): Promise<LockedO
 
 async function saveOrder(conn: PoolConnection, order: Order): Promise<void> {
   await conn.query(
-    `UPDATE orders SET status = ?, updated_at = ?, sent_at = ?, delivered_at = ?, cancelled_at = ? WHERE id = ?`,
-    [order.status, order.updatedAt, order.sentAt, order.deliveredAt, order.cancelledAt, order.id],
+    `UPDATE orders SET status = ?, updated_at = ?, sent_at = ?, delivered_at = ?, cancelled_at = ?,
+       payment_status = ?, payment_reason = ?, charged_at = ?, refunded_at = ? WHERE id = ?`,
+    [
+      order.status,
+      order.updatedAt,
+      order.sentAt,
+      order.deliveredAt,
+      order.cancelledAt,
+      order.paymentStatus,
+      order.paymentReason,
+      order.chargedAt,
+      order.refundedAt,
+      order.id,
+    ],
   );
+}
+
+/** A charge request, due at once, carrying the writer's traceparent (CreateOrder's span). */
+async function insertCharge(conn: PoolConnection, request: ChargeRequest, now: Date): Promise<void> {
+  await conn.query(
+    `INSERT INTO charge_outbox (order_id, customer_id, amount_cents, currency, status, attempts, next_attempt_at, created_at, traceparent)
+     VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)`,
+    [request.orderId, request.customerId, request.amountCents, request.currency, now, now, currentTraceparent() ?? null],
+  );
+}
+
+/** A refund request, due at once. */
+async function insertRefund(conn: PoolConnection, request: RefundRequest, now: Date): Promise<void> {
+  await conn.query(
+    `INSERT INTO refund_outbox (order_id, amount_cents, currency, status, attempts, next_attempt_at, created_at, traceparent)
+     VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)`,
+    [request.orderId, request.amountCents, request.currency, now, now, currentTraceparent() ?? null],
+  );
+}
+
+/** The inbox key of a payment decision must be the one its event implies: one charge outcome and one refund outcome per order, ever. */
+export function expectedPaymentMessageKey(orderId: string, event: PaymentOutcome["event"]): string {
+  return `${event === "REFUNDED" ? "refund" : "charge"}:${orderId}`;
+}
+
+export interface PaymentOutcomeMessage extends PaymentOutcome {
+  /** The payment service's key of the decision: "charge:<order id>" or "refund:<order id>". */
+  messageKey: string;
+  orderId: string;
+}
+
+export interface ListByPaymentQuery {
+  paymentStatus: PaymentStatus;
+  createdBefore?: Date;
+  /** The last (created_at, id) of the previous page. */
+  from?: TimePosition;
+  limit: number;
 }
 
 /**
@@ -167,12 +232,14 @@ export class OrderStore {
   private readonly pool: Pool;
   private readonly logger: Logger;
   private readonly onVoucherRequested: () => void;
+  private readonly onPaymentRequested: (kind: "charge" | "refund") => void;
   private readonly now: () => number;
 
   constructor(opts: OrderStoreOptions) {
     this.pool = opts.pool;
     this.logger = opts.logger;
     this.onVoucherRequested = opts.onVoucherRequested ?? (() => {});
+    this.onPaymentRequested = opts.onPaymentRequested ?? (() => {});
     this.now = opts.now ?? Date.now;
   }
 
@@ -185,15 +252,40 @@ export class OrderStore {
   async create(input: NewOrder): Promise<{ order: OrderView; created: boolean }> {
     const now = this.now();
     const order = newOrder(input, newId(now), new Date(now));
+    const paid = order.paymentMethod === "ACCOUNT";
     try {
+      // A paid order and its charge request commit together: never one without the other.
       await retryTransient(() =>
-        this.pool.query(
-          `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-          [order.id, order.customerId, order.totalCents, order.currency, order.status, order.requestId, order.createdAt, order.updatedAt],
-        ),
+        inTransaction(this.pool, async (conn) => {
+          await conn.query(
+            `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, payment_method, payment_status)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+            [
+              order.id,
+              order.customerId,
+              order.totalCents,
+              order.currency,
+              order.status,
+              order.requestId,
+              order.createdAt,
+              order.updatedAt,
+              order.paymentMethod,
+              order.paymentStatus,
+            ],
+          );
+          if (paid) {
+            // Due on the database's clock, which the relay's claim reads too.
+            const [[{ dbNow }]] = await conn.query<Array<{ dbNow: Date } & RowDataPacket>>("SELECT NOW(3) AS dbNow");
+            await insertCharge(conn, chargeRequestFor(order), dbNow);
+            failpoint("order.create-paid.before-commit");
+          }
+        }),
       );
-      this.logger.info({ orderId: order.id, customerId: order.customerId, totalCents: order.totalCents }, `order ${order.id} created`);
+      this.logger.info(
+        { orderId: order.id, customerId: order.customerId, totalCents: order.totalCents, paymentMethod: order.paymentMethod },
+        `order ${order.id} created${paid ? "; charge requested" : ""}`,
+      );
+      if (paid) this.paymentRequested(order.id, "charge");
       return { order: { ...order, voucher: voucherStateOf(null) }, created: true };
     } catch (err) {
       if (!isDuplicateKey(err)) throw err;
@@ -202,7 +294,7 @@ export class OrderStore {
     if (!existing) throw new Error(`duplicate key inserting an order for request_id ${input.requestId}, yet no order has that request_id`);
     if (!isSameCreateRequest(existing, input)) {
       throw alreadyExists(
-        `request_id ${JSON.stringify(input.requestId)} was already used for order ${existing.id} with a different customer_id, total_cents or currency`,
+        `request_id ${JSON.stringify(input.requestId)} was already used for order ${existing.id} with a different customer_id, total_cents, currency or payment_method`,
       );
     }
     return { order: existing, created: false };
@@ -335,6 +427,7 @@ export class OrderStore {
         if (!locked) throw notFound(`order ${orderId} not found`);
         const t = apply(locked.order, locked.now);
         if (t.changed) await saveOrder(conn, t.order);
+        if (t.refundRequest) await insertRefund(conn, t.refundRequest, locked.now);
         let entry: OutboxEntry | null;
         if (t.voucherRequest) {
           await insertOutbox(conn, t.voucherRequest, locked.now);
@@ -343,18 +436,142 @@ export class OrderStore {
           entry = entryOrArchived(await readOutbox(conn, orderId), locked.archivedVoucherId);
         }
         if (t.changed && t.order.status === "SENT") failpoint("order.mark-sent.before-commit");
-        return { order: { ...t.order, voucher: voucherStateOf(entry) }, changed: t.changed, voucherRequested: t.voucherRequest !== undefined };
+        return {
+          order: { ...t.order, voucher: voucherStateOf(entry) },
+          changed: t.changed,
+          voucherRequested: t.voucherRequest !== undefined,
+          refundRequested: t.refundRequest !== undefined,
+        };
       }),
     );
     if (result.changed && result.order.status === "SENT") failpoint("order.mark-sent.after-commit");
     if (result.changed) {
       this.logger.info(
         { orderId, status: result.order.status, voucherRequested: result.voucherRequested },
-        `order ${orderId} is now ${result.order.status}${result.voucherRequested ? "; voucher requested" : ""}`,
+        `order ${orderId} is now ${result.order.status}${result.voucherRequested ? "; voucher requested" : ""}${result.refundRequested ? "; refund requested" : ""}`,
       );
     }
     if (result.voucherRequested) this.voucherRequested(orderId);
+    if (result.refundRequested) this.paymentRequested(orderId, "refund");
     return { order: result.order, changed: result.changed };
+  }
+
+  /**
+   * Takes in a payment decision exactly once per message key: the inbox row
+   * "payment:<key>" and the order's change (and a refund request it implies)
+   * commit together. A replay answers the order as it is now, changed=false;
+   * the same key with other facts is refused. A decision the order cannot
+   * take (another amount, a contradicting outcome) is refused and records
+   * nothing, so the sender parks it for a person.
+   */
+  async recordPaymentOutcome(msg: PaymentOutcomeMessage): Promise<ChangeResult> {
+    const expectedKey = expectedPaymentMessageKey(msg.orderId, msg.event);
+    if (msg.messageKey !== expectedKey) {
+      throw invalidArgument(`message_key ${JSON.stringify(msg.messageKey)} does not belong to a ${msg.event} outcome of order ${msg.orderId}; expected ${JSON.stringify(expectedKey)}`);
+    }
+    const facts = JSON.stringify({ event: msg.event, reason: msg.reason ?? "", amountCents: msg.amountCents, currency: msg.currency });
+    const result = await retryTransient(() =>
+      inTransaction(this.pool, async (conn) => {
+        const locked = await lockOrder(conn, msg.orderId);
+        if (!locked) throw notFound(`order ${msg.orderId} not found`);
+        let refundRequested = false;
+        const answer = await handleOnce(conn, {
+          key: `payment:${msg.messageKey}`,
+          facts,
+          effect: async () => {
+            const t = paymentOutcome(locked.order, msg, locked.now);
+            if (t.changed) await saveOrder(conn, t.order);
+            if (t.refundRequest) {
+              await insertRefund(conn, t.refundRequest, locked.now);
+              refundRequested = true;
+            }
+            return { changed: t.changed, status: t.order.status, paymentStatus: t.order.paymentStatus };
+          },
+        });
+        if (answer.kind === "conflict") {
+          throw failedPrecondition(
+            `payment message ${msg.messageKey} was taken in before with other facts (${answer.recordedFacts}); this one (${facts}) changes nothing`,
+          );
+        }
+        failpoint("order.payment-outcome.before-commit");
+        const order = (await lockOrder(conn, msg.orderId))!.order;
+        const entry = entryOrArchived(await readOutbox(conn, msg.orderId), locked.archivedVoucherId);
+        return { order: { ...order, voucher: voucherStateOf(entry) }, changed: answer.kind === "handled" && answer.outcome.changed, refundRequested };
+      }),
+    );
+    failpoint("order.payment-outcome.after-commit");
+    if (result.changed) {
+      this.logger.info(
+        { orderId: msg.orderId, event: msg.event, reason: msg.reason, status: result.order.status, paymentStatus: result.order.paymentStatus },
+        `order ${msg.orderId}: payment ${msg.event}; now ${result.order.status}, payment ${result.order.paymentStatus}${result.refundRequested ? "; refund requested" : ""}`,
+      );
+    }
+    if (result.refundRequested) this.paymentRequested(msg.orderId, "refund");
+    return { order: result.order, changed: result.changed };
+  }
+
+  /**
+   * Makes sure an undecided charge or an owed refund is on its way to the
+   * payment service: a dead request goes back to pending, a missing one is
+   * recorded, a pending or delivered one (awaiting its outcome) is left alone.
+   */
+  async requeuePayment(orderId: string): Promise<RequeueResult> {
+    const result = await retryTransient(() =>
+      inTransaction(this.pool, async (conn) => {
+        const locked = await lockOrder(conn, orderId);
+        if (!locked) throw notFound(`order ${orderId} not found`);
+        const table = locked.order.paymentStatus === "REFUND_PENDING" ? "refund_outbox" : "charge_outbox";
+        const [rows] = await conn.query<RowDataPacket[]>(`SELECT status FROM ${table} WHERE order_id = ? FOR UPDATE`, [orderId]);
+        const row = rows[0] ? { status: String(rows[0].status) } : null;
+        const action = paymentRequeueAction(locked.order, row);
+        if (action.kind === "insert-charge") await insertCharge(conn, action.request, locked.now);
+        else if (action.kind === "insert-refund") await insertRefund(conn, action.request, locked.now);
+        else if (action.kind === "revive") {
+          await conn.query(`UPDATE ${table} SET status = 'pending', next_attempt_at = ?, locked_by = NULL WHERE order_id = ? AND status = 'dead'`, [
+            locked.now,
+            orderId,
+          ]);
+        }
+        const entry = entryOrArchived(await readOutbox(conn, orderId), locked.archivedVoucherId);
+        return {
+          order: { ...locked.order, voucher: voucherStateOf(entry) },
+          requeued: action.kind !== "none",
+          kind: (table === "refund_outbox" ? "refund" : "charge") as "charge" | "refund",
+          was: row?.status ?? "missing",
+        };
+      }),
+    );
+    if (result.requeued) {
+      this.logger.info({ orderId, request: result.kind, previous: result.was }, `${result.kind} request of order ${orderId} requeued (was ${result.was})`);
+      this.paymentRequested(orderId, result.kind);
+    }
+    return { order: result.order, requeued: result.requeued };
+  }
+
+  /** Orders in one payment state created before a time, oldest first, on (payment_status, created_at, id). */
+  async listByPaymentStatus(q: ListByPaymentQuery): Promise<OrderView[]> {
+    const where = ["o.payment_status = ?"];
+    const params: unknown[] = [q.paymentStatus];
+    if (q.createdBefore) {
+      where.push("o.created_at < ?");
+      params.push(q.createdBefore);
+    }
+    if (q.from) {
+      where.push("(o.created_at > ? OR (o.created_at = ? AND o.id > ?))");
+      params.push(q.from.at, q.from.at, q.from.id);
+    }
+    params.push(q.limit);
+    const [rows] = await this.pool.query<ViewRow[]>(`${SELECT_VIEW} WHERE ${where.join(" AND ")} ORDER BY o.created_at, o.id LIMIT ?`, params);
+    return rows.map(toView);
+  }
+
+  /** As voucherRequested, for the charge and refund relays. */
+  private paymentRequested(orderId: string, kind: "charge" | "refund"): void {
+    try {
+      this.onPaymentRequested(kind);
+    } catch (err) {
+      this.logger.error({ orderId, err }, `waking the ${kind} relay for order ${orderId} failed; it will be picked up by polling`);
+    }
   }
 
   /** The request is committed whatever the wake-up does; a failing wake-up only delays delivery to the next poll. */

@@ -1,4 +1,4 @@
-import { bigint, datetime, index, int, mysqlTable, uniqueIndex, varchar, char } from "drizzle-orm/mysql-core";
+import { bigint, char, datetime, index, int, mysqlTable, text, uniqueIndex, varchar } from "drizzle-orm/mysql-core";
 
 // Ids are compared exactly, case included, in SQL as in code: every id column
 // (and currency) has the binary collation utf8mb4_bin, and so have both tables
@@ -6,7 +6,11 @@ import { bigint, datetime, index, int, mysqlTable, uniqueIndex, varchar, char } 
 // collation, so migration 0003_ids_binary_collation sets it, and tables and
 // columns that later migrations add inherit it from those defaults.
 
-/** Orders and their lifecycle: PENDING → SENT → DELIVERED, or PENDING → CANCELLED. */
+/**
+ * Orders and their lifecycle: PENDING → SENT → DELIVERED, or PENDING →
+ * CANCELLED; a paid order starts AWAITING_PAYMENT and becomes PAID (then
+ * SENT, DELIVERED, or CANCELLED with a refund) or PAYMENT_FAILED.
+ */
 export const orders = mysqlTable(
   "orders",
   {
@@ -14,7 +18,10 @@ export const orders = mysqlTable(
     customerId: varchar("customer_id", { length: 64 }).notNull(),
     totalCents: bigint("total_cents", { mode: "number" }).notNull(),
     currency: char("currency", { length: 3 }).notNull(),
-    status: varchar("status", { length: 16, enum: ["PENDING", "SENT", "DELIVERED", "CANCELLED"] }).notNull(),
+    status: varchar("status", {
+      length: 16,
+      enum: ["PENDING", "SENT", "DELIVERED", "CANCELLED", "AWAITING_PAYMENT", "PAID", "PAYMENT_FAILED"],
+    }).notNull(),
     /** The caller's idempotency key for CreateOrder. */
     requestId: varchar("request_id", { length: 64 }).notNull(),
     createdAt: datetime("created_at", { mode: "date", fsp: 3 }).notNull(),
@@ -27,9 +34,24 @@ export const orders = mysqlTable(
      * delivered outbox row, so the order keeps its voucher id after the row is gone.
      */
     voucherId: varchar("voucher_id", { length: 26 }),
+    /** NONE: no payment through the shop; ACCOUNT: charged to the customer's account in the payment service. */
+    paymentMethod: varchar("payment_method", { length: 16, enum: ["NONE", "ACCOUNT"] }).notNull().default("NONE"),
+    /** What the order knows of its payment; moved on only by its own transitions and RecordPaymentOutcome. */
+    paymentStatus: varchar("payment_status", {
+      length: 16,
+      enum: ["NONE", "AWAITING", "CHARGED", "REFUSED", "REFUND_PENDING", "REFUNDED"],
+    })
+      .notNull()
+      .default("NONE"),
+    /** The payment service's reason for a refused charge. */
+    paymentReason: varchar("payment_reason", { length: 32 }),
+    chargedAt: datetime("charged_at", { mode: "date", fsp: 3 }),
+    refundedAt: datetime("refunded_at", { mode: "date", fsp: 3 }),
   },
   (t) => [
     uniqueIndex("orders_request_id_uq").on(t.requestId),
+    // ListOrdersByPaymentStatus (the reconciler): one payment state, oldest first.
+    index("orders_payment_status_idx").on(t.paymentStatus, t.createdAt, t.id),
     // ListOrders: a customer's orders newest first (ids sort by creation time).
     index("orders_customer_id_idx").on(t.customerId, t.id),
     // ListSentOrders: a window of sent_at, keyset on (sent_at, id).
@@ -78,3 +100,72 @@ export const voucherOutbox = mysqlTable(
     index("voucher_outbox_delivered_idx").on(t.status, t.deliveredAt, t.id),
   ],
 );
+
+/**
+ * Charge requests: written by CreateOrder in the transaction that creates a
+ * paid order, delivered to the payment service's ChargeOrder by the charge
+ * flow. One row per order at most.
+ */
+export const chargeOutbox = mysqlTable(
+  "charge_outbox",
+  {
+    id: bigint("id", { mode: "number", unsigned: true }).autoincrement().primaryKey(),
+    orderId: varchar("order_id", { length: 26 }).notNull(),
+    customerId: varchar("customer_id", { length: 64 }).notNull(),
+    amountCents: bigint("amount_cents", { mode: "number" }).notNull(),
+    currency: char("currency", { length: 3 }).notNull(),
+    status: varchar("status", { length: 16, enum: ["pending", "delivered", "dead"] }).notNull(),
+    attempts: int("attempts").notNull().default(0),
+    nextAttemptAt: datetime("next_attempt_at", { mode: "date", fsp: 3 }).notNull(),
+    lockedBy: varchar("locked_by", { length: 64 }),
+    lastError: varchar("last_error", { length: 1024 }),
+    createdAt: datetime("created_at", { mode: "date", fsp: 3 }).notNull(),
+    deliveredAt: datetime("delivered_at", { mode: "date", fsp: 3 }),
+    traceparent: varchar("traceparent", { length: 55 }),
+  },
+  (t) => [
+    uniqueIndex("charge_outbox_order_id_uq").on(t.orderId),
+    index("charge_outbox_claim_idx").on(t.status, t.nextAttemptAt, t.id),
+    index("charge_outbox_delivered_idx").on(t.status, t.deliveredAt, t.id),
+  ],
+);
+
+/**
+ * Refund requests: written in the transaction that cancels a charged order
+ * (or that learns a cancelled order was charged), delivered to the payment
+ * service's RefundOrder by the refund flow. One row per order at most.
+ */
+export const refundOutbox = mysqlTable(
+  "refund_outbox",
+  {
+    id: bigint("id", { mode: "number", unsigned: true }).autoincrement().primaryKey(),
+    orderId: varchar("order_id", { length: 26 }).notNull(),
+    amountCents: bigint("amount_cents", { mode: "number" }).notNull(),
+    currency: char("currency", { length: 3 }).notNull(),
+    status: varchar("status", { length: 16, enum: ["pending", "delivered", "dead"] }).notNull(),
+    attempts: int("attempts").notNull().default(0),
+    nextAttemptAt: datetime("next_attempt_at", { mode: "date", fsp: 3 }).notNull(),
+    lockedBy: varchar("locked_by", { length: 64 }),
+    lastError: varchar("last_error", { length: 1024 }),
+    createdAt: datetime("created_at", { mode: "date", fsp: 3 }).notNull(),
+    deliveredAt: datetime("delivered_at", { mode: "date", fsp: 3 }),
+    traceparent: varchar("traceparent", { length: 55 }),
+  },
+  (t) => [
+    uniqueIndex("refund_outbox_order_id_uq").on(t.orderId),
+    index("refund_outbox_claim_idx").on(t.status, t.nextAttemptAt, t.id),
+    index("refund_outbox_delivered_idx").on(t.status, t.deliveredAt, t.id),
+  ],
+);
+
+/**
+ * The order database's inbox (@shop/engine/inbox): every payment outcome the
+ * order has taken in, keyed "payment:" + the payment service's message key,
+ * recorded in the transaction that moved the order.
+ */
+export const inbox = mysqlTable("inbox", {
+  messageKey: varchar("message_key", { length: 128 }).primaryKey(),
+  facts: text("facts").notNull(),
+  outcome: text("outcome"),
+  receivedAt: datetime("received_at", { mode: "date", fsp: 3 }).notNull(),
+});

@@ -2,7 +2,22 @@ import { failedPrecondition } from "@shop/platform/errors";
 import { VoucherRule } from "@shop/rules/voucher-rule";
 import type { OutboxEntry } from "./voucher-state.js";
 
-export type OrderStatus = "PENDING" | "SENT" | "DELIVERED" | "CANCELLED";
+export type OrderStatus = "PENDING" | "SENT" | "DELIVERED" | "CANCELLED" | "AWAITING_PAYMENT" | "PAID" | "PAYMENT_FAILED";
+
+/** NONE: no payment through the shop (every order before payments); ACCOUNT: charged to the customer's account. */
+export type PaymentMethod = "NONE" | "ACCOUNT";
+
+/** What the order knows of its payment. */
+export type PaymentStatus = "NONE" | "AWAITING" | "CHARGED" | "REFUSED" | "REFUND_PENDING" | "REFUNDED";
+
+/** A payment decision as the payment service reports it (RecordPaymentOutcome). */
+export interface PaymentOutcome {
+  event: "CHARGED" | "REFUSED" | "REFUNDED";
+  /** For REFUSED: the payment service's reason. */
+  reason?: string;
+  amountCents: number;
+  currency: string;
+}
 
 /** The only currency orders are taken in. */
 export const ORDER_CURRENCY = "EUR";
@@ -21,6 +36,26 @@ export interface Order {
   sentAt: Date | null;
   deliveredAt: Date | null;
   cancelledAt: Date | null;
+  paymentMethod: PaymentMethod;
+  paymentStatus: PaymentStatus;
+  paymentReason: string | null;
+  chargedAt: Date | null;
+  refundedAt: Date | null;
+}
+
+/** What the payment service needs to charge the order; a snapshot written with the order. */
+export interface ChargeRequest {
+  orderId: string;
+  customerId: string;
+  amountCents: number;
+  currency: string;
+}
+
+/** What the payment service needs to refund the order's charge. */
+export interface RefundRequest {
+  orderId: string;
+  amountCents: number;
+  currency: string;
 }
 
 /** What the voucher service needs to issue the voucher; a snapshot, so delivery never reads orders. */
@@ -40,6 +75,8 @@ export interface Transition {
 export interface SentTransition extends Transition {
   /** Present exactly when this transition makes a voucher due; it is written with the order, in one transaction. */
   voucherRequest?: VoucherRequest;
+  /** Present exactly when this transition owes the customer a refund; written with the order, in one transaction. */
+  refundRequest?: RefundRequest;
 }
 
 /** Today's list of rule versions (@shop/rules); tests pass their own list to the functions below. */
@@ -65,22 +102,39 @@ export interface NewOrder {
   totalCents: number;
   currency: typeof ORDER_CURRENCY;
   requestId: string;
+  /** Default NONE: an order without payment, PENDING at once. */
+  paymentMethod?: PaymentMethod;
 }
 
+/** A new order; a paid one starts AWAITING_PAYMENT, its charge request written with it (chargeRequestFor). */
 export function newOrder(input: NewOrder, id: string, now: Date): Order {
+  const paid = (input.paymentMethod ?? "NONE") === "ACCOUNT";
   return {
     id,
     customerId: input.customerId,
     totalCents: input.totalCents,
     currency: input.currency,
-    status: "PENDING",
+    status: paid ? "AWAITING_PAYMENT" : "PENDING",
     requestId: input.requestId,
     createdAt: now,
     updatedAt: now,
     sentAt: null,
     deliveredAt: null,
     cancelledAt: null,
+    paymentMethod: paid ? "ACCOUNT" : "NONE",
+    paymentStatus: paid ? "AWAITING" : "NONE",
+    paymentReason: null,
+    chargedAt: null,
+    refundedAt: null,
   };
+}
+
+export function chargeRequestFor(order: Order): ChargeRequest {
+  return { orderId: order.id, customerId: order.customerId, amountCents: order.totalCents, currency: order.currency };
+}
+
+function refundRequestFor(order: Order): RefundRequest {
+  return { orderId: order.id, amountCents: order.totalCents, currency: order.currency };
 }
 
 /** A CreateOrder retry must repeat the first request; anything else reusing its request_id is a conflict. */
@@ -89,14 +143,16 @@ export function isSameCreateRequest(existing: Order, input: NewOrder): boolean {
     existing.requestId === input.requestId &&
     existing.customerId === input.customerId &&
     existing.totalCents === input.totalCents &&
-    existing.currency === input.currency
+    existing.currency === input.currency &&
+    existing.paymentMethod === (input.paymentMethod ?? "NONE")
   );
 }
 
 /**
- * PENDING → SENT, recording the voucher request when the order qualifies.
- * Already SENT or DELIVERED is success without change (a client retry after a
- * lost reply must not request a second voucher); CANCELLED cannot be sent.
+ * PENDING (no payment) or PAID → SENT, recording the voucher request when the
+ * order qualifies. Already SENT or DELIVERED is success without change (a
+ * client retry after a lost reply must not request a second voucher);
+ * CANCELLED cannot be sent, nor can an order whose payment is undecided or refused.
  */
 export function markSent(order: Order, now: Date, rule: VoucherRule = RULE): SentTransition {
   switch (order.status) {
@@ -105,7 +161,14 @@ export function markSent(order: Order, now: Date, rule: VoucherRule = RULE): Sen
       return { order, changed: false };
     case "CANCELLED":
       throw failedPrecondition(`order ${order.id} is cancelled and cannot be marked sent`);
-    case "PENDING": {
+    case "AWAITING_PAYMENT":
+      throw failedPrecondition(`order ${order.id} is awaiting payment and cannot be marked sent until it is PAID`);
+    case "PAYMENT_FAILED":
+      throw failedPrecondition(
+        `order ${order.id}: its payment was refused${order.paymentReason ? ` (${order.paymentReason})` : ""}, so it cannot be marked sent`,
+      );
+    case "PENDING":
+    case "PAID": {
       const sent: Order = { ...order, status: "SENT", sentAt: now, updatedAt: now };
       if (!orderQualifies(sent, rule)) return { order: sent, changed: true };
       return { order: sent, changed: true, voucherRequest: voucherRequestFor(sent) };
@@ -119,6 +182,9 @@ export function markDelivered(order: Order, now: Date): Transition {
     case "DELIVERED":
       return { order, changed: false };
     case "PENDING":
+    case "AWAITING_PAYMENT":
+    case "PAID":
+    case "PAYMENT_FAILED":
       throw failedPrecondition(`order ${order.id} has not been sent yet and cannot be marked delivered`);
     case "CANCELLED":
       throw failedPrecondition(`order ${order.id} is cancelled and cannot be marked delivered`);
@@ -127,8 +193,16 @@ export function markDelivered(order: Order, now: Date): Transition {
   }
 }
 
-/** PENDING → CANCELLED; already CANCELLED is success without change. A sent order keeps its voucher, so it cannot be cancelled. */
-export function cancel(order: Order, now: Date): Transition {
+/**
+ * → CANCELLED from PENDING, AWAITING_PAYMENT, PAID or PAYMENT_FAILED; already
+ * CANCELLED is success without change. A sent order keeps its voucher, so it
+ * cannot be cancelled. A PAID order's refund is requested in the same
+ * transaction. An order cancelled while its charge is undecided keeps
+ * payment AWAITING: if the charge turns out CHARGED, the refund is requested
+ * then (paymentOutcome), never before the charge is known, since the payment
+ * service answers a refund of an undecided charge NOT_CHARGED for good.
+ */
+export function cancel(order: Order, now: Date): SentTransition {
   switch (order.status) {
     case "CANCELLED":
       return { order, changed: false };
@@ -136,8 +210,92 @@ export function cancel(order: Order, now: Date): Transition {
     case "DELIVERED":
       throw failedPrecondition(`order ${order.id}: a sent order cannot be cancelled`);
     case "PENDING":
+    case "AWAITING_PAYMENT":
+    case "PAYMENT_FAILED":
       return { order: { ...order, status: "CANCELLED", cancelledAt: now, updatedAt: now }, changed: true };
+    case "PAID": {
+      const cancelled: Order = { ...order, status: "CANCELLED", cancelledAt: now, updatedAt: now, paymentStatus: "REFUND_PENDING" };
+      return { order: cancelled, changed: true, refundRequest: refundRequestFor(cancelled) };
+    }
   }
+}
+
+/**
+ * Moves the order on by a payment decision. CHARGED: AWAITING → CHARGED and
+ * the order AWAITING_PAYMENT → PAID, or, for an order cancelled meanwhile,
+ * REFUND_PENDING with its refund request. REFUSED: AWAITING → REFUSED and
+ * AWAITING_PAYMENT → PAYMENT_FAILED (a cancelled order stays cancelled).
+ * REFUNDED: REFUND_PENDING → REFUNDED. An outcome the order already has is
+ * success without change; one that contradicts it, or names another amount
+ * or currency, is refused (FAILED_PRECONDITION) and changes nothing.
+ */
+export function paymentOutcome(order: Order, outcome: PaymentOutcome, now: Date): SentTransition {
+  if (order.paymentMethod !== "ACCOUNT") {
+    throw failedPrecondition(`order ${order.id} was created without payment; a payment outcome (${outcome.event}) does not apply to it`);
+  }
+  if (outcome.amountCents !== order.totalCents || outcome.currency !== order.currency) {
+    throw failedPrecondition(
+      `payment outcome ${outcome.event} for order ${order.id} names ${outcome.amountCents} ${outcome.currency}, but the order is ${order.totalCents} ${order.currency}`,
+    );
+  }
+  const contradiction = () =>
+    failedPrecondition(`payment outcome ${outcome.event} for order ${order.id} contradicts its payment status ${order.paymentStatus}`);
+  switch (outcome.event) {
+    case "CHARGED": {
+      if (order.paymentStatus === "CHARGED" || order.paymentStatus === "REFUND_PENDING" || order.paymentStatus === "REFUNDED") {
+        return { order, changed: false };
+      }
+      if (order.paymentStatus !== "AWAITING") throw contradiction();
+      const charged: Order = { ...order, paymentStatus: "CHARGED", chargedAt: now, updatedAt: now };
+      if (order.status === "AWAITING_PAYMENT") return { order: { ...charged, status: "PAID" }, changed: true };
+      if (order.status === "CANCELLED") {
+        const owed: Order = { ...charged, paymentStatus: "REFUND_PENDING" };
+        return { order: owed, changed: true, refundRequest: refundRequestFor(owed) };
+      }
+      throw contradiction();
+    }
+    case "REFUSED": {
+      if (order.paymentStatus === "REFUSED") return { order, changed: false };
+      if (order.paymentStatus !== "AWAITING") throw contradiction();
+      const refused: Order = { ...order, paymentStatus: "REFUSED", paymentReason: outcome.reason || null, updatedAt: now };
+      return { order: order.status === "AWAITING_PAYMENT" ? { ...refused, status: "PAYMENT_FAILED" } : refused, changed: true };
+    }
+    case "REFUNDED": {
+      if (order.paymentStatus === "REFUNDED") return { order, changed: false };
+      if (order.paymentStatus !== "REFUND_PENDING") throw contradiction();
+      return { order: { ...order, paymentStatus: "REFUNDED", refundedAt: now, updatedAt: now }, changed: true };
+    }
+  }
+}
+
+export type PaymentRequeue =
+  /** No request row although one is owed: record it. */
+  | { kind: "insert-charge"; request: ChargeRequest }
+  | { kind: "insert-refund"; request: RefundRequest }
+  /** The request failed for good: back to pending, due now. */
+  | { kind: "revive"; table: "charge" | "refund" }
+  /** Pending or delivered: already on its way (a delivered one awaits the payment service's outcome). */
+  | { kind: "none"; table: "charge" | "refund" };
+
+/**
+ * What RequeuePayment does for this order and the state of its charge or
+ * refund request row: only an undecided charge or an owed refund can be put
+ * back on its way; anything else is refused.
+ */
+export function paymentRequeueAction(order: Order, row: { status: string } | null): PaymentRequeue {
+  if (order.paymentStatus === "AWAITING") {
+    if (!row) return { kind: "insert-charge", request: chargeRequestFor(order) };
+    return row.status === "dead" ? { kind: "revive", table: "charge" } : { kind: "none", table: "charge" };
+  }
+  if (order.paymentStatus === "REFUND_PENDING") {
+    if (!row) return { kind: "insert-refund", request: refundRequestFor(order) };
+    return row.status === "dead" ? { kind: "revive", table: "refund" } : { kind: "none", table: "refund" };
+  }
+  throw failedPrecondition(
+    order.paymentStatus === "NONE"
+      ? `order ${order.id} has no payment; nothing to requeue`
+      : `order ${order.id}: its payment is ${order.paymentStatus}, nothing is owed to the payment service`,
+  );
 }
 
 export function voucherRequestFor(order: Order): VoucherRequest {

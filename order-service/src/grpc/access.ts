@@ -1,5 +1,5 @@
 import { SCOPES, type AccessRule } from "@shop/platform/auth";
-import type { OrderService } from "@shop/sdk/order";
+import type { OrderService, PaymentOutcomeService } from "@shop/sdk/order";
 import type { OrderAdminService } from "@shop/sdk/order-admin";
 
 const write: AccessRule = { scopes: [SCOPES.ordersWrite] };
@@ -18,6 +18,13 @@ export const ORDER_SERVICE_ACCESS: Record<keyof (typeof OrderService)["method"],
   listSentOrders: read,
   batchGetOrders: read,
   requeueVoucher: { scopes: [SCOPES.ordersRequeue] },
+  requeuePayment: { scopes: [SCOPES.ordersRequeue] },
+  listOrdersByPaymentStatus: read,
+};
+
+/** Only the payment service's relay and the reconciler record payment decisions. */
+export const PAYMENT_OUTCOME_ACCESS: Record<keyof (typeof PaymentOutcomeService)["method"], AccessRule> = {
+  recordPaymentOutcome: { scopes: [SCOPES.ordersPaymentOutcome] },
 };
 
 /** The admin API is for operators only. */

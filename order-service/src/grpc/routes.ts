@@ -8,10 +8,12 @@ import type { Logger } from "@shop/platform/logger";
 import {
   OrderService,
   OrderStatus as ProtoOrderStatus,
+  PaymentMethod as ProtoPaymentMethod,
+  PaymentStatus as ProtoPaymentStatus,
   VoucherStatus as ProtoVoucherStatus,
   type OrderSchema,
 } from "@shop/sdk/order";
-import { ORDER_CURRENCY, type NewOrder, type OrderStatus } from "../domain/order.js";
+import { ORDER_CURRENCY, type NewOrder, type OrderStatus, type PaymentMethod, type PaymentStatus } from "../domain/order.js";
 import type { VoucherStatus } from "../domain/voucher-state.js";
 import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 import { LIST_ORDERS_PAGE, LIST_SENT_ORDERS_PAGE, pageSize } from "../domain/page-size.js";
@@ -27,7 +29,26 @@ const ORDER_STATUS: Record<OrderStatus, ProtoOrderStatus> = {
   SENT: ProtoOrderStatus.SENT,
   DELIVERED: ProtoOrderStatus.DELIVERED,
   CANCELLED: ProtoOrderStatus.CANCELLED,
+  AWAITING_PAYMENT: ProtoOrderStatus.AWAITING_PAYMENT,
+  PAID: ProtoOrderStatus.PAID,
+  PAYMENT_FAILED: ProtoOrderStatus.PAYMENT_FAILED,
 };
+
+const PAYMENT_METHOD: Record<PaymentMethod, ProtoPaymentMethod> = {
+  NONE: ProtoPaymentMethod.UNSPECIFIED,
+  ACCOUNT: ProtoPaymentMethod.ACCOUNT,
+};
+
+export const PAYMENT_STATUS: Record<PaymentStatus, ProtoPaymentStatus> = {
+  NONE: ProtoPaymentStatus.NONE,
+  AWAITING: ProtoPaymentStatus.AWAITING,
+  CHARGED: ProtoPaymentStatus.CHARGED,
+  REFUSED: ProtoPaymentStatus.REFUSED,
+  REFUND_PENDING: ProtoPaymentStatus.REFUND_PENDING,
+  REFUNDED: ProtoPaymentStatus.REFUNDED,
+};
+
+const PAYMENT_STATUS_OF = new Map(Object.entries(PAYMENT_STATUS).map(([k, v]) => [v, k as PaymentStatus]));
 
 const VOUCHER_STATUS: Record<VoucherStatus, ProtoVoucherStatus> = {
   NOT_ELIGIBLE: ProtoVoucherStatus.NOT_ELIGIBLE,
@@ -56,6 +77,13 @@ export function toProtoOrder(o: OrderView): MessageInitShape<typeof OrderSchema>
       lastError: o.voucher.lastError ?? "",
       attempts: o.voucher.attempts,
     },
+    payment: {
+      method: PAYMENT_METHOD[o.paymentMethod],
+      status: PAYMENT_STATUS[o.paymentStatus],
+      refusalReason: o.paymentReason ?? "",
+      chargedAt: ts(o.chargedAt),
+      refundedAt: ts(o.refundedAt),
+    },
   };
 }
 
@@ -82,7 +110,14 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
   return {
     async createOrder(req) {
       // The rules hold total_cents to 1..10^10 (exact as a number) and currency to "EUR".
-      const input: NewOrder = { customerId: req.customerId, totalCents: Number(req.totalCents), currency: ORDER_CURRENCY, requestId: req.requestId };
+      // The rules hold payment_method to UNSPECIFIED (no payment) or ACCOUNT.
+      const input: NewOrder = {
+        customerId: req.customerId,
+        totalCents: Number(req.totalCents),
+        currency: ORDER_CURRENCY,
+        requestId: req.requestId,
+        paymentMethod: req.paymentMethod === ProtoPaymentMethod.ACCOUNT ? "ACCOUNT" : "NONE",
+      };
       try {
         const { order, created } = await store.create(input);
         return { order: toProtoOrder(order), created };
@@ -166,6 +201,28 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
         const { order, requeued } = await store.requeueVoucher(orderId, req.redeliver);
         return { order: toProtoOrder(order), requeued };
       });
+    },
+
+    async requeuePayment(req) {
+      const { orderId } = req;
+      return forOrder("RequeuePayment", orderId, async () => {
+        const { order, requeued } = await store.requeuePayment(orderId);
+        return { order: toProtoOrder(order), requeued };
+      });
+    },
+
+    async listOrdersByPaymentStatus(req) {
+      // The rules hold payment_status to NONE..REFUNDED.
+      const paymentStatus = PAYMENT_STATUS_OF.get(req.paymentStatus)!;
+      const limit = pageSize(req.pageSize, LIST_SENT_ORDERS_PAGE);
+      const from = decodeTimeToken(req.pageToken);
+      const rows = await store.listByPaymentStatus({ paymentStatus, createdBefore: dateOf(req.createdBefore), from, limit: limit + 1 });
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return {
+        orders: page.map(toProtoOrder),
+        nextPageToken: rows.length > limit && last ? encodeTimeToken(last.createdAt, last.id) : "",
+      };
     },
   };
 }
