@@ -9,7 +9,7 @@ import { createPool, type Pool } from "@shop/platform/db";
 import { startOrderService, type RunningOrderService } from "@shop/order-service/service";
 import { startVoucherService, type RunningVoucherService } from "@shop/voucher-service/service";
 import { bearerToken } from "@shop/sdk/clients";
-import { OrderService } from "@shop/sdk/order";
+import { OrderService, PaymentEvent, PaymentOutcomeService } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
 import { VoucherService } from "@shop/sdk/voucher";
 import { allScopesToken, roleToken, testAuth, testSigningKey, testToken } from "@shop/testkit/auth";
@@ -27,7 +27,7 @@ import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
  */
 
 type Caller = Exclude<Role, "customer"> | "customer-a";
-const CALLERS: Caller[] = ["shop", "relay", "reconciler", "admin", "customer-a"];
+const CALLERS: Caller[] = ["shop", "relay", "payment-relay", "reconciler", "admin", "customer-a"];
 const CUSTOMER_A = "cust-a";
 const CUSTOMER_B = "cust-b";
 
@@ -40,6 +40,7 @@ type Service = "orders" | "vouchers";
 const ADDRESSED_TO: Record<Caller, Service[]> = {
   shop: ["orders", "vouchers"],
   relay: ["vouchers"],
+  "payment-relay": ["orders"],
   reconciler: ["orders", "vouchers"],
   admin: ["orders", "vouchers"],
   "customer-a": ["orders", "vouchers"],
@@ -70,6 +71,7 @@ function logged(text: string, reason: RegExp): boolean {
 interface Clients {
   orders: ReturnType<typeof createClient<typeof OrderService>>;
   admin: ReturnType<typeof createClient<typeof OrderAdminService>>;
+  outcomes: ReturnType<typeof createClient<typeof PaymentOutcomeService>>;
   vouchers: ReturnType<typeof createClient<typeof VoucherService>>;
 }
 
@@ -96,7 +98,12 @@ describe("access control on both transports", function () {
   function clients(kind: "grpc" | "connect", interceptors: Interceptor[]): Clients {
     const o = transports[kind]({ grpc: orderSvc.grpcPort, http: orderSvc.httpPort }, interceptors);
     const v = transports[kind]({ grpc: voucherSvc.grpcPort, http: voucherSvc.httpPort }, interceptors);
-    return { orders: createClient(OrderService, o), admin: createClient(OrderAdminService, o), vouchers: createClient(VoucherService, v) };
+    return {
+      orders: createClient(OrderService, o),
+      admin: createClient(OrderAdminService, o),
+      outcomes: createClient(PaymentOutcomeService, o),
+      vouchers: createClient(VoucherService, v),
+    };
   }
 
   const byCaller = new Map<string, Clients>();
@@ -175,6 +182,25 @@ describe("access control on both transports", function () {
     { name: "OrderService/ListSentOrders", allowed: ["shop", "reconciler", "admin"], call: (c) => c.orders.listSentOrders({}) },
     { name: "OrderService/BatchGetOrders", allowed: ["shop", "reconciler", "admin"], call: (c) => c.orders.batchGetOrders({ orderIds: [orderA] }) },
     { name: "OrderService/RequeueVoucher", allowed: ["reconciler"], call: (c) => c.orders.requeueVoucher({ orderId: orderA }) },
+    { name: "OrderService/RequeuePayment", allowed: ["reconciler"], call: (c) => c.orders.requeuePayment({ orderId: orderA }) },
+    {
+      name: "OrderService/ListOrdersByPaymentStatus",
+      allowed: ["shop", "reconciler", "admin"],
+      call: (c) => c.orders.listOrdersByPaymentStatus({ paymentStatus: 2 }),
+    },
+    {
+      name: "PaymentOutcomeService/RecordPaymentOutcome",
+      allowed: ["payment-relay", "reconciler"],
+      // orderA has no payment: an allowed caller gets FAILED_PRECONDITION, and nothing changes.
+      call: (c) =>
+        c.outcomes.recordPaymentOutcome({
+          messageKey: `charge:${orderA}`,
+          orderId: orderA,
+          event: PaymentEvent.CHARGED,
+          amountCents: 20_000n,
+          currency: "EUR",
+        }),
+    },
     { name: "OrderAdminService/ListDeadVoucherDeliveries", allowed: ["admin"], call: (c) => c.admin.listDeadVoucherDeliveries({}) },
     { name: "OrderAdminService/RequeueDeadVoucherDeliveries", allowed: ["admin"], call: (c) => c.admin.requeueDeadVoucherDeliveries({ all: true }) },
     {
