@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
 import { Registry } from "@shop/platform/metrics";
-import { createRelayMetrics, registerOutboxGauges } from "../../src/metrics.js";
+import { createPaymentRelayMetrics, createRelayMetrics, registerOutboxGauges, registerPaymentOutboxGauges } from "../../src/metrics.js";
 import { quietLogger } from "../outbox/fake-voucher-service.js";
 
 const ALERTS = path.resolve(import.meta.dirname, "../../../ops/prometheus/alerts.yml");
@@ -25,5 +25,26 @@ describe("relay and outbox alert rules", () => {
     const rule = group.slice(group.indexOf("alert: VoucherRelayRefusedByVoucherService"));
     expect(rule).to.match(/expr: .*relay_call_failures_total\{cause="misconfigured"\}/);
     expect(rule.slice(0, rule.indexOf("- alert:", 10))).to.include("severity: page");
+  });
+});
+
+describe("payment alert rules (order side)", () => {
+  const text = readFileSync(ALERTS, "utf8");
+  const group = text.slice(text.indexOf("- name: payments"));
+
+  it("watch only metrics the order service exports for its charge and refund flows", () => {
+    const registry = new Registry();
+    createPaymentRelayMetrics(registry, "charge");
+    createPaymentRelayMetrics(registry, "refund");
+    registerPaymentOutboxGauges({ registry, pool: undefined as never, logger: quietLogger });
+    const exported = new Set(registry.getMetricsAsArray().map((m) => m.name));
+    const used = [...group.matchAll(/expr: (.*)/g)].flatMap((m) => [...m[1]!.matchAll(/\b((?:charge|refund)_\w+)/g)].map((x) => x[1]!));
+    expect(used).to.include.members([
+      "charge_outbox_oldest_pending_age_seconds",
+      "refund_outbox_dead",
+      "charge_relay_call_failures_total",
+      "refund_relay_call_failures_total",
+    ]);
+    for (const name of used) expect(exported, name).to.include(name);
   });
 });
