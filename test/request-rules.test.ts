@@ -9,8 +9,9 @@ import { newId } from "@shop/platform/ids";
 import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 import { normalizeTraceparent } from "@shop/platform/tracing";
 import { requestValidator } from "@shop/platform/validation";
-import { OrderService } from "@shop/sdk/order";
+import { OrderService, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
+import { PaymentService } from "@shop/sdk/payment";
 import { VoucherService } from "@shop/sdk/voucher";
 
 /**
@@ -24,7 +25,7 @@ import { VoucherService } from "@shop/sdk/voucher";
  * Pure: no services, no databases.
  */
 const check = requestValidator();
-const SERVICES: DescService[] = [OrderService, OrderAdminService, VoucherService];
+const SERVICES: DescService[] = [OrderService, OrderAdminService, PaymentOutcomeService, VoucherService, PaymentService];
 const ID_RULE_PATTERN = "^[A-Za-z0-9._:-]*$";
 const TOKEN_RULE_PATTERN = "^[A-Za-z0-9_-]*$";
 const LONG_ID = "x".repeat(65);
@@ -88,11 +89,24 @@ const issue = { orderId: ORDER_ID, customerId: "cust-1", orderTotalCents: 12_345
 const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const ids = (n: number, prefix = "id-") => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
+const outcome = { messageKey: `charge:${ORDER_ID}`, orderId: ORDER_ID, event: PaymentEvent.CHARGED, amountCents: 12_345n, currency: "EUR" };
+const charge = { orderId: ORDER_ID, customerId: "cust-1", amountCents: 12_345n, currency: "EUR" };
+const topUp = { customerId: "cust-1", amountCents: 15_000n, currency: "EUR", requestId: "top-1" };
+
 const CASES: Case[] = [
   rpc({
     method: OrderService.method.createOrder,
-    valid: [order, { ...order, totalCents: 1n }, { ...order, totalCents: 10_000_000_000n }, { ...order, customerId: "a".repeat(64), requestId: "A.b_c:d-9" }],
+    valid: [
+      order,
+      { ...order, totalCents: 1n },
+      { ...order, totalCents: 10_000_000_000n },
+      { ...order, customerId: "a".repeat(64), requestId: "A.b_c:d-9" },
+      { ...order, paymentMethod: PaymentMethod.ACCOUNT },
+      { ...order, paymentMethod: PaymentMethod.UNSPECIFIED },
+    ],
     invalid: [
+      ["payment_method must be PAYMENT_METHOD_UNSPECIFIED (no payment) or PAYMENT_METHOD_ACCOUNT", { ...order, paymentMethod: 2 as PaymentMethod }],
+      ["payment_method must be PAYMENT_METHOD_UNSPECIFIED (no payment) or PAYMENT_METHOD_ACCOUNT", { ...order, paymentMethod: -1 as PaymentMethod }],
       ...badIds("customer_id", (id) => ({ ...order, customerId: id })),
       ...badIds("request_id", (id) => ({ ...order, requestId: id })),
       ["total_cents: must be greater than 0", { ...order, totalCents: 0n }],
@@ -104,7 +118,7 @@ const CASES: Case[] = [
       ["currency: value is required", { ...order, currency: "" }],
     ],
   }),
-  ...(["getOrder", "markOrderSent", "markOrderDelivered", "cancelOrder", "requeueVoucher"] as const).map((name) =>
+  ...(["getOrder", "markOrderSent", "markOrderDelivered", "cancelOrder", "requeueVoucher", "requeuePayment"] as const).map((name) =>
     rpc({
       method: OrderService.method[name],
       valid: [{ orderId: ORDER_ID }, { orderId: "o-1" }],
@@ -137,6 +151,110 @@ const CASES: Case[] = [
       ["sent_after: must be greater than or equal to", { sentAfter: ts("0999-12-31T23:59:59.999Z") }],
       ["page_size: must be greater than or equal to 0", { pageSize: -1 }],
       ["page_token: does not match regex pattern", { pageToken: "garbage!" }],
+    ],
+  }),
+  rpc({
+    method: OrderService.method.listOrdersByPaymentStatus,
+    valid: [
+      { paymentStatus: PaymentStatus.AWAITING },
+      { paymentStatus: PaymentStatus.REFUNDED, createdBefore: ts("2030-01-01T00:00:00Z"), pageSize: 1000, pageToken: encodeTimeToken(new Date(), newId()) },
+      { paymentStatus: PaymentStatus.NONE },
+    ],
+    invalid: [
+      ["payment_status must be one of PAYMENT_STATUS_NONE .. PAYMENT_STATUS_REFUNDED", {}],
+      ["payment_status must be one of PAYMENT_STATUS_NONE .. PAYMENT_STATUS_REFUNDED", { paymentStatus: 7 as PaymentStatus }],
+      ["created_before: must be a time from 0001-01-01T00:00:00Z", { paymentStatus: PaymentStatus.AWAITING, createdBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["page_size: must be greater than or equal to 0", { paymentStatus: PaymentStatus.AWAITING, pageSize: -1 }],
+      ["page_token: does not match regex pattern", { paymentStatus: PaymentStatus.AWAITING, pageToken: "no!" }],
+    ],
+  }),
+  rpc({
+    method: PaymentOutcomeService.method.recordPaymentOutcome,
+    valid: [
+      outcome,
+      { ...outcome, event: PaymentEvent.REFUSED, refusalReason: "INSUFFICIENT_FUNDS", traceparent },
+      { ...outcome, messageKey: `refund:${ORDER_ID}`, event: PaymentEvent.REFUNDED, amountCents: 10_000_000_000n },
+    ],
+    invalid: [
+      ...badIds("order_id", (id) => ({ ...outcome, orderId: id })),
+      ["message_key: value is required", { ...outcome, messageKey: "" }],
+      ["message_key: must be at most 128 characters", { ...outcome, messageKey: "k".repeat(129) }],
+      ["message_key: does not match regex pattern", { ...outcome, messageKey: "charge: x" }],
+      ["event must be PAYMENT_EVENT_CHARGED, PAYMENT_EVENT_REFUSED or PAYMENT_EVENT_REFUNDED", { ...outcome, event: PaymentEvent.UNSPECIFIED }],
+      ["event must be PAYMENT_EVENT_CHARGED, PAYMENT_EVENT_REFUSED or PAYMENT_EVENT_REFUNDED", { ...outcome, event: 4 as PaymentEvent }],
+      ["refusal_reason: does not match regex pattern", { ...outcome, refusalReason: "no funds" }],
+      ["refusal_reason: must be at most 32 characters", { ...outcome, refusalReason: "X".repeat(33) }],
+      ["amount_cents: must be greater than 0", { ...outcome, amountCents: 0n }],
+      ["amount_cents: must be greater than 0", { ...outcome, amountCents: 10_000_000_001n }],
+      ["currency: must equal `EUR`", { ...outcome, currency: "USD" }],
+      ["traceparent: does not match regex pattern", { ...outcome, traceparent: "00-xyz" }],
+    ],
+  }),
+  rpc({
+    method: PaymentService.method.openAccount,
+    valid: [{ customerId: "cust-1", currency: "EUR" }],
+    invalid: [...badIds("customer_id", (id) => ({ customerId: id, currency: "EUR" })), ["currency: must equal `EUR`", { customerId: "c", currency: "usd" }]],
+  }),
+  rpc({
+    method: PaymentService.method.getAccount,
+    valid: [{ customerId: "cust-1" }],
+    invalid: badIds("customer_id", (id) => ({ customerId: id })),
+  }),
+  rpc({
+    method: PaymentService.method.topUp,
+    valid: [topUp, { ...topUp, amountCents: 1n }, { ...topUp, amountCents: 10_000_000_000n }],
+    invalid: [
+      ...badIds("customer_id", (id) => ({ ...topUp, customerId: id })),
+      ...badIds("request_id", (id) => ({ ...topUp, requestId: id })),
+      ["amount_cents: must be greater than 0", { ...topUp, amountCents: 0n }],
+      ["amount_cents: must be greater than 0", { ...topUp, amountCents: -1n }],
+      ["amount_cents: must be greater than 0", { ...topUp, amountCents: 10_000_000_001n }],
+      ["currency: value is required", { ...topUp, currency: "" }],
+    ],
+  }),
+  rpc({
+    method: PaymentService.method.listStatement,
+    valid: [{ customerId: "cust-1" }, { customerId: "cust-1", pageSize: 500, pageToken: encodeIdToken(newId()) }],
+    invalid: [
+      ...badIds("customer_id", (id) => ({ customerId: id })),
+      ["page_size: must be greater than or equal to 0", { customerId: "c", pageSize: -1 }],
+      ["page_token: does not match regex pattern", { customerId: "c", pageToken: "%%%" }],
+    ],
+  }),
+  rpc({
+    method: PaymentService.method.chargeOrder,
+    valid: [charge, { ...charge, traceparent }],
+    invalid: [
+      ...badIds("order_id", (id) => ({ ...charge, orderId: id })),
+      ...badIds("customer_id", (id) => ({ ...charge, customerId: id })),
+      ["amount_cents: must be greater than 0", { ...charge, amountCents: 0n }],
+      ["currency: must equal `EUR`", { ...charge, currency: "EURO" }],
+      ["traceparent: does not match regex pattern", { ...charge, traceparent: "x" }],
+    ],
+  }),
+  rpc({
+    method: PaymentService.method.refundOrder,
+    valid: [{ orderId: ORDER_ID }, { orderId: ORDER_ID, traceparent }],
+    invalid: [...badIds("order_id", (id) => ({ orderId: id })), ["traceparent: does not match regex pattern", { orderId: ORDER_ID, traceparent: "x" }]],
+  }),
+  rpc({
+    method: PaymentService.method.batchGetOrderPayments,
+    valid: [{ orderIds: [] }, { orderIds: ids(1000) }],
+    invalid: [
+      ["order_ids: must contain no more than 1000 item(s)", { orderIds: ids(1001) }],
+      ["order_ids[1]: does not match regex pattern", { orderIds: ["ok", "a b"] }],
+      ["order_ids[0]: must be at least 1 characters", { orderIds: [""] }],
+    ],
+  }),
+  rpc({
+    method: PaymentService.method.listOrderPayments,
+    valid: [{}, { decidedAfter: ts("2020-01-01T00:00:00Z"), decidedBefore: ts("2030-01-01T00:00:00Z"), pageSize: 500, pageToken: encodeTimeToken(new Date(), newId()) }],
+    invalid: [
+      ["decided_after must be earlier than decided_before", { decidedAfter: ts("2030-01-01T00:00:00Z"), decidedBefore: ts("2020-01-01T00:00:00Z") }],
+      ["decided_after must be earlier than decided_before", { decidedAfter: ts("2030-01-01T00:00:00Z"), decidedBefore: ts("2030-01-01T00:00:00Z") }],
+      ["decided_before: must be a time from 0001-01-01T00:00:00Z", { decidedBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["page_size: must be greater than or equal to 0", { pageSize: -1 }],
+      ["page_token: does not match regex pattern", { pageToken: "no!" }],
     ],
   }),
   rpc({
@@ -277,6 +395,9 @@ describe("request rules in the shop protos", () => {
       expect(withTimestamps.map((t) => `${t.method.name}.${t.field.name}`).sort()).to.deep.equal([
         "ListIssuedVouchers.issued_after",
         "ListIssuedVouchers.issued_before",
+        "ListOrderPayments.decided_after",
+        "ListOrderPayments.decided_before",
+        "ListOrdersByPaymentStatus.created_before",
         "ListSentOrders.sent_after",
         "ListSentOrders.sent_before",
       ]);
@@ -340,7 +461,7 @@ describe("request rules in the shop protos", () => {
 
     it("checks every *_ids list: a maximum size, and every element as an id", () => {
       const listFields = requestFields().filter((f) => f.name.endsWith("_ids"));
-      expect(listFields.length).to.equal(3);
+      expect(listFields.length).to.equal(4);
       for (const f of listFields) {
         const r = rulesOf(f);
         expect(r.type.case, name(f)).to.equal("repeated");
@@ -359,7 +480,7 @@ describe("request rules in the shop protos", () => {
       const fields = requestFields();
       const sizes = fields.filter((f) => f.name === "page_size");
       const tokens = fields.filter((f) => f.name === "page_token");
-      expect(sizes.length).to.equal(5);
+      expect(sizes.length).to.equal(8);
       expect(tokens.map((f) => f.parent)).to.deep.equal(sizes.map((f) => f.parent));
       for (const f of sizes) {
         const r = rulesOf(f).type;
@@ -373,7 +494,7 @@ describe("request rules in the shop protos", () => {
 
     it("accepts only EUR in every currency field", () => {
       const currencies = requestFields().filter((f) => f.name === "currency");
-      expect(currencies.length).to.equal(2);
+      expect(currencies.length).to.equal(6);
       for (const f of currencies) {
         const r = rulesOf(f);
         expect(r.required && r.type.case === "string" && r.type.value.const, name(f)).to.equal("EUR");
