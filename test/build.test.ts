@@ -301,6 +301,15 @@ describe("the production build and image (npm run build, the Dockerfile's stages
       }
     });
 
+    it("serves the compiled order service's OpenAPI document and Swagger UI (/openapi.json, /docs) without a token", async () => {
+      const doc = await fetch(`http://127.0.0.1:${ports.oh}/openapi.json`);
+      expect(doc.status).to.equal(200);
+      expect(Object.keys(((await doc.json()) as { paths: object }).paths)).to.include("/shop.order.v1.OrderService/CreateOrder");
+      for (const page of ["/docs", "/docs/swagger-ui-bundle.js"]) {
+        expect((await fetch(`http://127.0.0.1:${ports.oh}${page}`)).status, page).to.equal(200);
+      }
+    });
+
     it("refuses a gRPC call without a token, serves one with a token, and its relay delivers the voucher", async () => {
       const anonymous = createOrderClient({ baseUrl: `http://127.0.0.1:${ports.og}` });
       const orders = createOrderClient({ baseUrl: `http://127.0.0.1:${ports.og}`, token: allScopesToken });

@@ -19,21 +19,30 @@ describe("protos and generated code", () => {
     execFileSync(buf, ["lint"], { cwd: root, stdio: "pipe" });
   });
 
-  it("match what buf generate writes now (the committed SDK is not stale)", () => {
-    const out = mkdtempSync(path.join(tmpdir(), "shop-gen-"));
+  it("match what buf generate writes now (the committed SDK, OpenAPI module, OpenAPI documents and Postman collection are not stale)", () => {
+    const tmp = mkdtempSync(path.join(tmpdir(), "shop-gen-"));
     try {
-      const template = readFileSync(path.join(root, "buf.gen.yaml"), "utf8").replace("out: packages/sdk/src/gen", `out: ${out}`);
+      // Every plugin's output goes to its own folder under tmp instead.
+      const outs: string[] = [];
+      const template = readFileSync(path.join(root, "buf.gen.yaml"), "utf8").replace(/^(\s*out:\s*)(\S+)\s*$/gm, (_, lead: string, out: string) => {
+        outs.push(out);
+        return `${lead}${path.join(tmp, out)}`;
+      });
+      expect(outs).to.include.members(["packages/sdk/src/gen", "packages/platform/src/gen", "docs/api"]);
       execFileSync(buf, ["generate", "--template", template], { cwd: root, stdio: "pipe" });
-      const committedDir = path.join(root, "packages/sdk/src/gen");
-      const fresh = listFiles(out).sort();
-      expect(listFiles(committedDir).sort()).to.deep.equal(fresh);
-      for (const f of fresh) {
-        expect(readFileSync(path.join(committedDir, f), "utf8"), `${f} is stale: run npm run generate`).to.equal(
-          readFileSync(path.join(out, f), "utf8"),
-        );
+      for (const out of outs) {
+        const committedDir = path.join(root, out);
+        const fresh = listFiles(path.join(tmp, out)).sort();
+        expect(fresh, out).not.to.be.empty;
+        expect(listFiles(committedDir).sort(), `${out}: run npm run generate`).to.deep.equal(fresh);
+        for (const f of fresh) {
+          expect(readFileSync(path.join(committedDir, f), "utf8"), `${out}/${f} is stale: run npm run generate`).to.equal(
+            readFileSync(path.join(tmp, out, f), "utf8"),
+          );
+        }
       }
     } finally {
-      rmSync(out, { recursive: true, force: true });
+      rmSync(tmp, { recursive: true, force: true });
     }
   });
 });

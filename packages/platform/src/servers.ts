@@ -22,6 +22,7 @@ import { createAsyncIterable, readAllBytes, type UniversalHandler, type Universa
 import { codeFromString, codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { file_grpc_health_v1_health } from "@shop/sdk/grpc-health";
+import { apiDocs } from "./api-docs.js";
 import { Authenticator, authorize, callerKey, type AccessPolicy, type AccessRule, type AuthSettings } from "./auth.js";
 import { clip, MAX_MESSAGE_CHARS } from "./clip.js";
 import { toConnectError } from "./errors.js";
@@ -46,7 +47,7 @@ export interface ServerOptions {
   host: string;
   /** gRPC (HTTP/2) port; 0 picks a free one. */
   grpcPort: number;
-  /** Connect JSON over HTTP/1.1 port, also /healthz, /readyz and /metrics; 0 picks a free one. */
+  /** Connect JSON over HTTP/1.1 port, also /healthz, /readyz, /metrics, /openapi.json and /docs; 0 picks a free one. */
   httpPort: number;
   services: ServiceBinding[];
   /** Keys that sign the bearer tokens every call must carry. */
@@ -621,7 +622,8 @@ function createHttpServer(tls: ServerTls | undefined, log: Logger, handler: http
 
 /**
  * Serves the given services on grpc-js (with reflection and grpc.health.v1)
- * and on connect-node (Connect JSON over HTTP/1.1, plus /healthz, /readyz and /metrics).
+ * and on connect-node (Connect JSON over HTTP/1.1, plus /healthz, /readyz and /metrics,
+ * and the OpenAPI document of the services hosted, /openapi.json, with Swagger UI on /docs).
  */
 export async function startServers(opts: ServerOptions): Promise<RunningServers> {
   const maxBytes = opts.maxMessageBytes ?? 1024 * 1024;
@@ -645,6 +647,10 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
   const grpcInterceptors = callInterceptors(plumbing, "grpc");
   const connectInterceptors = callInterceptors(plumbing, "connect");
   const bindings = opts.services;
+  const docs = apiDocs(
+    bindings.map((b) => b.service.typeName),
+    log,
+  );
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": maxBytes,
@@ -714,6 +720,7 @@ export async function startServers(opts: ServerOptions): Promise<RunningServers>
       return;
     }
     if (serveMetrics(metrics.registry, log, req, res)) return;
+    if (docs.serve(req, res)) return;
     connectHandler(req, res);
   });
   let httpPort: number;
