@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 
 export const USAGE = `usage: npm run reconcile -- [--once] [--dry-run] [--since <ISO time> | --full] [--until <ISO time>]
-                            [--max-voids <n>] [--json]
+                            [--max-voids <n>] [--max-payment-repairs <n>] [--json]
 
   (no flags)        run the scheduler (RECONCILE_CRON, default "30 2 * * *" in RECONCILE_TIMEZONE, default UTC) until SIGTERM
   --once            run one reconciliation now and exit with its code
@@ -13,10 +13,13 @@ export const USAGE = `usage: npm run reconcile -- [--once] [--dry-run] [--since 
   --until <time>    end of the window, exclusive (default: now minus RECONCILE_GRACE_MS)
   --max-voids <n>   void at most n vouchers in this run (default RECONCILE_MAX_VOIDS, 10); vouchers are only
                     ever voided inside the window
+  --max-payment-repairs <n>
+                    repair the payment of at most n orders in this run (default RECONCILE_MAX_PAYMENT_REPAIRS,
+                    10); with RECONCILE_PAYMENTS on
   --json            print the JSON report on stdout instead of the summary (logs go to stderr)
 
 exit codes (--once): 0 no drift, 1 drift found and all repaired, 2 drift left unrepaired (the void cap
-reached included) or the run failed`;
+or the payment repair cap reached included) or the run failed`;
 
 export interface CliOptions {
   once: boolean;
@@ -28,6 +31,8 @@ export interface CliOptions {
   full: boolean;
   /** Overrides RECONCILE_MAX_VOIDS for this run. */
   maxVoids?: number;
+  /** Overrides RECONCILE_MAX_PAYMENT_REPAIRS for this run. */
+  maxPaymentRepairs?: number;
   help: boolean;
 }
 
@@ -70,6 +75,7 @@ export function parseCli(argv: string[]): CliOptions {
         until: { type: "string" },
         full: { type: "boolean", default: false },
         "max-voids": { type: "string" },
+        "max-payment-repairs": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
@@ -84,10 +90,11 @@ export function parseCli(argv: string[]): CliOptions {
     until: isoTime("--until", values.until as string | undefined),
     full: values.full === true,
     maxVoids: count("--max-voids", values["max-voids"] as string | undefined),
+    maxPaymentRepairs: count("--max-payment-repairs", values["max-payment-repairs"] as string | undefined),
     help: values.help === true,
   };
-  if (!opts.once && (opts.since || opts.until || opts.json || opts.full || opts.maxVoids !== undefined)) {
-    throw new UsageError("--since, --until, --full, --max-voids and --json only apply to a single run: add --once");
+  if (!opts.once && (opts.since || opts.until || opts.json || opts.full || opts.maxVoids !== undefined || opts.maxPaymentRepairs !== undefined)) {
+    throw new UsageError("--since, --until, --full, --max-voids, --max-payment-repairs and --json only apply to a single run: add --once");
   }
   if (opts.full && opts.since) throw new UsageError("--full and --since both set where the window starts: give one");
   if (opts.since && opts.until && opts.since >= opts.until) {

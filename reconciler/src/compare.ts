@@ -7,7 +7,7 @@ import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
  * sent, qualifying order; the voucher kinds from a voucher's side. Only an
  * ISSUED voucher counts as an order's voucher: a voided one is history.
  */
-export const DRIFT_KINDS = [
+export const VOUCHER_DRIFT_KINDS = [
   "missing_voucher",
   "dead_delivery",
   "dead_delivery_conflict",
@@ -18,7 +18,28 @@ export const DRIFT_KINDS = [
   "customer_mismatch",
   "amount_mismatch",
 ] as const;
-export type DriftKind = (typeof DRIFT_KINDS)[number];
+export type VoucherDriftKind = (typeof VOUCHER_DRIFT_KINDS)[number];
+
+/**
+ * Every way an order and its payment can disagree (payment-compare.ts): the
+ * order service's view (orders.payment_status) against the payment service's
+ * decision (its charge and refund of the order).
+ */
+export const PAYMENT_DRIFT_KINDS = [
+  "charge_undelivered",
+  "refund_undelivered",
+  "charge_undecided",
+  "refund_undecided",
+  "refund_missing",
+  "payment_conflict",
+  "charge_without_order",
+  "payment_mismatch",
+] as const;
+export type PaymentDriftKind = (typeof PAYMENT_DRIFT_KINDS)[number];
+
+export const DRIFT_KINDS = [...VOUCHER_DRIFT_KINDS, ...PAYMENT_DRIFT_KINDS] as const;
+export type DriftKind = VoucherDriftKind | PaymentDriftKind;
+export const isPaymentKind = (kind: DriftKind): kind is PaymentDriftKind => (PAYMENT_DRIFT_KINDS as readonly string[]).includes(kind);
 
 /** What the reconciler does about a kind of drift. */
 export const REPAIR_OF: Record<DriftKind, string> = {
@@ -31,6 +52,14 @@ export const REPAIR_OF: Record<DriftKind, string> = {
   voucher_for_unqualified_order: "void the voucher (within the window and the per-run cap)",
   customer_mismatch: "report only: needs a person",
   amount_mismatch: "report only: needs a person",
+  charge_undelivered: "deliver the payment service's decision (CHARGED or REFUSED) to the order: RecordPaymentOutcome, key charge:<order> (within the per-run cap)",
+  refund_undelivered: "deliver the refund to the order: RecordPaymentOutcome REFUNDED, key refund:<order> (within the per-run cap)",
+  charge_undecided: "requeue the order's charge request (RequeuePayment, within the per-run cap)",
+  refund_undecided: "requeue the order's refund request (RequeuePayment, within the per-run cap)",
+  refund_missing: "deliver CHARGED so the order requests its refund itself, then requeue the refund request (within the per-run cap); a person if the order already records the charge",
+  payment_conflict: "report only: the order and the payment service contradict each other, a person must decide",
+  charge_without_order: "report only: a decided charge for an order that does not exist or has no payment, a person must decide",
+  payment_mismatch: "report only: the charge's customer, amount or currency is not the order's, a person must decide",
 };
 
 export interface IssueRequest {
@@ -42,7 +71,7 @@ export interface IssueRequest {
 
 /** One disagreement and the repair it calls for; the repair's outcome is recorded by the runner. */
 export interface Finding {
-  kind: DriftKind;
+  kind: VoucherDriftKind;
   orderId: string;
   voucherId?: string;
   /** Why this is drift, in words an operator can act on. */
@@ -96,7 +125,7 @@ function mismatches(order: Order, voucher: Voucher): Finding[] {
   return out;
 }
 
-function voidFinding(kind: DriftKind, orderId: string, voucher: Voucher, detail: string): Finding {
+function voidFinding(kind: VoucherDriftKind, orderId: string, voucher: Voucher, detail: string): Finding {
   return {
     kind,
     orderId,

@@ -10,6 +10,21 @@ export interface ReconcilerConfig {
   /** gRPC address of the voucher service. Default http://127.0.0.1:50052. */
   voucherServiceUrl: string;
   /**
+   * RECONCILE_PAYMENTS: also compare every order's payment with the payment
+   * service's decision and repair payment drift. Default false, so a shop
+   * without the payment service keeps reconciling vouchers alone.
+   */
+  payments?: boolean;
+  /** PAYMENT_SERVICE_URL: gRPC address of the payment service (read with RECONCILE_PAYMENTS). Default http://127.0.0.1:50053. */
+  paymentServiceUrl?: string;
+  /**
+   * RECONCILE_MAX_PAYMENT_REPAIRS: the most orders one run may repair the
+   * payment of (an outcome delivered, a charge or refund request requeued).
+   * Default 10, like the void cap: past it the run stops repairing payments,
+   * reports it and exits 2. 0: never repair a payment.
+   */
+  maxPaymentRepairs?: number;
+  /**
    * RECONCILE_TOKEN or RECONCILE_TOKEN_FILE, required: the reconciler's bearer
    * token (role reconciler), sent to both services. Default: the file
    * $LOCAL_DATA_DIR/auth/reconciler.token (default .data) when it exists (npm start writes it).
@@ -99,6 +114,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const config: ReconcilerConfig = {
     orderServiceUrl: url("ORDER_SERVICE_URL", "http://127.0.0.1:50051"),
     voucherServiceUrl: url("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052"),
+    payments: r.bool("RECONCILE_PAYMENTS", false),
+    paymentServiceUrl: url("PAYMENT_SERVICE_URL", "http://127.0.0.1:50053"),
+    maxPaymentRepairs: r.int("RECONCILE_MAX_PAYMENT_REPAIRS", 10, { min: 0, max: 1_000_000 }),
     // Falls back on the token npm start writes, so a one-off run against the local stack needs no setting.
     token: readCallerToken(r, "RECONCILE_TOKEN", path.join(dataDir, "auth/reconciler.token")),
     tls: readClientTls(r),
@@ -116,7 +134,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     metricsPort: r.int("RECONCILE_METRICS_PORT", 9464, { min: 0, max: 65535 }),
     metricsHost: r.string("RECONCILE_METRICS_HOST", "127.0.0.1"),
   };
-  checkClientTlsUrls(r, { ORDER_SERVICE_URL: config.orderServiceUrl, VOUCHER_SERVICE_URL: config.voucherServiceUrl });
+  checkClientTlsUrls(r, {
+    ORDER_SERVICE_URL: config.orderServiceUrl,
+    VOUCHER_SERVICE_URL: config.voucherServiceUrl,
+    ...(config.payments ? { PAYMENT_SERVICE_URL: config.paymentServiceUrl! } : {}),
+  });
   if (!cron.validate(config.cron)) {
     r.problem(`RECONCILE_CRON=${JSON.stringify(config.cron)} is not a valid cron expression (for example "30 2 * * *")`);
   }

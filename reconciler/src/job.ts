@@ -1,9 +1,20 @@
-import { createOrderClient, createVoucherClient, type ClosableClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
+import {
+  createOrderClient,
+  createPaymentClient,
+  createPaymentOutcomeClient,
+  createVoucherClient,
+  type ClosableClient,
+  type OrderClient,
+  type PaymentClient,
+  type PaymentOutcomeClient,
+  type VoucherClient,
+} from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
 import { newId } from "@shop/platform/ids";
 import type { QualifiesFn } from "./compare.js";
 import type { ReconcilerConfig } from "./config.js";
-import { reconcile, type RunResult, type WindowSource } from "./reconcile.js";
+import { DEFAULT_MAX_PAYMENT_REPAIRS, reconcile, type RunResult, type WindowSource } from "./reconcile.js";
+import { emptyPaymentTally } from "./reconcile-payments.js";
 import { buildReport, writeReport, type ReconcileReport } from "./report.js";
 import { qualifies as defaultQualifies } from "./rule.js";
 import { defaultWindow, nextWindowEnd, readState, writeJsonAtomically, type ReconcilerState, type Window } from "./state.js";
@@ -19,6 +30,8 @@ export interface RunRequest {
   full?: boolean;
   /** Overrides RECONCILE_MAX_VOIDS for this run. */
   maxVoids?: number;
+  /** Overrides RECONCILE_MAX_PAYMENT_REPAIRS for this run. */
+  maxPaymentRepairs?: number;
   /** The clock, for tests. */
   now?: Date;
 }
@@ -37,6 +50,9 @@ export interface RunOutcome {
 export class Reconciler {
   private readonly orderClient: ClosableClient<OrderClient>;
   private readonly voucherClient: ClosableClient<VoucherClient>;
+  /** With RECONCILE_PAYMENTS: the payment service, and the order service's PaymentOutcomeService. */
+  private readonly paymentClient?: ClosableClient<PaymentClient>;
+  private readonly paymentOutcomeClient?: ClosableClient<PaymentOutcomeClient>;
 
   constructor(
     private readonly config: ReconcilerConfig,
@@ -46,6 +62,10 @@ export class Reconciler {
     const common = { defaultTimeoutMs: config.callTimeoutMs, token: config.token, tls: config.tls };
     this.orderClient = createOrderClient({ baseUrl: config.orderServiceUrl, ...common });
     this.voucherClient = createVoucherClient({ baseUrl: config.voucherServiceUrl, ...common });
+    if (config.payments) {
+      this.paymentClient = createPaymentClient({ baseUrl: config.paymentServiceUrl ?? "http://127.0.0.1:50053", ...common });
+      this.paymentOutcomeClient = createPaymentOutcomeClient({ baseUrl: config.orderServiceUrl, ...common });
+    }
   }
 
   async run(req: RunRequest = {}): Promise<RunOutcome> {
@@ -85,8 +105,16 @@ export class Reconciler {
     }
     for (const w of warnings) log.warn({ stateFile: this.config.stateFile }, w);
     const maxVoids = req.maxVoids ?? this.config.maxVoids;
+    const maxPaymentRepairs = req.maxPaymentRepairs ?? this.config.maxPaymentRepairs ?? DEFAULT_MAX_PAYMENT_REPAIRS;
     log.info(
-      { window: { since: window.since?.toISOString() ?? null, until: window.until.toISOString() }, windowSource, maxVoids, dryRun: !!req.dryRun },
+      {
+        window: { since: window.since?.toISOString() ?? null, until: window.until.toISOString() },
+        windowSource,
+        maxVoids,
+        payments: !!this.paymentClient,
+        maxPaymentRepairs,
+        dryRun: !!req.dryRun,
+      },
       "reconcile run starting",
     );
 
@@ -101,6 +129,7 @@ export class Reconciler {
           drift: [],
           racedWithRelay: 0,
           voids: { cap: maxVoids, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
+          payments: emptyPaymentTally(maxPaymentRepairs),
           error: stateError,
           calls: {},
         }
@@ -112,6 +141,9 @@ export class Reconciler {
             qualifies: this.qualifies,
             orderServiceName: `order service at ${this.config.orderServiceUrl}`,
             voucherServiceName: `voucher service at ${this.config.voucherServiceUrl}`,
+            payments: this.paymentClient?.client,
+            paymentOutcomes: this.paymentOutcomeClient?.client,
+            paymentServiceName: `payment service at ${this.config.paymentServiceUrl}`,
           },
           {
             runId,
@@ -121,6 +153,7 @@ export class Reconciler {
             repairConcurrency: this.config.repairConcurrency,
             recheckOrderIds: state?.unresolvedOrderIds,
             maxVoids,
+            maxPaymentRepairs,
           },
         );
     result.windowSource = windowSource;
@@ -157,6 +190,7 @@ export class Reconciler {
       scanned: report.scanned,
       totals: report.totals,
       voids: report.voids,
+      payments: report.payments,
       reportFile,
     };
     if (report.outcome === "failed") log.error({ ...fields, error: report.error }, `reconcile run failed: ${report.error}`);
@@ -168,5 +202,7 @@ export class Reconciler {
   close(): void {
     this.orderClient.close();
     this.voucherClient.close();
+    this.paymentClient?.close();
+    this.paymentOutcomeClient?.close();
   }
 }

@@ -46,6 +46,7 @@ async function runOnce(cli: CliOptions): Promise<void> {
       until: cli.until,
       full: cli.full,
       maxVoids: cli.maxVoids,
+      maxPaymentRepairs: cli.maxPaymentRepairs,
     });
     exitAfterWrite(cli.json ? JSON.stringify(report, null, 2) + "\n" : formatSummary(report, reportFile), report.exitCode);
   } catch (err) {

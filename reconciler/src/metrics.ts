@@ -24,6 +24,10 @@ export class ReconcilerMetrics {
   private readonly voids: Counter<"result">;
   /** reconciler_drift_needs_person: drift the last finished run left for a person (no automatic repair, a permanent refusal, a held-back void). */
   private readonly needsPerson: Gauge;
+  /** reconciler_payment_repair_cap_reached: 1 when the last finished run stopped repairing payments at RECONCILE_MAX_PAYMENT_REPAIRS. */
+  private readonly paymentCapReached: Gauge;
+  /** reconciler_payment_repairs_total{result}: outcomes delivered, requests requeued, repairs held back by the cap (dry runs excluded). */
+  private readonly paymentRepairs: Counter<"result">;
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     this.registry = createMetrics({ processMetrics: opts.processMetrics }).registry;
@@ -65,6 +69,19 @@ export class ReconcilerMetrics {
       registers: [this.registry],
     });
     this.needsPerson.set(0);
+    this.paymentCapReached = new Gauge({
+      name: "reconciler_payment_repair_cap_reached",
+      help: "1 when the last finished reconcile run reached RECONCILE_MAX_PAYMENT_REPAIRS and stopped repairing payments, else 0.",
+      registers: [this.registry],
+    });
+    this.paymentCapReached.set(0);
+    this.paymentRepairs = new Counter({
+      name: "reconciler_payment_repairs_total",
+      help: "Payment repairs by reconcile runs: outcomes delivered to orders (delivered), charge or refund requests requeued (requeued), repairs held back by RECONCILE_MAX_PAYMENT_REPAIRS (skipped_cap).",
+      labelNames: ["result"] as const,
+      registers: [this.registry],
+    });
+    for (const result of ["delivered", "requeued", "skipped_cap"]) this.paymentRepairs.inc({ result }, 0);
   }
 
   /**
@@ -88,7 +105,11 @@ export class ReconcilerMetrics {
     this.lastSuccess.set(Date.parse(report.finishedAt) / 1000);
     this.voidCapReached.set(report.voids.capReached ? 1 : 0);
     this.needsPerson.set(report.totals.needsPerson);
+    this.paymentCapReached.set(report.payments.capReached ? 1 : 0);
     if (!report.dryRun) {
+      this.paymentRepairs.inc({ result: "delivered" }, report.payments.delivered);
+      this.paymentRepairs.inc({ result: "requeued" }, report.payments.requeued);
+      this.paymentRepairs.inc({ result: "skipped_cap" }, report.payments.skippedByCap);
       this.voids.inc({ result: "voided" }, report.voids.voided);
       this.voids.inc({ result: "skipped_cap" }, report.voids.skippedByCap);
       this.voids.inc({ result: "outside_window" }, report.voids.outsideWindow);

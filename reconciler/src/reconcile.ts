@@ -2,12 +2,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Order } from "@shop/sdk/order";
 import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
-import type { OrderClient, VoucherClient } from "@shop/sdk/clients";
+import type { OrderClient, PaymentClient, PaymentOutcomeClient, VoucherClient } from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
 import { newId } from "@shop/platform/ids";
 import { classifyCode, codeName, failureCause } from "@shop/engine/classify";
 import { checkSentOrders, checkVouchers, findingKey, REPAIR_OF, type DriftKind, type Finding, type QualifiesFn } from "./compare.js";
 import type { Window } from "./state.js";
+import { emptyPaymentTally, paymentReconciliation, type PaymentTally } from "./reconcile-payments.js";
 
 /** The most ids BatchIssueVouchers accepts in one call. */
 const ISSUE_BATCH = 1000;
@@ -63,6 +64,8 @@ export interface RunResult {
   /** Vouchers that appeared between the lookup and the repair: the relay delivered them, nothing to repair. */
   racedWithRelay: number;
   voids: VoidTally;
+  /** Payment drift: whether it was checked, what was scanned, repairs made and held back by RECONCILE_MAX_PAYMENT_REPAIRS. */
+  payments: PaymentTally;
   /** Set when the run could not finish; the drift found until then is still listed. */
   error?: string;
   /** Calls per method and the time spent waiting on them (prefetched listings overlap with other calls). */
@@ -77,6 +80,14 @@ export interface ReconcileDeps {
   /** Names the services in error messages, e.g. "order service at http://127.0.0.1:50051". */
   orderServiceName?: string;
   voucherServiceName?: string;
+  /**
+   * The payment service and the order service's PaymentOutcomeService: with
+   * both, the run also compares every order's payment with the payment
+   * service's decision and repairs what it can (reconcile-payments.ts).
+   */
+  payments?: PaymentClient;
+  paymentOutcomes?: PaymentOutcomeClient;
+  paymentServiceName?: string;
 }
 
 export interface ReconcileOptions {
@@ -96,10 +107,19 @@ export interface ReconcileOptions {
    * sight, so past this many the run stops voiding and says so; 0 voids none.
    */
   maxVoids?: number;
+  /**
+   * The most orders whose payment this run may repair (an outcome delivered,
+   * a charge or refund request requeued). Default 10, like maxVoids: past it
+   * the run stops repairing payments and says so; 0 repairs none.
+   */
+  maxPaymentRepairs?: number;
 }
 
 /** The default cap on voids per run: a night's real drift is a handful, a mass void is a bug until a person says otherwise. */
 export const DEFAULT_MAX_VOIDS = 10;
+
+/** The default cap on payment repairs per run, like the void cap's: a night's real drift is a handful. */
+export const DEFAULT_MAX_PAYMENT_REPAIRS = 10;
 
 /** A service call that failed as a whole; the run cannot vouch for anything after it. */
 export class ServiceCallError extends Error {
@@ -131,14 +151,14 @@ const HINTS: Partial<Record<Code, string>> = {
  * half a picture, and the next run starts over. Anything else is about the
  * item: it is recorded on the item, and a refused batch is split.
  */
-const stopsTheRun = (code: Code): boolean => failureCause(code) === "misconfigured" || code === Code.Unavailable || code === Code.DeadlineExceeded;
+export const stopsTheRun = (code: Code): boolean => failureCause(code) === "misconfigured" || code === Code.Unavailable || code === Code.DeadlineExceeded;
 
 /**
  * A refused repair, judged like the relay judges a refused delivery
  * (classifyCode): retryable codes are left to the next run, which looks at
  * the order again; permanent ones will fail the same way every night.
  */
-function refusal(method: string, code: Code, message: string): { error: string; needsPerson: boolean } {
+export function refusal(method: string, code: Code, message: string): { error: string; needsPerson: boolean } {
   const retryable = classifyCode(code) === "retryable";
   return {
     error: `${method} refused: ${codeName(code)}: ${message}${retryable ? " (retryable: the next run tries again)" : ""}`,
@@ -146,7 +166,7 @@ function refusal(method: string, code: Code, message: string): { error: string; 
   };
 }
 
-async function guard<T>(
+export async function guard<T>(
   calls: RunResult["calls"],
   service: string,
   method: string,
@@ -164,13 +184,13 @@ async function guard<T>(
   }
 }
 
-function chunks<T>(items: T[], size: number): T[][] {
+export function chunks<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
 }
 
-async function inParallel<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function inParallel<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(limit, items.length) }, async () => {
@@ -183,7 +203,7 @@ async function inParallel<T>(items: T[], limit: number, fn: (item: T) => Promise
  * Keyset pages from a listing call, one page fetched ahead so the next
  * listing overlaps with the lookups and repairs of the current page.
  */
-async function* prefetched<T>(fetch: (token: string) => Promise<{ items: T[]; next: string }>): AsyncGenerator<T[]> {
+export async function* prefetched<T>(fetch: (token: string) => Promise<{ items: T[]; next: string }>): AsyncGenerator<T[]> {
   let pending: Promise<{ items: T[]; next: string }> | undefined = fetch("");
   while (pending) {
     const page: { items: T[]; next: string } = await pending;
@@ -217,6 +237,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     drift: [],
     racedWithRelay: 0,
     voids: { cap: opts.maxVoids ?? DEFAULT_MAX_VOIDS, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
+    payments: emptyPaymentTally(opts.maxPaymentRepairs ?? DEFAULT_MAX_PAYMENT_REPAIRS),
     calls: {},
   };
   const seen = new Set<string>();
@@ -423,9 +444,28 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     );
   };
 
+  const payments =
+    deps.payments && deps.paymentOutcomes
+      ? paymentReconciliation({
+          orders: orderApi,
+          outcomes: deps.paymentOutcomes,
+          payments: deps.payments,
+          log,
+          result,
+          window: opts.window,
+          dryRun: opts.dryRun,
+          pageSize,
+          concurrency,
+          orderSvc,
+          paymentSvc: deps.paymentServiceName ?? "payment service",
+        })
+      : undefined;
+  result.payments.checked = !!payments;
+
   try {
     // Drift an earlier run could not repair is looked at again, whatever the window.
     const recheck = [...new Set(opts.recheckOrderIds ?? [])];
+    if (recheck.length > 0 && payments) await payments.recheck(recheck);
     if (recheck.length > 0) {
       const [ordersById, vouchersByOrder] = await Promise.all([lookupOrders(recheck), lookupVouchers(recheck)]);
       result.scanned.rechecked = recheck.length;
@@ -438,9 +478,9 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     // The two directions are independent (findings are de-duplicated as they come), so they run side by side;
     // if one fails the other stops at its next page, and the run reports the first failure.
     let failedSide = false;
-    const side = async (scan: () => Promise<void>) => {
+    const side = async (scan: (stopped: () => boolean) => Promise<void>) => {
       try {
-        await scan();
+        await scan(() => failedSide);
       } catch (err) {
         failedSide = true;
         throw err;
@@ -483,6 +523,8 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
           log.debug({ vouchers: result.scanned.vouchers }, "vouchers page checked");
         }
       }),
+      // Decided charges → their orders, and orders awaiting a charge or a refund → their payments.
+      ...(payments?.sides ?? []).map((scan) => side(scan)),
     ]);
     const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
     if (failure) throw failure.reason;

@@ -1,5 +1,6 @@
 import path from "node:path";
 import { DRIFT_KINDS, REPAIR_OF, type DriftKind } from "./compare.js";
+import { emptyPaymentTally, type PaymentTally } from "./reconcile-payments.js";
 import type { DriftRecord, RunResult, VoidTally, WindowSource } from "./reconcile.js";
 import { writeJsonAtomically } from "./state.js";
 
@@ -32,6 +33,8 @@ export interface ReconcileReport {
   warnings: string[];
   /** Voids: the cap, how many were made, how many were held back by the cap or the window. */
   voids: VoidTally;
+  /** Payments: whether they were checked (RECONCILE_PAYMENTS), what was scanned, repairs made and held back by the cap. */
+  payments: PaymentTally;
   scanned: { sentOrders: number; vouchers: number; voidedVouchers: number; rechecked: number };
   /** Vouchers the relay delivered between the lookup and the repair (not drift). */
   racedWithRelay: number;
@@ -46,8 +49,8 @@ export interface ReconcileReport {
   calls: Record<string, { count: number; ms: number }>;
 }
 
-export function exitCodeOf(result: Pick<RunResult, "error" | "drift"> & { voids?: VoidTally }): ExitCode {
-  if (result.error || result.voids?.capReached) return 2;
+export function exitCodeOf(result: Pick<RunResult, "error" | "drift"> & { voids?: VoidTally; payments?: PaymentTally }): ExitCode {
+  if (result.error || result.voids?.capReached || result.payments?.capReached) return 2;
   if (result.drift.length === 0) return 0;
   return result.drift.every((d) => d.repaired) ? 1 : 2;
 }
@@ -76,6 +79,7 @@ export function buildReport(result: RunResult): ReconcileReport {
     windowSource: result.windowSource ?? (result.window.since ? "explicit" : "full"),
     warnings: result.warnings ?? [],
     voids: { ...result.voids },
+    payments: { ...(result.payments ?? emptyPaymentTally(0)) },
     scanned: { ...result.scanned },
     racedWithRelay: result.racedWithRelay,
     totals: {
@@ -122,6 +126,23 @@ export function formatSummary(report: ReconcileReport, reportFile?: string, maxI
     lines.push(`  voids:   ${v.voided} of at most ${v.cap}${report.dryRun ? " (would be made)" : ""}`);
   }
   if (v.outsideWindow > 0) lines.push(`  ${v.outsideWindow} voucher(s) to void were issued outside the window and left alone`);
+  const p = report.payments;
+  if (p.checked) {
+    lines.push(`  payments: ${p.scannedPayments} charges decided in the window, ${p.scannedOrders} orders awaiting a charge or a refund`);
+    if (p.racedWithRelay) lines.push(`  ${p.racedWithRelay} payment outcome(s) delivered by the payment relay during the run (not drift)`);
+    if (p.capReached) {
+      lines.push(
+        `  PAYMENT REPAIR CAP REACHED: ${p.repairs} order(s) ${report.dryRun ? "would be " : ""}repaired, ${p.skippedByCap} more left alone ` +
+          `(cap ${p.cap}, RECONCILE_MAX_PAYMENT_REPAIRS); check the report, then run with --max-payment-repairs to repair the rest`,
+      );
+    } else if (p.repairs > 0) {
+      lines.push(
+        `  payment repairs: ${p.repairs} of at most ${p.cap}${report.dryRun ? " (would be made)" : `: ${p.delivered} outcome(s) delivered, ${p.requeued} request(s) requeued`}`,
+      );
+    }
+  } else {
+    lines.push(`  payments: not checked (RECONCILE_PAYMENTS is off)`);
+  }
   if (report.totals.found > 0) {
     lines.push(
       `  drift:   ${report.totals.found} found, ${report.totals.repaired} repaired, ${report.totals.unrepaired} left` +

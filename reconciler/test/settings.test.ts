@@ -7,6 +7,8 @@ import { loadConfig } from "../src/config.js";
 import { buildReport, exitCodeOf, formatSummary } from "../src/report.js";
 import { defaultWindow, nextWindowEnd, readState, writeJsonAtomically } from "../src/state.js";
 import type { DriftRecord, RunResult } from "../src/reconcile.js";
+import { emptyPaymentTally } from "../src/reconcile-payments.js";
+import { DRIFT_KINDS } from "../src/compare.js";
 
 describe("reconciler settings", () => {
   it("defaults to the local services, nightly at 02:30 UTC, a 10 minute grace and a 1 hour overlap", () => {
@@ -50,6 +52,21 @@ describe("reconciler settings", () => {
       .that.has.members(["RECONCILE_MAX_VOIDS=-1 is out of range [0, 1000000]", 'RECONCILE_INITIAL_LOOKBACK_MS="x" is not a whole number']);
   });
 
+  it("leaves payments out unless RECONCILE_PAYMENTS is on, and takes the payment service's address and the payment repair cap", () => {
+    expect(loadConfig({ RECONCILE_TOKEN: "t" })).to.include({ payments: false, paymentServiceUrl: "http://127.0.0.1:50053", maxPaymentRepairs: 10 });
+    expect(
+      loadConfig({ RECONCILE_TOKEN: "t", RECONCILE_PAYMENTS: "true", PAYMENT_SERVICE_URL: "http://pay:7000", RECONCILE_MAX_PAYMENT_REPAIRS: "0" }),
+    ).to.include({ payments: true, paymentServiceUrl: "http://pay:7000", maxPaymentRepairs: 0 });
+    expect(() => loadConfig({ RECONCILE_TOKEN: "t", RECONCILE_PAYMENTS: "maybe", PAYMENT_SERVICE_URL: "pay:7000", RECONCILE_MAX_PAYMENT_REPAIRS: "-1" }))
+      .to.throw()
+      .with.property("problems")
+      .that.has.members([
+        'RECONCILE_PAYMENTS="maybe" is not a boolean (true/false)',
+        'PAYMENT_SERVICE_URL="pay:7000" must be an http:// or https:// URL, like http://127.0.0.1:50053',
+        "RECONCILE_MAX_PAYMENT_REPAIRS=-1 is out of range [0, 1000000]",
+      ]);
+  });
+
   it("accepts a per-second expression and a real timezone", () => {
     expect(loadConfig({ RECONCILE_TOKEN: "t", RECONCILE_CRON: "*/5 * * * * *", RECONCILE_TIMEZONE: "Europe/Berlin" })).to.include({ cron: "*/5 * * * * *" });
   });
@@ -65,13 +82,19 @@ describe("reconcile command line", () => {
 
   it("parses --full and --max-voids", () => {
     expect(parseCli(["--once", "--full", "--max-voids", "250"])).to.deep.include({ full: true, maxVoids: 250 });
-    expect(parseCli(["--once"])).to.deep.include({ full: false, maxVoids: undefined });
+    expect(parseCli(["--once"])).to.deep.include({ full: false, maxVoids: undefined, maxPaymentRepairs: undefined });
+  });
+
+  it("parses --max-payment-repairs", () => {
+    expect(parseCli(["--once", "--max-payment-repairs", "40"])).to.deep.include({ maxPaymentRepairs: 40 });
   });
 
   for (const [args, why] of [
     [["--once", "--full", "--since", "2024-05-01"], /--full and --since/],
     [["--full"], /add --once/],
     [["--max-voids", "3"], /add --once/],
+    [["--max-payment-repairs", "3"], /add --once/],
+    [["--once", "--max-payment-repairs", "many"], /max-payment-repairs.*not a whole number/],
     [["--once", "--max-voids", "-1"], /max-voids/],
     [["--once", "--max-voids=-1"], /not a whole number/],
     [["--once", "--max-voids", "lots"], /not a whole number/],
@@ -138,7 +161,8 @@ describe("reconciliation window", () => {
 
 describe("reconcile report", () => {
   const noVoids = { cap: 10, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false };
-  const run = (drift: DriftRecord[], error?: string, voids = noVoids): RunResult => ({
+  const noPayments = emptyPaymentTally(10);
+  const run = (drift: DriftRecord[], error?: string, voids = noVoids, payments = noPayments): RunResult => ({
     runId: "01RUN",
     dryRun: false,
     startedAt: new Date("2024-05-02T02:30:00.000Z"),
@@ -149,6 +173,7 @@ describe("reconcile report", () => {
     drift,
     racedWithRelay: 0,
     voids,
+    payments,
     error,
     calls: {},
   });
@@ -174,7 +199,8 @@ describe("reconcile report", () => {
       windowSource: "state",
       warnings: [],
     });
-    expect(Object.keys(report.counts)).to.have.length(9);
+    expect(Object.keys(report.counts)).to.deep.equal([...DRIFT_KINDS]);
+    expect(report.counts.charge_undelivered).to.deep.equal({ found: 0, repaired: 0 });
     expect(report.counts.missing_voucher).to.deep.equal({ found: 1, repaired: 1 });
     expect(report.counts.voucher_without_order).to.deep.equal({ found: 0, repaired: 0 });
     expect(report.ids.customer_mismatch).to.deep.equal(["o-customer_mismatch"]);
@@ -191,6 +217,26 @@ describe("reconcile report", () => {
     expect(text).to.contain("VOID CAP REACHED: 2 voucher(s) voided, 5 more left alone (cap 2, RECONCILE_MAX_VOIDS)");
     expect(text).to.contain("1 voucher(s) to void were issued outside the window and left alone");
     expect(text).to.contain("(1 need a person)").and.contain("PERSON   voucher_for_unsent_order");
+  });
+
+  it("exits 2 and says so in the summary when the payment repair cap was reached", () => {
+    const capped = { ...emptyPaymentTally(3), checked: true, scannedPayments: 12, scannedOrders: 5, repairs: 3, delivered: 2, requeued: 1, skippedByCap: 4, capReached: true };
+    const drift = [d("charge_undelivered", true), { ...d("charge_undecided", false), needsPerson: true }];
+    expect(exitCodeOf(run([d("charge_undelivered", true)], undefined, noVoids, capped))).to.equal(2);
+    expect(exitCodeOf(run([d("charge_undelivered", true)]))).to.equal(1);
+    const report = buildReport(run(drift, undefined, noVoids, capped));
+    expect(report).to.deep.include({ outcome: "unrepaired", payments: capped });
+    expect(report.counts.charge_undecided).to.deep.equal({ found: 1, repaired: 0 });
+    const text = formatSummary(report);
+    expect(text).to.contain("payments: 12 charges decided in the window, 5 orders awaiting a charge or a refund");
+    expect(text).to.contain("PAYMENT REPAIR CAP REACHED: 3 order(s) repaired, 4 more left alone (cap 3, RECONCILE_MAX_PAYMENT_REPAIRS)");
+    expect(text).to.contain("PERSON   charge_undecided");
+  });
+
+  it("says when payments were not checked, and counts the repairs made", () => {
+    expect(formatSummary(buildReport(run([])))).to.contain("payments: not checked (RECONCILE_PAYMENTS is off)");
+    const made = { ...emptyPaymentTally(10), checked: true, repairs: 2, delivered: 1, requeued: 1 };
+    expect(formatSummary(buildReport(run([], undefined, noVoids, made)))).to.contain("payment repairs: 2 of at most 10: 1 outcome(s) delivered, 1 request(s) requeued");
   });
 
   it("prints its warnings, e.g. that no state file was found", () => {
@@ -224,6 +270,7 @@ describe("report file", () => {
         drift: [],
         racedWithRelay: 0,
         voids: { cap: 10, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
+        payments: emptyPaymentTally(10),
         calls: {},
       });
       const file = await writeReport(dir, report);
