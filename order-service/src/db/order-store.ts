@@ -465,6 +465,12 @@ export class OrderStore {
    * nothing, so the sender parks it for a person.
    */
   async recordPaymentOutcome(msg: PaymentOutcomeMessage): Promise<ChangeResult> {
+    if (msg.event === "REFUSED" && msg.messageKey === `refund:${msg.orderId}`) {
+      // The order asks for a refund only once it knows the charge as CHARGED: a refused refund contradicts that.
+      throw failedPrecondition(
+        `the payment service refused the refund of order ${msg.orderId}${msg.reason ? ` (${msg.reason})` : ""}, although the order knows its charge as charged: a person must look at both sides`,
+      );
+    }
     const expectedKey = expectedPaymentMessageKey(msg.orderId, msg.event);
     if (msg.messageKey !== expectedKey) {
       throw invalidArgument(`message_key ${JSON.stringify(msg.messageKey)} does not belong to a ${msg.event} outcome of order ${msg.orderId}; expected ${JSON.stringify(expectedKey)}`);

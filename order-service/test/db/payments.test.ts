@@ -137,6 +137,11 @@ describe("OrderStore: paid orders", function () {
     const key = await refusedWith("invalid_argument", store.recordPaymentOutcome(outcome(other.id, { messageKey: `refund:${other.id}` })));
     expect(key.message).to.match(/expected "charge:/);
     await refusedWith("not_found", store.recordPaymentOutcome(outcome("01NOSUCHORDER000000000000X")));
+    const refusedRefund = await refusedWith(
+      "failed_precondition",
+      store.recordPaymentOutcome(outcome(order.id, { messageKey: `refund:${order.id}`, event: "REFUSED", reason: "NOT_CHARGED" })),
+    );
+    expect(refusedRefund.message).to.match(/refused the refund .* \(NOT_CHARGED\).*a person must look/);
     const after = (await paymentSnapshot(pool)) as { orders: RowDataPacket[] };
     const beforeOrders = (before as { orders: RowDataPacket[] }).orders;
     // Only `other` was added (before the refusals); nothing else moved.
