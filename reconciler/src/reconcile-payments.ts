@@ -152,6 +152,8 @@ export function paymentReconciliation(ctx: PaymentContext) {
       try {
         const res = await ctx.orders.requeuePayment({ orderId: f.orderId });
         if (res.requeued) tally.requeued++;
+        // A pending request past the grace: the relay is still retrying it (the outbox lag alerts say why); nothing more to do here.
+        else if (f.requeue === "always") r.detail += "; the request was already on its way (pending), the relay is still trying";
       } catch (err) {
         const ce = ConnectError.from(err);
         if (stopsTheRun(ce.code)) throw new ServiceCallError(ctx.orderSvc, "RequeuePayment", err);

@@ -1,13 +1,29 @@
+import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { expect } from "chai";
 import { OrderStatus, PaymentEvent, PaymentStatus, type Order } from "@shop/sdk/order";
 import { PaymentOutcome, RefusalReason } from "@shop/sdk/payment";
+import { roleToken } from "@shop/testkit/auth";
 import { ReconcilerMetrics, runRecorded } from "../src/metrics.js";
 import { formatSummary } from "../src/report.js";
 import { PaymentSystem } from "./payment-system.js";
 
 const RICH = "cust-pay-rich";
+const MAIN = path.resolve(import.meta.dirname, "../src/main.ts");
+
+/** `npm run reconcile -- <args>` as its own process: exit code and output. */
+function reconcileCommand(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["--import", createRequire(import.meta.url).resolve("tsx"), MAIN, ...args],
+      { env: { ...process.env, LOG_LEVEL: "warn", RECONCILE_TOKEN_FILE: "", ...env }, timeout: 30_000 },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
+    );
+  });
+}
 
 /** An order id as the order service makes them (26 characters), for rows written straight into the database. */
 const rowId = (tag: string) => `01PAY${tag.toUpperCase().padEnd(8, "X").slice(0, 8)}${randomUUID().replace(/-/g, "").slice(0, 13).toUpperCase()}`;
@@ -114,6 +130,24 @@ describe("reconciler: payment drift, against the order, voucher and payment serv
     expect((await sys.order(dead)).status).to.equal(OrderStatus.PAID);
   });
 
+  it("says so when the charge request it would requeue is still on its way (pending, the relay retrying it)", async () => {
+    const waiting = rowId("waiting");
+    await insertAwaitingOrder(sys, waiting, 3_300);
+    await sys.orderDb.sql(
+      `INSERT INTO charge_outbox (order_id, customer_id, amount_cents, currency, status, attempts, next_attempt_at, last_error, created_at)
+       VALUES ('${waiting}', '${RICH}', 3300, 'EUR', 'pending', 4, NOW(3) + INTERVAL 1 DAY, 'UNAVAILABLE: injected', NOW(3) - INTERVAL 1 MINUTE)`,
+    );
+    const { report } = await sys.reconcile();
+    expect(report.counts.charge_undecided).to.deep.equal({ found: 1, repaired: 1 });
+    expect(report.payments).to.include({ requeued: 0 });
+    expect(report.drift[0]!.detail).to.contain("already on its way (pending), the relay is still trying");
+
+    // The retry comes due: the relay charges, and the decision is delivered like any other.
+    await sys.orderDb.sql(`UPDATE charge_outbox SET next_attempt_at = NOW(3) WHERE order_id = '${waiting}'`);
+    await sys.decided([waiting]);
+    expect((await sys.reconcile()).report.counts.charge_undelivered).to.deep.equal({ found: 1, repaired: 1 });
+  });
+
   it("delivers a refund made but never delivered, and requeues a refund request that went missing", async () => {
     const undelivered = await deliverCharge(sys, await sys.paidOrder(RICH, 6_000n));
     const lost = await deliverCharge(sys, await sys.paidOrder(RICH, 7_000n));
@@ -155,6 +189,33 @@ describe("reconciler: payment drift, against the order, voucher and payment serv
     expect((await sys.order(order.id)).payment!.status).to.equal(PaymentStatus.REFUNDED);
     const { account: end } = await sys.payments.getAccount({ customerId: RICH });
     expect(end!.balanceCents).to.equal(start!.balanceCents);
+  });
+
+  it("runs as the reconcile command with RECONCILE_PAYMENTS on: --max-payment-repairs caps the run and exits 2, the next run exits 1", async () => {
+    const a = await sys.paidOrder(RICH, 2_100n);
+    const b = await sys.paidOrder(RICH, 2_200n);
+    await sys.decided([a.id, b.id]);
+    const env = {
+      ORDER_SERVICE_URL: sys.orderUrl,
+      VOUCHER_SERVICE_URL: sys.config.voucherServiceUrl,
+      PAYMENT_SERVICE_URL: sys.paymentUrl,
+      RECONCILE_PAYMENTS: "true",
+      RECONCILE_GRACE_MS: "0",
+      RECONCILE_STATE_FILE: path.join(sys.dir, "cli-state.json"),
+      RECONCILE_REPORT_DIR: path.join(sys.dir, "cli-reports"),
+      RECONCILE_TOKEN: roleToken("reconciler"),
+    };
+    const capped = await reconcileCommand(["--once", "--json", "--full", "--max-payment-repairs", "1"], env);
+    expect(capped.code, capped.stderr).to.equal(2);
+    const report = JSON.parse(capped.stdout);
+    expect(report.payments).to.include({ checked: true, cap: 1, repairs: 1, delivered: 1, skippedByCap: 1, capReached: true });
+    expect(report.counts.charge_undelivered).to.deep.equal({ found: 2, repaired: 1 });
+
+    const rest = await reconcileCommand(["--once", "--full"], env);
+    expect(rest.code, rest.stderr).to.equal(1);
+    expect(rest.stdout).to.contain("charge_undelivered").and.contain("payment repairs: 1 of at most 10: 1 outcome(s) delivered");
+    expect((await sys.order(a.id)).status).to.equal(OrderStatus.PAID);
+    expect((await sys.order(b.id)).status).to.equal(OrderStatus.PAID);
   });
 
   it("stops repairing payments at RECONCILE_MAX_PAYMENT_REPAIRS, exits 2 and says so; the next run repairs the rest", async () => {
