@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { expect } from "chai";
@@ -250,6 +251,25 @@ describe("reconciler: payment drift, against the order, voucher and payment serv
     expect(rest.report.payments).to.include({ repairs: 3, delivered: 3, capReached: false });
     expect(await paid()).to.equal(5);
     expect(await metric(metrics, "reconciler_payment_repair_cap_reached")).to.equal(0);
+  });
+});
+
+describe("reconciler: payments with the payment service unreachable", function () {
+  this.timeout(60_000);
+  const sys = new PaymentSystem();
+  before(() => sys.start({ paymentRelay: false }));
+  after(() => sys.stop());
+
+  it("fails the run naming the payment service and its setting, and keeps the window where it was", async () => {
+    const stateFile = path.join(sys.dir, "down-state.json");
+    const { report } = await sys.reconcile({ full: false }, { paymentServiceUrl: "http://127.0.0.1:1", callTimeoutMs: 2_000, stateFile });
+    expect(report).to.include({ outcome: "failed", exitCode: 2 });
+    expect(report.error).to.match(/^ListOrderPayments on the payment service at http:\/\/127\.0\.0\.1:1 failed: Unavailable: .*\(is it running and reachable\?\)$/);
+    expect(existsSync(stateFile)).to.equal(false);
+    // Off, the same run has nothing to say about payments and finishes.
+    const off = await sys.reconcile({ full: false }, { payments: false, paymentServiceUrl: "http://127.0.0.1:1", stateFile });
+    expect(off.report).to.include({ outcome: "clean", exitCode: 0 });
+    expect(off.report.payments.checked).to.equal(false);
   });
 });
 
