@@ -140,7 +140,7 @@ const HINTS: Partial<Record<Code, string>> = {
   [Code.Unavailable]: " (is it running and reachable?)",
   [Code.Unauthenticated]: " (check RECONCILE_TOKEN / RECONCILE_TOKEN_FILE: the token is missing, expired or signed by a key the service does not know)",
   [Code.PermissionDenied]: " (check RECONCILE_TOKEN / RECONCILE_TOKEN_FILE: the token lacks a scope the reconciler needs)",
-  [Code.Unimplemented]: " (check ORDER_SERVICE_URL / VOUCHER_SERVICE_URL: the address does not serve this method)",
+  [Code.Unimplemented]: " (check ORDER_SERVICE_URL / VOUCHER_SERVICE_URL / PAYMENT_SERVICE_URL: the address does not serve this method)",
 };
 
 /**
