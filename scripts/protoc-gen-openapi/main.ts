@@ -10,8 +10,9 @@
  *   output=docs    writes <service>.openapi.json per service and
  *                  shop.postman_collection.json, for people.
  *   package_prefix=shop.  only services of packages starting with it.
- *   base_url=<package>=<url>  the Postman collection's default base URL for
- *                  a package's services (repeatable).
+ *   base_url=<package>=<url>  the default base URL of a package's services
+ *                  (repeatable): the Postman collection's variables and the
+ *                  servers entry of the documents in docs.
  */
 import type { DescService } from "@bufbuild/protobuf";
 import { createEcmaScriptPlugin, runNodeJs, type Schema } from "@bufbuild/protoplugin";
@@ -62,7 +63,13 @@ function json(value: unknown): string {
 function generate(schema: Schema<Options>): void {
   const list = services(schema);
   if (schema.options.output === "docs") {
-    for (const service of list) schema.generateFile(`${service.typeName}.openapi.json`).print(json(openApiDocument(service)));
+    for (const service of list) {
+      // For people and tools reading the file: where npm start serves it (the served copy has no servers entry, its origin is its server).
+      const { openapi, info, ...rest } = openApiDocument(service);
+      const url = schema.options.baseUrls.get(service.file.proto.package);
+      const servers = url ? [{ url, description: "The Connect/HTTP port of the service that hosts it, as npm start and docker compose run it" }] : undefined;
+      schema.generateFile(`${service.typeName}.openapi.json`).print(json({ openapi, info, servers, ...rest }));
+    }
     schema.generateFile("shop.postman_collection.json").print(json(postmanCollection(list, schema.options.baseUrls)));
     return;
   }

@@ -99,12 +99,16 @@ export function applyValueRules(schema: JsonSchema, rules: FieldRules): void {
         greaterThan: { case: "gt" | "gte" | undefined; value?: bigint | number };
         in: Array<bigint | number>;
       };
-      if (isFieldSet(t.value as never, numericRules[t.case].field.const as never)) schema.const = num(n.const);
+      // 64-bit integers are strings in proto3 JSON: their const and in are too. Their bounds
+      // stay numbers, as JSON Schema has no string bounds: for people, and for callers that send numbers.
+      const wide = typeof n.const === "bigint";
+      const value = (v: bigint | number) => (wide ? String(v) : num(v));
+      if (isFieldSet(t.value as never, numericRules[t.case].field.const as never)) schema.const = value(n.const);
       if (n.lessThan.case === "lt") schema.exclusiveMaximum = num(n.lessThan.value!);
       if (n.lessThan.case === "lte") schema.maximum = num(n.lessThan.value!);
       if (n.greaterThan.case === "gt") schema.exclusiveMinimum = num(n.greaterThan.value!);
       if (n.greaterThan.case === "gte") schema.minimum = num(n.greaterThan.value!);
-      if (n.in.length > 0) schema.enum = n.in.map(num);
+      if (n.in.length > 0) schema.enum = n.in.map(value);
       break;
     }
     case "repeated": {
