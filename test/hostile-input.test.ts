@@ -1,18 +1,21 @@
 import http2 from "node:http2";
 import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, type DescMethod, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, ScalarType, toBinary, type DescField, type DescMethod, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { codeFromString } from "@connectrpc/connect/protocol-connect";
 import { expect } from "chai";
 import { pino } from "pino";
 import type { RowDataPacket } from "mysql2/promise";
+import { AUDIENCES, DEFAULT_ISSUER, SCOPES } from "@shop/platform/auth";
 import { createPool, type Pool } from "@shop/platform/db";
 import { startOrderService, type RunningOrderService } from "@shop/order-service/service";
+import { startPaymentService, type RunningPaymentService } from "@shop/payment-service/service";
 import { startVoucherService, type RunningVoucherService } from "@shop/voucher-service/service";
-import { OrderService } from "@shop/sdk/order";
+import { OrderService, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus } from "@shop/sdk/order";
+import { PaymentService } from "@shop/sdk/payment";
 import { VoucherService } from "@shop/sdk/voucher";
-import { allScopesToken, testAuth, testSigningKey } from "@shop/testkit/auth";
+import { allScopesToken, testAuth, testSigningKey, testToken } from "@shop/testkit/auth";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 
 /**
@@ -147,6 +150,125 @@ const BAD_JSON: Array<{ name: string; method: DescMethod; body: string | Uint8Ar
   { name: "a 64 KiB int64 (quoted back clipped)", method: createOrder, body: `{"customerId":"c","totalCents":"${"9".repeat(64 * 1024)}","currency":"EUR","requestId":"j5"}` },
 ];
 
+// ---- the payment service and the order service's payment RPCs ----------------------------------
+
+/** Every payment scope, addressed to the payment service (which, as in production, accepts only its own audience). */
+const paymentToken = testToken({
+  subject: "test-harness",
+  scopes: [SCOPES.paymentsWrite, SCOPES.paymentsRead, SCOPES.paymentsCharge],
+  audience: AUDIENCES.payments,
+  ttlSeconds: 86_400,
+});
+
+const openAccount = PaymentService.method.openAccount;
+const topUp = PaymentService.method.topUp;
+const chargeOrder = PaymentService.method.chargeOrder;
+const batchGetPayments = PaymentService.method.batchGetOrderPayments;
+const listOrderPayments = PaymentService.method.listOrderPayments;
+const recordOutcome = PaymentOutcomeService.method.recordPaymentOutcome;
+const requeuePayment = OrderService.method.requeuePayment;
+const listByPayment = OrderService.method.listOrdersByPaymentStatus;
+
+const HOSTILE_ORDER = "01HHOSTILE0000000000000000";
+const goodTopUp = encode(topUp, { customerId: "cust-h", amountCents: 50_000n, currency: "EUR", requestId: "hostile-top-up" });
+const goodCharge = encode(chargeOrder, { orderId: HOSTILE_ORDER, customerId: "cust-h", amountCents: 20_000n, currency: "EUR" });
+const goodPaidOrder = encode(createOrder, { customerId: "cust-h", totalCents: 20_000n, currency: "EUR", requestId: "hostile-paid", paymentMethod: PaymentMethod.ACCOUNT });
+/** An outcome for an order that does not exist (refused NOT_FOUND, were it to get that far). */
+const goodOutcome = encode(recordOutcome, { messageKey: `charge:${HOSTILE_ORDER}`, orderId: HOSTILE_ORDER, event: PaymentEvent.CHARGED, amountCents: 20_000n, currency: "EUR" });
+
+/** The methods whose bytes come from outside the order and voucher services' first version: every payment RPC and the order service's payment RPCs. */
+const PAYMENT_METHODS: DescMethod[] = [...PaymentService.methods, recordOutcome, requeuePayment, listByPayment];
+
+const firstStringField = (m: DescMethod): DescField | undefined =>
+  m.input.fields.find((f) => (f.fieldKind === "scalar" || (f.fieldKind === "list" && f.listKind === "scalar")) && f.scalar === ScalarType.STRING);
+
+const firstNumberField = (m: DescMethod): DescField | undefined =>
+  m.input.fields.find((f) => f.fieldKind === "enum" || (f.fieldKind === "scalar" && f.scalar !== ScalarType.STRING && f.scalar !== ScalarType.BYTES && f.scalar !== ScalarType.BOOL));
+
+/**
+ * For each of those methods, bodies that cannot decode, built from its own
+ * fields: invalid UTF-8 in a string, a length past the end, an over-long
+ * varint, wire type 6 and seeded garbage.
+ */
+const PAYMENT_UNDECODABLE: Array<{ name: string; method: DescMethod; body: Uint8Array }> = [
+  ...PAYMENT_METHODS.flatMap((m, i) => {
+    const s = firstStringField(m);
+    if (!s) throw new Error(`${m.name} has no string field`);
+    const n = firstNumberField(m);
+    return [
+      { name: `invalid UTF-8 in ${s.name}`, method: m, body: str(s.number, bytes(0xc3, 0x28)) },
+      { name: `${s.name} running past the end`, method: m, body: bytes(tag(s.number, 2), varint(10), 0x41) },
+      // An unknown field's varint is skipped, eleven bytes or not: the over-long one goes in a known number field.
+      n
+        ? { name: `an eleven-byte varint in ${n.name}`, method: m, body: bytes(tag(n.number, 0), Array(10).fill(0xff), 0x01) }
+        : { name: "a varint that never ends", method: m, body: bytes(tag(15, 0), Array(12).fill(0x80)) },
+      { name: "wire type 6", method: m, body: bytes(tag(1, 6), 0) },
+      { name: "garbage bytes", method: m, body: garbage(200, 100 + i) },
+    ];
+  }),
+  { name: "a payment_method varint cut short", method: createOrder, body: bytes(goodPaidOrder, tag(5, 0), 0xff) },
+  { name: "an event varint that never ends", method: recordOutcome, body: bytes(tag(3, 0), Array(12).fill(0x80)) },
+  { name: "a second order id with a lone surrogate", method: batchGetPayments, body: bytes(str(1, "01HOK"), str(1, bytes(0xed, 0xa0, 0x80))) },
+  { name: "a decided_after with a broken inside", method: listOrderPayments, body: bytes(tag(1, 2), varint(3), tag(2, 0), 0xff, 0xff) },
+  { name: "a created_before with a broken inside", method: listByPayment, body: bytes(tag(1, 0), 2, tag(2, 2), varint(3), tag(1, 0), 0xff, 0xff) },
+  { name: "100,000 nested groups", method: chargeOrder, body: deepGroups(100_000) },
+  { name: "an amount as a truncated fixed64", method: topUp, body: bytes(goodTopUp, tag(20, 1), 1, 2) },
+];
+
+const PAYMENT_BAD_TIMES: Array<{ name: string; method: DescMethod; body: Uint8Array; mentions: string }> = [
+  { name: "nanos of -1", method: listOrderPayments, body: encode(listOrderPayments, { decidedAfter: { seconds: 1_700_000_000n, nanos: -1 } }), mentions: "decided_after: nanos" },
+  {
+    name: "the largest int64 seconds",
+    method: listOrderPayments,
+    body: encode(listOrderPayments, { decidedBefore: { seconds: 2n ** 63n - 1n, nanos: 0 } }),
+    mentions: "decided_before: must be a time",
+  },
+  {
+    name: "nanos of 10^9",
+    method: listByPayment,
+    body: encode(listByPayment, { paymentStatus: PaymentStatus.AWAITING, createdBefore: { seconds: 0n, nanos: 1_000_000_000 } }),
+    mentions: "created_before: nanos",
+  },
+  {
+    name: "the smallest int64 seconds",
+    method: listByPayment,
+    body: encode(listByPayment, { paymentStatus: PaymentStatus.AWAITING, createdBefore: { seconds: -(2n ** 63n), nanos: 0 } }),
+    mentions: "created_before: must be a time",
+  },
+];
+
+const PAYMENT_BAD_JSON: Array<{ name: string; method: DescMethod; body: string | Uint8Array; mentions?: string }> = [
+  { name: "not JSON", method: chargeOrder, body: "{not json" },
+  { name: "null", method: openAccount, body: "null" },
+  { name: "an array, not an object", method: PaymentService.method.getAccount, body: '["cust-h"]' },
+  { name: "an amount given letters", method: topUp, body: '{"customerId":"cust-h","amountCents":"abc","currency":"EUR","requestId":"j1"}' },
+  { name: "an amount given 10^400", method: chargeOrder, body: '{"orderId":"o1","customerId":"cust-h","amountCents":1e400,"currency":"EUR"}' },
+  { name: "an amount beyond 2^63", method: recordOutcome, body: `{"messageKey":"charge:o1","orderId":"o1","event":"PAYMENT_EVENT_CHARGED","amountCents":"99999999999999999999","currency":"EUR"}` },
+  { name: "an amount given a fraction", method: topUp, body: '{"customerId":"cust-h","amountCents":1.5,"currency":"EUR","requestId":"j2"}' },
+  { name: "an order id given a number", method: PaymentService.method.refundOrder, body: '{"orderId":5}' },
+  { name: "order ids given a string", method: batchGetPayments, body: '{"orderIds":"01HA"}' },
+  { name: "an order id given an object", method: requeuePayment, body: '{"orderId":{"$ne":""}}' },
+  { name: "an event given a number beyond int32", method: recordOutcome, body: '{"messageKey":"charge:o1","orderId":"o1","event":4294967296,"amountCents":"1","currency":"EUR"}' },
+  { name: "a payment method given true", method: createOrder, body: '{"customerId":"c","totalCents":"20000","currency":"EUR","requestId":"j7","paymentMethod":true}' },
+  { name: "a timestamp that is not a date", method: listOrderPayments, body: '{"decidedAfter":"yesterday"}' },
+  { name: "a timestamp in the year 10000", method: listByPayment, body: '{"paymentStatus":"PAYMENT_STATUS_AWAITING","createdBefore":"10000-01-01T00:00:00Z"}' },
+  { name: "a page size beyond 2^31", method: PaymentService.method.listStatement, body: '{"customerId":"cust-h","pageSize":4294967296}' },
+  // Decoded leniently (U+FFFD for each bad byte), and then refused by the key rule.
+  {
+    name: "invalid UTF-8 bytes in a message key",
+    method: recordOutcome,
+    body: bytes(
+      new TextEncoder().encode('{"messageKey":"charge:'),
+      0xff,
+      0xfe,
+      new TextEncoder().encode('","orderId":"o1","event":"PAYMENT_EVENT_CHARGED","amountCents":"1","currency":"EUR"}'),
+    ),
+    mentions: "message_key: does not match regex pattern",
+  },
+  { name: "arrays nested 100,000 deep", method: chargeOrder, body: `{"orderId":${"[".repeat(100_000)}${"]".repeat(100_000)}}` },
+  { name: "a 64 KiB amount (quoted back clipped)", method: topUp, body: `{"customerId":"cust-h","amountCents":"${"9".repeat(64 * 1024)}","currency":"EUR","requestId":"j8"}` },
+];
+
 // ---- the callers ---------------------------------------------------------------------------------
 
 interface Answer {
@@ -167,6 +289,24 @@ function grpcCall(port: number, path: string, body: Uint8Array, token: string | 
       metadata,
       { deadline: Date.now() + 20_000 },
       (err) => resolve(err ? { code: err.code as number as Code, message: err.details } : { code: 0 as Code, message: "" }),
+    );
+  }).finally(() => client.close());
+}
+
+/** A gRPC call that must succeed: its answer's bytes. */
+function grpcAnswer(port: number, path: string, body: Uint8Array, token: string): Promise<Uint8Array> {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${token}`);
+  return new Promise<Uint8Array>((resolve, reject) => {
+    client.makeUnaryRequest(
+      path,
+      (b: Uint8Array) => Buffer.from(b),
+      (b: Buffer) => b,
+      body,
+      metadata,
+      { deadline: Date.now() + 20_000 },
+      (err, res) => (err ? reject(new Error(`${path}: ${err.details}`)) : resolve(res!)),
     );
   }).finally(() => client.close());
 }
@@ -235,6 +375,7 @@ async function handledCounts(httpPort: number): Promise<Map<string, number>> {
 
 const CODE_LABEL: Partial<Record<Code, string>> = {
   [Code.InvalidArgument]: "INVALID_ARGUMENT",
+  [Code.PermissionDenied]: "PERMISSION_DENIED",
   [Code.ResourceExhausted]: "RESOURCE_EXHAUSTED",
   [Code.Unauthenticated]: "UNAUTHENTICATED",
   [Code.Unimplemented]: "UNIMPLEMENTED",
@@ -242,11 +383,13 @@ const CODE_LABEL: Partial<Record<Code, string>> = {
 
 // ---- the cases -----------------------------------------------------------------------------------
 
+type To = "order" | "voucher" | "payment";
+
 interface Case {
   name: string;
   transport: Transport;
   /** Which service's ports it goes to. */
-  to: "order" | "voucher";
+  to: To;
   call: (ports: { grpc: number; http: number }) => Promise<Answer>;
   code: Code;
   /** The labels it is counted under: the method called, or "(unknown)". */
@@ -258,7 +401,13 @@ interface Case {
   secret?: string;
 }
 
-const serviceOf = (m: DescMethod) => ({ service: m.parent.typeName, method: m.name, to: (m.parent === VoucherService ? "voucher" : "order") as "order" | "voucher" });
+const serviceOf = (m: DescMethod) => ({
+  service: m.parent.typeName,
+  method: m.name,
+  to: (m.parent === VoucherService ? "voucher" : m.parent === PaymentService ? "payment" : "order") as To,
+});
+/** The token a method's service accepts, with every scope. */
+const tokenFor = (m: DescMethod) => (m.parent === PaymentService ? paymentToken : allScopesToken);
 const pathOf = (m: DescMethod) => `/${m.parent.typeName}/${m.name}`;
 
 function onBoth(
@@ -268,7 +417,7 @@ function onBoth(
   code: Code,
   opts: { token?: string | null; mentions?: string; secret?: string } = {},
 ): Case[] {
-  const token = opts.token === null ? undefined : (opts.token ?? allScopesToken);
+  const token = opts.token === null ? undefined : (opts.token ?? tokenFor(m));
   return [
     { name, transport: "grpc", ...serviceOf(m), code, mentions: opts.mentions, secret: opts.secret, call: (p) => grpcCall(p.grpc, pathOf(m), body, token) },
     {
@@ -299,7 +448,7 @@ const CASES: Case[] = [
       code: Code.InvalidArgument,
       mentions: c.mentions ?? "malformed request",
       secret: "9".repeat(300),
-      call: (p) => connectCall(p.http, pathOf(c.method), c.body, "application/json", allScopesToken),
+      call: (p) => connectCall(p.http, pathOf(c.method), c.body, "application/json", tokenFor(c.method)),
     }),
   ),
   // Over the 1 MiB limit, however the size is reached.
@@ -430,18 +579,145 @@ const CASES: Case[] = [
       call: (p) => (t === "grpc" ? grpcCall(p.grpc, "/evil.v1.Admin/Root", goodIssue, undefined) : connectCall(p.http, "/evil.v1.Admin/Root", goodIssue, "application/json", undefined)),
     },
   ]),
+  // ---- the payment service and the order service's payment RPCs ----
+  ...PAYMENT_UNDECODABLE.flatMap((c) => onBoth(`${c.method.name} as protobuf with ${c.name}`, c.method, c.body, Code.InvalidArgument, { mentions: "malformed request" })),
+  ...PAYMENT_BAD_TIMES.flatMap((c) => onBoth(`${c.method.name} with a Timestamp with ${c.name}`, c.method, c.body, Code.InvalidArgument, { mentions: c.mentions })),
+  ...PAYMENT_BAD_JSON.map(
+    (c): Case => ({
+      name: `${c.method.name} as JSON with ${c.name}`,
+      transport: "connect",
+      ...serviceOf(c.method),
+      code: Code.InvalidArgument,
+      mentions: c.mentions ?? "malformed request",
+      secret: "9".repeat(300),
+      call: (p) => connectCall(p.http, pathOf(c.method), c.body, "application/json", tokenFor(c.method)),
+    }),
+  ),
+  ...onBoth("a 2 MiB TopUp", topUp, bytes(goodTopUp, str(15, "x".repeat(2 * 1024 * 1024))), Code.ResourceExhausted),
+  ...onBoth("a 2 MiB RecordPaymentOutcome with no token", recordOutcome, bytes(goodOutcome, str(15, "x".repeat(2 * 1024 * 1024))), Code.ResourceExhausted, { token: null }),
+  {
+    name: "a 2 MiB JSON ChargeOrder",
+    transport: "connect",
+    ...serviceOf(chargeOrder),
+    code: Code.ResourceExhausted,
+    call: (p) => connectCall(p.http, pathOf(chargeOrder), JSON.stringify({ orderId: "o".repeat(2 * 1024 * 1024) }), "application/json", paymentToken),
+  },
+  ...[chargeOrder, recordOutcome].map(
+    (m): Case => ({
+      name: `a ${m.name} gRPC frame declaring 2 GiB`,
+      transport: "grpc",
+      ...serviceOf(m),
+      code: Code.ResourceExhausted,
+      call: (p) => {
+        const head = Buffer.alloc(5);
+        head.writeUInt32BE(0x7fffffff, 1);
+        return rawGrpc(p.grpc, pathOf(m), { authorization: `Bearer ${tokenFor(m)}` }, head);
+      },
+    }),
+  ),
+  // The caller is checked before the bytes, at the payment service as everywhere.
+  ...onBoth("undecodable ChargeOrder and no token", chargeOrder, garbage(64, 13), Code.Unauthenticated, { token: null, mentions: "no bearer token" }),
+  ...onBoth("undecodable RecordPaymentOutcome and no token", recordOutcome, garbage(64, 17), Code.Unauthenticated, { token: null, mentions: "no bearer token" }),
+  ...onBoth("a valid TopUp and a token with a 6 KiB alg", topUp, goodTopUp, Code.Unauthenticated, { token: hugeAlg, mentions: "unsupported signature algorithm", secret: "AAAAAZ" }),
+  ...onBoth("a valid RecordPaymentOutcome and a token with a 6 KiB kid", recordOutcome, goodOutcome, Code.Unauthenticated, { token: hugeKid, secret: "kkkkkQ" }),
+  // A token for the order and voucher services is no token for the payment service, and the relay's token does not record outcomes.
+  ...onBoth("a ChargeOrder with a token addressed to the other services", chargeOrder, goodCharge, Code.Unauthenticated, { token: allScopesToken, mentions: "audience" }),
+  ...onBoth("a RecordPaymentOutcome with a payment-service token", recordOutcome, goodOutcome, Code.Unauthenticated, { token: paymentToken, mentions: "audience" }),
+  {
+    name: "an undecodable JSON TopUp and no token",
+    transport: "connect",
+    ...serviceOf(topUp),
+    code: Code.Unauthenticated,
+    call: (p) => connectCall(p.http, pathOf(topUp), "{not json", "application/json", undefined),
+  },
+  // Framing and headers, at the payment service.
+  {
+    name: "a ChargeOrder frame flagged compressed with no encoding agreed",
+    transport: "grpc",
+    ...serviceOf(chargeOrder),
+    code: Code.InvalidArgument,
+    call: (p) => rawGrpc(p.grpc, pathOf(chargeOrder), { authorization: `Bearer ${paymentToken}`, "grpc-encoding": "gzip" }, frame(garbage(32, 19), 1)),
+  },
+  {
+    name: "a TopUp with a grpc-timeout header that is no duration (quoted back clipped)",
+    transport: "grpc",
+    ...serviceOf(topUp),
+    code: Code.InvalidArgument,
+    secret: "T".repeat(200),
+    call: (p) => rawGrpc(p.grpc, pathOf(topUp), { authorization: `Bearer ${paymentToken}`, "grpc-timeout": "T".repeat(4000) }, frame(goodTopUp)),
+  },
+  {
+    name: "a RecordPaymentOutcome in an unsupported grpc-encoding",
+    transport: "grpc",
+    ...serviceOf(recordOutcome),
+    code: Code.Unimplemented,
+    call: (p) => rawGrpc(p.grpc, pathOf(recordOutcome), { authorization: `Bearer ${allScopesToken}`, "grpc-encoding": "x-evil" }, frame(goodOutcome, 1)),
+  },
+  {
+    name: "a ChargeOrder with a connect-timeout-ms that is no number",
+    transport: "connect",
+    ...serviceOf(chargeOrder),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(chargeOrder), goodCharge, "application/proto", paymentToken, { "connect-timeout-ms": "soon" }),
+  },
+  {
+    name: "a gzip RecordPaymentOutcome body that is not gzip",
+    transport: "connect",
+    ...serviceOf(recordOutcome),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(recordOutcome), garbage(64, 23), "application/proto", allScopesToken, { "content-encoding": "gzip" }),
+  },
+  {
+    name: "a TopUp in a content type that is not Connect's",
+    transport: "connect",
+    ...serviceOf(topUp),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(topUp), "customer_id=cust-h&amount_cents=1", "application/x-www-form-urlencoded", paymentToken),
+  },
+  ...[chargeOrder, recordOutcome].map(
+    (m): Case => ({
+      name: `GET on ${m.name}, which changes data`,
+      transport: "connect",
+      ...serviceOf(m),
+      code: Code.Unimplemented,
+      call: (p) => connectCall(p.http, `${pathOf(m)}?encoding=json&message=%7B%7D`, "", "application/json", tokenFor(m), {}, "GET"),
+    }),
+  ),
+  // Methods the payment service does not have, and services on the wrong port.
+  ...(["grpc", "connect"] as const).flatMap((t): Case[] => {
+    const unknown = (name: string, to: To, path: string, body: Uint8Array, token: string | undefined, secret?: string): Case => ({
+      name,
+      transport: t,
+      to,
+      service: "(unknown)",
+      method: "(unknown)",
+      code: Code.Unimplemented,
+      secret,
+      call: (p) => (t === "grpc" ? grpcCall(p.grpc, path, body, token) : connectCall(p.http, path, body, "application/proto", token)),
+    });
+    return [
+      unknown("a payment method that does not exist", "payment", "/shop.payment.v1.PaymentService/DropLedger", goodCharge, paymentToken),
+      unknown("a 4 KiB payment method path", "payment", `/shop.payment.v1.PaymentService/${"Drop".repeat(1024)}Ledger`, goodCharge, paymentToken, "DropDropDropDropDropDropDropDropDropDrop".repeat(4)),
+      unknown("PaymentOutcomeService at the payment service", "payment", pathOf(recordOutcome), goodOutcome, paymentToken),
+      unknown("PaymentService at the order service", "order", pathOf(chargeOrder), goodCharge, allScopesToken),
+      unknown("an outcome method that does not exist", "order", "/shop.order.v1.PaymentOutcomeService/ForgeOutcome", goodOutcome, allScopesToken),
+    ];
+  }),
 ];
 
 describe("hostile requests on both transports", function () {
   this.timeout(120_000);
   let orderDb: TestDatabase;
   let voucherDb: TestDatabase;
+  let paymentDb: TestDatabase;
   let orderSvc: RunningOrderService;
   let voucherSvc: RunningVoucherService;
+  let paymentSvc: RunningPaymentService;
   let orderPool: Pool;
   let voucherPool: Pool;
+  let paymentPool: Pool;
 
-  /** Every row of every table of both databases. */
+  /** Every row of every table of the three databases (the payment database's accounts, ledger_entries, inbox and payment_outbox among them). */
   async function snapshot(): Promise<string> {
     const dump = async (pool: Pool) => {
       const [tables] = await pool.query<RowDataPacket[]>("SHOW TABLES");
@@ -452,12 +728,23 @@ describe("hostile requests on both transports", function () {
       }
       return out;
     };
-    return JSON.stringify([await dump(orderPool), await dump(voucherPool)]);
+    return JSON.stringify([await dump(orderPool), await dump(voucherPool), await dump(paymentPool)]);
   }
 
   before(async () => {
-    [orderDb, voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
+    [orderDb, voucherDb, paymentDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher")]);
     voucherSvc = await startVoucherService({ auth: testAuth, databaseUrl: voucherDb.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger, graceMs: 500 });
+    // No outcome relay: the payment_outbox row of the seeded charge stays as it is.
+    paymentSvc = await startPaymentService({
+      auth: { keys: [testSigningKey.publicJwk], audience: AUDIENCES.payments, issuer: DEFAULT_ISSUER },
+      databaseUrl: paymentDb.url,
+      host: "127.0.0.1",
+      grpcPort: 0,
+      httpPort: 0,
+      logger,
+      poolSize: 5,
+      graceMs: 500,
+    });
     orderSvc = await startOrderService({
       config: {
         databaseUrl: orderDb.url,
@@ -475,32 +762,63 @@ describe("hostile requests on both transports", function () {
     });
     orderPool = createPool({ url: orderDb.url, connectionLimit: 2 });
     voucherPool = createPool({ url: voucherDb.url, connectionLimit: 2 });
+    paymentPool = createPool({ url: paymentDb.url, connectionLimit: 2 });
     // Rows for a lenient decoder to damage: an order, sent, and its voucher.
     const order = await grpcCall(orderSvc.grpcPort, pathOf(createOrder), goodOrder, allScopesToken);
     expect(order.code).to.equal(0);
     const issued = await grpcCall(voucherSvc.grpcPort, pathOf(issueVoucher), goodIssue, allScopesToken);
     expect(issued.code).to.equal(0);
+    // An account, topped up and charged (ledger entries, inbox rows, a payment_outbox row).
+    const payment = (m: DescMethod, body: Uint8Array) => grpcCall(paymentSvc.grpcPort, pathOf(m), body, paymentToken);
+    expect((await payment(openAccount, encode(openAccount, { customerId: "cust-h", currency: "EUR" }))).code).to.equal(0);
+    expect((await payment(topUp, goodTopUp)).code).to.equal(0);
+    expect((await payment(chargeOrder, goodCharge)).code).to.equal(0);
+    // A paid order (charge_outbox), charged, then cancelled (refund_outbox; its outcome in the order database's inbox).
+    const paid = fromBinary(createOrder.output, await grpcAnswer(orderSvc.grpcPort, pathOf(createOrder), goodPaidOrder, allScopesToken));
+    const paidId = paid.order!.id;
+    const charged = encode(recordOutcome, { messageKey: `charge:${paidId}`, orderId: paidId, event: PaymentEvent.CHARGED, amountCents: 20_000n, currency: "EUR" });
+    await grpcAnswer(orderSvc.grpcPort, pathOf(recordOutcome), charged, allScopesToken);
+    const cancelOrder = OrderService.method.cancelOrder;
+    await grpcAnswer(orderSvc.grpcPort, pathOf(cancelOrder), encode(cancelOrder, { orderId: paidId }), allScopesToken);
+    for (const [table, pool] of [
+      ["orders", orderPool],
+      ["charge_outbox", orderPool],
+      ["refund_outbox", orderPool],
+      ["inbox", orderPool],
+      ["accounts", paymentPool],
+      ["ledger_entries", paymentPool],
+      ["inbox", paymentPool],
+      ["payment_outbox", paymentPool],
+    ] as const) {
+      const [rows] = await pool.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM \`${table}\``);
+      expect(Number(rows[0]!.n), `rows in ${table}`).to.be.greaterThan(0);
+    }
   });
 
   after(async () => {
-    await Promise.allSettled([orderSvc?.stop(), voucherSvc?.stop(), orderPool?.end(), voucherPool?.end()]);
-    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop()]);
+    await Promise.allSettled([orderSvc?.stop(), voucherSvc?.stop(), paymentSvc?.stop(), orderPool?.end(), voucherPool?.end(), paymentPool?.end()]);
+    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop(), paymentDb?.drop()]);
   });
 
   it("has at least 60 cases, on both transports", () => {
     expect(CASES.length).to.be.at.least(60);
+    // Every payment RPC and every payment RPC of the order service, on both transports.
+    for (const m of PAYMENT_METHODS) {
+      for (const t of ["grpc", "connect"]) expect(CASES.filter((c) => c.method === m.name && c.transport === t).length, `${m.name} over ${t}`).to.be.at.least(5);
+    }
     expect(CASES.filter((c) => c.transport === "grpc").length).to.be.at.least(25);
     expect(CASES.filter((c) => c.transport === "connect").length).to.be.at.least(25);
   });
 
   it("uses bodies that really do not decode, so each undecodable case reaches the decoder's error", () => {
-    for (const c of UNDECODABLE) expect(() => fromBinary(c.method.input, c.body), c.name).to.throw();
-    for (const c of BAD_TIMES) expect(() => fromBinary(c.method.input, c.body), c.name).not.to.throw();
+    for (const c of [...UNDECODABLE, ...PAYMENT_UNDECODABLE]) expect(() => fromBinary(c.method.input, c.body), `${c.method.name}: ${c.name}`).to.throw();
+    for (const c of [...BAD_TIMES, ...PAYMENT_BAD_TIMES]) expect(() => fromBinary(c.method.input, c.body), c.name).not.to.throw();
   });
 
   for (const c of CASES) {
     it(`${c.transport}: ${c.name} → ${CODE_LABEL[c.code]}, nothing written, logged and counted`, async () => {
-      const ports = c.to === "order" ? { grpc: orderSvc.grpcPort, http: orderSvc.httpPort } : { grpc: voucherSvc.grpcPort, http: voucherSvc.httpPort };
+      const svc = { order: orderSvc, voucher: voucherSvc, payment: paymentSvc }[c.to];
+      const ports = { grpc: svc.grpcPort, http: svc.httpPort };
       const before = await snapshot();
       const countsBefore = await handledCounts(ports.http);
       const logFrom = logLines.length;
@@ -522,6 +840,7 @@ describe("hostile requests on both transports", function () {
       for (const line of rawLog.slice(logFrom)) {
         expect(line.length, "a log line quotes the request clipped").to.be.below(2000);
         expect(line).not.to.include(allScopesToken);
+        expect(line).not.to.include(paymentToken);
         expect(line).not.to.include(hugeAlg.slice(0, 40));
         if (c.secret) expect(line).not.to.include(c.secret);
       }
@@ -535,5 +854,10 @@ describe("hostile requests on both transports", function () {
     expect((await connectCall(orderSvc.httpPort, pathOf(createOrder), ok, "application/proto", allScopesToken)).http).to.equal(200);
     expect((await grpcCall(voucherSvc.grpcPort, pathOf(issueVoucher), goodIssue, allScopesToken)).code).to.equal(0);
     expect((await connectCall(voucherSvc.httpPort, pathOf(issueVoucher), goodIssue, "application/proto", allScopesToken)).http).to.equal(200);
+    // A replayed charge and top-up on both transports: answered, nothing moved twice.
+    expect((await grpcCall(paymentSvc.grpcPort, pathOf(chargeOrder), goodCharge, paymentToken)).code).to.equal(0);
+    expect((await connectCall(paymentSvc.httpPort, pathOf(topUp), goodTopUp, "application/proto", paymentToken)).http).to.equal(200);
+    const [rows] = await paymentPool.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM ledger_entries");
+    expect(Number(rows[0]!.n), "two entries for the top-up, two for the charge").to.equal(4);
   });
 });
