@@ -1,6 +1,41 @@
-import { AUDIENCES, readAuthSettings, type AuthSettings } from "@shop/platform/auth";
+import { AUDIENCES, readAuthSettings, readCallerToken, type AuthSettings, type TokenSource } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
-import { readServerHardening, type ServerTls } from "@shop/platform/tls";
+import { checkClientTlsUrls, readClientTls, readServerHardening, type ClientTls, type ServerTls } from "@shop/platform/tls";
+import { paymentOutboxCleanupConfigFromEnv, paymentRelayConfigFromEnv, type OutboxCleanupConfig, type RelayConfig } from "./outbox/relay.js";
+
+export type EnvReader = ReturnType<typeof envReader>;
+
+/** How the payment relay reaches the order service, and its engine settings. */
+export interface PaymentRelaySettings {
+  /** ORDER_SERVICE_URL, default http://127.0.0.1:50051 (the order service's default gRPC port). */
+  orderServiceUrl: string;
+  /** PAYMENT_RELAY_TOKEN or PAYMENT_RELAY_TOKEN_FILE, required: a token of the payment-relay role (scope orders:payment-outcome). */
+  token: TokenSource;
+  /** TLS_CA_FILE, TLS_CLIENT_CERT_FILE + TLS_CLIENT_KEY_FILE: for an https:// ORDER_SERVICE_URL (refused for http://). */
+  tls?: ClientTls;
+  /** PAYMENT_RELAY_BATCH_SIZE (default 50), _CONCURRENCY, _LEASE_MS, _POLL_INTERVAL_MS, ... (see @shop/engine's RelayConfig). */
+  config: RelayConfig;
+  /** PAYMENT_RELAY_ID: names this relay in claim tokens and logs; default host name and pid. */
+  relayId?: string;
+}
+
+/**
+ * Reads the payment relay's settings into `r` without finishing: for the
+ * payment service when PAYMENT_RELAY_ENABLED, and for relay-main.ts.
+ */
+export function readPaymentRelaySettings(r: EnvReader): PaymentRelaySettings {
+  const orderServiceUrl = r.string("ORDER_SERVICE_URL", "http://127.0.0.1:50051");
+  try {
+    const u = new URL(orderServiceUrl);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
+  } catch {
+    r.problem(`ORDER_SERVICE_URL=${JSON.stringify(orderServiceUrl)} must be an http:// or https:// URL, like http://127.0.0.1:50051`);
+  }
+  const token = readCallerToken(r, "PAYMENT_RELAY_TOKEN");
+  checkClientTlsUrls(r, { ORDER_SERVICE_URL: orderServiceUrl });
+  const tls = readClientTls(r);
+  return { orderServiceUrl, token, tls, config: paymentRelayConfigFromEnv(r), relayId: r.optionalString("PAYMENT_RELAY_ID") };
+}
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -31,6 +66,19 @@ export interface PaymentServiceConfig {
   reflection?: boolean;
   /** PAYMENT_MAX_REQUEST_BYTES, default 1 MiB (1 KiB to 16 MiB). */
   maxMessageBytes?: number;
+  /**
+   * PAYMENT_RELAY_ENABLED, default true: the relay that delivers payment
+   * outcomes to the order service runs inside the payment service, with these
+   * settings; false when relays run as their own processes (relay-main.ts).
+   */
+  relay: PaymentRelaySettings | false;
+  /**
+   * PAYMENT_OUTBOX_RETENTION_MS (default 7 days, 0 keeps rows forever),
+   * PAYMENT_OUTBOX_CLEANUP_INTERVAL_MS (default 60000),
+   * PAYMENT_OUTBOX_CLEANUP_BATCH (default 500): removal of delivered
+   * payment_outbox rows (the inbox keeps every outcome).
+   */
+  outboxCleanup: OutboxCleanupConfig;
 }
 
 /** Reads and validates the settings once at start; throws a ConfigError naming every bad one. */
@@ -46,6 +94,8 @@ export function loadPaymentServiceConfig(env: NodeJS.ProcessEnv = process.env): 
     auth: readAuthSettings(r, AUDIENCES.payments),
     logLevel: r.oneOf("LOG_LEVEL", "info", LOG_LEVELS),
     ...readServerHardening(r, "PAYMENT"),
+    relay: r.bool("PAYMENT_RELAY_ENABLED", true) ? readPaymentRelaySettings(r) : false,
+    outboxCleanup: paymentOutboxCleanupConfigFromEnv(r),
   };
   r.finish();
   return config;

@@ -5,7 +5,8 @@ import { alreadyExists, notFound } from "@shop/platform/errors";
 import { failpoint } from "@shop/platform/failpoints";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
-import { decodeIdToken, encodeIdToken } from "@shop/platform/paging";
+import { decodeIdToken, encodeIdToken, timeWindow } from "@shop/platform/paging";
+import { decodeOrderTimeToken, encodeOrderTimeToken } from "./page-token.js";
 
 /**
  * Accounts, top-ups, charges and refunds over the payment database. Every
@@ -76,6 +77,47 @@ export const fundingAccount = (currency: string) => `system:funding:${currency}`
 export const clearingAccount = (currency: string) => `system:clearing:${currency}`;
 
 export const STATEMENT_PAGE = { default: 50, max: 500 } as const;
+/** ListOrderPayments' page sizes: those of ListStatement. */
+export const ORDER_PAYMENTS_PAGE = STATEMENT_PAGE;
+
+/** What was decided for one order: its charge and whether it was refunded. */
+export interface OrderPayment {
+  orderId: string;
+  customerId: string;
+  chargeOutcome: "CHARGED" | "REFUSED";
+  /** Set when REFUSED. */
+  refusalReason?: RefusalReason;
+  amountCents: number;
+  currency: string;
+  /** When the charge was decided: its inbox row's received_at (the payment database's clock). */
+  decidedAt: Date;
+  refunded: boolean;
+  refundedAt?: Date;
+}
+
+/** CHARGE_PREFIX + order id is a charge's inbox key; REFUND_PREFIX + order id its refund's. */
+const CHARGE_PREFIX = "charge:";
+const REFUND_PREFIX = "refund:";
+
+/**
+ * ListOrderPayments' query: the window's lower bound (always: the beginning
+ * of time when none is asked, which also skips the NULLs of messages that
+ * are not charges), its upper bound if asked, the keyset position after the
+ * first page, and LIMIT. It walks inbox_charge_decided_idx in its order, so
+ * it stops after LIMIT rows with no sort; each charge's refund is a
+ * primary-key lookup. A test EXPLAINs it.
+ */
+export function listOrderPaymentsSql(opts: { before: boolean; from: boolean }): string {
+  const where = ["c.charge_decided_at >= ?"];
+  if (opts.before) where.push("c.charge_decided_at < ?");
+  if (opts.from) where.push("(c.charge_decided_at > ? OR (c.charge_decided_at = ? AND c.message_key > ?))");
+  return `SELECT c.message_key AS messageKey, c.outcome, c.charge_decided_at AS decidedAt, r.outcome AS refundOutcome, r.received_at AS refundedAt
+  FROM inbox c FORCE INDEX (inbox_charge_decided_idx)
+  LEFT JOIN inbox r ON r.message_key = CONCAT('${REFUND_PREFIX}', SUBSTRING(c.message_key, ${CHARGE_PREFIX.length + 1}))
+ WHERE ${where.join(" AND ")}
+ ORDER BY c.charge_decided_at, c.message_key
+ LIMIT ?`;
+}
 
 const ACCOUNT_COLUMNS = "id, customer_id AS customerId, currency, balance_cents AS balanceCents, opened_at AS openedAt";
 const ENTRY_COLUMNS = `id, movement_id AS movementId, kind, amount_cents AS amountCents, currency, order_id AS orderId,
@@ -111,15 +153,19 @@ const factsOf = (facts: Facts) => JSON.stringify(facts);
 export interface PaymentsOptions {
   pool: Pool;
   logger: Logger;
+  /** Told after each commit that wrote an outcome's outbox row (a charge or refund decided), so the relay delivers it now. */
+  onOutcome?: () => void;
 }
 
 export class Payments {
   private readonly pool: Pool;
   private readonly logger: Logger;
+  private readonly onOutcome?: () => void;
 
   constructor(opts: PaymentsOptions) {
     this.pool = opts.pool;
     this.logger = opts.logger;
+    this.onOutcome = opts.onOutcome;
   }
 
   async ping(): Promise<void> {
@@ -232,6 +278,7 @@ export class Payments {
     if (answer.kind === "conflict") {
       throw alreadyExists(`order ${req.orderId} was charged before with other facts (${answer.recordedFacts}); nothing moved`);
     }
+    if (answer.kind === "handled") this.onOutcome?.();
     failpoint("payment.charge.after-commit");
     return this.decided(answer, req.orderId, "charge");
   }
@@ -275,6 +322,7 @@ export class Payments {
     });
     // The facts are the order id alone, which is the key: a refund never conflicts.
     if (answer.kind === "conflict") throw new Error(`refund of order ${req.orderId}: inbox facts differ (${answer.recordedFacts})`);
+    if (answer.kind === "handled") this.onOutcome?.();
     failpoint("payment.refund.after-commit");
     return this.decided(answer, req.orderId, "refund");
   }
@@ -290,6 +338,89 @@ export class Payments {
     );
     const items = rows.slice(0, limit).map(toMovement);
     return { items, nextPageToken: rows.length > limit ? encodeIdToken(items[items.length - 1]!.id) : "" };
+  }
+
+  /**
+   * What was decided for each order asked about, read from the inbox (the
+   * record every replay is answered from): the charge's outcome, and whether
+   * a refund was made. Orders never charged are absent; the answer follows
+   * the order of the request, each order once. Primary-key lookups only.
+   */
+  async orderPayments(orderIds: readonly string[]): Promise<OrderPayment[]> {
+    const ids = [...new Set(orderIds)];
+    if (ids.length === 0) return [];
+    const [rows] = await this.pool.query<RowDataPacket[]>(
+      "SELECT message_key AS messageKey, outcome, received_at AS receivedAt FROM inbox WHERE message_key IN (?)",
+      [ids.flatMap((id) => [CHARGE_PREFIX + id, REFUND_PREFIX + id])],
+    );
+    const byKey = new Map(rows.map((r) => [String(r.messageKey), r]));
+    const out: OrderPayment[] = [];
+    for (const id of ids) {
+      const charge = byKey.get(CHARGE_PREFIX + id);
+      const refund = byKey.get(REFUND_PREFIX + id);
+      const payment = charge && this.toOrderPayment(id, charge.outcome, charge.receivedAt, refund && { outcome: refund.outcome, receivedAt: refund.receivedAt });
+      if (payment) out.push(payment);
+    }
+    return out;
+  }
+
+  /**
+   * The charges decided in [after, before), by (decided_at, order id), keyset
+   * paged. Served by inbox_charge_decided_idx, which holds the charges alone
+   * in that order: a page reads its rows and one more, never top-ups or
+   * refunds. A charge is listed once it has committed; its decided_at is
+   * stamped in its transaction, so a window ending in the last seconds may
+   * still gain charges that were committing while it was read.
+   */
+  async listOrderPayments(
+    decidedAfter: Date | undefined,
+    decidedBefore: Date | undefined,
+    pageSize: number,
+    pageToken: string,
+  ): Promise<{ items: OrderPayment[]; nextPageToken: string }> {
+    const window = timeWindow("decided", decidedAfter, decidedBefore);
+    const from = decodeOrderTimeToken(pageToken);
+    const limit = Math.min(pageSize > 0 ? pageSize : ORDER_PAYMENTS_PAGE.default, ORDER_PAYMENTS_PAGE.max);
+    const params: unknown[] = [window.after ?? new Date(Date.UTC(1000, 0, 1))];
+    if (window.before) params.push(window.before);
+    if (from) params.push(from.at, from.at, CHARGE_PREFIX + from.orderId);
+    const [rows] = await this.pool.query<RowDataPacket[]>(listOrderPaymentsSql({ before: !!window.before, from: !!from }), [...params, limit + 1]);
+    const items: OrderPayment[] = [];
+    for (const r of rows.slice(0, limit)) {
+      const orderId = String(r.messageKey).slice(CHARGE_PREFIX.length);
+      const refund = r.refundOutcome === null || r.refundOutcome === undefined ? undefined : { outcome: r.refundOutcome, receivedAt: r.refundedAt };
+      const payment = this.toOrderPayment(orderId, r.outcome, r.decidedAt, refund);
+      if (payment) items.push(payment);
+    }
+    const last = rows.length > limit ? rows[limit - 1] : undefined;
+    return {
+      items,
+      nextPageToken: last ? encodeOrderTimeToken(last.decidedAt as Date, String(last.messageKey).slice(CHARGE_PREFIX.length)) : "",
+    };
+  }
+
+  /** An order's payment from its charge's and refund's recorded outcomes; undefined while the charge has none (never, once committed). */
+  private toOrderPayment(
+    orderId: string,
+    chargeOutcome: unknown,
+    decidedAt: Date,
+    refund: { outcome: unknown; receivedAt: Date } | undefined,
+  ): OrderPayment | undefined {
+    if (chargeOutcome === null || chargeOutcome === undefined) return undefined;
+    const c = JSON.parse(String(chargeOutcome)) as PaymentOutcome;
+    if (c.outcome === "REFUNDED") throw new Error(`inbox key ${CHARGE_PREFIX}${orderId} records a refund`);
+    const refunded = refund !== undefined && refund.outcome !== null && (JSON.parse(String(refund.outcome)) as PaymentOutcome).outcome === "REFUNDED";
+    return {
+      orderId,
+      customerId: c.customerId,
+      chargeOutcome: c.outcome,
+      refusalReason: c.outcome === "REFUSED" ? c.reason : undefined,
+      amountCents: c.amountCents,
+      currency: c.currency,
+      decidedAt,
+      refunded,
+      refundedAt: refunded ? refund.receivedAt : undefined,
+    };
   }
 
   private decided(answer: Exclude<InboxAnswer<PaymentOutcome>, { kind: "conflict" }>, orderId: string, what: "charge" | "refund"): Decided {

@@ -8,7 +8,7 @@ import { createPaymentClient, type PaymentClient } from "@shop/sdk/clients";
 import { testSigningKey, testToken } from "@shop/testkit/auth";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { checkPaymentLedger } from "../src/ledger-check.js";
-import { startPaymentService, type RunningPaymentService } from "../src/service.js";
+import { startPaymentService, type PaymentServiceOptions, type RunningPaymentService } from "../src/service.js";
 
 export interface LogLine {
   level: number;
@@ -57,8 +57,10 @@ export interface TestService {
   stop(): Promise<void>;
 }
 
-/** The payment service in this process on a fresh database, ports picked by the OS. */
-export async function startTestService(opts: { poolSize?: number } = {}): Promise<TestService> {
+/** The payment service in this process on a fresh database, ports picked by the OS; no outcome relay unless given one. */
+export async function startTestService(
+  opts: { poolSize?: number } & Pick<PaymentServiceOptions, "relay" | "outboxCleanup" | "outboxMetricsCacheMs"> = {},
+): Promise<TestService> {
   const db = await freshDatabase("voucher");
   const { logger, lines } = captureLogger();
   const service = await startPaymentService({
@@ -70,6 +72,9 @@ export async function startTestService(opts: { poolSize?: number } = {}): Promis
     logger,
     poolSize: opts.poolSize ?? 10,
     graceMs: 1_000,
+    relay: opts.relay,
+    outboxCleanup: opts.outboxCleanup,
+    outboxMetricsCacheMs: opts.outboxMetricsCacheMs,
   });
   const pool = createPool({ url: db.url, connectionLimit: 2 });
   const closers: Array<() => void> = [];

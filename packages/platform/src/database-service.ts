@@ -36,6 +36,17 @@ export interface DatabaseServiceParts<M extends ProcessMetrics> {
   metrics: M;
   /** Answers /readyz; startServers bounds the wait and answers 503 on a refusal. */
   isReady: () => Promise<boolean>;
+  /**
+   * Background work started once the servers listen (an outbox relay, a
+   * cleanup). Default none.
+   */
+  start?: () => void;
+  /**
+   * Ends that work and what the parts own (clients, timers): called once the
+   * servers have stopped taking calls, before the pool closes, and also when
+   * the start fails after the parts were built. Default none.
+   */
+  stop?: () => Promise<void>;
 }
 
 export interface RunningDatabaseService<M extends ProcessMetrics> {
@@ -43,26 +54,29 @@ export interface RunningDatabaseService<M extends ProcessMetrics> {
   httpPort: number;
   /** The registry served on /metrics. */
   metrics: M;
-  /** Stops serving (calls in flight finish), then closes the pool. Idempotent. */
+  /** Stops serving (calls in flight finish), then the parts' background work, then closes the pool. Idempotent. */
   stop(): Promise<void>;
 }
 
 /**
  * Starts a service that owns one database, in this process: pool, wait for
- * the database, migrations, the service's parts, servers. A failure on the
- * way closes the pool before it is thrown.
+ * the database, migrations, the service's parts, servers, then the parts'
+ * background work. A failure on the way stops the parts built and closes the
+ * pool before it is thrown.
  */
 export async function startDatabaseService<M extends ProcessMetrics>(
   opts: DatabaseServiceOptions,
   migrate: (pool: Pool, logger: Logger) => Promise<void>,
-  build: (pool: Pool) => DatabaseServiceParts<M>,
+  build: (pool: Pool) => DatabaseServiceParts<M> | Promise<DatabaseServiceParts<M>>,
 ): Promise<RunningDatabaseService<M>> {
   const { logger } = opts;
   const pool = createPool({ url: opts.databaseUrl, connectionLimit: opts.poolSize ?? 10 });
+  let parts: DatabaseServiceParts<M> | undefined;
   try {
     await waitForDatabase(pool, logger);
     await withMigrationPool(opts.migrationDatabaseUrl, pool, (p) => migrate(p, logger));
-    const { services, metrics, isReady } = build(pool);
+    parts = await build(pool);
+    const { services, metrics, isReady } = parts;
     const servers = await startServers({
       host: opts.host,
       grpcPort: opts.grpcPort,
@@ -76,6 +90,8 @@ export async function startDatabaseService<M extends ProcessMetrics>(
       metrics,
       isReady,
     });
+    const started = parts;
+    started.start?.();
     let stopping: Promise<void> | undefined;
     return {
       grpcPort: servers.grpcPort,
@@ -84,7 +100,9 @@ export async function startDatabaseService<M extends ProcessMetrics>(
       stop() {
         stopping ??= (async () => {
           try {
+            // Stop taking calls first, so no new work arrives for what stops next.
             await servers.close(opts.graceMs ?? 10_000);
+            await started.stop?.();
           } finally {
             await pool.end();
           }
@@ -93,6 +111,7 @@ export async function startDatabaseService<M extends ProcessMetrics>(
       },
     };
   } catch (err) {
+    await parts?.stop?.().catch((stopErr) => logger.error({ err: stopErr }, "cleaning up after a failed start failed"));
     await pool.end().catch(() => {});
     throw err;
   }

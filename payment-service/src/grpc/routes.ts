@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { requireCustomer } from "@shop/platform/auth";
 import { failpoint } from "@shop/platform/failpoints";
@@ -7,14 +7,16 @@ import {
   AccountSchema,
   MovementKind,
   MovementSchema,
+  OrderPaymentSchema,
   PaymentOutcome,
   PaymentService,
   RefusalReason,
   type Account as AccountMessage,
   type Movement as MovementMessage,
+  type OrderPayment as OrderPaymentMessage,
 } from "@shop/sdk/payment";
 import { refusalResult, type MovementCall, type MovementResult } from "../metrics.js";
-import type { Account, Decided, Movement, Payments } from "../payments.js";
+import type { Account, Decided, Movement, OrderPayment, Payments } from "../payments.js";
 
 export interface PaymentServiceDeps {
   payments: Payments;
@@ -43,6 +45,20 @@ export function toMovementMessage(m: Movement): MovementMessage {
     orderId: m.orderId ?? "",
     requestId: m.requestId ?? "",
     createdAt: timestampFromDate(m.createdAt),
+  });
+}
+
+export function toOrderPaymentMessage(p: OrderPayment): OrderPaymentMessage {
+  return create(OrderPaymentSchema, {
+    orderId: p.orderId,
+    customerId: p.customerId,
+    chargeOutcome: OUTCOMES[p.chargeOutcome],
+    refusalReason: p.refusalReason ? REASONS[p.refusalReason] : RefusalReason.UNSPECIFIED,
+    amountCents: BigInt(p.amountCents),
+    currency: p.currency,
+    decidedAt: timestampFromDate(p.decidedAt),
+    refunded: p.refunded,
+    refundedAt: p.refundedAt ? timestampFromDate(p.refundedAt) : undefined,
   });
 }
 
@@ -114,6 +130,20 @@ export function createPaymentServiceImpl({ payments, requests }: PaymentServiceD
       );
       failpoint("payment.charge.before-reply");
       return toDecision(d);
+    },
+
+    async batchGetOrderPayments(req) {
+      return { payments: (await payments.orderPayments(req.orderIds)).map(toOrderPaymentMessage) };
+    },
+
+    async listOrderPayments(req) {
+      const page = await payments.listOrderPayments(
+        req.decidedAfter ? timestampDate(req.decidedAfter) : undefined,
+        req.decidedBefore ? timestampDate(req.decidedBefore) : undefined,
+        req.pageSize,
+        req.pageToken,
+      );
+      return { payments: page.items.map(toOrderPaymentMessage), nextPageToken: page.nextPageToken };
     },
 
     async refundOrder(req) {

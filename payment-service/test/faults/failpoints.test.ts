@@ -42,7 +42,8 @@ describe("payment service failpoints (a process killed -9 or failing around the 
     proc = new ServiceProcess({
       name: "payment-service-failpoints",
       entry: ENTRY,
-      env: { PAYMENT_DATABASE_URL: db.url, PAYMENT_GRPC_PORT: String(ports[0]), PAYMENT_HTTP_PORT: String(ports[1]), FAILPOINTS: failpoints },
+      // The outcome relay is not what is tested here (outcome-relay.test.ts in this folder is).
+      env: { PAYMENT_DATABASE_URL: db.url, PAYMENT_GRPC_PORT: String(ports[0]), PAYMENT_HTTP_PORT: String(ports[1]), PAYMENT_RELAY_ENABLED: "false", FAILPOINTS: failpoints },
       readyUrl: `http://127.0.0.1:${ports[1]}/readyz`,
     });
     await proc.start();
