@@ -45,6 +45,7 @@ describe("docker-compose.yml", () => {
       "payment-service/dist/main.js",
       "order-service/dist/main.js",
       "order-service/dist/relay-main.js",
+      "payment-service/dist/relay-main.js",
       "reconciler/dist/main.js",
     ]);
     // The build compiles src/<name>.ts to dist/<name>.js: an entry whose source is gone would start nothing.
@@ -96,7 +97,7 @@ describe("docker-compose.yml", () => {
       expect(r.stderr).to.contain("PAYMENT_RELAY_TOKEN");
     });
 
-    it("defines the three databases and the three services, the standalone relay behind a profile", () => {
+    it("defines the three databases and the three services, the standalone relays behind a profile", () => {
       // v1 lists services behind a profile too, so check the profile in the resolved file.
       const services = compose("--profile", "relay", "config", "--services").trim().split("\n");
       expect(services).to.include.members([
@@ -107,8 +108,10 @@ describe("docker-compose.yml", () => {
         "payment-db",
         "payment-service",
         "relay",
+        "payment-relay",
       ]);
-      expect(compose("config")).to.match(/relay:[\s\S]*profiles:\s*\n\s*- relay/);
+      const resolved = compose("--profile", "relay", "config");
+      for (const name of ["relay", "payment-relay"]) expect(serviceBlock(resolved, name), name).to.match(/profiles:\s*\n\s*- relay/);
     });
 
     it("resolves each service's command to its compiled entry", () => {
@@ -118,6 +121,7 @@ describe("docker-compose.yml", () => {
         "payment-service/dist/main.js",
         "order-service/dist/main.js",
         "order-service/dist/relay-main.js",
+        "payment-service/dist/relay-main.js",
         "reconciler/dist/main.js",
       ]) {
         expect(resolved).to.include(entry);
@@ -141,8 +145,12 @@ describe("docker-compose.yml", () => {
       expect(payment).to.match(/PAYMENT_HOST: 0\.0\.0\.0/);
       expect(payment).to.match(/payment-db:\s*\n\s*condition: service_healthy/);
       expect(payment).to.contain("http://127.0.0.1:8083/readyz");
-      // The relay's token is for the relay alone: no other process gets it.
-      expect(resolved.split(composeEnv.PAYMENT_RELAY_TOKEN).length - 1).to.equal(1);
+      // The payment relay's token is for the payment service's relays alone: no other process gets it.
+      expect(resolved.split(composeEnv.PAYMENT_RELAY_TOKEN).length - 1).to.equal(2);
+      const standalone = serviceBlock(resolved, "payment-relay");
+      expect(standalone).to.match(/PAYMENT_DATABASE_URL: mysql:\/\/payments_app:[^@]+@payment-db:3306\/payments/);
+      expect(standalone).to.match(/ORDER_SERVICE_URL: http:\/\/order-service:50051\n/);
+      expect(standalone).to.contain(`PAYMENT_RELAY_TOKEN: ${composeEnv.PAYMENT_RELAY_TOKEN}\n`);
       expect(serviceBlock(resolved, "reconciler")).to.match(/PAYMENT_SERVICE_URL: http:\/\/payment-service:50053\n/);
       for (const name of ["order-service", "relay"]) {
         const block = serviceBlock(resolved, name);

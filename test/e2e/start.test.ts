@@ -8,15 +8,16 @@ import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
 import { createOrderClient, createPaymentClient, createVoucherClient } from "@shop/sdk/clients";
-import { VoucherStatus } from "@shop/sdk/order";
+import { OrderStatus, PaymentMethod, PaymentStatus, VoucherStatus, type Order } from "@shop/sdk/order";
+import { MovementKind } from "@shop/sdk/payment";
 import { freePort } from "@shop/testkit/ports";
 
 /**
  * `npm start` as a user runs it (scripts/start.ts), on free ports and a
  * throwaway data folder: it starts three MariaDB servers and the services,
  * prints a token per role that the services accept with the scopes the README
- * promises, delivers a voucher, serves the payment service, and Ctrl-C
- * (SIGINT) stops everything.
+ * promises, delivers a voucher, takes a paid order from charge to voucher and
+ * a cancelled one to its refund, and Ctrl-C (SIGINT) stops everything.
  */
 const root = path.resolve(import.meta.dirname, "../..");
 const ROLES = ["shop", "relay", "payment-relay", "reconciler", "admin", "customer-alice"];
@@ -174,6 +175,77 @@ describe("npm start", function () {
       expect((refused as ConnectError).code).to.equal(Code.PermissionDenied);
     } finally {
       for (const c of [shop, alice, relay]) c.close();
+    }
+  });
+
+  it("runs the README's paid-order walkthrough: charged, sent and given a voucher; refused when the balance cannot cover it; refunded when cancelled after the charge", async () => {
+    const token = (role: string) => readFileSync(path.join(dataDir, "auth", `${role}.token`), "utf8").trim();
+    const orders = createOrderClient({ baseUrl: `http://127.0.0.1:${ports.ORDER_GRPC_PORT}`, token: token("shop") });
+    const payments = createPaymentClient({ baseUrl: `http://127.0.0.1:${ports.PAYMENT_GRPC_PORT}`, token: token("shop") });
+    const alicePayments = createPaymentClient({ baseUrl: `http://127.0.0.1:${ports.PAYMENT_GRPC_PORT}`, token: token("customer-alice") });
+    /** The order once `done` holds for it, polled; the relays deliver within seconds (bounded at 30 s). */
+    const until = async (orderId: string, done: (o: Order) => boolean, what: string): Promise<Order> => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const { order } = await orders.client.getOrder({ orderId });
+        if (done(order!)) return order!;
+        if (Date.now() > deadline) throw new Error(`order ${orderId}: not ${what} within 30 s (status ${OrderStatus[order!.status]}, payment ${PaymentStatus[order!.payment!.status]})`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const balance = async () => (await payments.client.getAccount({ customerId: "alice" })).account!.balanceCents;
+    const paidOrder = (requestId: string, totalCents: bigint) =>
+      orders.client.createOrder({ customerId: "alice", totalCents, currency: "EUR", requestId, paymentMethod: PaymentMethod.ACCOUNT });
+    try {
+      await payments.client.openAccount({ customerId: "alice", currency: "EUR" });
+      const topUp = await payments.client.topUp({ customerId: "alice", amountCents: 15_000n, currency: "EUR", requestId: "walkthrough-topup-1" });
+      expect(topUp.applied).to.equal(true);
+      expect(topUp.account!.balanceCents).to.equal(15_000n);
+
+      // 120.00 EUR from the account: awaiting payment, then PAID; sent; a voucher.
+      const { order: first } = await paidOrder("walkthrough-paid-1", 12_000n);
+      expect(first!.status).to.equal(OrderStatus.AWAITING_PAYMENT);
+      expect(first!.payment).to.include({ method: PaymentMethod.ACCOUNT, status: PaymentStatus.AWAITING });
+      const paid = await until(first!.id, (o) => o.status !== OrderStatus.AWAITING_PAYMENT, "charged");
+      expect(paid.status).to.equal(OrderStatus.PAID);
+      expect(paid.payment!.status).to.equal(PaymentStatus.CHARGED);
+      expect(paid.payment!.chargedAt).to.not.equal(undefined);
+      expect(await balance()).to.equal(3_000n);
+      const sent = await orders.client.markOrderSent({ orderId: first!.id });
+      expect(sent.order!.status).to.equal(OrderStatus.SENT);
+      const withVoucher = await until(first!.id, (o) => o.voucher!.status === VoucherStatus.ISSUED, "given its voucher");
+      expect(withVoucher.voucher!.voucherId).to.not.equal("");
+
+      // 80.00 EUR with 30.00 EUR left: refused, final, and it cannot be sent; nothing was debited.
+      const { order: second } = await paidOrder("walkthrough-paid-2", 8_000n);
+      const failed = await until(second!.id, (o) => o.status !== OrderStatus.AWAITING_PAYMENT, "decided");
+      expect(failed.status).to.equal(OrderStatus.PAYMENT_FAILED);
+      expect(failed.payment).to.include({ status: PaymentStatus.REFUSED, refusalReason: "INSUFFICIENT_FUNDS" });
+      const notSent = await orders.client.markOrderSent({ orderId: second!.id }).catch((e) => ConnectError.from(e));
+      expect((notSent as ConnectError).code).to.equal(Code.FailedPrecondition);
+      expect(await balance()).to.equal(3_000n);
+
+      // 20.00 EUR: PAID, then cancelled: the refund comes back and the balance with it.
+      const { order: third } = await paidOrder("walkthrough-paid-3", 2_000n);
+      await until(third!.id, (o) => o.status === OrderStatus.PAID, "paid");
+      expect(await balance()).to.equal(1_000n);
+      const { order: cancelled } = await orders.client.cancelOrder({ orderId: third!.id });
+      expect(cancelled!.status).to.equal(OrderStatus.CANCELLED);
+      const refunded = await until(third!.id, (o) => o.payment!.status === PaymentStatus.REFUNDED, "refunded");
+      expect(refunded.status).to.equal(OrderStatus.CANCELLED);
+      expect(refunded.payment!.refundedAt).to.not.equal(undefined);
+      expect(await balance()).to.equal(3_000n);
+
+      // Alice's own statement, newest first: every movement once.
+      const { movements } = await alicePayments.client.listStatement({ customerId: "alice" });
+      expect(movements.map((m) => [MovementKind[m.kind], m.amountCents, m.orderId])).to.deep.equal([
+        ["REFUND", 2_000n, third!.id],
+        ["CHARGE", -2_000n, third!.id],
+        ["CHARGE", -12_000n, first!.id],
+        ["TOP_UP", 15_000n, ""],
+      ]);
+    } finally {
+      for (const c of [orders, payments, alicePayments]) c.close();
     }
   });
 
