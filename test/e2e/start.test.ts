@@ -61,13 +61,13 @@ async function freePorts(): Promise<Record<string, number>> {
 }
 
 /** Runs scripts/start.ts as npm start does, on those ports and data folder, with nothing of the caller's own stack set. */
-function startScript(ports: Record<string, number>, dataDir: string) {
+function startScript(ports: Record<string, number>, dataDir: string, extraEnv: NodeJS.ProcessEnv = {}) {
   const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) };
   for (const name of ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "PAYMENT_DATABASE_URL"]) delete env[name];
   for (const name of ["AUTH_JWKS_FILE", "AUTH_JWKS", "AUTH_PUBLIC_KEYS", "RELAY_TOKEN", "PAYMENT_RELAY_TOKEN", "RECONCILE_TOKEN"]) delete env[name];
   for (const name of ["VOUCHER_SERVICE_URL", "PAYMENT_SERVICE_URL", "ORDER_SERVICE_URL", "RELAY_ENABLED", "PAYMENT_RELAY_ENABLED"]) delete env[name];
   for (const name of ["ORDER_HOST", "VOUCHER_HOST", "PAYMENT_HOST", "RECONCILE_METRICS_HOST"]) delete env[name];
-  Object.assign(env, { LOCAL_DATA_DIR: dataDir, NO_COLOR: "1", LOG_LEVEL: "warn" });
+  Object.assign(env, { LOCAL_DATA_DIR: dataDir, NO_COLOR: "1", LOG_LEVEL: "warn" }, extraEnv);
   const child = spawn(process.execPath, ["--import", tsx, path.join(root, "scripts/start.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))) };
   child.stdout!.on("data", (d) => (run.output += d));
@@ -369,6 +369,27 @@ describe("npm start with a port it needs taken", function () {
       }
     });
   }
+});
+
+describe("npm start with only some of the database URLs", function () {
+  this.timeout(60_000);
+
+  it("refuses before starting anything, naming the URLs still missing", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "npm-start-urls-"));
+    const ports = await freePorts();
+    const run = startScript(ports, dataDir, { ORDER_DATABASE_URL: `mysql://orders:x@127.0.0.1:${ports.LOCAL_ORDER_DB_PORT}/orders` });
+    try {
+      const code = await Promise.race([run.exited, new Promise((r) => setTimeout(() => r("timeout"), 45_000))]);
+      expect(code, run.output).to.equal(1);
+      expect(run.output).to.contain("not every database URL is set; set VOUCHER_DATABASE_URL and PAYMENT_DATABASE_URL too");
+      expect(run.output).to.not.contain("Ready.");
+      for (const [name, port] of Object.entries(ports)) expect(await portOpen(port), `${name} ${port} open`).to.equal(false);
+      expect(processesUsing(dataDir), "processes left using the data folder").to.deep.equal([]);
+    } finally {
+      if (run.child.exitCode === null) run.child.kill("SIGKILL");
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("npm run auth, as the README runs it", function () {
