@@ -1,3 +1,4 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
 import { Code } from "@connectrpc/connect";
@@ -11,6 +12,7 @@ import { PaymentEvent } from "@shop/sdk/order";
 import { roleToken, testToken } from "@shop/testkit/auth";
 import { ServiceProcess } from "@shop/testkit/service-process";
 import { createPaymentRelayMetrics } from "../src/metrics.js";
+import { paymentOutbox } from "../src/outbox/outcome-flow.js";
 import { OUTBOX_CLEANUP_DEFAULTS, PaymentOutboxCleanup, PaymentRelay } from "../src/outbox/relay.js";
 import { captureLogger, startTestService, uniqueId, type TestService } from "./helpers.js";
 import { eventually, OutcomeReceiver } from "./outcome-receiver.js";
@@ -244,6 +246,47 @@ describe("payment outcome relay: payment_outbox delivered to a real PaymentOutco
       }
       expect(receiver.callsFor(key).map((c) => c.changed)).to.deep.equal([true, false]);
       expect((await outbox(t, key))!.attempts).to.equal(2);
+    });
+
+    it("claims through payment_outbox_claim_idx without a sort, whatever the connection's collation, and reads its gauges from it", async () => {
+      const now = new Date();
+      await t.pool.query(
+        "INSERT INTO payment_outbox (message_key, order_id, customer_id, outcome, amount_cents, currency, status, next_attempt_at, created_at) VALUES ?",
+        [Array.from({ length: 300 }, (_, i) => [`charge:explain-${i}`, `explain-${i}`, "c", "CHARGED", 1, "EUR", "pending", now, now])],
+      );
+      const conn = await t.pool.getConnection();
+      try {
+        await conn.query("ANALYZE TABLE payment_outbox");
+        for (const collation of ["utf8mb4_unicode_ci", "utf8mb4_bin", "utf8mb4_general_ci"]) {
+          await conn.query(`SET NAMES utf8mb4 COLLATE ${collation}`);
+          const [plan] = await conn.query<RowDataPacket[]>(`EXPLAIN ${paymentOutbox.sql.claimSelect}`, [50]);
+          expect(plan[0]!.key, collation).to.equal("payment_outbox_claim_idx");
+          expect(String(plan[0]!.Extra ?? ""), collation).not.to.match(/filesort/i);
+        }
+        const [stats] = await conn.query<RowDataPacket[]>(`EXPLAIN ${paymentOutbox.sql.stats}`);
+        expect(stats.some((r) => r.key === "payment_outbox_claim_idx" && /Using index/.test(String(r.Extra)))).to.equal(true);
+      } finally {
+        conn.release();
+        await t.pool.query("DELETE FROM payment_outbox WHERE message_key LIKE 'charge:explain-%'");
+      }
+    });
+
+    it("the standalone relay refuses to start without PAYMENT_RELAY_TOKEN, or with a lease too short for its calls, naming the settings, and exits 1", async () => {
+      const p = new ServiceProcess({
+        name: "payment-relay-bad-config",
+        entry: RELAY_MAIN,
+        env: { PAYMENT_DATABASE_URL: t.db.url, ORDER_SERVICE_URL: receiver.url, PAYMENT_RELAY_TOKEN: "", PAYMENT_RELAY_LEASE_MS: "1000", PAYMENT_RELAY_CALL_TIMEOUT_MS: "800" },
+      });
+      const from = existsSync(p.logFile) ? statSync(p.logFile).size : 0;
+      await p.start();
+      try {
+        expect(await p.exited()).to.equal(1);
+      } finally {
+        await p.kill();
+      }
+      const log = readFileSync(p.logFile).subarray(from).toString("utf8");
+      expect(log).to.include("PAYMENT_RELAY_TOKEN (or PAYMENT_RELAY_TOKEN_FILE) is required");
+      expect(log).to.include("PAYMENT_RELAY_LEASE_MS=1000 must exceed twice PAYMENT_RELAY_CALL_TIMEOUT_MS=800");
     });
 
     it("removes delivered rows past retention, keeps pending and dead ones, and the inbox still answers for their orders", async () => {
