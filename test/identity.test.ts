@@ -3,7 +3,8 @@ import { Code, ConnectError, createClient, type Client, type Transport } from "@
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { expect } from "chai";
 import { bearerToken } from "@shop/sdk/clients";
-import { OrderService, VoucherStatus } from "@shop/sdk/order";
+import { OrderService, OrderStatus, PaymentMethod, PaymentStatus, VoucherStatus } from "@shop/sdk/order";
+import { MovementKind, PaymentOutcome, PaymentService } from "@shop/sdk/payment";
 import { VoucherService } from "@shop/sdk/voucher";
 import { allScopesToken, roleToken } from "@shop/testkit/auth";
 import { freePort } from "@shop/testkit/ports";
@@ -13,10 +14,12 @@ import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 /**
  * Ids are exact, case included, across the whole system: the customers
  * `alice`, `ALICE` and `Alice` are three people, each of whom sees only their
- * own orders and vouchers, on gRPC and on Connect JSON alike; an order or
- * voucher id in another case names nothing; and idempotency keys `k-1` and
- * `K-1` are two requests. Both services run as processes, the relay in the
- * order service issuing the vouchers.
+ * own orders, vouchers, account and statement, on gRPC and on Connect JSON
+ * alike; an order or voucher id in another case names nothing, and orders
+ * whose ids differ only in case are charged separately; and idempotency keys
+ * `k-1` and `K-1` are two requests (orders and top-ups). The three services
+ * run as processes: the order service's relays issue the vouchers and charge
+ * the paid orders, the payment service's relay reports the charges back.
  */
 const root = path.resolve(import.meta.dirname, "..");
 const CUSTOMERS = ["alice", "ALICE", "Alice"] as const;
@@ -26,7 +29,12 @@ type Kind = (typeof TRANSPORTS)[number];
 interface Clients {
   orders: Client<typeof OrderService>;
   vouchers: Client<typeof VoucherService>;
+  payments: Client<typeof PaymentService>;
 }
+
+/** The shop's backend at the payment service (accounts, top-ups, reads), and the order service's relay (charges). */
+const SHOP_TOKEN = roleToken("shop");
+const RELAY_TOKEN = roleToken("relay");
 
 async function codeOf(call: Promise<unknown>): Promise<Code | "OK"> {
   try {
@@ -44,11 +52,13 @@ describe("exact ids across both services and both transports", function () {
   this.timeout(120_000);
   let orderDb: TestDatabase;
   let voucherDb: TestDatabase;
+  let paymentDb: TestDatabase;
   let order: ServiceProcess;
   let voucher: ServiceProcess;
-  const ports = { orderGrpc: 0, orderHttp: 0, voucherGrpc: 0, voucherHttp: 0 };
-  /** Each customer's order and voucher. */
-  const seeded: Record<string, { orderId: string; voucherId: string }> = {};
+  let payment: ServiceProcess;
+  const ports = { orderGrpc: 0, orderHttp: 0, voucherGrpc: 0, voucherHttp: 0, paymentGrpc: 0, paymentHttp: 0 };
+  /** Each customer's order and voucher, top-up and paid order. */
+  const seeded: Record<string, { orderId: string; voucherId: string; topUpCents: bigint; paidOrderId: string; paidCents: bigint }> = {};
 
   const clientCache = new Map<string, Clients>();
   /** Clients of both services over one transport, calling with one token. */
@@ -63,16 +73,25 @@ describe("exact ids across both services and both transports", function () {
       clientCache.set(key, {
         orders: createClient(OrderService, transport(ports.orderGrpc, ports.orderHttp)),
         vouchers: createClient(VoucherService, transport(ports.voucherGrpc, ports.voucherHttp)),
+        payments: createClient(PaymentService, transport(ports.paymentGrpc, ports.paymentHttp)),
       });
     }
     return clientCache.get(key)!;
   }
   const shop = (kind: Kind) => clients(kind, allScopesToken);
-  const customer = (kind: Kind, customerId: string) => clients(kind, roleToken("customer", customerId));
+  const customerTokens = new Map<string, string>();
+  const customer = (kind: Kind, customerId: string) => {
+    if (!customerTokens.has(customerId)) customerTokens.set(customerId, roleToken("customer", customerId));
+    return clients(kind, customerTokens.get(customerId)!);
+  };
+  const shopPayments = (kind: Kind) => clients(kind, SHOP_TOKEN).payments;
+  const relayPayments = (kind: Kind) => clients(kind, RELAY_TOKEN).payments;
 
   before(async () => {
-    [orderDb, voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
-    [ports.orderGrpc, ports.orderHttp, ports.voucherGrpc, ports.voucherHttp] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    [orderDb, voucherDb, paymentDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher")]);
+    [ports.orderGrpc, ports.orderHttp, ports.voucherGrpc, ports.voucherHttp, ports.paymentGrpc, ports.paymentHttp] = await Promise.all(
+      Array.from({ length: 6 }, () => freePort()),
+    );
     voucher = new ServiceProcess({
       name: "identity-voucher",
       entry: path.join(root, "voucher-service/src/main.ts"),
@@ -87,18 +106,45 @@ describe("exact ids across both services and both transports", function () {
         ORDER_GRPC_PORT: String(ports.orderGrpc),
         ORDER_HTTP_PORT: String(ports.orderHttp),
         VOUCHER_SERVICE_URL: `http://127.0.0.1:${ports.voucherGrpc}`,
+        PAYMENT_SERVICE_URL: `http://127.0.0.1:${ports.paymentGrpc}`,
         RELAY_RETRY_BASE_MS: "100",
         RELAY_RETRY_MAX_MS: "1000",
       },
       readyUrl: `http://127.0.0.1:${ports.orderHttp}/readyz`,
     });
-    await Promise.all([voucher.start(), order.start()]);
+    payment = new ServiceProcess({
+      name: "identity-payment",
+      entry: path.join(root, "payment-service/src/main.ts"),
+      env: {
+        PAYMENT_DATABASE_URL: paymentDb.url,
+        PAYMENT_GRPC_PORT: String(ports.paymentGrpc),
+        PAYMENT_HTTP_PORT: String(ports.paymentHttp),
+        ORDER_SERVICE_URL: `http://127.0.0.1:${ports.orderGrpc}`,
+        PAYMENT_RELAY_TOKEN: roleToken("payment-relay"),
+        PAYMENT_RELAY_RETRY_BASE_MS: "100",
+        PAYMENT_RELAY_RETRY_MAX_MS: "1000",
+      },
+      readyUrl: `http://127.0.0.1:${ports.paymentHttp}/readyz`,
+    });
+    await Promise.all([voucher.start(), order.start(), payment.start()]);
 
     const { orders } = shop("grpc");
     for (const [i, customerId] of CUSTOMERS.entries()) {
       const { order: o } = await orders.createOrder({ customerId, totalCents: 12_000n, currency: "EUR", requestId: `seed-${i}` });
       await orders.markOrderSent({ orderId: o!.id });
-      seeded[customerId] = { orderId: o!.id, voucherId: "" };
+      seeded[customerId] = { orderId: o!.id, voucherId: "", topUpCents: 0n, paidOrderId: "", paidCents: 0n };
+    }
+    // Each customer's account, topped up with an amount of its own, and an order paid from it.
+    const payments = shopPayments("grpc");
+    for (const [i, customerId] of CUSTOMERS.entries()) {
+      const opened = await payments.openAccount({ customerId, currency: "EUR" });
+      expect([opened.created, opened.account!.customerId], `${customerId}'s account`).to.deep.equal([true, customerId]);
+      const topUpCents = 100_000n + BigInt(i) * 1_000n;
+      const top = await payments.topUp({ customerId, amountCents: topUpCents, currency: "EUR", requestId: `top-${customerId}` });
+      expect(top.applied).to.equal(true);
+      const paidCents = 10_000n + BigInt(i) * 100n;
+      const { order: p } = await orders.createOrder({ customerId, totalCents: paidCents, currency: "EUR", requestId: `paid-${i}`, paymentMethod: PaymentMethod.ACCOUNT });
+      Object.assign(seeded[customerId]!, { topUpCents, paidOrderId: p!.id, paidCents });
     }
     // The relay delivers the three vouchers; wait until each order shows its own.
     const deadline = Date.now() + 30_000;
@@ -112,22 +158,31 @@ describe("exact ids across both services and both transports", function () {
         if (Date.now() > deadline) throw new Error(`no voucher for ${customerId}'s order within 30 s; see ${order.logFile}`);
         await new Promise((r) => setTimeout(r, 100));
       }
+      // The charge goes to the payment service and its outcome comes back: wait until the paid order is PAID.
+      for (;;) {
+        const { order: o } = await orders.getOrder({ orderId: seeded[customerId]!.paidOrderId });
+        if (o!.status === OrderStatus.PAID) break;
+        if (o!.status !== OrderStatus.AWAITING_PAYMENT) throw new Error(`${customerId}'s paid order is ${OrderStatus[o!.status]}; see ${order.logFile} and ${payment.logFile}`);
+        if (Date.now() > deadline) throw new Error(`${customerId}'s order not PAID within 30 s; see ${order.logFile} and ${payment.logFile}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   });
 
   after(async () => {
-    await Promise.allSettled([order?.stop(), voucher?.stop()]);
-    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop()]);
+    await Promise.allSettled([order?.stop(), voucher?.stop(), payment?.stop()]);
+    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop(), paymentDb?.drop()]);
   });
 
   for (const kind of TRANSPORTS) {
     describe(`over ${kind === "grpc" ? "gRPC" : "Connect JSON"}`, () => {
       it("ListOrders gives each of alice, ALICE and Alice their own order only, and a variant nobody uses none", async () => {
         for (const customerId of CUSTOMERS) {
+          const theirs = [seeded[customerId]!.orderId, seeded[customerId]!.paidOrderId];
           const own = await customer(kind, customerId).orders.listOrders({ customerId });
-          expect(own.orders.map((o) => o.id), `${customerId}'s own token`).to.deep.equal([seeded[customerId]!.orderId]);
+          expect(own.orders.map((o) => o.id), `${customerId}'s own token`).to.have.members(theirs);
           const asShop = await shop(kind).orders.listOrders({ customerId });
-          expect(asShop.orders.map((o) => o.id), `the shop listing ${customerId}`).to.deep.equal([seeded[customerId]!.orderId]);
+          expect(asShop.orders.map((o) => o.id), `the shop listing ${customerId}`).to.have.members(theirs);
           for (const other of CUSTOMERS.filter((c) => c !== customerId)) {
             expect(await codeOf(customer(kind, customerId).orders.listOrders({ customerId: other })), `${customerId} listing ${other}`).to.equal(
               Code.PermissionDenied,
@@ -135,6 +190,9 @@ describe("exact ids across both services and both transports", function () {
           }
         }
         expect((await shop(kind).orders.listOrders({ customerId: "aLiCe" })).orders).to.deep.equal([]);
+        // ListOrdersByPaymentStatus names each paid order with its own customer, case and all.
+        const { orders: charged } = await shop(kind).orders.listOrdersByPaymentStatus({ paymentStatus: PaymentStatus.CHARGED });
+        expect(charged.map((o) => [o.id, o.customerId])).to.have.deep.members(CUSTOMERS.map((c) => [seeded[c]!.paidOrderId, c]));
       });
 
       it("GetOrder lets each customer read their own order, refuses the others', and finds no order by an id in another case", async () => {
@@ -204,6 +262,106 @@ describe("exact ids across both services and both transports", function () {
         const again = await create(`${kind}-K-1`, "kim", 12_000n);
         expect([again.created, again.order!.id]).to.deep.equal([false, b.order!.id]);
         expect(await codeOf(create(`${kind}-K-2`, "kim", 12_000n))).to.equal(Code.AlreadyExists);
+      });
+
+      it("OpenAccount and GetAccount keep alice, ALICE and Alice as three accounts, each read by its own customer only", async () => {
+        for (const customerId of CUSTOMERS) {
+          const { topUpCents, paidCents } = seeded[customerId]!;
+          // Opening again is the same account, with its own balance: not another customer's.
+          const again = await shopPayments(kind).openAccount({ customerId, currency: "EUR" });
+          expect([again.created, again.account!.customerId, again.account!.balanceCents], `${customerId} opened again`).to.deep.equal([false, customerId, topUpCents - paidCents]);
+          const { account } = await customer(kind, customerId).payments.getAccount({ customerId });
+          expect([account!.customerId, account!.balanceCents], `${customerId}'s own token`).to.deep.equal([customerId, topUpCents - paidCents]);
+          for (const other of CUSTOMERS.filter((c) => c !== customerId)) {
+            expect(await codeOf(customer(kind, customerId).payments.getAccount({ customerId: other })), `${customerId} reading ${other}'s account`).to.equal(Code.PermissionDenied);
+          }
+        }
+        expect(await codeOf(shopPayments(kind).getAccount({ customerId: "aLiCe" }))).to.equal(Code.NotFound);
+      });
+
+      it("TopUp and ListStatement: each of alice, ALICE and Alice sees their own top-up and charge only", async () => {
+        for (const customerId of CUSTOMERS) {
+          const { topUpCents, paidOrderId, paidCents } = seeded[customerId]!;
+          const { movements } = await customer(kind, customerId).payments.listStatement({ customerId });
+          expect(
+            movements.map((m) => [MovementKind[m.kind], m.amountCents, m.orderId, m.requestId]),
+            `${customerId}'s statement`,
+          ).to.deep.equal([
+            ["CHARGE", -paidCents, paidOrderId, ""],
+            ["TOP_UP", topUpCents, "", `top-${customerId}`],
+          ]);
+          for (const other of CUSTOMERS.filter((c) => c !== customerId)) {
+            expect(await codeOf(customer(kind, customerId).payments.listStatement({ customerId: other })), `${customerId} listing ${other}`).to.equal(Code.PermissionDenied);
+            // Another customer's top-up request id is not this customer's: reusing it is a conflict, not a replay.
+            expect(
+              await codeOf(shopPayments(kind).topUp({ customerId, amountCents: seeded[other]!.topUpCents, currency: "EUR", requestId: `top-${other}` })),
+              `${customerId} topped up under ${other}'s request id`,
+            ).to.equal(Code.AlreadyExists);
+          }
+        }
+        expect(await codeOf(shopPayments(kind).listStatement({ customerId: "aLiCe" }))).to.equal(Code.NotFound);
+      });
+
+      it("TopUp takes request ids k-1 and K-1 as two top-ups, each replaying its own", async () => {
+        const payments = shopPayments(kind);
+        const kim = `kim-${kind}`;
+        await payments.openAccount({ customerId: kim, currency: "EUR" });
+        const start = (await payments.getAccount({ customerId: kim })).account!.balanceCents;
+        const top = (requestId: string, amountCents: bigint) => payments.topUp({ customerId: kim, amountCents, currency: "EUR", requestId });
+        const a = await top(`${kind}-k-1`, 1_000n);
+        const b = await top(`${kind}-K-1`, 1_000n);
+        expect([a.applied, b.applied]).to.deep.equal([true, true]);
+        expect(a.movement!.id).not.to.equal(b.movement!.id);
+        expect(b.account!.balanceCents).to.equal(start + 2_000n);
+        // Each key replays its own movement, and holds its own amount.
+        const again = await top(`${kind}-K-1`, 1_000n);
+        expect([again.applied, again.movement!.id, again.account!.balanceCents]).to.deep.equal([false, b.movement!.id, start + 2_000n]);
+        expect(await codeOf(top(`${kind}-k-1`, 2_000n))).to.equal(Code.AlreadyExists);
+        // A different amount under the other-case key is a new top-up, not a conflict.
+        const c = await top(`${kind}-K-2`, 500n);
+        const d = await top(`${kind}-k-2`, 700n);
+        expect([c.applied, d.applied, d.account!.balanceCents]).to.deep.equal([true, true, start + 3_200n]);
+        const { movements } = await payments.listStatement({ customerId: kim });
+        expect(movements.filter((m) => m.requestId.startsWith(`${kind}-`)).map((m) => [m.requestId, m.amountCents])).to.have.deep.members([
+          [`${kind}-k-1`, 1_000n],
+          [`${kind}-K-1`, 1_000n],
+          [`${kind}-K-2`, 500n],
+          [`${kind}-k-2`, 700n],
+        ]);
+      });
+
+      it("ChargeOrder and BatchGetOrderPayments: order ids differing only in case are different orders", async () => {
+        // The three paid orders, charged by the relay: each to its own customer, none found by an id in another case.
+        const paidIds = CUSTOMERS.map((c) => seeded[c]!.paidOrderId);
+        const { payments: found } = await shopPayments(kind).batchGetOrderPayments({ orderIds: paidIds });
+        expect(found.map((p) => [p.orderId, p.customerId, p.amountCents, PaymentOutcome[p.chargeOutcome]])).to.have.deep.members(
+          CUSTOMERS.map((c) => [seeded[c]!.paidOrderId, c, seeded[c]!.paidCents, "CHARGED"]),
+        );
+        expect((await shopPayments(kind).batchGetOrderPayments({ orderIds: paidIds.map(otherCase) })).payments).to.deep.equal([]);
+        for (const customerId of CUSTOMERS) {
+          const { order: o } = await customer(kind, customerId).orders.getOrder({ orderId: seeded[customerId]!.paidOrderId });
+          expect([o!.customerId, PaymentStatus[o!.payment!.status]]).to.deep.equal([customerId, "CHARGED"]);
+        }
+        // Charges of ord-1, ORD-1 and Ord-1: three orders, three debits, each replaying its own amount.
+        const kim = `kim-${kind}`;
+        await shopPayments(kind).topUp({ customerId: kim, amountCents: 10_000n, currency: "EUR", requestId: `${kind}-for-charges` });
+        const before = (await shopPayments(kind).getAccount({ customerId: kim })).account!.balanceCents;
+        const ids = [`${kind}-ord-1`, `${kind}-ORD-1`, `${kind}-Ord-1`];
+        const amounts = [100n, 200n, 300n];
+        for (const [i, orderId] of ids.entries()) {
+          const r = await relayPayments(kind).chargeOrder({ orderId, customerId: kim, amountCents: amounts[i]!, currency: "EUR" });
+          expect([PaymentOutcome[r.outcome], r.decided, r.movement!.orderId], orderId).to.deep.equal(["CHARGED", true, orderId]);
+        }
+        for (const [i, orderId] of ids.entries()) {
+          const r = await relayPayments(kind).chargeOrder({ orderId, customerId: kim, amountCents: amounts[i]!, currency: "EUR" });
+          expect([r.decided, r.movement!.amountCents], `${orderId} replayed`).to.deep.equal([false, -amounts[i]!]);
+          expect(await codeOf(relayPayments(kind).chargeOrder({ orderId, customerId: kim, amountCents: amounts[(i + 1) % 3]!, currency: "EUR" })), `${orderId} with another's amount`).to.equal(
+            Code.AlreadyExists,
+          );
+        }
+        expect((await shopPayments(kind).getAccount({ customerId: kim })).account!.balanceCents).to.equal(before - 600n);
+        const { payments: charged } = await shopPayments(kind).batchGetOrderPayments({ orderIds: [...ids, `${kind}-oRD-1`] });
+        expect(charged.map((p) => [p.orderId, p.amountCents])).to.have.deep.members(ids.map((id, i) => [id, amounts[i]!]));
       });
     });
   }
