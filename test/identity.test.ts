@@ -3,7 +3,7 @@ import { Code, ConnectError, createClient, type Client, type Transport } from "@
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { expect } from "chai";
 import { bearerToken } from "@shop/sdk/clients";
-import { OrderService, OrderStatus, PaymentMethod, PaymentStatus, VoucherStatus } from "@shop/sdk/order";
+import { OrderService, OrderStatus, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus, VoucherStatus } from "@shop/sdk/order";
 import { MovementKind, PaymentOutcome, PaymentService } from "@shop/sdk/payment";
 import { VoucherService } from "@shop/sdk/voucher";
 import { allScopesToken, roleToken } from "@shop/testkit/auth";
@@ -30,6 +30,7 @@ interface Clients {
   orders: Client<typeof OrderService>;
   vouchers: Client<typeof VoucherService>;
   payments: Client<typeof PaymentService>;
+  outcomes: Client<typeof PaymentOutcomeService>;
 }
 
 /** The shop's backend at the payment service (accounts, top-ups, reads), and the order service's relay (charges). */
@@ -74,6 +75,7 @@ describe("exact ids across both services and both transports", function () {
         orders: createClient(OrderService, transport(ports.orderGrpc, ports.orderHttp)),
         vouchers: createClient(VoucherService, transport(ports.voucherGrpc, ports.voucherHttp)),
         payments: createClient(PaymentService, transport(ports.paymentGrpc, ports.paymentHttp)),
+        outcomes: createClient(PaymentOutcomeService, transport(ports.orderGrpc, ports.orderHttp)),
       });
     }
     return clientCache.get(key)!;
@@ -362,6 +364,26 @@ describe("exact ids across both services and both transports", function () {
         expect((await shopPayments(kind).getAccount({ customerId: kim })).account!.balanceCents).to.equal(before - 600n);
         const { payments: charged } = await shopPayments(kind).batchGetOrderPayments({ orderIds: [...ids, `${kind}-oRD-1`] });
         expect(charged.map((p) => [p.orderId, p.amountCents])).to.have.deep.members(ids.map((id, i) => [id, amounts[i]!]));
+      });
+
+      it("RecordPaymentOutcome and RequeuePayment find no order by an id in another case", async () => {
+        for (const customerId of CUSTOMERS) {
+          const { paidOrderId, paidCents } = seeded[customerId]!;
+          const variant = otherCase(paidOrderId);
+          // Were the variant to find the paid order, this would be a contradiction (FAILED_PRECONDITION), not NOT_FOUND.
+          const refused = shop(kind).outcomes.recordPaymentOutcome({
+            messageKey: `charge:${variant}`,
+            orderId: variant,
+            event: PaymentEvent.REFUSED,
+            refusalReason: "INSUFFICIENT_FUNDS",
+            amountCents: paidCents,
+            currency: "EUR",
+          });
+          expect(await codeOf(refused), `an outcome for ${variant}`).to.equal(Code.NotFound);
+          expect(await codeOf(shop(kind).orders.requeuePayment({ orderId: variant })), `requeueing ${variant}`).to.equal(Code.NotFound);
+          const { order: o } = await shop(kind).orders.getOrder({ orderId: paidOrderId });
+          expect([OrderStatus[o!.status], PaymentStatus[o!.payment!.status]]).to.deep.equal(["PAID", "CHARGED"]);
+        }
       });
     });
   }
