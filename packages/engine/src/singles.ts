@@ -3,9 +3,18 @@ import { failureCause } from "./classify.js";
 import type { CallOptions, Claimed, ItemResult } from "./flow.js";
 
 /**
+ * At most this many of a batch's calls are in flight at once, by default. A
+ * batch of 250 rows sent all at once would queue on the receiver's database
+ * pool (10 connections by default) until the calls at the back ran past their
+ * deadline, the batch failed as a whole with DEADLINE_EXCEEDED and was split:
+ * the flow slowed to a crawl under exactly the load it was built for.
+ */
+export const SINGLES_IN_FLIGHT = 16;
+
+/**
  * A batch call for a receiver that has only a per-row RPC (ChargeOrder,
- * RecordPaymentOutcome): the rows' calls run side by side, each with the
- * batch's deadline. A row refused for its own content (a `request` code)
+ * RecordPaymentOutcome): the rows' calls run side by side, at most
+ * `inFlight` at a time, each with the batch's deadline. A row refused for its own content (a `request` code)
  * becomes that row's result, as a batch item's error would; any other failure
  * (an outage, a refused caller, a suspect code) fails the batch as a whole
  * with the first such error, so the engine retries, backs off or splits
@@ -15,9 +24,23 @@ import type { CallOptions, Claimed, ItemResult } from "./flow.js";
  */
 export function batchOfSingles<Row extends object, Result>(
   single: (row: Claimed<Row>, call: CallOptions) => Promise<ItemResult<Result>>,
+  inFlight = SINGLES_IN_FLIGHT,
 ): (rows: Array<Claimed<Row>>, call: CallOptions) => Promise<Array<ItemResult<Result>>> {
+  if (!Number.isInteger(inFlight) || inFlight < 1) throw new Error(`batchOfSingles: inFlight must be a positive integer, not ${inFlight}`);
   return async (rows, call) => {
-    const settled = await Promise.allSettled(rows.map((row) => single(row, call)));
+    const settled: Array<PromiseSettledResult<ItemResult<Result>>> = new Array(rows.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < rows.length) {
+        const i = next++;
+        try {
+          settled[i] = { status: "fulfilled", value: await single(rows[i]!, call) };
+        } catch (reason) {
+          settled[i] = { status: "rejected", reason };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(inFlight, rows.length) }, worker));
     const results: Array<ItemResult<Result>> = [];
     for (const s of settled) {
       if (s.status === "fulfilled") {

@@ -46,6 +46,26 @@ describe("batchOfSingles: a batch call made of per-row calls", () => {
     });
   }
 
+  it("keeps at most inFlight calls outstanding, and still makes every row's call", async () => {
+    let now = 0;
+    let peak = 0;
+    const batch = batchOfSingles<Row, string>(async (r) => {
+      now++;
+      peak = Math.max(peak, now);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      now--;
+      return { result: r.key, created: true };
+    }, 3);
+    const rows = Array.from({ length: 20 }, (_, i) => row(`r${i}`, i));
+    const out = await batch(rows, { timeoutMs: 1000 });
+    expect(out.map((o) => ("result" in o ? o.result : undefined))).to.deep.equal(rows.map((r) => r.key));
+    expect(peak).to.equal(3);
+  });
+
+  it("refuses an inFlight that is not a positive integer", () => {
+    expect(() => batchOfSingles<Row, string>(async () => ({ result: "", created: true }), 0)).to.throw(/positive integer/);
+  });
+
   it("treats an error that is not a ConnectError as UNKNOWN: the batch fails", async () => {
     const batch = batchOfSingles<Row, string>(async () => {
       throw new Error("socket hang up");
