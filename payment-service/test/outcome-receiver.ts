@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { pino } from "pino";
 import { AUDIENCES, DEFAULT_ISSUER, SCOPES } from "@shop/platform/auth";
 import { startServers, type RunningServers } from "@shop/platform/servers";
+import type { ServerTls } from "@shop/platform/tls";
 import { PaymentEvent, PaymentOutcomeService, type RecordPaymentOutcomeRequest } from "@shop/sdk/order";
 import { testSigningKey } from "@shop/testkit/auth";
 
@@ -35,9 +36,12 @@ export class OutcomeReceiver {
   private readonly inbox = new Set<string>();
   private failures: Failure[] = [];
   private servers?: RunningServers;
+  private tls = false;
 
-  static async start(): Promise<OutcomeReceiver> {
+  /** With `tls`, it serves TLS (mTLS when tls.clientCa is set), as an order service with ORDER_TLS_* does. */
+  static async start(opts: { tls?: ServerTls } = {}): Promise<OutcomeReceiver> {
     const r = new OutcomeReceiver();
+    r.tls = opts.tls !== undefined;
     r.servers = await startServers({
       host: "127.0.0.1",
       grpcPort: 0,
@@ -53,13 +57,14 @@ export class OutcomeReceiver {
       logger: pino({ level: "silent" }),
       isReady: async () => true,
       reflection: false,
+      tls: opts.tls,
     });
     return r;
   }
 
   /** Its gRPC URL: what ORDER_SERVICE_URL is set to. */
   get url(): string {
-    return `http://127.0.0.1:${this.servers!.grpcPort}`;
+    return `${this.tls ? "https" : "http"}://127.0.0.1:${this.servers!.grpcPort}`;
   }
 
   /**

@@ -9,8 +9,10 @@ import { RELAY_DEFAULTS, type RelayConfig } from "@shop/engine/relay";
 import { createMetrics } from "@shop/platform/metrics";
 import { createPaymentOutcomeClient } from "@shop/sdk/clients";
 import { PaymentEvent } from "@shop/sdk/order";
-import { roleToken, testToken } from "@shop/testkit/auth";
+import { roleToken, testAuthEnv, testToken } from "@shop/testkit/auth";
+import { makeTestCerts } from "@shop/testkit/certs";
 import { ServiceProcess } from "@shop/testkit/service-process";
+import { loadPaymentServiceConfig } from "../src/config.js";
 import { createPaymentRelayMetrics } from "../src/metrics.js";
 import { paymentOutbox } from "../src/outbox/outcome-flow.js";
 import { OUTBOX_CLEANUP_DEFAULTS, PaymentOutboxCleanup, PaymentRelay } from "../src/outbox/relay.js";
@@ -309,6 +311,34 @@ describe("payment outcome relay: payment_outbox delivered to a real PaymentOutco
       const orderId = done.slice("charge:".length);
       expect((await t.client().batchGetOrderPayments({ orderIds: [orderId] })).payments.map((p) => p.orderId)).to.deep.equal([orderId]);
     });
+  });
+
+  it("calls an order service that requires mTLS, with TLS_CA_FILE, TLS_CLIENT_CERT_FILE and TLS_CLIENT_KEY_FILE", async () => {
+    const certs = makeTestCerts();
+    const secure = await OutcomeReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key, clientCa: certs.ca.cert } });
+    let t: TestService | undefined;
+    try {
+      const config = loadPaymentServiceConfig({
+        PAYMENT_DATABASE_URL: "mysql://u:p@127.0.0.1:1/unused",
+        AUTH_PUBLIC_KEYS: testAuthEnv.AUTH_PUBLIC_KEYS!,
+        ORDER_SERVICE_URL: secure.url,
+        PAYMENT_RELAY_TOKEN: relayToken,
+        TLS_CA_FILE: certs.ca.certFile,
+        TLS_CLIENT_CERT_FILE: certs.client.certFile,
+        TLS_CLIENT_KEY_FILE: certs.client.keyFile,
+      });
+      if (!config.relay) throw new Error("relay expected");
+      expect(config.relay.orderServiceUrl).to.match(/^https:/);
+      t = await startTestService({ relay: { ...config.relay, config: FAST } });
+      const orderId = uniqueId("o-tls");
+      await t.client().chargeOrder({ orderId, customerId: await fundedCustomer(t, 1_000n), amountCents: 100n, currency: "EUR" });
+      await eventually("delivered over mTLS", delivered(t, `charge:${orderId}`));
+      expect(secure.callsFor(`charge:${orderId}`).map((c) => c.changed)).to.deep.equal([true]);
+    } finally {
+      await t?.stop();
+      await secure.stop();
+      certs.cleanup();
+    }
   });
 
   it("runs the retention cleanup inside the payment service (PAYMENT_OUTBOX_*)", async () => {
