@@ -84,6 +84,8 @@ describe("payment service configuration", () => {
     expect(found).to.include("ORDER_SERVICE_URL");
     expect(found).to.include("PAYMENT_RELAY_LEASE_MS=1000 must exceed twice PAYMENT_RELAY_CALL_TIMEOUT_MS=1000");
     expect(found).to.include("PAYMENT_RELAY_BATCH_SIZE");
+    const waves = problems({ PAYMENT_DATABASE_URL: url, ...keys, PAYMENT_RELAY_TOKEN: "t", PAYMENT_RELAY_BATCH_SIZE: "250" }).join("\n");
+    expect(waves).to.include("PAYMENT_RELAY_BATCH_SIZE=250 is 16 waves of 16 RecordPaymentOutcome calls").and.include("PAYMENT_RELAY_LEASE_MS=30000");
     const tls = problems({ PAYMENT_DATABASE_URL: url, ...keys, PAYMENT_RELAY_TOKEN: "t", TLS_CA_FILE: "/nonexistent/ca.pem" }).join("\n");
     expect(tls).to.match(/TLS_CA_FILE/);
   });

@@ -24,7 +24,7 @@ const relayToken = roleToken("payment-relay");
 const TRACEPARENT = `00-${"ab".repeat(16)}-${"cd".repeat(8)}-01`;
 
 /** Fast enough for tests: retries within tens of milliseconds, a lease that runs out in a second. */
-const FAST: RelayConfig = { ...RELAY_DEFAULTS, batchSize: 50, concurrency: 2, pollIntervalMs: 20, retryBaseMs: 20, retryMaxMs: 200, leaseMs: 1_500, callTimeoutMs: 500 };
+const FAST: RelayConfig = { ...RELAY_DEFAULTS, batchSize: 16, concurrency: 2, pollIntervalMs: 20, retryBaseMs: 20, retryMaxMs: 200, leaseMs: 1_500, callTimeoutMs: 500 };
 
 interface OutboxRow {
   messageKey: string;
@@ -228,6 +228,7 @@ describe("payment outcome relay: payment_outbox delivered to a real PaymentOutco
         PAYMENT_RELAY_TOKEN: relayToken,
         PAYMENT_RELAY_LEASE_MS: "1500",
         PAYMENT_RELAY_CALL_TIMEOUT_MS: "500",
+        PAYMENT_RELAY_BATCH_SIZE: "16",
         PAYMENT_RELAY_POLL_INTERVAL_MS: "50",
       };
       const killed = new ServiceProcess({ name: "payment-relay-lost-ack", entry: RELAY_MAIN, env: { ...env, FAILPOINTS: "payment-relay.before-ack=kill" } });

@@ -9,6 +9,7 @@ import {
   type OutboxCleanupConfig,
 } from "@shop/engine/cleanup";
 import { Relay, RELAY_DEFAULTS, relayConfigFromEnv, type DeliveryMetrics, type RelayConfig } from "@shop/engine/relay";
+import { SINGLES_IN_FLIGHT } from "@shop/engine/singles";
 import { outcomeFlow, paymentOutbox, type OutcomeMessage, type OutcomeRecorded } from "./outcome-flow.js";
 
 export { OUTBOX_CLEANUP_DEFAULTS, type OutboxCleanupConfig } from "@shop/engine/cleanup";
@@ -20,18 +21,37 @@ export const PAYMENT_RELAY_COMPONENT = "payment-relay";
 /**
  * The engine's defaults but for the batch: each row of a claim is its own
  * RecordPaymentOutcome call (and its own transaction at the order service),
- * all in flight at once, so a claim of 50 keeps at most 200 calls in flight
- * with 4 loops rather than the 1000 a batch of 250 would.
+ * SINGLES_IN_FLIGHT (16) at a time, each with the full call timeout. A claim
+ * of 50 is 4 waves, at worst 4 × 5 s = 20 s, inside the 30 s lease; one of
+ * 250 would be 16 waves and could outlive its lease while a slow order
+ * service answers, so another relay would claim the rows and call again.
  */
 export const PAYMENT_RELAY_DEFAULTS: Readonly<RelayConfig> = { ...RELAY_DEFAULTS, batchSize: 50 };
 
 /**
+ * The rule the engine's own checks do not know (it sees a batch as one call):
+ * the waves of one claim, at one call timeout each, must end within the lease.
+ */
+export function paymentRelayConfigProblems(c: RelayConfig): string[] {
+  const waves = Math.ceil(c.batchSize / SINGLES_IN_FLIGHT);
+  if (waves * c.callTimeoutMs < c.leaseMs) return [];
+  return [
+    `PAYMENT_RELAY_BATCH_SIZE=${c.batchSize} is ${waves} waves of ${SINGLES_IN_FLIGHT} RecordPaymentOutcome calls, up to ` +
+      `${waves} × PAYMENT_RELAY_CALL_TIMEOUT_MS=${c.callTimeoutMs} ms, which must end within PAYMENT_RELAY_LEASE_MS=${c.leaseMs}: ` +
+      `lower the batch size or the call timeout, or raise the lease`,
+  ];
+}
+
+/**
  * Reads PAYMENT_RELAY_BATCH_SIZE, _CONCURRENCY, _LEASE_MS, _POLL_INTERVAL_MS,
- * _CALL_TIMEOUT_MS, _RETRY_BASE_MS, _RETRY_MAX_MS, _MAX_ATTEMPTS,
- * _MAX_REQUEST_BYTES. Problems are recorded on the reader.
+ * _CALL_TIMEOUT_MS, _RETRY_BASE_MS, _RETRY_MAX_MS, _MAX_ATTEMPTS (and
+ * _MAX_REQUEST_BYTES, which this flow does not use: its requests are one row
+ * each). Problems are recorded on the reader.
  */
 export function paymentRelayConfigFromEnv(env: ReturnType<typeof envReader>): RelayConfig {
-  return relayConfigFromEnv(env, { prefix: "PAYMENT_RELAY_", defaults: PAYMENT_RELAY_DEFAULTS, flow: paymentOutbox });
+  const config = relayConfigFromEnv(env, { prefix: "PAYMENT_RELAY_", defaults: PAYMENT_RELAY_DEFAULTS, flow: paymentOutbox });
+  for (const problem of paymentRelayConfigProblems(config)) env.problem(problem);
+  return config;
 }
 
 /** Reads PAYMENT_OUTBOX_RETENTION_MS, PAYMENT_OUTBOX_CLEANUP_INTERVAL_MS, PAYMENT_OUTBOX_CLEANUP_BATCH. */
@@ -61,6 +81,8 @@ export interface PaymentRelayDeps {
  */
 export class PaymentRelay extends Relay<OutcomeMessage, OutcomeRecorded> {
   constructor(deps: PaymentRelayDeps) {
+    const problems = paymentRelayConfigProblems(deps.config);
+    if (problems.length > 0) throw new Error(`invalid payment relay config: ${problems.join("; ")}`);
     const { orders, ...rest } = deps;
     super({ ...rest, flow: outcomeFlow(orders), component: PAYMENT_RELAY_COMPONENT, settingsPrefix: "PAYMENT_RELAY_" });
   }

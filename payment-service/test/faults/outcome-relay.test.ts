@@ -39,6 +39,7 @@ describe("payment relay failpoints (a standalone relay killed -9 or failing arou
     PAYMENT_RELAY_TOKEN: roleToken("payment-relay"),
     PAYMENT_RELAY_LEASE_MS: "1500",
     PAYMENT_RELAY_CALL_TIMEOUT_MS: "500",
+    PAYMENT_RELAY_BATCH_SIZE: "16",
     PAYMENT_RELAY_POLL_INTERVAL_MS: "50",
     PAYMENT_RELAY_RETRY_BASE_MS: "20",
   });
