@@ -54,3 +54,14 @@ export function batchOfSingles<Row extends object, Result>(
     return results;
   };
 }
+
+/**
+ * The largest claim whose per-row calls, SINGLES_IN_FLIGHT at a time and each
+ * up to callTimeoutMs, end within the lease (at least one wave): a larger one
+ * could outlive its lease while a slow receiver answers, and another relay
+ * would claim the rows and call again.
+ */
+export function singlesBatchLimit(c: { leaseMs: number; callTimeoutMs: number }, inFlight = SINGLES_IN_FLIGHT): number {
+  const waves = Math.max(1, Math.ceil(c.leaseMs / c.callTimeoutMs) - 1);
+  return waves * inFlight;
+}

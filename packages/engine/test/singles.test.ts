@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { batchOfSingles } from "@shop/engine/singles";
+import { batchOfSingles, singlesBatchLimit } from "@shop/engine/singles";
 import type { Claimed } from "@shop/engine";
 
 type Row = { key: string };
@@ -75,5 +75,15 @@ describe("batchOfSingles: a batch call made of per-row calls", () => {
       (e: unknown) => e,
     );
     expect(ConnectError.from(err).code).to.equal(Code.Unknown);
+  });
+});
+
+describe("singlesBatchLimit", () => {
+  it("is the largest claim whose waves of calls, each up to the call timeout, end within the lease", () => {
+    // 30 s lease, 5 s calls: 5 waves of 16 (25 s) end within it, 6 (30 s) would not.
+    expect(singlesBatchLimit({ leaseMs: 30_000, callTimeoutMs: 5_000 })).to.equal(80);
+    expect(singlesBatchLimit({ leaseMs: 30_001, callTimeoutMs: 5_000 })).to.equal(96);
+    // Never below one wave.
+    expect(singlesBatchLimit({ leaseMs: 1_000, callTimeoutMs: 900 })).to.equal(16);
   });
 });
