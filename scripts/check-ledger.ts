@@ -1,10 +1,12 @@
 /**
  * Checks the invariants I1–I9 of docs/design (architecture: "Invariants")
  * straight from the two databases, plus calls to the services where an
- * invariant is about their behaviour. An operator tool and the last step of
- * every fault test.
+ * invariant is about their behaviour; with the payment database also the
+ * payment invariants P1–P8 (one debit per charged order, balances, zero
+ * sums, refunds, each paid order's status against its payment outcome). An
+ * operator tool and the last step of every fault test.
  *
- *   ORDER_DATABASE_URL=mysql://… VOUCHER_DATABASE_URL=mysql://… npm run check:ledger
+ *   ORDER_DATABASE_URL=mysql://… VOUCHER_DATABASE_URL=mysql://… PAYMENT_DATABASE_URL=mysql://… npm run check:ledger
  *   npm run check:ledger -- --voucher-service http://127.0.0.1:50052 --order-service http://127.0.0.1:50051
  *
  * Prints one line per invariant (PASS, FAIL or SKIP, with counts) and exits 1
@@ -27,6 +29,7 @@ import type { RowDataPacket } from "mysql2/promise";
 import { createPool, type Pool } from "@shop/platform/db";
 import { qualifiesForVoucher } from "@shop/rules/voucher-rule";
 import { createVoucherClient } from "@shop/sdk/clients";
+import { checkPaymentLedger } from "@shop/payment-service/ledger-check";
 
 const root = path.resolve(import.meta.dirname, "..");
 
@@ -45,10 +48,14 @@ export interface InvariantResult {
 export interface LedgerOptions {
   orderDatabaseUrl: string;
   voucherDatabaseUrl: string;
+  /** The payment service's database, for P1–P8; without it they are skipped. */
+  paymentDatabaseUrl?: string;
   /** Needed for I9 (the reconciler's dry run); without it I9 is skipped. */
   orderServiceUrl?: string;
   /** Needed for I5 (replays against the live service) and I9; without it they are skipped. */
   voucherServiceUrl?: string;
+  /** With it, I9's reconciler run compares payments too (RECONCILE_PAYMENTS), so payment drift counts. */
+  paymentServiceUrl?: string;
   /** I8: the oldest pending outbox row must be younger than this. Default 60000 ms, the lag alert's target. */
   lagTargetMs?: number;
   /** I6: order ids whose MarkOrderSent returned OK to a client; each must be SENT (or later). Without it I6 is skipped. */
@@ -56,7 +63,11 @@ export interface LedgerOptions {
   /**
    * I2 on a quiet system (default true): every qualifying sent order must
    * already have its voucher. False on a live system: an order whose outbox
-   * row is still pending is on its way and not counted missing.
+   * row is still pending is on its way and not counted missing. The payment
+   * invariants likewise: settled (true), a debit of an order still awaiting
+   * its payment, a cancelled order not yet refunded, or an order whose status
+   * does not yet show its payment's outcome is a violation; live (false),
+   * they are outcomes in flight, counted and not failed.
    */
   drained?: boolean;
   /** I9: the reconciler's RECONCILE_GRACE_MS. Default 0: on a quiet system nothing is too young to judge. */
@@ -331,9 +342,323 @@ export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
     }
 
     results.push(await checkReconciler(opts));
+    results.push(...(await checkPayments(opts, orderPool)));
     return { ok: results.every((r) => r.verdict !== "FAIL"), results };
   } finally {
     await Promise.allSettled([orderPool.end(), voucherPool.end()]);
+  }
+}
+
+const PAYMENT_TITLES = {
+  P1: "exactly one debit for every charged order (payment CHARGED, REFUND_PENDING or REFUNDED), never two, of the order's customer, total and currency",
+  P2: "no debit without a charged order (an order still awaiting its payment with a debit is in flight on a live system)",
+  P3: "every customer account's balance equals the sum of its entries and is not negative; system accounts keep 0 in the column",
+  P4: "all ledger entries sum to zero per currency; every movement is two entries on two accounts summing to zero",
+  P5: "every cancelled charged order is refunded exactly once, of its debit; no refund without a charge",
+  P6: "every paid order's status agrees with its payment outcome (PAID/SENT/DELIVERED: charged; PAYMENT_FAILED: refused; CANCELLED: refunded or refused)",
+  P7: "the payment service's own ledger check finds nothing (inbox, debits, refunds, outcome rows)",
+  P8: "the oldest pending charge, refund and outcome row is younger than the lag target",
+} as const;
+
+/** The payment columns of migration 0004, on an order, or none before it. */
+interface PaidOrderRow {
+  id: string;
+  customerId: string;
+  status: string;
+  totalCents: number;
+  currency: string;
+  paymentMethod: string;
+  paymentStatus: string;
+}
+
+interface PaymentEntry {
+  orderId: string;
+  kind: "CHARGE" | "REFUND";
+  amountCents: number;
+  currency: string;
+  customerId: string | null;
+}
+
+interface Decision {
+  outcome: string;
+  reason?: string;
+  customerId?: string;
+  amountCents?: number;
+  currency?: string;
+}
+
+const CHARGED_PAYMENT = new Set(["CHARGED", "REFUND_PENDING", "REFUNDED"]);
+const SHIPPABLE = new Set(["PAID", "SENT", "DELIVERED"]);
+
+async function hasTable(pool: Pool, table: string): Promise<boolean> {
+  const [rows] = await pool.query<RowDataPacket[]>(
+    "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    [table],
+  );
+  return Number(rows[0]!.n) > 0;
+}
+
+/** Outbox rows by status and the age of the oldest pending one; zeros when the table does not exist. */
+async function outboxState(pool: Pool, table: string): Promise<{ pending: number; dead: number; oldestMs: number; byKey: Map<string, string> }> {
+  if (!(await hasTable(pool, table))) return { pending: 0, dead: 0, oldestMs: 0, byKey: new Map() };
+  const key = table === "payment_outbox" ? "message_key" : "order_id";
+  const [rows] = await pool.query<RowDataPacket[]>(
+    `SELECT ${key} AS k, status, TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) / 1000 AS ageMs FROM ${table}`,
+  );
+  const byKey = new Map<string, string>();
+  let pending = 0;
+  let dead = 0;
+  let oldestMs = 0;
+  for (const r of rows) {
+    byKey.set(String(r.k), String(r.status));
+    if (r.status === "pending") {
+      pending++;
+      oldestMs = Math.max(oldestMs, Number(r.ageMs));
+    } else if (r.status === "dead") dead++;
+  }
+  return { pending, dead, oldestMs, byKey };
+}
+
+/**
+ * P1–P8: the payment ledger against the orders. A debit is the customer-side
+ * CHARGE entry of an order (negative), a refund its customer-side REFUND
+ * entry; a decision is what the payment service's inbox recorded for
+ * "charge:<order>" or "refund:<order>". Without the payment database, or on
+ * an order database without the payment columns (before migration 0004), they
+ * are skipped and say why.
+ */
+async function checkPayments(opts: LedgerOptions, orderPool: Pool): Promise<InvariantResult[]> {
+  const skipAll = (detail: string) => Object.entries(PAYMENT_TITLES).map(([id, title]): InvariantResult => ({ id, title, verdict: "SKIP", counts: {}, detail }));
+  if (!(await hasColumn(orderPool, "orders", "payment_status"))) return skipAll("the order database has no payment columns (before migration 0004)");
+  const [paidCount] = await orderPool.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM orders WHERE payment_method <> 'NONE'");
+  if (!opts.paymentDatabaseUrl) return skipAll(`no payment database given (--payment-db, PAYMENT_DATABASE_URL); ${Number(paidCount[0]!.n)} paid orders unchecked`);
+  const settled = opts.drained ?? true;
+  const paymentPool = createPool({ url: opts.paymentDatabaseUrl, connectionLimit: 2 });
+  try {
+    const q = async (pool: Pool, sql: string) => (await pool.query<RowDataPacket[]>(sql))[0];
+    // The order side first: whatever the payment side then shows that the
+    // orders do not is younger than what they show (an outcome in flight).
+    const orders: PaidOrderRow[] = (
+      await q(orderPool, `SELECT id, customer_id AS customerId, status, total_cents AS totalCents, currency,
+                                 payment_method AS paymentMethod, payment_status AS paymentStatus FROM orders`)
+    ).map((r) => ({ ...(r as PaidOrderRow), totalCents: Number(r.totalCents) }));
+    const [charges, refunds] = await Promise.all([outboxState(orderPool, "charge_outbox"), outboxState(orderPool, "refund_outbox")]);
+    const entries: PaymentEntry[] = (
+      await q(paymentPool, `SELECT e.order_id AS orderId, e.kind, e.amount_cents AS amountCents, e.currency, a.customer_id AS customerId
+                              FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+                             WHERE a.kind = 'CUSTOMER' AND e.kind IN ('CHARGE', 'REFUND')`)
+    ).map((r) => ({ ...(r as PaymentEntry), amountCents: Number(r.amountCents) }));
+    const decisions = new Map<string, Decision>();
+    for (const r of await q(paymentPool, "SELECT message_key AS k, outcome FROM inbox WHERE message_key LIKE 'charge:%' OR message_key LIKE 'refund:%'")) {
+      if (r.outcome !== null) decisions.set(String(r.k), JSON.parse(String(r.outcome)) as Decision);
+    }
+    const outcomes = await outboxState(paymentPool, "payment_outbox");
+    const balances = await q(paymentPool, `SELECT a.id, a.kind, a.currency, a.balance_cents AS balance, COALESCE(SUM(e.amount_cents), 0) AS total
+                                             FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
+                                            GROUP BY a.id, a.kind, a.currency, a.balance_cents`);
+    const sums = await q(paymentPool, "SELECT currency, SUM(amount_cents) AS total, COUNT(*) AS n FROM ledger_entries GROUP BY currency");
+    const badMovements = await q(paymentPool, `SELECT movement_id AS id FROM ledger_entries GROUP BY movement_id
+                                               HAVING COUNT(*) <> 2 OR COUNT(DISTINCT account_id) <> 2 OR SUM(amount_cents) <> 0`);
+    const ownCheck = await checkPaymentLedger(paymentPool);
+
+    const orderById = new Map(orders.map((o) => [o.id, o]));
+    const group = (kind: PaymentEntry["kind"], sign: number) => {
+      const m = new Map<string, PaymentEntry[]>();
+      for (const e of entries) if (e.kind === kind && Math.sign(e.amountCents) === sign) m.set(e.orderId, [...(m.get(e.orderId) ?? []), e]);
+      return m;
+    };
+    const debits = group("CHARGE", -1);
+    const refundsBy = group("REFUND", 1);
+    const paid = orders.filter((o) => o.paymentMethod !== "NONE");
+    const results: InvariantResult[] = [];
+
+    // P1: exactly one debit per charged order, for its facts.
+    {
+      const charged = paid.filter((o) => CHARGED_PAYMENT.has(o.paymentStatus));
+      const missing = charged.filter((o) => !debits.has(o.id)).map((o) => o.id);
+      const doubled = [...debits].filter(([, d]) => d.length > 1).map(([id]) => id);
+      const wrongFacts = [...debits]
+        .filter(([id, [d]]) => {
+          const o = orderById.get(id);
+          return o && (d!.customerId !== o.customerId || -d!.amountCents !== o.totalCents || d!.currency !== o.currency);
+        })
+        .map(([id]) => id);
+      results.push(
+        result("P1", PAYMENT_TITLES.P1, missing.length + doubled.length + wrongFacts.length, {
+          "charged orders": charged.length,
+          debits: [...debits.values()].reduce((n, d) => n + d.length, 0),
+          "charged without debit": missing.length,
+          "orders with two or more debits": doubled.length,
+          "debit facts differ": wrongFacts.length,
+        }, [
+          missing.length ? `charged but no debit: ${sample(missing)}` : "",
+          doubled.length ? `two or more debits: ${sample(doubled)}` : "",
+          wrongFacts.length ? `debit's customer, amount or currency is not the order's: ${sample(wrongFacts)}` : "",
+        ].filter(Boolean).join("; ")),
+      );
+    }
+
+    // P2: no debit without a charged order; one still awaiting is in flight only on a live system.
+    {
+      const unknown: string[] = [];
+      const unpaid: string[] = [];
+      const awaiting: string[] = [];
+      for (const id of debits.keys()) {
+        const o = orderById.get(id);
+        if (!o) unknown.push(id);
+        else if (CHARGED_PAYMENT.has(o.paymentStatus)) continue;
+        else if (o.paymentStatus === "AWAITING") awaiting.push(id);
+        else unpaid.push(id);
+      }
+      results.push(
+        result("P2", PAYMENT_TITLES.P2, unknown.length + unpaid.length + (settled ? awaiting.length : 0), {
+          debits: debits.size,
+          "of no known order": unknown.length,
+          "of an order not charged": unpaid.length,
+          [settled ? "of an order still awaiting (settled: drift)" : "in flight (order still awaiting)"]: awaiting.length,
+        }, [
+          unknown.length ? `debit of an order the order database does not have: ${sample(unknown)}` : "",
+          unpaid.length ? `debit of an order whose payment is neither charged nor awaiting: ${sample(unpaid)}` : "",
+          settled && awaiting.length ? `debit of an order still awaiting its payment after drain: ${sample(awaiting)}` : "",
+        ].filter(Boolean).join("; ")),
+      );
+    }
+
+    // P3: balances.
+    {
+      const problems: string[] = [];
+      let customers = 0;
+      let total = 0;
+      for (const r of balances) {
+        const [balance, sum] = [Number(r.balance), Number(r.total)];
+        if (r.kind === "CUSTOMER") {
+          customers++;
+          total += balance;
+          if (balance !== sum) problems.push(`${r.id}: balance ${balance}, entries ${sum}`);
+          else if (balance < 0) problems.push(`${r.id}: balance ${balance} below zero`);
+        } else if (balance !== 0) problems.push(`system account ${r.id}: balance column ${balance}`);
+      }
+      results.push(
+        result("P3", PAYMENT_TITLES.P3, problems.length, { "customer accounts": customers, "sum of balances": total, wrong: problems.length }, sample(problems, 3)),
+      );
+    }
+
+    // P4: zero sums.
+    {
+      const off = sums.filter((r) => Number(r.total) !== 0).map((r) => `${r.currency} sums to ${Number(r.total)}`);
+      const moves = badMovements.map((r) => String(r.id));
+      results.push(
+        result("P4", PAYMENT_TITLES.P4, off.length + moves.length, {
+          entries: sums.reduce((n, r) => n + Number(r.n), 0),
+          currencies: sums.length,
+          "currencies not zero": off.length,
+          "unbalanced movements": moves.length,
+        }, [off.join(", "), moves.length ? `unbalanced movements: ${sample(moves)}` : ""].filter(Boolean).join("; ")),
+      );
+    }
+
+    // P5: refunds.
+    {
+      const refunded = paid.filter((o) => o.paymentStatus === "REFUNDED");
+      const pendingRefund = paid.filter((o) => o.paymentStatus === "REFUND_PENDING");
+      const notRefunded = refunded.filter((o) => !refundsBy.has(o.id)).map((o) => o.id);
+      const doubled = [...refundsBy].filter(([, r]) => r.length > 1).map(([id]) => id);
+      const withoutDebit = [...refundsBy.keys()].filter((id) => !debits.has(id));
+      const wrongAmount = [...refundsBy].filter(([id, [r]]) => debits.has(id) && r!.amountCents !== -debits.get(id)![0]!.amountCents).map(([id]) => id);
+      // A refund entry of an order that never asked for one (its payment is not REFUND_PENDING or REFUNDED).
+      const unasked = [...refundsBy.keys()].filter((id) => !["REFUND_PENDING", "REFUNDED"].includes(orderById.get(id)?.paymentStatus ?? ""));
+      // A refund asked of an order the payment service never charged: the order side asks only after it knows of the charge.
+      const refusedRefunds = [...decisions].filter(([k, d]) => k.startsWith("refund:") && d.outcome !== "REFUNDED").map(([k]) => k.slice("refund:".length));
+      const stillPending = settled ? pendingRefund.map((o) => o.id) : [];
+      const notCancelled = [...refunded, ...pendingRefund].filter((o) => o.status !== "CANCELLED").map((o) => o.id);
+      const bad = notRefunded.length + doubled.length + withoutDebit.length + wrongAmount.length + unasked.length + refusedRefunds.length + stillPending.length + notCancelled.length;
+      results.push(
+        result("P5", PAYMENT_TITLES.P5, bad, {
+          refunded: refunded.length,
+          [settled ? "refund pending (settled: drift)" : "refund in flight"]: pendingRefund.length,
+          "refund entries": [...refundsBy.values()].reduce((n, r) => n + r.length, 0),
+          "refunded without entry": notRefunded.length,
+          "refunded twice": doubled.length,
+          "refund without debit": withoutDebit.length + refusedRefunds.length,
+          "refund not asked": unasked.length,
+        }, [
+          notRefunded.length ? `REFUNDED but no refund entry: ${sample(notRefunded)}` : "",
+          doubled.length ? `two or more refunds: ${sample(doubled)}` : "",
+          withoutDebit.length ? `refund entry without a debit: ${sample(withoutDebit)}` : "",
+          wrongAmount.length ? `refund differs from the debit: ${sample(wrongAmount)}` : "",
+          unasked.length ? `refund of an order whose payment is not REFUND_PENDING or REFUNDED: ${sample(unasked)}` : "",
+          refusedRefunds.length ? `refund asked of an order that was not charged: ${sample(refusedRefunds)}` : "",
+          stillPending.length ? `still REFUND_PENDING after drain: ${sample(stillPending)}` : "",
+          notCancelled.length ? `refund pending or done on an order that is not CANCELLED: ${sample(notCancelled)}` : "",
+        ].filter(Boolean).join("; ")),
+      );
+    }
+
+    // P6: status against outcome, on a settled system.
+    if (!settled) {
+      results.push({ id: "P6", title: PAYMENT_TITLES.P6, verdict: "SKIP", counts: { "paid orders": paid.length }, detail: "a live system has outcomes in flight: judged after drain only" });
+    } else {
+      const wrong: string[] = [];
+      const stuck: string[] = [];
+      const counts: Record<string, number> = { "paid orders": paid.length, shippable: 0, "payment failed": 0, "cancelled refunded": 0, "cancelled refused": 0 };
+      for (const o of paid) {
+        const decided = decisions.get(`charge:${o.id}`)?.outcome;
+        const debited = debits.has(o.id);
+        const refundedOnce = refundsBy.get(o.id)?.length === 1;
+        const shape = `${o.status}/${o.paymentStatus} (charge ${decided ?? "undecided"}${debited ? ", debit" : ""}${refundsBy.has(o.id) ? ", refund" : ""})`;
+        let ok = false;
+        if (SHIPPABLE.has(o.status)) {
+          ok = o.paymentStatus === "CHARGED" && decided === "CHARGED" && debited && !refundsBy.has(o.id);
+          if (ok) counts.shippable!++;
+        } else if (o.status === "PAYMENT_FAILED") {
+          ok = o.paymentStatus === "REFUSED" && decided === "REFUSED" && !debited;
+          if (ok) counts["payment failed"]!++;
+        } else if (o.status === "CANCELLED" && o.paymentStatus === "REFUNDED") {
+          ok = decided === "CHARGED" && debited && refundedOnce;
+          if (ok) counts["cancelled refunded"]!++;
+        } else if (o.status === "CANCELLED" && o.paymentStatus === "REFUSED") {
+          ok = decided === "REFUSED" && !debited;
+          if (ok) counts["cancelled refused"]!++;
+        } else if ((o.status === "AWAITING_PAYMENT" || o.status === "CANCELLED") && o.paymentStatus === "AWAITING" && !decided && charges.byKey.get(o.id) === "dead") {
+          // The charge was never decided and its delivery gave up: an operator's case (RequeuePayment), not drift.
+          stuck.push(o.id);
+          ok = true;
+        }
+        if (!ok) wrong.push(`${o.id} ${shape}`);
+      }
+      // Orders without payment have none.
+      const noneWithPayment = orders.filter((o) => o.paymentMethod === "NONE" && o.paymentStatus !== "NONE").map((o) => o.id);
+      counts["stuck (charge row dead)"] = stuck.length;
+      counts.disagree = wrong.length + noneWithPayment.length;
+      results.push(
+        result("P6", PAYMENT_TITLES.P6, wrong.length + noneWithPayment.length, counts, [
+          wrong.length ? `status and payment disagree: ${sample(wrong, 3)}` : "",
+          noneWithPayment.length ? `an order without payment has a payment status: ${sample(noneWithPayment)}` : "",
+        ].filter(Boolean).join("; ")),
+      );
+    }
+
+    results.push(result("P7", PAYMENT_TITLES.P7, ownCheck.length, { problems: ownCheck.length }, sample(ownCheck, 3)));
+
+    // P8: lag of the three payment outboxes; dead rows are counted (an operator's case), not failed, as in I7/I8.
+    {
+      const target = opts.lagTargetMs ?? 60_000;
+      const oldest = Math.max(charges.oldestMs, refunds.oldestMs, outcomes.oldestMs);
+      results.push(
+        result("P8", `${PAYMENT_TITLES.P8} (${target} ms)`, oldest < target ? 0 : 1, {
+          "charge pending": charges.pending,
+          "charge dead": charges.dead,
+          "refund pending": refunds.pending,
+          "refund dead": refunds.dead,
+          "outcome pending": outcomes.pending,
+          "outcome dead": outcomes.dead,
+          "oldest ms": Math.round(oldest),
+        }, `oldest pending row is ${Math.round(oldest)} ms old`),
+      );
+    }
+    return results;
+  } finally {
+    await paymentPool.end().catch(() => {});
   }
 }
 
@@ -436,6 +761,7 @@ async function checkReconciler(opts: LedgerOptions): Promise<InvariantResult> {
   const run = await runReconciler({
     orderServiceUrl: opts.orderServiceUrl,
     voucherServiceUrl: opts.voucherServiceUrl,
+    paymentServiceUrl: opts.paymentServiceUrl,
     dryRun: true,
     graceMs: opts.reconcileGraceMs ?? 0,
     token: opts.token,
@@ -470,6 +796,8 @@ export interface ReconcileRun {
 export function runReconciler(o: {
   orderServiceUrl: string;
   voucherServiceUrl: string;
+  /** With it the run compares payments too (RECONCILE_PAYMENTS=true, PAYMENT_SERVICE_URL). */
+  paymentServiceUrl?: string;
   dryRun: boolean;
   /** Scan all of history (--full). Default true. */
   full?: boolean;
@@ -511,6 +839,7 @@ export function runReconciler(o: {
           RECONCILE_CALL_TIMEOUT_MS: "5000",
           LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
           ...(o.token ? { RECONCILE_TOKEN: o.token, RECONCILE_TOKEN_FILE: "" } : {}),
+          ...(o.paymentServiceUrl ? { RECONCILE_PAYMENTS: "true", PAYMENT_SERVICE_URL: o.paymentServiceUrl } : {}),
           ...o.env,
         },
         timeout: o.timeoutMs ?? 60_000,
@@ -557,11 +886,17 @@ export function formatLedger(r: LedgerResult): string {
 const USAGE = `usage: npm run check:ledger -- [options]
   --order-db <url>          order database (default: ORDER_DATABASE_URL)
   --voucher-db <url>        voucher database (default: VOUCHER_DATABASE_URL)
+  --payment-db <url>        payment database, for P1–P8 (default: PAYMENT_DATABASE_URL; without it
+                            they are skipped)
   --order-service <url>     order service gRPC URL, for I9 (default: ORDER_SERVICE_URL)
   --voucher-service <url>   voucher service gRPC URL, for I5 and I9 (default: VOUCHER_SERVICE_URL)
+  --payment-service <url>   payment service gRPC URL: I9's reconciler run compares payments too
+                            (default: PAYMENT_SERVICE_URL)
   --lag-target-ms <ms>      I8 target for the oldest pending row (default 60000)
   --acked-file <file>       I6: order ids whose MarkOrderSent returned OK, one per line
-  --live                    the system is not quiet: pending rows are not missing vouchers (I2)
+  --live                    the system is not quiet: pending rows are not missing vouchers (I2); a
+                            debit of an order still awaiting (P2) or a refund pending (P5) is in
+                            flight, and statuses are not judged against outcomes (P6 skipped)
   --token-file <file>       the reconciler's token, for I5 and I9 (default: RECONCILE_TOKEN or
                             RECONCILE_TOKEN_FILE, else $LOCAL_DATA_DIR/auth/reconciler.token as
                             written by npm start; LOCAL_DATA_DIR defaults to .data)
@@ -589,8 +924,10 @@ async function main(): Promise<void> {
       options: {
         "order-db": { type: "string" },
         "voucher-db": { type: "string" },
+        "payment-db": { type: "string" },
         "order-service": { type: "string" },
         "voucher-service": { type: "string" },
+        "payment-service": { type: "string" },
         "lag-target-ms": { type: "string" },
         "acked-file": { type: "string" },
         "token-file": { type: "string" },
@@ -609,6 +946,7 @@ async function main(): Promise<void> {
   }
   const orderDatabaseUrl = values["order-db"] ?? process.env.ORDER_DATABASE_URL;
   const voucherDatabaseUrl = values["voucher-db"] ?? process.env.VOUCHER_DATABASE_URL;
+  const paymentDatabaseUrl = values["payment-db"] ?? process.env.PAYMENT_DATABASE_URL;
   const lag = values["lag-target-ms"] === undefined ? 60_000 : Number(values["lag-target-ms"]);
   if (!orderDatabaseUrl || !voucherDatabaseUrl || !Number.isInteger(lag) || lag <= 0) {
     process.stderr.write(`check-ledger: both database URLs are needed (ORDER_DATABASE_URL, VOUCHER_DATABASE_URL) and --lag-target-ms must be a positive integer\n${USAGE}\n`);
@@ -617,6 +955,7 @@ async function main(): Promise<void> {
   const acked = values["acked-file"] ? readFileSync(values["acked-file"], "utf8").split(/\s+/).filter(Boolean) : undefined;
   const orderServiceUrl = values["order-service"] ?? process.env.ORDER_SERVICE_URL;
   const voucherServiceUrl = values["voucher-service"] ?? process.env.VOUCHER_SERVICE_URL;
+  const paymentServiceUrl = values["payment-service"] ?? process.env.PAYMENT_SERVICE_URL;
   let token: string | undefined;
   try {
     token = ledgerToken(values["token-file"]);
@@ -633,8 +972,10 @@ async function main(): Promise<void> {
     const r = await checkLedger({
       orderDatabaseUrl,
       voucherDatabaseUrl,
+      paymentDatabaseUrl,
       orderServiceUrl,
       voucherServiceUrl,
+      paymentServiceUrl,
       lagTargetMs: lag,
       acknowledgedSent: acked,
       drained: !values.live,

@@ -5,10 +5,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { roleToken } from "@shop/testkit/auth";
-import { OrderStatus, VoucherStatus } from "@shop/sdk/order";
+import { OrderStatus, PaymentMethod, VoucherStatus } from "@shop/sdk/order";
 import { checkLedger, type LedgerOptions, type LedgerResult } from "../../scripts/check-ledger.js";
 import { Cluster } from "../faults/cluster.js";
-import type { Traffic } from "../faults/traffic.js";
+import { awaitPayment, newTraffic, type Traffic } from "../faults/traffic.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 
@@ -20,7 +20,7 @@ function runCheckLedger(env: Record<string, string | undefined>): Promise<{ code
   const tsx = createRequire(import.meta.url).resolve("tsx");
   const clean = { ...process.env };
   // Only what the test gives: no token may leak in from the test process.
-  for (const k of ["RECONCILE_TOKEN", "RECONCILE_TOKEN_FILE", "LOCAL_DATA_DIR", "ORDER_SERVICE_URL", "VOUCHER_SERVICE_URL"]) delete clean[k];
+  for (const k of ["RECONCILE_TOKEN", "RECONCILE_TOKEN_FILE", "LOCAL_DATA_DIR", "ORDER_SERVICE_URL", "VOUCHER_SERVICE_URL", "PAYMENT_SERVICE_URL", "PAYMENT_DATABASE_URL"]) delete clean[k];
   return new Promise((resolve) => {
     execFile(
       process.execPath,
@@ -35,7 +35,7 @@ describe("the ledger check (check:ledger) on a running system", function () {
   this.timeout(120_000);
   const cluster = new Cluster({ name: "ledger", reconciler: false });
   let ledger: LedgerOptions;
-  const traffic: Traffic = { orderIds: [], acknowledgedSent: [], cancelled: [], facts: new Map() };
+  const traffic: Traffic = newTraffic();
 
   before(async () => {
     await cluster.start();
@@ -44,6 +44,8 @@ describe("the ledger check (check:ledger) on a running system", function () {
       voucherDatabaseUrl: cluster.voucherDb.url,
       orderServiceUrl: cluster.orderServiceUrl,
       voucherServiceUrl: cluster.voucherServiceUrl,
+      paymentDatabaseUrl: cluster.paymentDb!.url,
+      paymentServiceUrl: cluster.paymentServiceUrl,
       token: roleToken("reconciler"),
     };
     // Two owed orders, one under the line, one exactly on it, one over it but never sent.
@@ -57,6 +59,15 @@ describe("the ledger check (check:ledger) on a running system", function () {
         traffic.acknowledgedSent.push(order!.id);
       }
     }
+    // One paid order, charged and sent (under the voucher line, so the voucher counts above stay as they are).
+    await cluster.payments.openAccount({ customerId: "ledger-payer", currency: "EUR" });
+    await cluster.payments.topUp({ customerId: "ledger-payer", amountCents: 6_000n, currency: "EUR", requestId: "ledger-fund" });
+    const { order } = await cluster.orders.createOrder({ customerId: "ledger-payer", totalCents: 5_000n, currency: "EUR", requestId: "ledger-paid", paymentMethod: PaymentMethod.ACCOUNT });
+    expect(await awaitPayment(cluster.orders, order!.id, 20_000)).to.equal(OrderStatus.PAID);
+    await cluster.orders.markOrderSent({ orderId: order!.id });
+    traffic.orderIds.push(order!.id);
+    traffic.facts.set(order!.id, { customerId: "ledger-payer", totalCents: 5_000n });
+    traffic.acknowledgedSent.push(order!.id);
     await cluster.drained();
   });
   after(() => cluster.stop());
@@ -70,6 +81,9 @@ describe("the ledger check (check:ledger) on a running system", function () {
     expect(await cluster.voucherMetric("vouchers_issued_total", { result: "replayed" })).to.equal(replaysBefore + 2);
     expect(r.ok, JSON.stringify(r.results)).to.equal(true);
     expect(counts(r, "I5")).to.include({ "unique key": 1, replayed: 2, "same voucher": 2 });
+    // The payment invariants ran (not skipped) over the paid order.
+    expect(Object.entries(verdicts(r)).filter(([id]) => id.startsWith("P")).map(([, v]) => v)).to.deep.equal(Array(8).fill("PASS"));
+    expect(counts(r, "P1")).to.include({ "charged orders": 1, debits: 1 });
   });
 
   it("finds npm start's token in $LOCAL_DATA_DIR/auth, as the reconciler does, and says what is missing without one", async () => {
@@ -82,10 +96,13 @@ describe("the ledger check (check:ledger) on a running system", function () {
         VOUCHER_DATABASE_URL: cluster.voucherDb.url,
         ORDER_SERVICE_URL: cluster.orderServiceUrl,
         VOUCHER_SERVICE_URL: cluster.voucherServiceUrl,
+        PAYMENT_DATABASE_URL: cluster.paymentDb!.url,
+        PAYMENT_SERVICE_URL: cluster.paymentServiceUrl,
       };
       const found = await runCheckLedger({ ...env, LOCAL_DATA_DIR: dataDir });
       expect(found.code, found.stdout + found.stderr).to.equal(0);
       expect(found.stdout).to.match(/^I5 PASS /m).and.match(/^I9 PASS /m).and.match(/^ledger: PASS$/m);
+      for (const id of ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"]) expect(found.stdout).to.match(new RegExp(`^${id} PASS `, "m"));
 
       const none = await runCheckLedger({ ...env, LOCAL_DATA_DIR: path.join(dataDir, "nothing-here") });
       expect(none.code, none.stdout + none.stderr).to.equal(2);
