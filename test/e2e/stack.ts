@@ -1,35 +1,62 @@
 import path from "node:path";
 import { outboxCounts } from "@shop/testkit/outbox";
-import { createOrderClient, createVoucherClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
+import { paymentOutboxCounts } from "@shop/testkit/payments";
+import { createOrderClient, createPaymentClient, createVoucherClient, type OrderClient, type PaymentClient, type VoucherClient } from "@shop/sdk/clients";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
-import { allScopesToken } from "@shop/testkit/auth";
+import { allScopesToken, roleToken } from "@shop/testkit/auth";
 
 const root = path.resolve(import.meta.dirname, "../..");
+
+export interface StackOptions {
+  /** Also run the payment service (with its relay to the order service) on its own database. Default false. */
+  payment?: boolean;
+  paymentEnv?: Record<string, string>;
+}
 
 /**
  * The whole system as real processes on free ports: the voucher service and
  * the order service (with its in-process relay), each on its own fresh
- * database, plus SDK clients for both.
+ * database, plus SDK clients for both; with `payment`, the payment service
+ * too (its own database; its relay delivers outcomes to the order service,
+ * whose relay sends it charges and refunds).
  */
 export class Stack {
   orderDb!: TestDatabase;
   voucherDb!: TestDatabase;
+  paymentDb?: TestDatabase;
   order!: ServiceProcess;
   voucher!: ServiceProcess;
+  payment?: ServiceProcess;
   orders!: OrderClient;
   vouchers!: VoucherClient;
+  /** Payment calls as the shop backend (accounts, top-ups, reads). */
+  payments!: PaymentClient;
+  orderServiceUrl = "";
+  voucherServiceUrl = "";
+  paymentServiceUrl = "";
   private closers: Array<() => void> = [];
+  private paymentPorts: [number, number] = [0, 0];
+  private paymentStarts = 0;
 
   constructor(
     private readonly name: string,
     private readonly orderEnv: Record<string, string> = {},
+    private readonly opts: StackOptions = {},
   ) {}
 
   async start(): Promise<void> {
-    [this.orderDb, this.voucherDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher")]);
-    const [vg, vh, og, oh] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    [this.orderDb, this.voucherDb, this.paymentDb] = await Promise.all([
+      freshDatabase("order"),
+      freshDatabase("voucher"),
+      // The payment database on the second server, beside (not in) the voucher database.
+      this.opts.payment ? freshDatabase("voucher") : undefined,
+    ]);
+    const [vg, vh, og, oh, pg, ph] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+    this.orderServiceUrl = `http://127.0.0.1:${og}`;
+    this.voucherServiceUrl = `http://127.0.0.1:${vg}`;
+    this.paymentServiceUrl = `http://127.0.0.1:${pg}`;
     this.voucher = new ServiceProcess({
       name: `${this.name}-voucher`,
       entry: path.join(root, "voucher-service/src/main.ts"),
@@ -44,24 +71,60 @@ export class Stack {
         ORDER_GRPC_PORT: String(og),
         ORDER_HTTP_PORT: String(oh),
         VOUCHER_SERVICE_URL: `http://127.0.0.1:${vg}`,
+        PAYMENT_SERVICE_URL: `http://127.0.0.1:${pg}`,
         RELAY_RETRY_BASE_MS: "100",
         RELAY_RETRY_MAX_MS: "1000",
         ...this.orderEnv,
       },
       readyUrl: `http://127.0.0.1:${oh}/readyz`,
     });
-    await Promise.all([this.voucher.start(), this.order.start()]);
+    this.paymentPorts = [pg, ph];
+    if (this.paymentDb) this.payment = this.paymentProcess();
+    await Promise.all([this.voucher.start(), this.order.start(), this.payment?.start()]);
     const o = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${og}` });
     const v = createVoucherClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${vg}` });
+    const p = createPaymentClient({ token: roleToken("shop"), baseUrl: `http://127.0.0.1:${pg}` });
     this.orders = o.client;
     this.vouchers = v.client;
-    this.closers.push(o.close, v.close);
+    this.payments = p.client;
+    this.closers.push(o.close, v.close, p.close);
   }
 
   async stop(): Promise<void> {
     this.closers.forEach((c) => c());
-    await Promise.all([this.order?.stop(), this.voucher?.stop()]);
-    await Promise.all([this.orderDb?.drop(), this.voucherDb?.drop()]);
+    await Promise.all([this.order?.stop(), this.voucher?.stop(), this.payment?.stop()]);
+    await Promise.all([this.orderDb?.drop(), this.voucherDb?.drop(), this.paymentDb?.drop()]);
+  }
+
+  /** Stops the payment service (SIGKILL); charges and refunds wait in their outboxes until restartPayment. */
+  async killPayment(): Promise<void> {
+    await this.payment!.kill();
+  }
+
+  /** A fresh payment service process on the same ports and database. */
+  async restartPayment(): Promise<void> {
+    await this.payment!.kill();
+    this.payment = this.paymentProcess();
+    await this.payment.start();
+  }
+
+  private paymentProcess(): ServiceProcess {
+    const [pg, ph] = this.paymentPorts;
+    return new ServiceProcess({
+      name: `${this.name}-payment${this.paymentStarts++ ? `-${this.paymentStarts}` : ""}`,
+      entry: path.join(root, "payment-service/src/main.ts"),
+      env: {
+        PAYMENT_DATABASE_URL: this.paymentDb!.url,
+        PAYMENT_GRPC_PORT: String(pg),
+        PAYMENT_HTTP_PORT: String(ph),
+        ORDER_SERVICE_URL: this.orderServiceUrl,
+        PAYMENT_RELAY_TOKEN: roleToken("payment-relay"),
+        PAYMENT_RELAY_RETRY_BASE_MS: "100",
+        PAYMENT_RELAY_RETRY_MAX_MS: "1000",
+        ...this.opts.paymentEnv,
+      },
+      readyUrl: `http://127.0.0.1:${ph}/readyz`,
+    });
   }
 
   /** Outbox rows by status, straight from the order database. */
@@ -75,6 +138,30 @@ export class Stack {
     for (;;) {
       const counts = await this.outboxCounts();
       if (counts.pending === 0 || Date.now() > deadline) return counts;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Pending rows of every outbox: voucher, charge and refund (order database) and payment outcomes (payment database). */
+  async pendingEverywhere(): Promise<number> {
+    return (await paymentOutboxCounts(this.orderDb, this.paymentDb)).pending;
+  }
+
+  /**
+   * Polls until no row of any outbox is pending, in two reads in a row with
+   * nothing delivered in between (the databases are read one after the
+   * other, and a delivery moves the pending row from one to the other);
+   * throws if that takes longer than timeoutMs.
+   */
+  async settled(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    for (;;) {
+      const counts = await paymentOutboxCounts(this.orderDb, this.paymentDb);
+      const shape = JSON.stringify(counts.byTable);
+      if (counts.pending === 0 && shape === last) return;
+      last = counts.pending === 0 ? shape : "";
+      if (Date.now() > deadline) throw new Error(`not settled after ${timeoutMs} ms: ${shape}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
