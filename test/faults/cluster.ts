@@ -1,8 +1,16 @@
 import path from "node:path";
 import { outboxCounts } from "@shop/testkit/outbox";
 import { recordedVoucherIds, scrapeMetric, voucherRows, type VoucherRow } from "@shop/testkit/ledger";
+import { accountState, orderEntries, orderPayments, paymentOutboxCounts, type OutboxTally } from "@shop/testkit/payments";
 import { expect } from "chai";
-import { createOrderClient, createVoucherClient, type OrderClient, type VoucherClient } from "@shop/sdk/clients";
+import {
+  createOrderClient,
+  createPaymentClient,
+  createVoucherClient,
+  type OrderClient,
+  type PaymentClient,
+  type VoucherClient,
+} from "@shop/sdk/clients";
 import { MariaDbServer } from "@shop/testkit/mariadb";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
@@ -24,6 +32,12 @@ export const FAST_RELAY: Record<string, string> = {
   RELAY_RETRY_MAX_MS: "1000",
 };
 
+/** The same for the payment service's relay (outcomes to the order service). */
+export const FAST_PAYMENT_RELAY: Record<string, string> = Object.fromEntries(Object.entries(FAST_RELAY).map(([k, v]) => [`PAYMENT_${k}`, v]));
+
+/** The links a fault proxy can sit on: the relays' calls between services, and each service's database connections. */
+export type Link = "voucher" | "payment" | "order" | "orderDb" | "voucherDb" | "paymentDb";
+
 export interface ClusterOptions {
   name: string;
   /** Own MariaDB servers (that a test may kill -9) instead of databases on the shared ones. Default false. */
@@ -32,10 +46,18 @@ export interface ClusterOptions {
   inProcessRelay?: boolean;
   /** Standalone relay processes (relay-main). Default 0. */
   relays?: number;
-  /** Relays reach the voucher service through a FaultProxy. Default false. */
+  /**
+   * A FaultProxy on every link that talks: the order relay to the voucher
+   * service (cluster.proxy, as before) and to the payment service, the
+   * payment relay to the order service, and each service to its database.
+   * Default false.
+   */
   proxy?: boolean;
+  /** Run the payment service (its relay delivering outcomes to the order service) on its own database. Default true. */
+  payment?: boolean;
   orderEnv?: Record<string, string>;
   voucherEnv?: Record<string, string>;
+  paymentEnv?: Record<string, string>;
   /** Env of standalone relay i. */
   relayEnv?: (i: number) => Record<string, string>;
   /** Run `reconcile --once` over and over while the test runs. Default true. */
@@ -51,21 +73,27 @@ interface Db {
 
 /**
  * The whole system as real processes, with handles to crash and restart each
- * part: the voucher service, the order service, standalone relays, the two
- * MariaDB servers (when dedicated), and a fault proxy in front of the voucher
- * service for the relays.
+ * part: the voucher service, the order service, the payment service,
+ * standalone relays, the MariaDB servers (when dedicated), and fault proxies
+ * on every link between them (with `proxy`).
  */
 export class Cluster {
   orderDb!: Db;
   voucherDb!: Db;
+  paymentDb?: Db;
   voucher!: ServiceProcess;
   order!: ServiceProcess;
+  payment?: ServiceProcess;
   relays: ServiceProcess[] = [];
+  /** The proxy between the relays and the voucher service (proxies.voucher). */
   proxy?: FaultProxy;
+  readonly proxies: Partial<Record<Link, FaultProxy>> = {};
   orders!: OrderClient;
   vouchers!: VoucherClient;
+  /** Payment calls as the shop backend: accounts, top-ups, reads. */
+  payments!: PaymentClient;
   readonly reconcileRuns: number[] = [];
-  private ports!: { vg: number; vh: number; og: number; oh: number };
+  private ports!: { vg: number; vh: number; og: number; oh: number; pg: number; ph: number };
   private restarts = 0;
   private closers: Array<() => void> = [];
   private ownServers: MariaDbServer[] = [];
@@ -82,6 +110,36 @@ export class Cluster {
     return `http://127.0.0.1:${this.ports.vg}`;
   }
 
+  get paymentServiceUrl(): string {
+    return `http://127.0.0.1:${this.ports.pg}`;
+  }
+
+  /** The payment service's Connect/HTTP port (/metrics). */
+  get paymentHttpUrl(): string {
+    return `http://127.0.0.1:${this.ports.ph}`;
+  }
+
+  /** What the order relays dial for charges and refunds: the proxy when there is one. */
+  get relayPaymentUrl(): string {
+    return this.proxies.payment ? `http://127.0.0.1:${this.proxies.payment.port}` : this.paymentServiceUrl;
+  }
+
+  /** What the payment relay dials to record outcomes: the proxy when there is one. */
+  get relayOrderUrl(): string {
+    return this.proxies.order ? `http://127.0.0.1:${this.proxies.order.port}` : this.orderServiceUrl;
+  }
+
+  /** The database URL a service is given: through its proxy when there is one (the tests' own reads go direct). */
+  serviceDbUrl(which: "order" | "voucher" | "payment"): string {
+    const db = which === "order" ? this.orderDb : which === "voucher" ? this.voucherDb : this.paymentDb!;
+    const proxy = this.proxies[`${which}Db`];
+    if (!proxy) return db.url;
+    const u = new URL(db.url);
+    u.hostname = "127.0.0.1";
+    u.port = String(proxy.port);
+    return u.toString();
+  }
+
   /** The voucher service's Connect/HTTP port, which also serves /metrics. */
   get voucherHttpUrl(): string {
     return `http://127.0.0.1:${this.ports.vh}`;
@@ -93,17 +151,40 @@ export class Cluster {
   }
 
   async start(): Promise<void> {
-    [this.orderDb, this.voucherDb] = await Promise.all([this.database("order"), this.database("voucher")]);
-    const [vg, vh, og, oh] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-    this.ports = { vg, vh, og, oh };
+    const withPayment = this.opts.payment ?? true;
+    [this.orderDb, this.voucherDb, this.paymentDb] = await Promise.all([
+      this.database("order"),
+      this.database("voucher"),
+      withPayment ? this.database("payment") : undefined,
+    ]);
+    // The proxies listen first (on ports the OS picks and they keep), so no
+    // service port picked below can be one of theirs.
     if (this.opts.proxy) {
-      this.proxy = new FaultProxy({ port: vg });
-      await this.proxy.start();
+      const links: Link[] = ["voucher", "order", "orderDb", "voucherDb", ...(this.paymentDb ? (["payment", "paymentDb"] as const) : [])];
+      for (const link of links) {
+        const p = new FaultProxy({ port: 0 });
+        await p.start();
+        this.proxies[link] = p;
+      }
+      this.proxy = this.proxies.voucher;
     }
+    const [vg, vh, og, oh, pg, ph] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+    this.ports = { vg, vh, og, oh, pg, ph };
+    const dbPort = (db: Db) => Number(new URL(db.url).port);
+    const targets: Partial<Record<Link, number>> = {
+      voucher: vg,
+      order: og,
+      payment: pg,
+      orderDb: dbPort(this.orderDb),
+      voucherDb: dbPort(this.voucherDb),
+      paymentDb: this.paymentDb ? dbPort(this.paymentDb) : undefined,
+    };
+    for (const [link, p] of Object.entries(this.proxies) as Array<[Link, FaultProxy]>) p.setTarget(targets[link]!);
     this.voucher = this.voucherProcess(this.opts.voucherEnv ?? {});
     this.order = this.orderProcess(this.opts.orderEnv ?? {});
-    // The voucher service first: it creates its schema, and the relay's first calls find it up.
-    await this.voucher.start();
+    if (this.paymentDb) this.payment = this.paymentProcess(this.opts.paymentEnv ?? {});
+    // The voucher and payment services first: they create their schemas, and the relay's first calls find them up.
+    await Promise.all([this.voucher.start(), this.payment?.start()]);
     await this.order.start();
     for (let i = 0; i < (this.opts.relays ?? 0); i++) {
       this.relays.push(this.relayProcess(i, this.opts.relayEnv?.(i) ?? {}));
@@ -111,9 +192,11 @@ export class Cluster {
     await Promise.all(this.relays.map((r) => r.start()));
     const o = createOrderClient({ token: allScopesToken, baseUrl: this.orderServiceUrl, defaultTimeoutMs: 3_000 });
     const v = createVoucherClient({ token: allScopesToken, baseUrl: this.voucherServiceUrl, defaultTimeoutMs: 3_000 });
+    const p = createPaymentClient({ token: roleToken("shop"), baseUrl: this.paymentServiceUrl, defaultTimeoutMs: 3_000 });
     this.orders = o.client;
     this.vouchers = v.client;
-    this.closers.push(o.close, v.close);
+    this.payments = p.client;
+    this.closers.push(o.close, v.close, p.close);
     if (this.opts.reconciler ?? true) this.reconcileLoop = this.reconcileForever();
   }
 
@@ -121,9 +204,9 @@ export class Cluster {
     this.stopping = true;
     await this.reconcileLoop;
     this.closers.forEach((c) => c());
-    await Promise.all([this.order?.kill(), this.voucher?.kill(), ...this.relays.map((r) => r.kill())]);
-    await this.proxy?.stop();
-    await Promise.allSettled([this.orderDb?.drop(), this.voucherDb?.drop()]);
+    await Promise.all([this.order?.kill(), this.voucher?.kill(), this.payment?.kill(), ...this.relays.map((r) => r.kill())]);
+    await Promise.allSettled(Object.values(this.proxies).map((p) => p.stop()));
+    await Promise.allSettled([this.orderDb?.drop(), this.voucherDb?.drop(), this.paymentDb?.drop()]);
     await Promise.allSettled(this.ownServers.map((s) => s.stop()));
   }
 
@@ -144,6 +227,13 @@ export class Cluster {
     await this.order.kill();
     this.order = this.orderProcess(env);
     await this.order.start();
+  }
+
+  /** Starts a fresh payment service process on the same ports, with `env` instead of the original extra env. */
+  async restartPayment(env: Record<string, string> = {}): Promise<void> {
+    await this.payment!.kill();
+    this.payment = this.paymentProcess(env);
+    await this.payment.start();
   }
 
   /** Starts one more standalone relay; returns its index. */
@@ -179,15 +269,31 @@ export class Cluster {
     return scrapeMetric(`${this.voucherHttpUrl}/metrics`, name, labels);
   }
 
-  /** Waits until no outbox row is pending; fails the test if that takes longer than timeoutMs. */
+  /**
+   * Waits until no row of any outbox is pending (voucher, charge and refund
+   * rows in the order database, outcome rows in the payment database); fails
+   * the test if that takes longer than timeoutMs. The two databases are read
+   * one after the other, and a delivery moves the pending row from one to the
+   * other (a charge's outcome row is written before the charge row is acked):
+   * "drained" is two reads in a row with nothing pending and nothing
+   * delivered in between. Returns the voucher outbox's counts, as before.
+   */
   async drained(timeoutMs = 30_000): Promise<Record<string, number>> {
     const deadline = Date.now() + timeoutMs;
+    let last = "";
     for (;;) {
-      const counts = await this.outboxCounts();
-      if (counts.pending === 0) return counts;
-      if (Date.now() > deadline) throw new Error(`outbox not drained after ${timeoutMs} ms: ${JSON.stringify(counts)}`);
+      const tally = await this.allOutboxes();
+      const shape = JSON.stringify(tally.byTable);
+      if (tally.pending === 0 && shape === last) return tally.byTable.voucher_outbox ?? (await this.outboxCounts());
+      last = tally.pending === 0 ? shape : "";
+      if (Date.now() > deadline) throw new Error(`outboxes not drained after ${timeoutMs} ms: ${shape}`);
       await sleep(150);
     }
+  }
+
+  /** Rows by status of every outbox, both databases. */
+  allOutboxes(): Promise<OutboxTally> {
+    return paymentOutboxCounts(this.orderDb, this.paymentDb);
   }
 
   /**
@@ -200,11 +306,14 @@ export class Cluster {
     await this.quiesce();
     const acknowledgedSent = Array.isArray(traffic) ? traffic : traffic?.acknowledgedSent;
     if (traffic && !Array.isArray(traffic)) await this.expectLiveVouchers(traffic, opts.voidedOnPurpose);
+    if (traffic && !Array.isArray(traffic) && traffic.payments.size > 0) await this.expectPayments(traffic);
     const r = await checkLedger({
       orderDatabaseUrl: this.orderDb.url,
       voucherDatabaseUrl: this.voucherDb.url,
+      paymentDatabaseUrl: this.paymentDb?.url,
       orderServiceUrl: this.orderServiceUrl,
       voucherServiceUrl: this.voucherServiceUrl,
+      paymentServiceUrl: this.paymentDb ? this.paymentServiceUrl : undefined,
       acknowledgedSent,
       lagTargetMs: 60_000,
       token: roleToken("reconciler"),
@@ -249,9 +358,72 @@ export class Cluster {
     expect(problems, `${problems.length} of ${t.orderIds.length} orders break "exactly one live voucher per owed order": ${problems.slice(0, 5).join("; ")}`).to.deep.equal([]);
   }
 
-  private async database(which: "order" | "voucher"): Promise<Db> {
+  /**
+   * The payment oracle, independent of the code under test and of the ledger
+   * check: every paid order of the traffic ended as the test saw it, with the
+   * entries that ending means (sent or kept: one debit of its total for its
+   * customer and no refund; refused: no entry; cancelled after it was paid:
+   * one debit and one refund; cancelled while awaiting: both or neither);
+   * each customer's balance is what was topped up less the totals of the
+   * orders kept charged, and equals its entries' sum; no payment outbox row
+   * is left dead.
+   */
+  async expectPayments(t: Traffic): Promise<void> {
+    expect(this.paymentDb, "paid traffic needs the payment service").to.not.equal(undefined);
+    const orders = await orderPayments(this.orderDb);
+    const entries = await orderEntries(this.paymentDb!);
+    const problems: string[] = [];
+    const kept = new Map<string, bigint>();
+    for (const [id, p] of t.payments) {
+      const o = orders.get(id);
+      const mine = entries.get(id) ?? [];
+      const debits = mine.filter((e) => e.kind === "CHARGE");
+      const refunds = mine.filter((e) => e.kind === "REFUND");
+      const oneDebit = debits.length === 1 && debits[0]!.amountCents === -p.totalCents && debits[0]!.customerId === p.customerId;
+      const oneRefund = refunds.length === 1 && refunds[0]!.amountCents === p.totalCents;
+      const shape = `${o?.status}/${o?.paymentStatus} with ${debits.length} debit(s), ${refunds.length} refund(s)`;
+      if (!o) {
+        problems.push(`${id}: not in the order database`);
+        continue;
+      }
+      switch (p.end) {
+        case "sent":
+        case "paid":
+          if (!(["SENT", "DELIVERED", ...(p.end === "paid" ? ["PAID"] : [])].includes(o.status) && o.paymentStatus === "CHARGED" && oneDebit && refunds.length === 0)) {
+            problems.push(`${id} (${p.end}): ${shape}`);
+          }
+          kept.set(p.customerId, (kept.get(p.customerId) ?? 0n) + p.totalCents);
+          break;
+        case "refused":
+          if (!(o.status === "PAYMENT_FAILED" && o.paymentStatus === "REFUSED" && mine.length === 0)) problems.push(`${id} (refused): ${shape}`);
+          break;
+        case "cancelled-paid":
+          if (!(o.status === "CANCELLED" && o.paymentStatus === "REFUNDED" && oneDebit && oneRefund)) problems.push(`${id} (cancelled when paid): ${shape}`);
+          break;
+        case "cancelled-awaiting":
+          if (!(o.status === "CANCELLED" && ((o.paymentStatus === "REFUNDED" && oneDebit && oneRefund) || (o.paymentStatus === "REFUSED" && mine.length === 0)))) {
+            problems.push(`${id} (cancelled while awaiting): ${shape}`);
+          }
+          break;
+      }
+    }
+    for (const [customerId, funded] of t.funding) {
+      const a = await accountState(this.paymentDb!, customerId);
+      const want = funded - (kept.get(customerId) ?? 0n);
+      if (!a) problems.push(`${customerId}: no account`);
+      else if (a.balance !== want || a.entriesSum !== a.balance) problems.push(`${customerId}: balance ${a.balance}, entries ${a.entriesSum}, want ${want} (topped up ${funded})`);
+    }
+    const tally = await this.allOutboxes();
+    for (const table of ["charge_outbox", "refund_outbox", "payment_outbox"]) {
+      if (tally.byTable[table]?.dead) problems.push(`${table}: ${tally.byTable[table]!.dead} dead rows`);
+    }
+    expect(problems, `${problems.length} problems over ${t.payments.size} paid orders: ${problems.slice(0, 6).join("; ")}`).to.deep.equal([]);
+  }
+
+  private async database(which: "order" | "voucher" | "payment"): Promise<Db> {
     if (!this.opts.dedicatedDatabases) {
-      const db: TestDatabase = await freshDatabase(which);
+      // The payment database lives on the voucher database's server: two services, two databases.
+      const db: TestDatabase = await freshDatabase(which === "payment" ? "voucher" : which);
       return db;
     }
     const server = new MariaDbServer();
@@ -267,7 +439,7 @@ export class Cluster {
       name: `faults-${this.opts.name}-voucher-${this.restarts++}`,
       entry: path.join(root, "voucher-service/src/main.ts"),
       env: {
-        VOUCHER_DATABASE_URL: this.voucherDb.url,
+        VOUCHER_DATABASE_URL: this.serviceDbUrl("voucher"),
         VOUCHER_GRPC_PORT: String(this.ports.vg),
         VOUCHER_HTTP_PORT: String(this.ports.vh),
         ...env,
@@ -281,10 +453,11 @@ export class Cluster {
       name: `faults-${this.opts.name}-order-${this.restarts++}`,
       entry: path.join(root, "order-service/src/main.ts"),
       env: {
-        ORDER_DATABASE_URL: this.orderDb.url,
+        ORDER_DATABASE_URL: this.serviceDbUrl("order"),
         ORDER_GRPC_PORT: String(this.ports.og),
         ORDER_HTTP_PORT: String(this.ports.oh),
         VOUCHER_SERVICE_URL: this.relayVoucherUrl,
+        PAYMENT_SERVICE_URL: this.relayPaymentUrl,
         RELAY_ENABLED: String(this.opts.inProcessRelay ?? true),
         ...FAST_RELAY,
         ...env,
@@ -298,12 +471,30 @@ export class Cluster {
       name: `faults-${this.opts.name}-relay${i}-${this.restarts++}`,
       entry: path.join(root, "order-service/src/relay-main.ts"),
       env: {
-        ORDER_DATABASE_URL: this.orderDb.url,
+        ORDER_DATABASE_URL: this.serviceDbUrl("order"),
         VOUCHER_SERVICE_URL: this.relayVoucherUrl,
+        PAYMENT_SERVICE_URL: this.relayPaymentUrl,
         RELAY_ID: `relay-${i}`,
         ...FAST_RELAY,
         ...env,
       },
+    });
+  }
+
+  private paymentProcess(env: Record<string, string>): ServiceProcess {
+    return new ServiceProcess({
+      name: `faults-${this.opts.name}-payment-${this.restarts++}`,
+      entry: path.join(root, "payment-service/src/main.ts"),
+      env: {
+        PAYMENT_DATABASE_URL: this.serviceDbUrl("payment"),
+        PAYMENT_GRPC_PORT: String(this.ports.pg),
+        PAYMENT_HTTP_PORT: String(this.ports.ph),
+        ORDER_SERVICE_URL: this.relayOrderUrl,
+        PAYMENT_RELAY_TOKEN: roleToken("payment-relay"),
+        ...FAST_PAYMENT_RELAY,
+        ...env,
+      },
+      readyUrl: `http://127.0.0.1:${this.ports.ph}/readyz`,
     });
   }
 
@@ -313,6 +504,7 @@ export class Cluster {
       const run = await runReconciler({
         orderServiceUrl: this.orderServiceUrl,
         voucherServiceUrl: this.voucherServiceUrl,
+        paymentServiceUrl: this.paymentDb ? this.paymentServiceUrl : undefined,
         dryRun: false,
         graceMs: 3_000,
         timeoutMs: 30_000,

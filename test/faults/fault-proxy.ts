@@ -6,9 +6,16 @@ import net from "node:net";
  * - delay: holds every chunk, both ways, for `ms`;
  * - blackhole: accepts and reads, never forwards (a peer that hangs);
  * - drop-response: forwards the request, throws away whatever comes back, then
- *   resets the client side (the server did the work; the caller never hears).
+ *   resets the client side (the server did the work; the caller never hears);
+ * - reset: accepts and resets at once (RST), before any byte reaches the server
+ *   (a peer that is there but refuses every connection).
  */
-export type ProxyMode = { kind: "pass" } | { kind: "delay"; ms: number } | { kind: "blackhole" } | { kind: "drop-response"; /** Quiet time on the server side before the reset. Default 200 ms. */ afterMs?: number };
+export type ProxyMode =
+  | { kind: "pass" }
+  | { kind: "delay"; ms: number }
+  | { kind: "blackhole" }
+  | { kind: "drop-response"; /** Quiet time on the server side before the reset. Default 200 ms. */ afterMs?: number }
+  | { kind: "reset" };
 
 /**
  * A TCP fault proxy on 127.0.0.1 between a client and a server. A mode change
@@ -21,7 +28,12 @@ export class FaultProxy {
   private server?: net.Server;
   private readonly sockets = new Set<net.Socket>();
 
-  constructor(private readonly target: { host?: string; port: number }) {}
+  constructor(private target: { host?: string; port: number }) {}
+
+  /** Points the proxy at another server port (new connections only). */
+  setTarget(port: number, host?: string): void {
+    this.target = { host, port };
+  }
 
   async start(port = 0): Promise<void> {
     this.server = net.createServer((client) => this.accept(client));
@@ -50,6 +62,10 @@ export class FaultProxy {
     const mode = this.mode;
     if (mode.kind === "blackhole") {
       client.resume();
+      return;
+    }
+    if (mode.kind === "reset") {
+      client.resetAndDestroy();
       return;
     }
     const upstream = net.connect(this.target.port, this.target.host ?? "127.0.0.1");

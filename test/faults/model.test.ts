@@ -3,18 +3,25 @@ import { expect } from "chai";
 import fc from "fast-check";
 import { createVoucherClient, type VoucherClient } from "@shop/sdk/clients";
 import { VoucherStatus } from "@shop/sdk/voucher";
+import { OrderStatus, PaymentMethod } from "@shop/sdk/order";
 import { roleToken } from "@shop/testkit/auth";
 import { recordedVoucherIds, voucherRows } from "@shop/testkit/ledger";
+import { accountState, orderEntries, orderPayments } from "@shop/testkit/payments";
 import { runReconciler } from "../../scripts/check-ledger.js";
 import { Cluster } from "./cluster.js";
-import { withRetry } from "./traffic.js";
+import { awaitPayment, withRetry } from "./traffic.js";
 
-type Status = "PENDING" | "SENT" | "CANCELLED";
+type Status = "PENDING" | "SENT" | "CANCELLED" | "PAID" | "PAYMENT_FAILED";
+type Payment = "NONE" | "CHARGED" | "REFUSED" | "REFUNDED";
 interface ModelOrder {
   id: string;
   customerId: string;
   totalCents: bigint;
   status: Status;
+  /** The payment as the model predicts it (a paid order's command waits until it is decided, so never AWAITING between commands). */
+  payment: Payment;
+  /** Why it was refused, when it was. */
+  reason?: "INSUFFICIENT_FUNDS" | "NO_ACCOUNT";
   /** Vouchers of this order that the test voided. */
   voided: number;
   /** Its live voucher was voided and nothing has issued a new one yet. */
@@ -22,10 +29,17 @@ interface ModelOrder {
   /** A live voucher was issued outside the relay (a direct IssueVoucher after a void): the order still records the voided one. */
   recordStale: boolean;
 }
-/** The model: the orders of this run and what each should be. */
+/** The model: the orders of this run and what each should be, and each payer's account. */
 interface Model {
   orders: ModelOrder[];
+  /** Names this run's payers apart from earlier runs' (the databases are kept across runs). */
+  run: number;
+  /** payer → balance, for the payers whose account is open. */
+  balances: Map<string, bigint>;
 }
+let runs = 0;
+const newModel = (): Model => ({ orders: [], run: runs++, balances: new Map() });
+const payer = (m: Model, k: number) => `model-r${m.run}-payer-${k}`;
 interface Real {
   cluster: Cluster;
   /** Voucher calls with the reconciler's token (the role that may void). */
@@ -62,9 +76,80 @@ class Create implements fc.AsyncCommand<Model, Real> {
     const { order } = await withRetry(() =>
       r.cluster.orders.createOrder({ customerId, totalCents: this.totalCents, currency: "EUR", requestId: `model-${process.pid}-${requestSeq++}` }),
     );
-    m.orders.push({ id: order!.id, customerId, totalCents: this.totalCents, status: "PENDING", voided: 0, voidedUnrepaired: false, recordStale: false });
+    m.orders.push({ id: order!.id, customerId, totalCents: this.totalCents, status: "PENDING", payment: "NONE", voided: 0, voidedUnrepaired: false, recordStale: false });
   }
   toString = () => `create(${this.totalCents})`;
+}
+
+/**
+ * A paid order (payment from the account), waited for until its payment is
+ * decided: one at a time, so the model knows the balance the payment service
+ * decides on. Charged when the payer's account holds the total, else refused
+ * for funds; refused NO_ACCOUNT when the payer has none.
+ */
+class CreatePaid implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly totalCents: bigint, readonly payer: number) {}
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    const customerId = payer(m, this.payer);
+    const { order } = await withRetry(() =>
+      r.cluster.orders.createOrder({ customerId, totalCents: this.totalCents, currency: "EUR", requestId: `model-${process.pid}-${requestSeq++}`, paymentMethod: PaymentMethod.ACCOUNT }),
+    );
+    const o: ModelOrder = { id: order!.id, customerId, totalCents: this.totalCents, status: "PAID", payment: "CHARGED", voided: 0, voidedUnrepaired: false, recordStale: false };
+    const balance = m.balances.get(customerId);
+    if (balance === undefined || balance < this.totalCents) {
+      Object.assign(o, { status: "PAYMENT_FAILED", payment: "REFUSED", reason: balance === undefined ? "NO_ACCOUNT" : "INSUFFICIENT_FUNDS" });
+    } else {
+      m.balances.set(customerId, balance - this.totalCents);
+    }
+    m.orders.push(o);
+    const status = await awaitPayment(r.cluster.orders, o.id, 30_000);
+    expect(OrderStatus[status], `${o.id} for ${this.totalCents} with ${balance ?? "no account"}`).to.equal(o.status);
+  }
+  toString = () => `createPaid(${this.totalCents}, payer ${this.payer})`;
+}
+
+/** A paid order cancelled at once, racing its charge: whichever way the charge goes, it ends CANCELLED and the balance where it was. */
+class CreatePaidAndCancel implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly totalCents: bigint, readonly payer: number) {}
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    const customerId = payer(m, this.payer);
+    const { order } = await withRetry(() =>
+      r.cluster.orders.createOrder({ customerId, totalCents: this.totalCents, currency: "EUR", requestId: `model-${process.pid}-${requestSeq++}`, paymentMethod: PaymentMethod.ACCOUNT }),
+    );
+    const res = await withRetry(() => r.cluster.orders.cancelOrder({ orderId: order!.id }));
+    expect(res.changed).to.equal(true);
+    const balance = m.balances.get(customerId);
+    const charged = balance !== undefined && balance >= this.totalCents;
+    m.orders.push({
+      id: order!.id, customerId, totalCents: this.totalCents, status: "CANCELLED",
+      payment: charged ? "REFUNDED" : "REFUSED", reason: charged ? undefined : balance === undefined ? "NO_ACCOUNT" : "INSUFFICIENT_FUNDS",
+      voided: 0, voidedUnrepaired: false, recordStale: false,
+    });
+    // Until the refund is back the payer's money is away: wait, so the next charge sees the model's balance.
+    await r.cluster.drained(20_000);
+  }
+  toString = () => `createPaidAndCancel(${this.totalCents}, payer ${this.payer})`;
+}
+
+/** A top-up with a new request id, sent twice: applied once. Opens the account first (the first top-up of a payer). */
+class TopUp implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly amountCents: bigint, readonly payer: number) {}
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    const customerId = payer(m, this.payer);
+    const requestId = `model-topup-${process.pid}-${requestSeq++}`;
+    await withRetry(() => r.cluster.payments.openAccount({ customerId, currency: "EUR" }));
+    const first = await withRetry(() => r.cluster.payments.topUp({ customerId, amountCents: this.amountCents, currency: "EUR", requestId }));
+    const again = await withRetry(() => r.cluster.payments.topUp({ customerId, amountCents: this.amountCents, currency: "EUR", requestId }));
+    expect(again.applied).to.equal(false);
+    expect(again.movement!.id).to.equal(first.movement!.id);
+    const balance = (m.balances.get(customerId) ?? 0n) + this.amountCents;
+    m.balances.set(customerId, balance);
+    expect(again.account!.balanceCents).to.equal(balance);
+  }
+  toString = () => `topUp(${this.amountCents}, payer ${this.payer})`;
 }
 
 class MarkSent implements fc.AsyncCommand<Model, Real> {
@@ -72,9 +157,9 @@ class MarkSent implements fc.AsyncCommand<Model, Real> {
   check = (m: Readonly<Model>) => m.orders.length > 0;
   async run(m: Model, r: Real): Promise<void> {
     const o = m.orders[this.pick % m.orders.length]!;
-    if (o.status === "CANCELLED") return expectCode(r.cluster.orders.markOrderSent({ orderId: o.id }), Code.FailedPrecondition);
+    if (o.status === "CANCELLED" || o.status === "PAYMENT_FAILED") return expectCode(r.cluster.orders.markOrderSent({ orderId: o.id }), Code.FailedPrecondition);
     const res = await withRetry(() => r.cluster.orders.markOrderSent({ orderId: o.id }));
-    expect(res.changed).to.equal(o.status === "PENDING");
+    expect(res.changed).to.equal(o.status === "PENDING" || o.status === "PAID");
     o.status = "SENT";
   }
   toString = () => `markSent(#${this.pick})`;
@@ -87,7 +172,13 @@ class Cancel implements fc.AsyncCommand<Model, Real> {
     const o = m.orders[this.pick % m.orders.length]!;
     if (o.status === "SENT") return expectCode(r.cluster.orders.cancelOrder({ orderId: o.id }), Code.FailedPrecondition);
     const res = await withRetry(() => r.cluster.orders.cancelOrder({ orderId: o.id }));
-    expect(res.changed).to.equal(o.status === "PENDING");
+    expect(res.changed).to.equal(o.status !== "CANCELLED");
+    if (o.status === "PAID") {
+      // Refunded once: the money is back once the refund has gone through.
+      o.payment = "REFUNDED";
+      m.balances.set(o.customerId, m.balances.get(o.customerId)! + o.totalCents);
+      await r.cluster.drained(20_000);
+    }
     o.status = "CANCELLED";
   }
   toString = () => `cancel(#${this.pick})`;
@@ -99,15 +190,17 @@ class RelayTick implements fc.AsyncCommand<Model, Real> {
   async run(m: Model, r: Real): Promise<void> {
     await r.cluster.drained(20_000);
     await expectVouchersMatch(m, r);
+    await expectPaymentsMatch(m, r);
   }
   toString = () => "relayTick";
 }
 
 class Crash implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly target: "relay" | "voucher") {}
+  constructor(readonly target: "relay" | "voucher" | "payment") {}
   check = () => true;
   async run(_m: Model, r: Real): Promise<void> {
     if (this.target === "relay") await r.cluster.restartRelay(0);
+    else if (this.target === "payment") await r.cluster.restartPayment();
     else await r.cluster.restartVoucher();
   }
   toString = () => `crash(${this.target})`;
@@ -236,13 +329,49 @@ async function expectVouchersMatch(m: Model, r: Real): Promise<void> {
   }
 }
 
+/**
+ * Compares this run's orders and payers with the model, from the databases:
+ * each order's status and payment; a debit of its total for each order the
+ * model charged (kept or refunded), a refund for each it refunded, nothing
+ * for the others; each payer's balance as the model has it, equal to the
+ * sum of the account's entries.
+ */
+async function expectPaymentsMatch(m: Model, r: Real): Promise<void> {
+  const rows = await orderPayments(r.cluster.orderDb);
+  const entries = await orderEntries(r.cluster.paymentDb!);
+  const problems: string[] = [];
+  for (const o of m.orders) {
+    const row = rows.get(o.id);
+    const mine = entries.get(o.id) ?? [];
+    const debits = mine.filter((e) => e.kind === "CHARGE").map((e) => e.amountCents);
+    const refunds = mine.filter((e) => e.kind === "REFUND").map((e) => e.amountCents);
+    if (row?.status !== o.status || row.paymentStatus !== o.payment) problems.push(`${o.id}: ${row?.status}/${row?.paymentStatus}, model ${o.status}/${o.payment}`);
+    if (o.reason && row?.paymentReason !== o.reason) problems.push(`${o.id}: refused for ${row?.paymentReason}, model ${o.reason}`);
+    const charged = o.payment === "CHARGED" || o.payment === "REFUNDED";
+    if (debits.join() !== (charged ? String(-o.totalCents) : "")) {
+      problems.push(`${o.id}: debits [${debits.join(", ")}], model ${charged ? -o.totalCents : "none"}`);
+    }
+    if (refunds.join() !== (o.payment === "REFUNDED" ? String(o.totalCents) : "")) problems.push(`${o.id}: refunds [${refunds.join(", ")}], model ${o.payment === "REFUNDED" ? o.totalCents : "none"}`);
+  }
+  for (const [customerId, balance] of m.balances) {
+    const a = await accountState(r.cluster.paymentDb!, customerId);
+    if (a?.balance !== balance || a.entriesSum !== balance) problems.push(`${customerId}: balance ${a?.balance}, entries ${a?.entriesSum}, model ${balance}`);
+  }
+  expect(problems, problems.join("; ")).to.deep.equal([]);
+}
+
+const paidTotal = fc.oneof(fc.constantFrom(9_999n, 10_000n, 10_001n), fc.bigInt({ min: 1n, max: 30_000n }));
+
 const commands = [
+  fc.tuple(paidTotal, fc.nat(2)).map(([t, p]) => new CreatePaid(t, p)),
+  fc.tuple(paidTotal, fc.nat(2)).map(([t, p]) => new CreatePaidAndCancel(t, p)),
+  fc.tuple(fc.bigInt({ min: 1n, max: 40_000n }), fc.nat(2)).map(([a, p]) => new TopUp(a, p)),
   fc.tuple(fc.oneof(fc.constantFrom(9_999n, 10_000n, 10_001n), fc.bigInt({ min: 1n, max: 30_000n })), fc.nat(3)).map(([t, c]) => new Create(t, c)),
   fc.nat().map((i) => new MarkSent(i)),
   fc.nat().map((i) => new MarkSent(i)),
   fc.nat().map((i) => new Cancel(i)),
   fc.constant(new RelayTick()),
-  fc.constantFrom("relay" as const, "voucher" as const).map((t) => new Crash(t)),
+  fc.constantFrom("relay" as const, "voucher" as const, "payment" as const).map((t) => new Crash(t)),
   fc.nat().map((i) => new DuplicateDelivery(i)),
   fc.nat().map((i) => new VoidLive(i)),
   fc.nat().map((i) => new Requeue(i)),
@@ -267,7 +396,7 @@ describe("model: random command sequences against the real processes", function 
   });
 
   it("void then send again, three ways (a direct IssueVoucher, an operator's requeue, the reconciler): one live voucher each time, every voided one kept", async () => {
-    const model: Model = { orders: [] };
+    const model: Model = newModel();
     const real: Real = { cluster, reconcilerVouchers };
     // Every step is a command of the random test below, in an order the random test may never draw.
     const steps: Array<fc.AsyncCommand<Model, Real>> = [
@@ -283,20 +412,40 @@ describe("model: random command sequences against the real processes", function 
     await cluster.expectLedgerClean();
   });
 
-  it("keeps exactly one live voucher per sent qualifying order through create, mark sent, cancel, relay ticks, crashes, duplicate deliveries, voids, requeues and reconciler runs", async () => {
+  it("paid orders: charged while the account holds the total, refused otherwise; a cancelled paid order refunded once; top-ups applied once", async () => {
+    const model = newModel();
+    const real: Real = { cluster, reconcilerVouchers };
+    const steps: Array<fc.AsyncCommand<Model, Real>> = [
+      new CreatePaid(5_000n, 0), new TopUp(20_000n, 0), new CreatePaid(12_000n, 0), new CreatePaid(9_000n, 0),
+      new MarkSent(1), new MarkSent(2), new Cancel(3), new CreatePaidAndCancel(8_000n, 0), new CreatePaidAndCancel(100n, 1),
+      new Crash("payment"), new CreatePaid(8_000n, 0), new Cancel(1), new Cancel(5), new RelayTick(),
+    ];
+    for (const step of steps) if (step.check(model)) await step.run(model, real);
+    // 0: no account, then cancelled; 1: charged and sent (its cancel refused); 2: short of funds (cannot be sent);
+    // 3: cancelled at once, charged and refunded; 4: cancelled at once, no account; 5: charged, then cancelled and refunded.
+    expect(model.orders.map((o) => `${o.status}/${o.payment}`)).to.deep.equal([
+      "CANCELLED/REFUSED", "SENT/CHARGED", "PAYMENT_FAILED/REFUSED", "CANCELLED/REFUNDED", "CANCELLED/REFUSED", "CANCELLED/REFUNDED",
+    ]);
+    expect(model.balances.get(payer(model, 0))).to.equal(8_000n);
+    await cluster.expectLedgerClean();
+  });
+
+  it("keeps exactly one live voucher per sent qualifying order and one debit per charged order through create, paid create, top-ups, mark sent, cancel, relay ticks, crashes, duplicate deliveries, voids, requeues and reconciler runs", async () => {
     const seed = process.env.FAULT_SEED ? Number(process.env.FAULT_SEED) : (Date.now() ^ (Math.random() * 2 ** 31)) | 0;
     const numRuns = Number(process.env.FAULT_RUNS ?? 6);
     try {
       await fc.assert(
         fc.asyncProperty(fc.commands(commands, { maxCommands: 14 }), async (cmds) => {
-          const model: Model = { orders: [] };
+          const model: Model = newModel();
           const real: Real = { cluster, reconcilerVouchers };
           await fc.asyncModelRun(() => ({ model, real }), cmds);
           await cluster.drained(20_000);
           await expectVouchersMatch(model, real);
+          await expectPaymentsMatch(model, real);
           // Whatever was voided along the way, one reconciler run gives every owed order its one live voucher back.
           await reconcileAll(model, real);
           await expectVouchersMatch(model, real);
+          await expectPaymentsMatch(model, real);
           await cluster.expectLedgerClean();
         }),
         { seed, numRuns, verbose: 1, endOnFailure: true },

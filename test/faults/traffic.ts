@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { OrderClient } from "@shop/sdk/clients";
+import type { OrderClient, PaymentClient } from "@shop/sdk/clients";
+import { OrderStatus, PaymentMethod } from "@shop/sdk/order";
 import { sleep } from "./cluster.js";
 
 /** Codes a well-behaved client retries: the call may or may not have happened, and every call here is idempotent. */
@@ -49,6 +50,22 @@ export interface Traffic {
   cancelled: string[];
   /** What each order was created with, for the tests' own statement of the rule. */
   facts: Map<string, { customerId: string; totalCents: bigint }>;
+  /** Paid orders (payment method ACCOUNT) and how each ended as the test saw it. */
+  payments: Map<string, PaidOrder>;
+  /** customer → the sum of their top-ups that returned OK (each request id applied once). */
+  funding: Map<string, bigint>;
+}
+
+/**
+ * How a paid order ended, from the client's side: sent (MarkOrderSent
+ * returned OK after it was PAID), paid (left PAID), refused (PAYMENT_FAILED),
+ * cancelled-paid (cancelled once PAID: refunded), cancelled-awaiting
+ * (cancelled before the outcome was known: refunded if it was charged).
+ */
+export interface PaidOrder {
+  customerId: string;
+  totalCents: bigint;
+  end: "sent" | "paid" | "refused" | "cancelled-paid" | "cancelled-awaiting";
 }
 
 /**
@@ -85,5 +102,105 @@ export async function driveTraffic(orders: OrderClient, opts: TrafficOptions, ou
 
 /** An empty record of traffic, to pass to driveTraffic and watch while it runs. */
 export function newTraffic(): Traffic {
-  return { orderIds: [], acknowledgedSent: [], cancelled: [], facts: new Map() };
+  return { orderIds: [], acknowledgedSent: [], cancelled: [], facts: new Map(), payments: new Map(), funding: new Map() };
+}
+
+/** Tops a customer up once per request id (retried through outages), opening the account first; counted in t.funding. */
+export async function topUp(payments: PaymentClient, t: Traffic, customerId: string, amountCents: bigint, requestId: string, forMs = 60_000): Promise<void> {
+  await withRetry(() => payments.openAccount({ customerId, currency: "EUR" }), forMs);
+  await withRetry(() => payments.topUp({ customerId, amountCents, currency: "EUR", requestId }), forMs);
+  t.funding.set(customerId, (t.funding.get(customerId) ?? 0n) + amountCents);
+}
+
+/** Polls the order until its payment is decided (no longer AWAITING_PAYMENT); throws after forMs. */
+export async function awaitPayment(orders: OrderClient, orderId: string, forMs = 60_000): Promise<OrderStatus> {
+  const deadline = Date.now() + forMs;
+  for (;;) {
+    const { order } = await withRetry(() => orders.getOrder({ orderId }), forMs);
+    if (order!.status !== OrderStatus.AWAITING_PAYMENT) return order!.status;
+    if (Date.now() > deadline) throw new Error(`${orderId} still AWAITING_PAYMENT after ${forMs} ms`);
+    await sleep(100);
+  }
+}
+
+export interface PaidTrafficOptions {
+  count: number;
+  /** Unique per test, at most 40 characters: customer and request ids (orders and top-ups) derive from it. */
+  prefix: string;
+  concurrency?: number;
+  /** Customers the orders are spread over; each is opened and topped up first. Default 4. */
+  customers?: number;
+  /** Each customer's first top-up, in cents. Default 60000 (enough for about half of the orders of a run of 100). */
+  fundCents?: bigint;
+  /** Cancel every n-th order right after creating it, before its outcome is known (0: none). Default 9. */
+  cancelAwaitingEvery?: number;
+  /** Cancel every n-th order once it is PAID, instead of sending it (0: none). Default 5. */
+  cancelPaidEvery?: number;
+  /** Top the customer up again (a new request id) with every n-th order (0: none). Default 10. */
+  topUpEvery?: number;
+  /** How long one order may take end to end through the faults. Default 60000 ms. */
+  orderTimeoutMs?: number;
+}
+
+/**
+ * Paid orders as a shop drives them: customers' accounts opened and topped
+ * up, then orders paid from the account; each waits for its outcome and is
+ * then sent (a few cancelled instead, which refunds them), or cancelled at
+ * once before the outcome is known; more top-ups along the way. Every call
+ * is retried through outages with the same request, so each is applied once.
+ * Orders are spread over the customers round robin, totals from 1.00 to
+ * 250.00 EUR (some over the voucher line), so some are refused for funds.
+ */
+export async function drivePaidTraffic(orders: OrderClient, payments: PaymentClient, opts: PaidTrafficOptions, out: Traffic = newTraffic()): Promise<Traffic> {
+  const customers = Array.from({ length: opts.customers ?? 4 }, (_, k) => `${opts.prefix}-payer-${k}`);
+  const forMs = opts.orderTimeoutMs ?? 60_000;
+  for (const [k, c] of customers.entries()) await topUp(payments, out, c, opts.fundCents ?? 60_000n, `${opts.prefix}-fund-${k}`, forMs);
+  const cancelAwaiting = opts.cancelAwaitingEvery ?? 9;
+  const cancelPaid = opts.cancelPaidEvery ?? 5;
+  const topUpEvery = opts.topUpEvery ?? 10;
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: opts.concurrency ?? 8 }, async () => {
+      while (next < opts.count) {
+        const i = next++;
+        const customerId = customers[i % customers.length]!;
+        const totalCents = BigInt(100 + ((i * 7_919) % 24_901));
+        const request = { customerId, totalCents, currency: "EUR", requestId: `${opts.prefix}-${i}`, paymentMethod: PaymentMethod.ACCOUNT };
+        const { order } = await withRetry(() => orders.createOrder(request), forMs);
+        const id = order!.id;
+        out.orderIds.push(id);
+        out.facts.set(id, { customerId, totalCents });
+        const record = (end: PaidOrder["end"]) => out.payments.set(id, { customerId, totalCents, end });
+        if (topUpEvery > 0 && i % topUpEvery === topUpEvery - 1) await topUp(payments, out, customerId, 5_000n, `${opts.prefix}-topup-${i}`, forMs);
+        if (cancelAwaiting > 0 && i % cancelAwaiting === cancelAwaiting - 1) {
+          await withRetry(() => orders.cancelOrder({ orderId: id }), forMs);
+          out.cancelled.push(id);
+          record("cancelled-awaiting");
+          continue;
+        }
+        const status = await awaitPayment(orders, id, forMs);
+        if (status === OrderStatus.PAYMENT_FAILED) {
+          record("refused");
+        } else if (status !== OrderStatus.PAID) {
+          throw new Error(`${id}: ${OrderStatus[status]} after AWAITING_PAYMENT, want PAID or PAYMENT_FAILED`);
+        } else if (cancelPaid > 0 && i % cancelPaid === cancelPaid - 1) {
+          await withRetry(() => orders.cancelOrder({ orderId: id }), forMs);
+          out.cancelled.push(id);
+          record("cancelled-paid");
+        } else {
+          await withRetry(() => orders.markOrderSent({ orderId: id }), forMs);
+          out.acknowledgedSent.push(id);
+          record("sent");
+        }
+      }
+    }),
+  );
+  return out;
+}
+
+/** How the paid orders of a run ended, for the verbose log: "40 paid orders: sent 20, refused 9, …". */
+export function tally(t: Traffic): string {
+  const ends: Record<string, number> = {};
+  for (const p of t.payments.values()) ends[p.end] = (ends[p.end] ?? 0) + 1;
+  return `${t.payments.size} paid orders: ${Object.entries(ends).map(([k, v]) => `${k} ${v}`).join(", ")}`;
 }
