@@ -18,7 +18,7 @@ import {
   type PaymentOutcomeClient,
 } from "@shop/sdk/clients";
 import { OrderService, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus } from "@shop/sdk/order";
-import { PaymentService, RefusalReason } from "@shop/sdk/payment";
+import { PaymentOutcome, PaymentService } from "@shop/sdk/payment";
 import { allScopesToken, testAuth, testSigningKey, testToken } from "@shop/testkit/auth";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 
@@ -513,24 +513,21 @@ describe("bad input at the payment service and the order service's payment RPCs"
       expect((await orders.getOrder({ orderId: seed.paid })).order!.payment!.status).to.equal(PaymentStatus.CHARGED);
     });
 
-    // DEFECT (payment-service/src/payments.ts, Payments.refund/charge): a RefundOrder that arrives before
-    // any ChargeOrder of its order is recorded as REFUSED (NOT_CHARGED) for good; a later ChargeOrder of that
-    // order still debits the account, and every later RefundOrder replays NOT_CHARGED, so that debit can never
-    // be credited back. The assertion holds whichever way it is fixed (the charge refused, or the refund
-    // decided anew once the order is charged): no debit is left that no refund can undo.
-    it.skip("leaves no debit that cannot be refunded when a refund was refused before the order's charge", async () => {
+    // A refund asked before its order's charge is decided is refused and recorded nowhere, so the charge that
+    // follows can still be refunded: no debit is left that no refund can undo.
+    it("leaves no debit that cannot be refunded when a refund was refused before the order's charge", async () => {
       const { payments } = clients.grpc;
       const orderId = "01HREFUNDFIRST000000000000";
       const start = (await payments.getAccount({ customerId: "cust-2" })).account!.balanceCents;
       await payments.topUp({ customerId: "cust-2", amountCents: 5_000n, currency: "EUR", requestId: "top-refund-first" });
-      const early = await payments.refundOrder({ orderId });
-      expect(early.reason).to.equal(RefusalReason.NOT_CHARGED);
-      try {
-        await payments.chargeOrder({ orderId, customerId: "cust-2", amountCents: 1_000n, currency: "EUR" });
-      } catch {
-        // Refusing the charge is one acceptable fix.
-      }
-      await payments.refundOrder({ orderId });
+      const early = await payments.refundOrder({ orderId }).then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect(early?.code).to.equal(Code.FailedPrecondition);
+      const charged = await payments.chargeOrder({ orderId, customerId: "cust-2", amountCents: 1_000n, currency: "EUR" });
+      expect(charged.outcome).to.equal(PaymentOutcome.CHARGED);
+      expect((await payments.refundOrder({ orderId })).outcome).to.equal(PaymentOutcome.REFUNDED);
       expect((await payments.getAccount({ customerId: "cust-2" })).account!.balanceCents).to.equal(start + 5_000n);
     });
   });

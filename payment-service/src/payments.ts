@@ -1,7 +1,7 @@
 import type { PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { handleOnce, type InboxAnswer } from "@shop/engine/inbox";
 import { inTransaction, retryTransient, type Pool } from "@shop/platform/db";
-import { alreadyExists, notFound } from "@shop/platform/errors";
+import { alreadyExists, failedPrecondition, notFound } from "@shop/platform/errors";
 import { failpoint } from "@shop/platform/failpoints";
 import { newId } from "@shop/platform/ids";
 import type { Logger } from "@shop/platform/logger";
@@ -285,24 +285,26 @@ export class Payments {
 
   /**
    * Credits back a charged order's debit, at most once. An order never
-   * charged (refused, or never asked) is REFUSED (NOT_CHARGED). The charge's
-   * inbox row is read with a locking read, so a refund waits for a charge of
-   * the same order still being decided rather than missing it.
+   * charged because its charge was refused is REFUSED (NOT_CHARGED), for
+   * good; an order whose charge is not decided yet is FAILED_PRECONDITION and
+   * nothing is recorded. The charge's inbox row is read with a locking read,
+   * so a refund waits for a charge of the same order still being decided
+   * rather than missing it.
    */
   async refund(req: RefundRequest): Promise<Decided> {
     const key = `refund:${req.orderId}`;
     const answer = await this.once<PaymentOutcome>(key, { orderId: req.orderId }, async (conn) => {
       const [rows] = await conn.query<RowDataPacket[]>("SELECT outcome FROM inbox WHERE message_key = ? FOR UPDATE", [`charge:${req.orderId}`]);
       const charge = rows[0]?.outcome ? (JSON.parse(String(rows[0].outcome)) as PaymentOutcome) : undefined;
+      if (!charge) {
+        // Not a decision: nothing is recorded (the transaction, inbox key included, rolls back), so a refund
+        // asked again once the order's charge is decided is decided then. Recording NOT_CHARGED here would
+        // leave a later charge's debit that no refund could ever undo.
+        throw failedPrecondition(`order ${req.orderId} has no decided charge to refund; nothing was recorded: ask again once its charge is decided`);
+      }
       let outcome: PaymentOutcome;
-      if (!charge || charge.outcome !== "CHARGED") {
-        outcome = {
-          outcome: "REFUSED",
-          reason: "NOT_CHARGED",
-          customerId: charge?.customerId ?? "",
-          amountCents: charge?.amountCents ?? 0,
-          currency: charge?.currency ?? "",
-        };
+      if (charge.outcome !== "CHARGED") {
+        outcome = { outcome: "REFUSED", reason: "NOT_CHARGED", customerId: charge.customerId, amountCents: charge.amountCents, currency: charge.currency };
       } else {
         await conn.query("UPDATE accounts SET balance_cents = balance_cents + ? WHERE id = ?", [charge.amountCents, charge.accountId]);
         const movement = await this.move(conn, {

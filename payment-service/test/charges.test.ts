@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { MovementKind, PaymentOutcome, RefusalReason } from "@shop/sdk/payment";
 import { checkPaymentLedger } from "../src/ledger-check.js";
 import { expectCode, startTestService, uniqueId, type TestService, type Transport } from "./helpers.js";
@@ -96,8 +96,15 @@ describe("payment service: charging and refunding orders", () => {
         expect(await balance(customerId)).to.equal(3_000n);
         expect(await outboxRow(`refund:${orderId}`)).to.have.nested.property("[0].outcome", "REFUNDED");
 
-        const never = await c.refundOrder({ orderId: uniqueId("never") });
-        expect(never).to.include({ outcome: PaymentOutcome.REFUSED, reason: RefusalReason.NOT_CHARGED, decided: true });
+        // An order whose charge is not decided: refused as an error, and nothing recorded, so its refund can be asked again later.
+        const inboxBefore = await t.count("inbox");
+        const never = await c.refundOrder({ orderId: uniqueId("never") }).then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        );
+        expect(never?.code).to.equal(Code.FailedPrecondition);
+        expect(never?.rawMessage).to.match(/has no decided charge to refund; nothing was recorded/);
+        expect(await t.count("inbox")).to.equal(inboxBefore);
         const refusedOrder = uniqueId("ord");
         await c.chargeOrder({ orderId: refusedOrder, customerId, amountCents: 1_000_000n, currency: "EUR" });
         expect(await c.refundOrder({ orderId: refusedOrder })).to.include({ outcome: PaymentOutcome.REFUSED, reason: RefusalReason.NOT_CHARGED });

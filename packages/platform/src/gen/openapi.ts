@@ -2166,7 +2166,7 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
             "shop.payment.v1.PaymentService"
           ],
           "summary": "RefundOrder",
-          "description": "RefundOrder credits back the debit of a charged order, exactly once. An\norder that was never charged (refused, or never asked) is REFUSED with a\nreason and moves nothing. A replay returns the recorded outcome.\nInternal: the order service's relay calls it.",
+          "description": "RefundOrder credits back the debit of a charged order, exactly once. An\norder whose charge was refused is REFUSED (NOT_CHARGED) and moves\nnothing. A replay returns the recorded outcome. An order whose charge is\nnot decided yet (never asked, or still in flight) is FAILED_PRECONDITION\nand nothing is recorded, so its refund can be asked again once it is.\nInternal: the order service's relay calls it.",
           "parameters": [
             {
               "$ref": "#/components/parameters/ConnectProtocolVersion"

@@ -788,8 +788,10 @@ export const PaymentService: GenService<{
   },
   /**
    * RefundOrder credits back the debit of a charged order, exactly once. An
-   * order that was never charged (refused, or never asked) is REFUSED with a
-   * reason and moves nothing. A replay returns the recorded outcome.
+   * order whose charge was refused is REFUSED (NOT_CHARGED) and moves
+   * nothing. A replay returns the recorded outcome. An order whose charge is
+   * not decided yet (never asked, or still in flight) is FAILED_PRECONDITION
+   * and nothing is recorded, so its refund can be asked again once it is.
    * Internal: the order service's relay calls it.
    *
    * @generated from rpc shop.payment.v1.PaymentService.RefundOrder
