@@ -336,7 +336,7 @@ describe("npm run auth", function () {
 
       const refused = await auth("token", "--key", keyFile, "--role", "god").catch((e) => e);
       expect(refused.code).to.equal(2);
-      expect(refused.stderr).to.contain("--role god is not one of shop, relay, reconciler, admin, customer");
+      expect(refused.stderr).to.contain("--role god is not one of shop, relay, payment-relay, reconciler, admin, customer");
       const twice = await auth("jwks", "--key", keyFile, "--key", keyFile).catch((e) => e);
       expect(twice.stderr).to.contain("two keys have the key id 2026-11");
     } finally {
