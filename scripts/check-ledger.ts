@@ -350,7 +350,7 @@ export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
 }
 
 const PAYMENT_TITLES = {
-  P1: "exactly one debit for every charged order (payment CHARGED, REFUND_PENDING or REFUNDED), never two, of the order's customer, total and currency",
+  P1: "exactly one debit for every charged order (payment CHARGED, REFUND_PENDING or REFUNDED; every PAID, SENT or DELIVERED paid order is one), never two, of the order's customer, total and currency",
   P2: "no debit without a charged order (an order still awaiting its payment with a debit is in flight on a live system)",
   P3: "every customer account's balance equals the sum of its entries and is not negative; system accounts keep 0 in the column",
   P4: "all ledger entries sum to zero per currency; every movement is two entries on two accounts summing to zero",
@@ -390,7 +390,9 @@ interface Decision {
 const CHARGED_PAYMENT = new Set(["CHARGED", "REFUND_PENDING", "REFUNDED"]);
 const SHIPPABLE = new Set(["PAID", "SENT", "DELIVERED"]);
 
-async function hasTable(pool: Pool, table: string): Promise<boolean> {
+type Queryable = Pick<Pool, "query">;
+
+async function hasTable(pool: Queryable, table: string): Promise<boolean> {
   const [rows] = await pool.query<RowDataPacket[]>(
     "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
     [table],
@@ -399,7 +401,7 @@ async function hasTable(pool: Pool, table: string): Promise<boolean> {
 }
 
 /** Outbox rows by status and the age of the oldest pending one; zeros when the table does not exist. */
-async function outboxState(pool: Pool, table: string): Promise<{ pending: number; dead: number; oldestMs: number; byKey: Map<string, string> }> {
+async function outboxState(pool: Queryable, table: string): Promise<{ pending: number; dead: number; oldestMs: number; byKey: Map<string, string> }> {
   if (!(await hasTable(pool, table))) return { pending: 0, dead: 0, oldestMs: 0, byKey: new Map() };
   const key = table === "payment_outbox" ? "message_key" : "order_id";
   const [rows] = await pool.query<RowDataPacket[]>(
@@ -435,33 +437,49 @@ async function checkPayments(opts: LedgerOptions, orderPool: Pool): Promise<Inva
   const settled = opts.drained ?? true;
   const paymentPool = createPool({ url: opts.paymentDatabaseUrl, connectionLimit: 2 });
   try {
-    const q = async (pool: Pool, sql: string) => (await pool.query<RowDataPacket[]>(sql))[0];
+    const q = async (pool: Queryable, sql: string) => (await pool.query<RowDataPacket[]>(sql))[0];
+    const readOrders = async (): Promise<PaidOrderRow[]> =>
+      (
+        await q(orderPool, `SELECT id, customer_id AS customerId, status, total_cents AS totalCents, currency,
+                                   payment_method AS paymentMethod, payment_status AS paymentStatus FROM orders`)
+      ).map((r) => ({ ...(r as PaidOrderRow), totalCents: Number(r.totalCents) }));
     // The order side first: whatever the payment side then shows that the
     // orders do not is younger than what they show (an outcome in flight).
-    const orders: PaidOrderRow[] = (
-      await q(orderPool, `SELECT id, customer_id AS customerId, status, total_cents AS totalCents, currency,
-                                 payment_method AS paymentMethod, payment_status AS paymentStatus FROM orders`)
-    ).map((r) => ({ ...(r as PaidOrderRow), totalCents: Number(r.totalCents) }));
+    const orders = await readOrders();
     const [charges, refunds] = await Promise.all([outboxState(orderPool, "charge_outbox"), outboxState(orderPool, "refund_outbox")]);
-    const entries: PaymentEntry[] = (
-      await q(paymentPool, `SELECT e.order_id AS orderId, e.kind, e.amount_cents AS amountCents, e.currency, a.customer_id AS customerId
-                              FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
-                             WHERE a.kind = 'CUSTOMER' AND e.kind IN ('CHARGE', 'REFUND')`)
-    ).map((r) => ({ ...(r as PaymentEntry), amountCents: Number(r.amountCents) }));
+    // The payment side in one consistent snapshot, so its reads agree with each other on a live system.
+    const conn = await paymentPool.getConnection();
+    let entries: PaymentEntry[], outcomes: Awaited<ReturnType<typeof outboxState>>, balances: RowDataPacket[], sums: RowDataPacket[], badMovements: RowDataPacket[], ownCheck: string[];
     const decisions = new Map<string, Decision>();
-    for (const r of await q(paymentPool, "SELECT message_key AS k, outcome FROM inbox WHERE message_key LIKE 'charge:%' OR message_key LIKE 'refund:%'")) {
-      if (r.outcome !== null) decisions.set(String(r.k), JSON.parse(String(r.outcome)) as Decision);
+    try {
+      await conn.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+      await conn.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY");
+      entries = (
+        await q(conn, `SELECT e.order_id AS orderId, e.kind, e.amount_cents AS amountCents, e.currency, a.customer_id AS customerId
+                         FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+                        WHERE a.kind = 'CUSTOMER' AND e.kind IN ('CHARGE', 'REFUND')`)
+      ).map((r) => ({ ...(r as PaymentEntry), amountCents: Number(r.amountCents) }));
+      for (const r of await q(conn, "SELECT message_key AS k, outcome FROM inbox WHERE message_key LIKE 'charge:%' OR message_key LIKE 'refund:%'")) {
+        if (r.outcome !== null) decisions.set(String(r.k), JSON.parse(String(r.outcome)) as Decision);
+      }
+      outcomes = await outboxState(conn, "payment_outbox");
+      balances = await q(conn, `SELECT a.id, a.kind, a.currency, a.balance_cents AS balance, COALESCE(SUM(e.amount_cents), 0) AS total
+                                  FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
+                                 GROUP BY a.id, a.kind, a.currency, a.balance_cents`);
+      sums = await q(conn, "SELECT currency, SUM(amount_cents) AS total, COUNT(*) AS n FROM ledger_entries GROUP BY currency");
+      badMovements = await q(conn, `SELECT movement_id AS id FROM ledger_entries GROUP BY movement_id
+                                    HAVING COUNT(*) <> 2 OR COUNT(DISTINCT account_id) <> 2 OR SUM(amount_cents) <> 0`);
+      ownCheck = await checkPaymentLedger(conn);
+      await conn.query("COMMIT");
+    } finally {
+      conn.release();
     }
-    const outcomes = await outboxState(paymentPool, "payment_outbox");
-    const balances = await q(paymentPool, `SELECT a.id, a.kind, a.currency, a.balance_cents AS balance, COALESCE(SUM(e.amount_cents), 0) AS total
-                                             FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
-                                            GROUP BY a.id, a.kind, a.currency, a.balance_cents`);
-    const sums = await q(paymentPool, "SELECT currency, SUM(amount_cents) AS total, COUNT(*) AS n FROM ledger_entries GROUP BY currency");
-    const badMovements = await q(paymentPool, `SELECT movement_id AS id FROM ledger_entries GROUP BY movement_id
-                                               HAVING COUNT(*) <> 2 OR COUNT(DISTINCT account_id) <> 2 OR SUM(amount_cents) <> 0`);
-    const ownCheck = await checkPaymentLedger(paymentPool);
+    // What the payment side shows (a debit, a refund) is judged against the
+    // orders as they are after it was read: on a live system an order created,
+    // cancelled or charged since the first read is then seen as it is.
+    const ordersAfter = settled ? orders : await readOrders();
+    const afterById = new Map(ordersAfter.map((o) => [o.id, o]));
 
-    const orderById = new Map(orders.map((o) => [o.id, o]));
     const group = (kind: PaymentEntry["kind"], sign: number) => {
       const m = new Map<string, PaymentEntry[]>();
       for (const e of entries) if (e.kind === kind && Math.sign(e.amountCents) === sign) m.set(e.orderId, [...(m.get(e.orderId) ?? []), e]);
@@ -476,21 +494,25 @@ async function checkPayments(opts: LedgerOptions, orderPool: Pool): Promise<Inva
     {
       const charged = paid.filter((o) => CHARGED_PAYMENT.has(o.paymentStatus));
       const missing = charged.filter((o) => !debits.has(o.id)).map((o) => o.id);
+      // Status and payment change in one transaction of the order database: a paid order past PAID is charged, live or not.
+      const shippedUncharged = paid.filter((o) => SHIPPABLE.has(o.status) && o.paymentStatus !== "CHARGED").map((o) => o.id);
       const doubled = [...debits].filter(([, d]) => d.length > 1).map(([id]) => id);
       const wrongFacts = [...debits]
         .filter(([id, [d]]) => {
-          const o = orderById.get(id);
+          const o = afterById.get(id);
           return o && (d!.customerId !== o.customerId || -d!.amountCents !== o.totalCents || d!.currency !== o.currency);
         })
         .map(([id]) => id);
       results.push(
-        result("P1", PAYMENT_TITLES.P1, missing.length + doubled.length + wrongFacts.length, {
+        result("P1", PAYMENT_TITLES.P1, missing.length + doubled.length + wrongFacts.length + shippedUncharged.length, {
           "charged orders": charged.length,
           debits: [...debits.values()].reduce((n, d) => n + d.length, 0),
           "charged without debit": missing.length,
           "orders with two or more debits": doubled.length,
           "debit facts differ": wrongFacts.length,
+          "PAID/SENT/DELIVERED not charged": shippedUncharged.length,
         }, [
+          shippedUncharged.length ? `PAID, SENT or DELIVERED paid order whose payment is not CHARGED: ${sample(shippedUncharged)}` : "",
           missing.length ? `charged but no debit: ${sample(missing)}` : "",
           doubled.length ? `two or more debits: ${sample(doubled)}` : "",
           wrongFacts.length ? `debit's customer, amount or currency is not the order's: ${sample(wrongFacts)}` : "",
@@ -504,7 +526,7 @@ async function checkPayments(opts: LedgerOptions, orderPool: Pool): Promise<Inva
       const unpaid: string[] = [];
       const awaiting: string[] = [];
       for (const id of debits.keys()) {
-        const o = orderById.get(id);
+        const o = afterById.get(id);
         if (!o) unknown.push(id);
         else if (CHARGED_PAYMENT.has(o.paymentStatus)) continue;
         else if (o.paymentStatus === "AWAITING") awaiting.push(id);
@@ -566,7 +588,7 @@ async function checkPayments(opts: LedgerOptions, orderPool: Pool): Promise<Inva
       const withoutDebit = [...refundsBy.keys()].filter((id) => !debits.has(id));
       const wrongAmount = [...refundsBy].filter(([id, [r]]) => debits.has(id) && r!.amountCents !== -debits.get(id)![0]!.amountCents).map(([id]) => id);
       // A refund entry of an order that never asked for one (its payment is not REFUND_PENDING or REFUNDED).
-      const unasked = [...refundsBy.keys()].filter((id) => !["REFUND_PENDING", "REFUNDED"].includes(orderById.get(id)?.paymentStatus ?? ""));
+      const unasked = [...refundsBy.keys()].filter((id) => !["REFUND_PENDING", "REFUNDED"].includes(afterById.get(id)?.paymentStatus ?? ""));
       // A refund asked of an order the payment service never charged: the order side asks only after it knows of the charge.
       const refusedRefunds = [...decisions].filter(([k, d]) => k.startsWith("refund:") && d.outcome !== "REFUNDED").map(([k]) => k.slice("refund:".length));
       const stillPending = settled ? pendingRefund.map((o) => o.id) : [];

@@ -146,6 +146,16 @@ describe("check:ledger's payment invariants on hand-made histories", function ()
     expect(r.ok).to.equal(false);
   });
 
+  it("P1 fails on a sent paid order whose payment is not CHARGED, on a live system too", async () => {
+    const { o1 } = await soundHistory();
+    await orderDb.sql(`UPDATE orders SET payment_status = 'AWAITING' WHERE id = '${o1}'`);
+    for (const drained of [true, false]) {
+      const r = await checkLedger({ ...ledger, drained });
+      expect(verdicts(r)).to.include({ P1: "FAIL" });
+      expect(counts(r, "P1")).to.include({ "PAID/SENT/DELIVERED not charged": 1 });
+    }
+  });
+
   it("P1 fails on a debit of another amount than the order's total", async () => {
     const { o1 } = await soundHistory();
     await orderDb.sql(`UPDATE orders SET total_cents = 1001 WHERE id = '${o1}'`);

@@ -3,7 +3,7 @@ import { expect } from "chai";
 import { OrderStatus, PaymentMethod, PaymentStatus, VoucherStatus } from "@shop/sdk/order";
 import { roleToken } from "@shop/testkit/auth";
 import { accountState, orderEntries, orderPayments } from "@shop/testkit/payments";
-import { checkLedger, formatLedger } from "../../scripts/check-ledger.js";
+import { checkLedger, formatLedger, type LedgerResult } from "../../scripts/check-ledger.js";
 import { inParallel, Stack } from "./stack.js";
 
 /**
@@ -63,13 +63,25 @@ describe("paid orders across the order, payment and voucher services", function 
     expect(r.results.filter((x) => x.id.startsWith("P")).map((x) => x.verdict)).to.not.include("SKIP");
   }
 
-  it("200 concurrent paid orders of one customer funded for exactly 50: 50 PAID, 150 PAYMENT_FAILED, balance 0", async () => {
+  it("200 concurrent paid orders of one customer funded for exactly 50: 50 PAID, 150 PAYMENT_FAILED, balance 0; check:ledger --live finds nothing while they are decided", async () => {
     const customerId = "pay-e2e-many";
     const price = 2_000n;
     await fund(customerId, 50n * price);
+    // The ledger check as an operator runs it on a live system, over and over while the orders are decided: outcomes in flight are not drift.
+    let watching = true;
+    const liveRuns: LedgerResult[] = [];
+    const watcher = (async () => {
+      while (watching) {
+        liveRuns.push(await checkLedger({ orderDatabaseUrl: stack.orderDb.url, voucherDatabaseUrl: stack.voucherDb.url, paymentDatabaseUrl: stack.paymentDb!.url, drained: false }));
+      }
+    })();
     const ids = await Promise.all(Array.from({ length: 200 }, () => paidOrder(customerId, price)));
     expect(new Set(ids).size).to.equal(200);
     await stack.settled(60_000);
+    watching = false;
+    await watcher;
+    expect(liveRuns.length).to.be.greaterThan(0);
+    for (const r of liveRuns) expect(r.ok, formatLedger(r)).to.equal(true);
 
     const rows = await orderPayments(stack.orderDb);
     const mine = ids.map((id) => rows.get(id)!);
