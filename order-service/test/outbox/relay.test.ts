@@ -318,7 +318,13 @@ describe("outbox relay", () => {
     fake.failAll = Code.Unavailable;
     const m = metered();
     relay({ concurrency: 1, maxAttempts: 2 }, { metrics: m.metrics }).start();
-    await eventually("every row has failed more often than maxAttempts", async () => (await outboxRows(o.pool)).every((r) => r.attempts >= 4));
+    // Attempts are counted when a row is claimed, before its call: wait for the third outage call to have failed
+    // too, so lifting the outage cannot let that claim's call through.
+    const outageFailures = () => m.value("relay_call_failures_total", { code: "UNAVAILABLE", cause: "unavailable" });
+    await eventually(
+      "every row has failed more often than maxAttempts, three times for the outage",
+      async () => (await outboxRows(o.pool)).every((r) => r.attempts >= 4) && ((await outageFailures()) ?? 0) >= 3,
+    );
     expect((await outboxRows(o.pool)).every((r) => r.status === "pending" && /UNAVAILABLE/.test(r.lastError!))).to.equal(true);
     fake.failAll = undefined;
     await eventually("every row is delivered", () => allDelivered(o.pool));
