@@ -162,21 +162,24 @@ async function saveOrder(conn: PoolConnection, order: Order): Promise<void> {
   );
 }
 
-/** A charge request, due at once, carrying the writer's traceparent (CreateOrder's span). */
-async function insertCharge(conn: PoolConnection, request: ChargeRequest, now: Date): Promise<void> {
+/**
+ * A charge request, due at once on the database's clock (which the relay's claim reads too), carrying the
+ * writer's traceparent (CreateOrder's span).
+ */
+async function insertCharge(conn: PoolConnection, request: ChargeRequest): Promise<void> {
   await conn.query(
     `INSERT INTO charge_outbox (order_id, customer_id, amount_cents, currency, status, attempts, next_attempt_at, created_at, traceparent)
-     VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)`,
-    [request.orderId, request.customerId, request.amountCents, request.currency, now, now, currentTraceparent() ?? null],
+     VALUES (?, ?, ?, ?, 'pending', 0, NOW(3), NOW(3), ?)`,
+    [request.orderId, request.customerId, request.amountCents, request.currency, currentTraceparent() ?? null],
   );
 }
 
-/** A refund request, due at once. */
-async function insertRefund(conn: PoolConnection, request: RefundRequest, now: Date): Promise<void> {
+/** A refund request, due at once on the database's clock. */
+async function insertRefund(conn: PoolConnection, request: RefundRequest): Promise<void> {
   await conn.query(
     `INSERT INTO refund_outbox (order_id, amount_cents, currency, status, attempts, next_attempt_at, created_at, traceparent)
-     VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)`,
-    [request.orderId, request.amountCents, request.currency, now, now, currentTraceparent() ?? null],
+     VALUES (?, ?, ?, 'pending', 0, NOW(3), NOW(3), ?)`,
+    [request.orderId, request.amountCents, request.currency, currentTraceparent() ?? null],
   );
 }
 
@@ -274,9 +277,7 @@ export class OrderStore {
             ],
           );
           if (paid) {
-            // Due on the database's clock, which the relay's claim reads too.
-            const [[{ dbNow }]] = await conn.query<Array<{ dbNow: Date } & RowDataPacket>>("SELECT NOW(3) AS dbNow");
-            await insertCharge(conn, chargeRequestFor(order), dbNow);
+            await insertCharge(conn, chargeRequestFor(order));
             failpoint("order.create-paid.before-commit");
           }
         }),
@@ -427,7 +428,7 @@ export class OrderStore {
         if (!locked) throw notFound(`order ${orderId} not found`);
         const t = apply(locked.order, locked.now);
         if (t.changed) await saveOrder(conn, t.order);
-        if (t.refundRequest) await insertRefund(conn, t.refundRequest, locked.now);
+        if (t.refundRequest) await insertRefund(conn, t.refundRequest);
         let entry: OutboxEntry | null;
         if (t.voucherRequest) {
           await insertOutbox(conn, t.voucherRequest, locked.now);
@@ -481,6 +482,8 @@ export class OrderStore {
         const locked = await lockOrder(conn, msg.orderId);
         if (!locked) throw notFound(`order ${msg.orderId} not found`);
         let refundRequested = false;
+        // The row lock is held throughout: a replay leaves the order as locked, a handled outcome as the effect left it.
+        let order = locked.order;
         const answer = await handleOnce(conn, {
           key: `payment:${msg.messageKey}`,
           facts,
@@ -488,9 +491,10 @@ export class OrderStore {
             const t = paymentOutcome(locked.order, msg, locked.now);
             if (t.changed) await saveOrder(conn, t.order);
             if (t.refundRequest) {
-              await insertRefund(conn, t.refundRequest, locked.now);
+              await insertRefund(conn, t.refundRequest);
               refundRequested = true;
             }
+            order = t.order;
             return { changed: t.changed, status: t.order.status, paymentStatus: t.order.paymentStatus };
           },
         });
@@ -500,7 +504,6 @@ export class OrderStore {
           );
         }
         failpoint("order.payment-outcome.before-commit");
-        const order = (await lockOrder(conn, msg.orderId))!.order;
         const entry = entryOrArchived(await readOutbox(conn, msg.orderId), locked.archivedVoucherId);
         return { order: { ...order, voucher: voucherStateOf(entry) }, changed: answer.kind === "handled" && answer.outcome.changed, refundRequested };
       }),
@@ -530,8 +533,8 @@ export class OrderStore {
         const [rows] = await conn.query<RowDataPacket[]>(`SELECT status FROM ${table} WHERE order_id = ? FOR UPDATE`, [orderId]);
         const row = rows[0] ? { status: String(rows[0].status) } : null;
         const action = paymentRequeueAction(locked.order, row);
-        if (action.kind === "insert-charge") await insertCharge(conn, action.request, locked.now);
-        else if (action.kind === "insert-refund") await insertRefund(conn, action.request, locked.now);
+        if (action.kind === "insert-charge") await insertCharge(conn, action.request);
+        else if (action.kind === "insert-refund") await insertRefund(conn, action.request);
         else if (action.kind === "revive") {
           await conn.query(`UPDATE ${table} SET status = 'pending', next_attempt_at = ?, locked_by = NULL WHERE order_id = ? AND status = 'dead'`, [
             locked.now,
