@@ -49,12 +49,29 @@ export const SCOPES = {
   paymentsReadOwn: "payments:read:own",
   /** Charge and refund orders (the order service's relay only). */
   paymentsCharge: "payments:charge",
+  /** Record a shipment's event on an order (the delivery service's relay, the reconciler). */
+  ordersShipmentEvent: "orders:shipment-event",
+  /** Create shipments (the order service's relay only). */
+  shipmentsCreate: "shipments:create",
+  /** Read any order's shipment (the shop backend, the reconciler, operators). */
+  shipmentsRead: "shipments:read",
+  /** Read the shipments of the customer named in the token only. */
+  shipmentsReadOwn: "shipments:read:own",
+  /** The delivery service's admin calls: resume a shipment its carrier failed on. */
+  shipmentsAdmin: "shipments:admin",
+  /** Report for carriers driven over RPC: confirm, decline, ship, deliver (a business or an operator). */
+  carrierReport: "carrier:report",
 } as const;
 export type Scope = (typeof SCOPES)[keyof typeof SCOPES];
 const ALL_SCOPES = new Set<string>(Object.values(SCOPES));
 
 /** The services' default audiences (AUTH_AUDIENCE): the value of aud that addresses a token to each. */
-export const AUDIENCES = { orders: "order-service", vouchers: "voucher-service", payments: "payment-service" } as const;
+export const AUDIENCES = {
+  orders: "order-service",
+  vouchers: "voucher-service",
+  payments: "payment-service",
+  deliveries: "delivery-service",
+} as const;
 
 /** The default issuer (AUTH_ISSUER): the iss that tokens carry and services expect. */
 export const DEFAULT_ISSUER = "shop-auth";
@@ -78,31 +95,56 @@ const SCOPE_AUDIENCE: Record<Scope, string> = {
   [SCOPES.paymentsRead]: AUDIENCES.payments,
   [SCOPES.paymentsReadOwn]: AUDIENCES.payments,
   [SCOPES.paymentsCharge]: AUDIENCES.payments,
+  [SCOPES.ordersShipmentEvent]: AUDIENCES.orders,
+  [SCOPES.shipmentsCreate]: AUDIENCES.deliveries,
+  [SCOPES.shipmentsRead]: AUDIENCES.deliveries,
+  [SCOPES.shipmentsReadOwn]: AUDIENCES.deliveries,
+  [SCOPES.shipmentsAdmin]: AUDIENCES.deliveries,
+  [SCOPES.carrierReport]: AUDIENCES.deliveries,
 };
 
 /** The callers this system has, and the scopes each one's token carries. */
 export const ROLES = {
   shop: {
     subject: "shop-backend",
-    scopes: [SCOPES.ordersWrite, SCOPES.ordersRead, SCOPES.vouchersRead, SCOPES.paymentsWrite, SCOPES.paymentsRead],
+    scopes: [
+      SCOPES.ordersWrite,
+      SCOPES.ordersRead,
+      SCOPES.vouchersRead,
+      SCOPES.paymentsWrite,
+      SCOPES.paymentsRead,
+      SCOPES.shipmentsRead,
+    ],
   },
-  relay: { subject: "relay", scopes: [SCOPES.vouchersIssue, SCOPES.paymentsCharge] },
+  relay: { subject: "relay", scopes: [SCOPES.vouchersIssue, SCOPES.paymentsCharge, SCOPES.shipmentsCreate] },
   /** The payment service's relay: delivers charge and refund outcomes to the order service, nothing else. */
   "payment-relay": { subject: "payment-relay", scopes: [SCOPES.ordersPaymentOutcome] },
+  /** The delivery service's relay: delivers shipment events to the order service, nothing else. */
+  "delivery-relay": { subject: "delivery-relay", scopes: [SCOPES.ordersShipmentEvent] },
+  /** A business or an operator driving the shipments of the carriers that report over RPC. */
+  carrier: { subject: "carrier", scopes: [SCOPES.carrierReport] },
   reconciler: {
     subject: "reconciler",
     scopes: [
       SCOPES.ordersRead,
       SCOPES.ordersRequeue,
       SCOPES.ordersPaymentOutcome,
+      SCOPES.ordersShipmentEvent,
       SCOPES.vouchersRead,
       SCOPES.vouchersIssue,
       SCOPES.vouchersVoid,
       SCOPES.paymentsRead,
+      SCOPES.shipmentsRead,
     ],
   },
-  admin: { subject: "operator", scopes: [SCOPES.admin, SCOPES.ordersRead, SCOPES.vouchersRead] },
-  customer: { subject: "customer", scopes: [SCOPES.ordersReadOwn, SCOPES.vouchersReadOwn, SCOPES.paymentsReadOwn] },
+  admin: {
+    subject: "operator",
+    scopes: [SCOPES.admin, SCOPES.ordersRead, SCOPES.vouchersRead, SCOPES.shipmentsRead, SCOPES.shipmentsAdmin],
+  },
+  customer: {
+    subject: "customer",
+    scopes: [SCOPES.ordersReadOwn, SCOPES.vouchersReadOwn, SCOPES.paymentsReadOwn, SCOPES.shipmentsReadOwn],
+  },
 } satisfies Record<string, { subject: string; scopes: Scope[] }>;
 export type Role = keyof typeof ROLES;
 export const ROLE_NAMES = Object.keys(ROLES) as Role[];

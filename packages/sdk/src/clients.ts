@@ -5,6 +5,8 @@ import { createConnectTransport, createGrpcTransport, Http2SessionManager } from
 import { OrderAdminService } from "./gen/shop/order/v1/order_admin_pb.js";
 import { OrderService } from "./gen/shop/order/v1/order_pb.js";
 import { PaymentOutcomeService } from "./gen/shop/order/v1/payment_outcome_pb.js";
+import { CarrierService, DeliveryService } from "./gen/shop/delivery/v1/delivery_pb.js";
+import { ShipmentEventService } from "./gen/shop/order/v1/shipment_event_pb.js";
 import { PaymentService } from "./gen/shop/payment/v1/payment_pb.js";
 import { VoucherService } from "./gen/shop/voucher/v1/voucher_pb.js";
 
@@ -13,6 +15,9 @@ export type OrderAdminClient = Client<typeof OrderAdminService>;
 export type VoucherClient = Client<typeof VoucherService>;
 export type PaymentClient = Client<typeof PaymentService>;
 export type PaymentOutcomeClient = Client<typeof PaymentOutcomeService>;
+export type DeliveryClient = Client<typeof DeliveryService>;
+export type CarrierClient = Client<typeof CarrierService>;
+export type ShipmentEventClient = Client<typeof ShipmentEventService>;
 
 export interface ClientOptions {
   /**
@@ -120,4 +125,22 @@ export function createOrderAdminClient(opts: ClientOptions): ClosableClient<Orde
 export function createPaymentOutcomeClient(opts: ClientOptions): ClosableClient<PaymentOutcomeClient> {
   const { transport, close } = transportFor(opts);
   return { client: createClient(PaymentOutcomeService, transport), close };
+}
+
+/** The delivery service: shipments (CreateShipment for the order service's relay), on the delivery service's port. */
+export function createDeliveryClient(opts: ClientOptions): ClosableClient<DeliveryClient> {
+  const { transport, close } = transportFor(opts);
+  return { client: createClient(DeliveryService, transport), close };
+}
+
+/** The delivery service's CarrierService: reports of carriers driven over RPC (the "manual" carrier), on the delivery service's port. */
+export function createCarrierClient(opts: ClientOptions): ClosableClient<CarrierClient> {
+  const { transport, close } = transportFor(opts);
+  return { client: createClient(CarrierService, transport), close };
+}
+
+/** The order service's ShipmentEventService, for the delivery service's relay and the reconciler, on the order service's port. */
+export function createShipmentEventClient(opts: ClientOptions): ClosableClient<ShipmentEventClient> {
+  const { transport, close } = transportFor(opts);
+  return { client: createClient(ShipmentEventService, transport), close };
 }

@@ -12,6 +12,1236 @@ export interface OpenApiDocument {
 
 /** The OpenAPI document of each service's Connect JSON API, by the service's full name. */
 export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
+  "shop.delivery.v1.CarrierService": {
+    "openapi": "3.1.0",
+    "info": {
+      "title": "shop.delivery.v1.CarrierService",
+      "version": "v1",
+      "description": "CarrierService is how a business or an operator drives the shipments of\ncarriers that report over RPC (the \"manual\" carrier): each call is one\ncarrier report, recorded once. Reporting a status the shipment already has\n(or has passed) answers changed=false; a report the lifecycle forbids\n(DECLINED after SHIPPED, anything after DECLINED or DELIVERED but itself) is\nFAILED_PRECONDITION, as is a shipment of a carrier that does not take\nreports over RPC. Scope carrier:report.\n\nThe Connect protocol's JSON form of `shop.delivery.v1.CarrierService`: each method is `POST /shop.delivery.v1.CarrierService/<Method>` with `Content-Type: application/json` and the request message in proto3 JSON (lowerCamelCase field names, 64-bit integers as strings, enums by name, timestamps in RFC 3339); the answer is the response message, or a Connect error body with a non-2xx status. Every method needs `Authorization: Bearer <JWT>`. The same methods are served over gRPC on the service's gRPC port."
+    },
+    "tags": [
+      {
+        "name": "shop.delivery.v1.CarrierService",
+        "description": "CarrierService is how a business or an operator drives the shipments of\ncarriers that report over RPC (the \"manual\" carrier): each call is one\ncarrier report, recorded once. Reporting a status the shipment already has\n(or has passed) answers changed=false; a report the lifecycle forbids\n(DECLINED after SHIPPED, anything after DECLINED or DELIVERED but itself) is\nFAILED_PRECONDITION, as is a shipment of a carrier that does not take\nreports over RPC. Scope carrier:report."
+      }
+    ],
+    "security": [
+      {
+        "bearerAuth": []
+      }
+    ],
+    "paths": {
+      "/shop.delivery.v1.CarrierService/ConfirmShipment": {
+        "post": {
+          "operationId": "shop.delivery.v1.CarrierService.ConfirmShipment",
+          "tags": [
+            "shop.delivery.v1.CarrierService"
+          ],
+          "summary": "ConfirmShipment",
+          "description": "ConfirmShipment: CREATED → CONFIRMED (the business took the order).",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.ConfirmShipmentRequest"
+                },
+                "example": {
+                  "orderId": "order-1"
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "ConfirmShipmentResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.ConfirmShipmentResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.delivery.v1.CarrierService/DeclineShipment": {
+        "post": {
+          "operationId": "shop.delivery.v1.CarrierService.DeclineShipment",
+          "tags": [
+            "shop.delivery.v1.CarrierService"
+          ],
+          "summary": "DeclineShipment",
+          "description": "DeclineShipment: CREATED or CONFIRMED → DECLINED; the order is cancelled\nand, if charged, refunded once.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.DeclineShipmentRequest"
+                },
+                "example": {
+                  "orderId": "order-1",
+                  "reason": "reason"
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "DeclineShipmentResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.DeclineShipmentResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.delivery.v1.CarrierService/MarkShipmentShipped": {
+        "post": {
+          "operationId": "shop.delivery.v1.CarrierService.MarkShipmentShipped",
+          "tags": [
+            "shop.delivery.v1.CarrierService"
+          ],
+          "summary": "MarkShipmentShipped",
+          "description": "MarkShipmentShipped: CREATED or CONFIRMED → SHIPPED; the order is marked sent.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.MarkShipmentShippedRequest"
+                },
+                "example": {
+                  "orderId": "order-1",
+                  "trackingNumber": ""
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "MarkShipmentShippedResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.MarkShipmentShippedResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.delivery.v1.CarrierService/MarkShipmentDelivered": {
+        "post": {
+          "operationId": "shop.delivery.v1.CarrierService.MarkShipmentDelivered",
+          "tags": [
+            "shop.delivery.v1.CarrierService"
+          ],
+          "summary": "MarkShipmentDelivered",
+          "description": "MarkShipmentDelivered: SHIPPED (or earlier) → DELIVERED; the order is\ndelivered (and marked sent first if it was not yet).",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.MarkShipmentDeliveredRequest"
+                },
+                "example": {
+                  "orderId": "order-1"
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "MarkShipmentDeliveredResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.MarkShipmentDeliveredResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      }
+    },
+    "components": {
+      "schemas": {
+        "shop.delivery.v1.CarrierWork": {
+          "type": "string",
+          "enum": [
+            "CARRIER_WORK_UNSPECIFIED",
+            "CARRIER_WORK_HANDOFF",
+            "CARRIER_WORK_TRACKING",
+            "CARRIER_WORK_PARKED",
+            "CARRIER_WORK_DONE"
+          ],
+          "description": "Where the service stands with the shipment's carrier plugin.\n\n- `CARRIER_WORK_UNSPECIFIED`\n- `CARRIER_WORK_HANDOFF`: The shipment has not been accepted by the plugin yet (handoff pending or retrying).\n- `CARRIER_WORK_TRACKING`: The plugin accepted it; it reports (or is asked for) progress.\n- `CARRIER_WORK_PARKED`: The plugin failed on it too often (last_error says how): parked until ResumeShipment. Other shipments are not affected.\n- `CARRIER_WORK_DONE`: Final status reached: nothing more to ask the carrier."
+        },
+        "shop.delivery.v1.ConfirmShipmentRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            }
+          },
+          "required": [
+            "orderId"
+          ]
+        },
+        "shop.delivery.v1.ConfirmShipmentResponse": {
+          "type": "object",
+          "properties": {
+            "shipment": {
+              "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+            },
+            "changed": {
+              "type": "boolean",
+              "description": "False when the shipment already had (or had passed) the reported status."
+            }
+          }
+        },
+        "shop.delivery.v1.DeclineShipmentRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            },
+            "reason": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9 ._:-]*$",
+              "minLength": 1,
+              "description": "Why, as a short code (NO_CAPACITY, ADDRESS_UNREACHABLE, ...)."
+            }
+          },
+          "required": [
+            "orderId",
+            "reason"
+          ]
+        },
+        "shop.delivery.v1.DeclineShipmentResponse": {
+          "type": "object",
+          "properties": {
+            "shipment": {
+              "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+            },
+            "changed": {
+              "type": "boolean",
+              "description": "False when the shipment already had (or had passed) the reported status."
+            }
+          }
+        },
+        "shop.delivery.v1.MarkShipmentDeliveredRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            }
+          },
+          "required": [
+            "orderId"
+          ]
+        },
+        "shop.delivery.v1.MarkShipmentDeliveredResponse": {
+          "type": "object",
+          "properties": {
+            "shipment": {
+              "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+            },
+            "changed": {
+              "type": "boolean",
+              "description": "False when the shipment already had (or had passed) the reported status."
+            }
+          }
+        },
+        "shop.delivery.v1.MarkShipmentShippedRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            },
+            "trackingNumber": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "description": "The carrier's tracking number, if any."
+            }
+          },
+          "required": [
+            "orderId"
+          ]
+        },
+        "shop.delivery.v1.MarkShipmentShippedResponse": {
+          "type": "object",
+          "properties": {
+            "shipment": {
+              "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+            },
+            "changed": {
+              "type": "boolean",
+              "description": "False when the shipment already had (or had passed) the reported status."
+            }
+          }
+        },
+        "shop.delivery.v1.Shipment": {
+          "type": "object",
+          "properties": {
+            "id": {
+              "type": "string"
+            },
+            "orderId": {
+              "type": "string"
+            },
+            "customerId": {
+              "type": "string"
+            },
+            "totalCents": {
+              "type": "string",
+              "format": "int64",
+              "pattern": "^-?[0-9]+$"
+            },
+            "currency": {
+              "type": "string"
+            },
+            "carrier": {
+              "type": "string"
+            },
+            "status": {
+              "$ref": "#/components/schemas/shop.delivery.v1.ShipmentStatus"
+            },
+            "trackingNumber": {
+              "type": "string"
+            },
+            "declineReason": {
+              "type": "string"
+            },
+            "createdAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "updatedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "confirmedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "shippedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "deliveredAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "declinedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "carrierWork": {
+              "$ref": "#/components/schemas/shop.delivery.v1.CarrierWork"
+            },
+            "carrierAttempts": {
+              "type": "integer",
+              "format": "int32"
+            },
+            "carrierLastError": {
+              "type": "string"
+            },
+            "transitions": {
+              "type": "array",
+              "items": {
+                "$ref": "#/components/schemas/shop.delivery.v1.ShipmentTransition"
+              },
+              "description": "Oldest first. Only GetShipment fills it."
+            }
+          }
+        },
+        "shop.delivery.v1.ShipmentStatus": {
+          "type": "string",
+          "enum": [
+            "SHIPMENT_STATUS_UNSPECIFIED",
+            "SHIPMENT_STATUS_CREATED",
+            "SHIPMENT_STATUS_CONFIRMED",
+            "SHIPMENT_STATUS_SHIPPED",
+            "SHIPMENT_STATUS_DELIVERED",
+            "SHIPMENT_STATUS_DECLINED"
+          ],
+          "description": "- `SHIPMENT_STATUS_UNSPECIFIED`\n- `SHIPMENT_STATUS_CREATED`: Recorded; handed (or being handed) to its carrier.\n- `SHIPMENT_STATUS_CONFIRMED`: The carrier took it.\n- `SHIPMENT_STATUS_SHIPPED`: The carrier shipped it.\n- `SHIPMENT_STATUS_DELIVERED`: The carrier delivered it. Final.\n- `SHIPMENT_STATUS_DECLINED`: The carrier declined it (decline_reason says why). Final."
+        },
+        "shop.delivery.v1.ShipmentTransition": {
+          "type": "object",
+          "description": "One recorded status change.",
+          "properties": {
+            "from": {
+              "$ref": "#/components/schemas/shop.delivery.v1.ShipmentStatus"
+            },
+            "to": {
+              "$ref": "#/components/schemas/shop.delivery.v1.ShipmentStatus"
+            },
+            "at": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "source": {
+              "type": "string",
+              "description": "Who reported it: \"delivery-service\" (creation, unknown carrier),\n\"carrier:<name>\" (a plugin), \"operator:<token subject>\" (CarrierService),\n\"reconciler\"."
+            },
+            "detail": {
+              "type": "string",
+              "description": "Free text from the source (a tracking number, a reason)."
+            }
+          }
+        },
+        "connect.Error": {
+          "type": "object",
+          "description": "A Connect error. Connect's HTTP status for each code: invalid_argument, failed_precondition and out_of_range 400; unauthenticated 401; permission_denied 403; not_found 404; already_exists and aborted 409; resource_exhausted 429; canceled 499; unknown, internal and data_loss 500; unimplemented 501; unavailable 503; deadline_exceeded 504.",
+          "required": [
+            "code"
+          ],
+          "properties": {
+            "code": {
+              "type": "string",
+              "enum": [
+                "canceled",
+                "unknown",
+                "invalid_argument",
+                "deadline_exceeded",
+                "not_found",
+                "already_exists",
+                "permission_denied",
+                "resource_exhausted",
+                "failed_precondition",
+                "aborted",
+                "out_of_range",
+                "unimplemented",
+                "internal",
+                "unavailable",
+                "data_loss",
+                "unauthenticated"
+              ],
+              "description": "The status code, in snake case (gRPC's names in lower case)."
+            },
+            "message": {
+              "type": "string",
+              "description": "What went wrong, for people; a refused request's message names the field."
+            },
+            "details": {
+              "type": "array",
+              "description": "Typed error details; none are sent by these services.",
+              "items": {
+                "type": "object",
+                "properties": {
+                  "type": {
+                    "type": "string",
+                    "description": "The detail's message type name, e.g. google.rpc.RetryInfo."
+                  },
+                  "value": {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "description": "The detail, protobuf binary, base64 (unpadded)."
+                  },
+                  "debug": {
+                    "description": "The detail as JSON, when the server adds it."
+                  }
+                }
+              }
+            }
+          }
+        }
+      },
+      "responses": {
+        "ConnectError": {
+          "description": "A Connect error. Connect's HTTP status for each code: invalid_argument, failed_precondition and out_of_range 400; unauthenticated 401; permission_denied 403; not_found 404; already_exists and aborted 409; resource_exhausted 429; canceled 499; unknown, internal and data_loss 500; unimplemented 501; unavailable 503; deadline_exceeded 504.",
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/connect.Error"
+              }
+            }
+          }
+        }
+      },
+      "parameters": {
+        "ConnectProtocolVersion": {
+          "name": "Connect-Protocol-Version",
+          "in": "header",
+          "required": false,
+          "description": "The Connect protocol version; optional here.",
+          "schema": {
+            "type": "string",
+            "const": "1"
+          }
+        },
+        "ConnectTimeoutMs": {
+          "name": "Connect-Timeout-Ms",
+          "in": "header",
+          "required": false,
+          "description": "The caller's deadline in milliseconds; optional.",
+          "schema": {
+            "type": "string",
+            "pattern": "^[0-9]{1,10}$"
+          }
+        }
+      },
+      "securitySchemes": {
+        "bearerAuth": {
+          "type": "http",
+          "scheme": "bearer",
+          "bearerFormat": "JWT",
+          "description": "A JWT signed with one of the service's keys, with the scopes the method needs."
+        }
+      }
+    }
+  },
+  "shop.delivery.v1.DeliveryService": {
+    "openapi": "3.1.0",
+    "info": {
+      "title": "shop.delivery.v1.DeliveryService",
+      "version": "v1",
+      "description": "DeliveryService keeps one shipment per order in its own database and hands\neach to a carrier plugin. Every status change the order must learn\n(SHIPPED, DELIVERED, DECLINED) is recorded with the change, in the same\ntransaction, and delivered to the order service's ShipmentEventService.\n\nThe Connect protocol's JSON form of `shop.delivery.v1.DeliveryService`: each method is `POST /shop.delivery.v1.DeliveryService/<Method>` with `Content-Type: application/json` and the request message in proto3 JSON (lowerCamelCase field names, 64-bit integers as strings, enums by name, timestamps in RFC 3339); the answer is the response message, or a Connect error body with a non-2xx status. Every method needs `Authorization: Bearer <JWT>`. The same methods are served over gRPC on the service's gRPC port."
+    },
+    "tags": [
+      {
+        "name": "shop.delivery.v1.DeliveryService",
+        "description": "DeliveryService keeps one shipment per order in its own database and hands\neach to a carrier plugin. Every status change the order must learn\n(SHIPPED, DELIVERED, DECLINED) is recorded with the change, in the same\ntransaction, and delivered to the order service's ShipmentEventService."
+      }
+    ],
+    "security": [
+      {
+        "bearerAuth": []
+      }
+    ],
+    "paths": {
+      "/shop.delivery.v1.DeliveryService/CreateShipment": {
+        "post": {
+          "operationId": "shop.delivery.v1.DeliveryService.CreateShipment",
+          "tags": [
+            "shop.delivery.v1.DeliveryService"
+          ],
+          "summary": "CreateShipment",
+          "description": "CreateShipment records the order's shipment (CREATED) and hands it to its\ncarrier. Exactly one shipment per order, ever: a replay returns the\nshipment with created=false; the same order with another customer, total\nor currency is ALREADY_EXISTS. A carrier the service does not know is a\nshipment DECLINED at once (UNKNOWN_CARRIER), which the order learns like\nany decline. Internal: the order service's relay calls it (scope\nshipments:create).",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.CreateShipmentRequest"
+                },
+                "example": {
+                  "orderId": "order-1",
+                  "customerId": "customer-1",
+                  "totalCents": "15000",
+                  "currency": "EUR",
+                  "carrier": "",
+                  "traceparent": ""
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "CreateShipmentResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.CreateShipmentResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.delivery.v1.DeliveryService/GetShipment": {
+        "post": {
+          "operationId": "shop.delivery.v1.DeliveryService.GetShipment",
+          "tags": [
+            "shop.delivery.v1.DeliveryService"
+          ],
+          "summary": "GetShipment",
+          "description": "GetShipment returns the order's shipment with its transitions; NOT_FOUND\nwhen the order has none.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.GetShipmentRequest"
+                },
+                "example": {
+                  "orderId": "order-1"
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "GetShipmentResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.GetShipmentResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.delivery.v1.DeliveryService/BatchGetShipments": {
+        "post": {
+          "operationId": "shop.delivery.v1.DeliveryService.BatchGetShipments",
+          "tags": [
+            "shop.delivery.v1.DeliveryService"
+          ],
+          "summary": "BatchGetShipments",
+          "description": "BatchGetShipments looks up the shipments of up to 1000 orders; orders\nwithout one are absent. For the reconciler and the shop.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.BatchGetShipmentsRequest"
+                },
+                "example": {
+                  "orderIds": [
+                    "order-1"
+                  ]
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "BatchGetShipmentsResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.BatchGetShipmentsResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.delivery.v1.DeliveryService/ListShipments": {
+        "post": {
+          "operationId": "shop.delivery.v1.DeliveryService.ListShipments",
+          "tags": [
+            "shop.delivery.v1.DeliveryService"
+          ],
+          "summary": "ListShipments",
+          "description": "ListShipments lists shipments in one status changed in a time window,\nordered by change time then order id: how the reconciler finds shipments\nwhose order never learned of them.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.ListShipmentsRequest"
+                },
+                "example": {
+                  "status": "SHIPMENT_STATUS_CREATED",
+                  "updatedAfter": "2026-01-01T00:00:00Z",
+                  "updatedBefore": "2026-01-02T00:00:00Z",
+                  "pageSize": 10,
+                  "pageToken": ""
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "ListShipmentsResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.ListShipmentsResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.delivery.v1.DeliveryService/ResumeShipment": {
+        "post": {
+          "operationId": "shop.delivery.v1.DeliveryService.ResumeShipment",
+          "tags": [
+            "shop.delivery.v1.DeliveryService"
+          ],
+          "summary": "ResumeShipment",
+          "description": "ResumeShipment puts a shipment its carrier failed on (handoff or tracking\nparked after too many failures) back to the carrier. resumed is false when\nnothing was parked. Scope admin.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.delivery.v1.ResumeShipmentRequest"
+                },
+                "example": {
+                  "orderId": "order-1"
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "ResumeShipmentResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.delivery.v1.ResumeShipmentResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      }
+    },
+    "components": {
+      "schemas": {
+        "shop.delivery.v1.BatchGetShipmentsRequest": {
+          "type": "object",
+          "properties": {
+            "orderIds": {
+              "type": "array",
+              "items": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": "^[A-Za-z0-9._:-]*$"
+              },
+              "maxItems": 1000
+            }
+          }
+        },
+        "shop.delivery.v1.BatchGetShipmentsResponse": {
+          "type": "object",
+          "properties": {
+            "shipments": {
+              "type": "array",
+              "items": {
+                "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+              }
+            }
+          }
+        },
+        "shop.delivery.v1.CarrierWork": {
+          "type": "string",
+          "enum": [
+            "CARRIER_WORK_UNSPECIFIED",
+            "CARRIER_WORK_HANDOFF",
+            "CARRIER_WORK_TRACKING",
+            "CARRIER_WORK_PARKED",
+            "CARRIER_WORK_DONE"
+          ],
+          "description": "Where the service stands with the shipment's carrier plugin.\n\n- `CARRIER_WORK_UNSPECIFIED`\n- `CARRIER_WORK_HANDOFF`: The shipment has not been accepted by the plugin yet (handoff pending or retrying).\n- `CARRIER_WORK_TRACKING`: The plugin accepted it; it reports (or is asked for) progress.\n- `CARRIER_WORK_PARKED`: The plugin failed on it too often (last_error says how): parked until ResumeShipment. Other shipments are not affected.\n- `CARRIER_WORK_DONE`: Final status reached: nothing more to ask the carrier."
+        },
+        "shop.delivery.v1.CreateShipmentRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            },
+            "customerId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            },
+            "totalCents": {
+              "type": "string",
+              "format": "int64",
+              "pattern": "^-?[0-9]+$",
+              "maximum": 10000000000,
+              "exclusiveMinimum": 0
+            },
+            "currency": {
+              "type": "string",
+              "const": "EUR"
+            },
+            "carrier": {
+              "type": "string",
+              "maxLength": 32,
+              "pattern": "^[a-z0-9-]*$",
+              "description": "Empty: the service's default carrier (DEFAULT_CARRIER)."
+            },
+            "traceparent": {
+              "type": "string",
+              "anyOf": [
+                {
+                  "const": ""
+                },
+                {
+                  "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+                }
+              ],
+              "description": "W3C traceparent of the order's change, so the shipment joins its trace."
+            }
+          },
+          "required": [
+            "orderId",
+            "customerId",
+            "currency"
+          ]
+        },
+        "shop.delivery.v1.CreateShipmentResponse": {
+          "type": "object",
+          "properties": {
+            "shipment": {
+              "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+            },
+            "created": {
+              "type": "boolean",
+              "description": "False when the order's shipment existed already."
+            }
+          }
+        },
+        "shop.delivery.v1.GetShipmentRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            }
+          },
+          "required": [
+            "orderId"
+          ]
+        },
+        "shop.delivery.v1.GetShipmentResponse": {
+          "type": "object",
+          "properties": {
+            "shipment": {
+              "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+            }
+          }
+        },
+        "shop.delivery.v1.ListShipmentsRequest": {
+          "type": "object",
+          "description": "Rule `updated_window`: updated_after must be earlier than updated_before.",
+          "properties": {
+            "status": {
+              "$ref": "#/components/schemas/shop.delivery.v1.ShipmentStatus",
+              "description": "Rule `status_known`: status must be one of SHIPMENT_STATUS_CREATED .. SHIPMENT_STATUS_DECLINED."
+            },
+            "updatedAfter": {
+              "type": "string",
+              "format": "date-time",
+              "description": "Inclusive lower bound on updated_at; unset: the beginning.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "updatedBefore": {
+              "type": "string",
+              "format": "date-time",
+              "description": "Exclusive upper bound on updated_at; unset: now.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "pageSize": {
+              "type": "integer",
+              "format": "int32",
+              "minimum": 0,
+              "description": "1 to 1000; 0 means 500; more than 1000 means 1000; negative is refused."
+            },
+            "pageToken": {
+              "type": "string",
+              "maxLength": 200,
+              "pattern": "^[A-Za-z0-9_-]*$"
+            }
+          }
+        },
+        "shop.delivery.v1.ListShipmentsResponse": {
+          "type": "object",
+          "properties": {
+            "shipments": {
+              "type": "array",
+              "items": {
+                "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+              }
+            },
+            "nextPageToken": {
+              "type": "string"
+            }
+          }
+        },
+        "shop.delivery.v1.ResumeShipmentRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            }
+          },
+          "required": [
+            "orderId"
+          ]
+        },
+        "shop.delivery.v1.ResumeShipmentResponse": {
+          "type": "object",
+          "properties": {
+            "shipment": {
+              "$ref": "#/components/schemas/shop.delivery.v1.Shipment"
+            },
+            "resumed": {
+              "type": "boolean"
+            }
+          }
+        },
+        "shop.delivery.v1.Shipment": {
+          "type": "object",
+          "properties": {
+            "id": {
+              "type": "string"
+            },
+            "orderId": {
+              "type": "string"
+            },
+            "customerId": {
+              "type": "string"
+            },
+            "totalCents": {
+              "type": "string",
+              "format": "int64",
+              "pattern": "^-?[0-9]+$"
+            },
+            "currency": {
+              "type": "string"
+            },
+            "carrier": {
+              "type": "string"
+            },
+            "status": {
+              "$ref": "#/components/schemas/shop.delivery.v1.ShipmentStatus"
+            },
+            "trackingNumber": {
+              "type": "string"
+            },
+            "declineReason": {
+              "type": "string"
+            },
+            "createdAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "updatedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "confirmedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "shippedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "deliveredAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "declinedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "carrierWork": {
+              "$ref": "#/components/schemas/shop.delivery.v1.CarrierWork"
+            },
+            "carrierAttempts": {
+              "type": "integer",
+              "format": "int32"
+            },
+            "carrierLastError": {
+              "type": "string"
+            },
+            "transitions": {
+              "type": "array",
+              "items": {
+                "$ref": "#/components/schemas/shop.delivery.v1.ShipmentTransition"
+              },
+              "description": "Oldest first. Only GetShipment fills it."
+            }
+          }
+        },
+        "shop.delivery.v1.ShipmentStatus": {
+          "type": "string",
+          "enum": [
+            "SHIPMENT_STATUS_UNSPECIFIED",
+            "SHIPMENT_STATUS_CREATED",
+            "SHIPMENT_STATUS_CONFIRMED",
+            "SHIPMENT_STATUS_SHIPPED",
+            "SHIPMENT_STATUS_DELIVERED",
+            "SHIPMENT_STATUS_DECLINED"
+          ],
+          "description": "- `SHIPMENT_STATUS_UNSPECIFIED`\n- `SHIPMENT_STATUS_CREATED`: Recorded; handed (or being handed) to its carrier.\n- `SHIPMENT_STATUS_CONFIRMED`: The carrier took it.\n- `SHIPMENT_STATUS_SHIPPED`: The carrier shipped it.\n- `SHIPMENT_STATUS_DELIVERED`: The carrier delivered it. Final.\n- `SHIPMENT_STATUS_DECLINED`: The carrier declined it (decline_reason says why). Final."
+        },
+        "shop.delivery.v1.ShipmentTransition": {
+          "type": "object",
+          "description": "One recorded status change.",
+          "properties": {
+            "from": {
+              "$ref": "#/components/schemas/shop.delivery.v1.ShipmentStatus"
+            },
+            "to": {
+              "$ref": "#/components/schemas/shop.delivery.v1.ShipmentStatus"
+            },
+            "at": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "source": {
+              "type": "string",
+              "description": "Who reported it: \"delivery-service\" (creation, unknown carrier),\n\"carrier:<name>\" (a plugin), \"operator:<token subject>\" (CarrierService),\n\"reconciler\"."
+            },
+            "detail": {
+              "type": "string",
+              "description": "Free text from the source (a tracking number, a reason)."
+            }
+          }
+        },
+        "connect.Error": {
+          "type": "object",
+          "description": "A Connect error. Connect's HTTP status for each code: invalid_argument, failed_precondition and out_of_range 400; unauthenticated 401; permission_denied 403; not_found 404; already_exists and aborted 409; resource_exhausted 429; canceled 499; unknown, internal and data_loss 500; unimplemented 501; unavailable 503; deadline_exceeded 504.",
+          "required": [
+            "code"
+          ],
+          "properties": {
+            "code": {
+              "type": "string",
+              "enum": [
+                "canceled",
+                "unknown",
+                "invalid_argument",
+                "deadline_exceeded",
+                "not_found",
+                "already_exists",
+                "permission_denied",
+                "resource_exhausted",
+                "failed_precondition",
+                "aborted",
+                "out_of_range",
+                "unimplemented",
+                "internal",
+                "unavailable",
+                "data_loss",
+                "unauthenticated"
+              ],
+              "description": "The status code, in snake case (gRPC's names in lower case)."
+            },
+            "message": {
+              "type": "string",
+              "description": "What went wrong, for people; a refused request's message names the field."
+            },
+            "details": {
+              "type": "array",
+              "description": "Typed error details; none are sent by these services.",
+              "items": {
+                "type": "object",
+                "properties": {
+                  "type": {
+                    "type": "string",
+                    "description": "The detail's message type name, e.g. google.rpc.RetryInfo."
+                  },
+                  "value": {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "description": "The detail, protobuf binary, base64 (unpadded)."
+                  },
+                  "debug": {
+                    "description": "The detail as JSON, when the server adds it."
+                  }
+                }
+              }
+            }
+          }
+        }
+      },
+      "responses": {
+        "ConnectError": {
+          "description": "A Connect error. Connect's HTTP status for each code: invalid_argument, failed_precondition and out_of_range 400; unauthenticated 401; permission_denied 403; not_found 404; already_exists and aborted 409; resource_exhausted 429; canceled 499; unknown, internal and data_loss 500; unimplemented 501; unavailable 503; deadline_exceeded 504.",
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/connect.Error"
+              }
+            }
+          }
+        }
+      },
+      "parameters": {
+        "ConnectProtocolVersion": {
+          "name": "Connect-Protocol-Version",
+          "in": "header",
+          "required": false,
+          "description": "The Connect protocol version; optional here.",
+          "schema": {
+            "type": "string",
+            "const": "1"
+          }
+        },
+        "ConnectTimeoutMs": {
+          "name": "Connect-Timeout-Ms",
+          "in": "header",
+          "required": false,
+          "description": "The caller's deadline in milliseconds; optional.",
+          "schema": {
+            "type": "string",
+            "pattern": "^[0-9]{1,10}$"
+          }
+        }
+      },
+      "securitySchemes": {
+        "bearerAuth": {
+          "type": "http",
+          "scheme": "bearer",
+          "bearerFormat": "JWT",
+          "description": "A JWT signed with one of the service's keys, with the scopes the method needs."
+        }
+      }
+    }
+  },
   "shop.order.v1.OrderAdminService": {
     "openapi": "3.1.0",
     "info": {
@@ -404,7 +1634,8 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
                   "totalCents": "15000",
                   "currency": "EUR",
                   "requestId": "request-1",
-                  "paymentMethod": "PAYMENT_METHOD_UNSPECIFIED"
+                  "paymentMethod": "PAYMENT_METHOD_UNSPECIFIED",
+                  "carrier": ""
                 }
               }
             }
@@ -896,6 +2127,148 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
             }
           }
         }
+      },
+      "/shop.order.v1.OrderService/ReleaseOrderForShipping": {
+        "post": {
+          "operationId": "shop.order.v1.OrderService.ReleaseOrderForShipping",
+          "tags": [
+            "shop.order.v1.OrderService"
+          ],
+          "summary": "ReleaseOrderForShipping",
+          "description": "ReleaseOrderForShipping hands an order to the delivery service: in the\nsame transaction the order records a shipment request (shipping status\nREQUESTED) that a relay delivers as CreateShipment. From then on the\nshipment moves the order: SHIPPED marks it sent (and the voucher rule\nfires), DELIVERED delivered, DECLINED cancels it (refunding a charged\none). For an order without payment that is PENDING, or a PAID order not\nyet in shipping (a service running with SHIP_PAID_ORDERS=true releases\nPAID orders itself). Idempotent: an order already in shipping is\nreturned with changed=false. FAILED_PRECONDITION for any other status.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.order.v1.ReleaseOrderForShippingRequest"
+                },
+                "example": {
+                  "orderId": "order-1",
+                  "carrier": ""
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "ReleaseOrderForShippingResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.order.v1.ReleaseOrderForShippingResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.order.v1.OrderService/RequeueShipment": {
+        "post": {
+          "operationId": "shop.order.v1.OrderService.RequeueShipment",
+          "tags": [
+            "shop.order.v1.OrderService"
+          ],
+          "summary": "RequeueShipment",
+          "description": "RequeueShipment makes sure the shipment request of an order in shipping\n(shipping status REQUESTED) reaches the delivery service: a dead or\nmissing request goes back to pending. requeued is false when it is\nalready on its way or delivered; FAILED_PRECONDITION when the order is\nnot in shipping or its shipment has already moved it.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.order.v1.RequeueShipmentRequest"
+                },
+                "example": {
+                  "orderId": "order-1"
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "RequeueShipmentResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.order.v1.RequeueShipmentResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      },
+      "/shop.order.v1.OrderService/ListOrdersByShippingStatus": {
+        "post": {
+          "operationId": "shop.order.v1.OrderService.ListOrdersByShippingStatus",
+          "tags": [
+            "shop.order.v1.OrderService"
+          ],
+          "summary": "ListOrdersByShippingStatus",
+          "description": "ListOrdersByShippingStatus lists orders in one shipping state, oldest\nrequest first, requested before a time: how the reconciler finds ready\norders whose shipment never appeared.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.order.v1.ListOrdersByShippingStatusRequest"
+                },
+                "example": {
+                  "shippingStatus": "SHIPPING_STATUS_REQUESTED",
+                  "requestedBefore": "2026-01-02T00:00:00Z",
+                  "pageSize": 10,
+                  "pageToken": ""
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "ListOrdersByShippingStatusResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.order.v1.ListOrdersByShippingStatusResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
       }
     },
     "components": {
@@ -984,6 +2357,12 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
             "paymentMethod": {
               "$ref": "#/components/schemas/shop.order.v1.PaymentMethod",
               "description": "PAYMENT_METHOD_ACCOUNT: pay from the customer's account. The order starts\nAWAITING_PAYMENT and becomes PAID or PAYMENT_FAILED when the payment\nservice has decided; leave it unset for an order without payment.\n\nRule `payment_method_known`: payment_method must be PAYMENT_METHOD_UNSPECIFIED (no payment) or PAYMENT_METHOD_ACCOUNT."
+            },
+            "carrier": {
+              "type": "string",
+              "maxLength": 32,
+              "pattern": "^[a-z0-9-]*$",
+              "description": "The carrier to ship with (a name the delivery service registers, such as\n\"delayed\" or \"manual\"); empty: the delivery service's default. A name the\ndelivery service does not know declines the shipment (UNKNOWN_CARRIER)."
             }
           },
           "required": [
@@ -1051,6 +2430,45 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
           }
         },
         "shop.order.v1.ListOrdersByPaymentStatusResponse": {
+          "type": "object",
+          "properties": {
+            "orders": {
+              "type": "array",
+              "items": {
+                "$ref": "#/components/schemas/shop.order.v1.Order"
+              }
+            },
+            "nextPageToken": {
+              "type": "string"
+            }
+          }
+        },
+        "shop.order.v1.ListOrdersByShippingStatusRequest": {
+          "type": "object",
+          "properties": {
+            "shippingStatus": {
+              "$ref": "#/components/schemas/shop.order.v1.ShippingStatus",
+              "description": "Rule `shipping_status_known`: shipping_status must be one of SHIPPING_STATUS_REQUESTED .. SHIPPING_STATUS_DECLINED."
+            },
+            "requestedBefore": {
+              "type": "string",
+              "format": "date-time",
+              "description": "Only orders whose shipment was requested before this time; unset: before now.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "pageSize": {
+              "type": "integer",
+              "format": "int32",
+              "minimum": 0,
+              "description": "1 to 5000; 0 means 1000; more than 5000 means 5000; negative is refused."
+            },
+            "pageToken": {
+              "type": "string",
+              "maxLength": 200,
+              "pattern": "^[A-Za-z0-9_-]*$"
+            }
+          }
+        },
+        "shop.order.v1.ListOrdersByShippingStatusResponse": {
           "type": "object",
           "properties": {
             "orders": {
@@ -1251,6 +2669,14 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
             "payment": {
               "$ref": "#/components/schemas/shop.order.v1.PaymentState",
               "description": "The order's payment; method UNSPECIFIED and status NONE for an order\ncreated without payment."
+            },
+            "shipping": {
+              "$ref": "#/components/schemas/shop.order.v1.ShippingState",
+              "description": "The order's shipment; status NONE for an order the shop ships by hand."
+            },
+            "sentBy": {
+              "$ref": "#/components/schemas/shop.order.v1.SentBy",
+              "description": "Set once the order is sent: by hand or by its shipment."
             }
           }
         },
@@ -1315,6 +2741,38 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
           ],
           "description": "Where an order's payment stands, as the order service knows it.\n\n- `PAYMENT_STATUS_UNSPECIFIED`\n- `PAYMENT_STATUS_NONE`: The order has no payment (PaymentMethod UNSPECIFIED).\n- `PAYMENT_STATUS_AWAITING`: The charge request is on its way; the payment service decides it once.\n- `PAYMENT_STATUS_CHARGED`: Charged.\n- `PAYMENT_STATUS_REFUSED`: Refused (refusal_reason says why); nothing was debited.\n- `PAYMENT_STATUS_REFUND_PENDING`: Charged, and the order was cancelled: the refund request is on its way.\n- `PAYMENT_STATUS_REFUNDED`: Charged, then refunded once."
         },
+        "shop.order.v1.ReleaseOrderForShippingRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            },
+            "carrier": {
+              "type": "string",
+              "maxLength": 32,
+              "pattern": "^[a-z0-9-]*$",
+              "description": "The carrier to ship with; empty: the one chosen at CreateOrder, else the\ndelivery service's default."
+            }
+          },
+          "required": [
+            "orderId"
+          ]
+        },
+        "shop.order.v1.ReleaseOrderForShippingResponse": {
+          "type": "object",
+          "properties": {
+            "order": {
+              "$ref": "#/components/schemas/shop.order.v1.Order"
+            },
+            "changed": {
+              "type": "boolean",
+              "description": "False when the order was already in shipping."
+            }
+          }
+        },
         "shop.order.v1.RequeuePaymentRequest": {
           "type": "object",
           "properties": {
@@ -1338,6 +2796,32 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
             "requeued": {
               "type": "boolean",
               "description": "True when a dead or missing charge or refund request was put (back) in the queue."
+            }
+          }
+        },
+        "shop.order.v1.RequeueShipmentRequest": {
+          "type": "object",
+          "properties": {
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            }
+          },
+          "required": [
+            "orderId"
+          ]
+        },
+        "shop.order.v1.RequeueShipmentResponse": {
+          "type": "object",
+          "properties": {
+            "order": {
+              "$ref": "#/components/schemas/shop.order.v1.Order"
+            },
+            "requeued": {
+              "type": "boolean",
+              "description": "True when a dead or missing shipment request was put (back) in the queue."
             }
           }
         },
@@ -1370,6 +2854,49 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
               "description": "True when a dead or missing delivery was put (back) in the queue."
             }
           }
+        },
+        "shop.order.v1.SentBy": {
+          "type": "string",
+          "enum": [
+            "SENT_BY_UNSPECIFIED",
+            "SENT_BY_HAND",
+            "SENT_BY_SHIPMENT"
+          ],
+          "description": "Who marked an order sent.\n\n- `SENT_BY_UNSPECIFIED`\n- `SENT_BY_HAND`: MarkOrderSent, for an order that never went to shipping.\n- `SENT_BY_SHIPMENT`: Its shipment's SHIPPED (or DELIVERED) event."
+        },
+        "shop.order.v1.ShippingState": {
+          "type": "object",
+          "description": "What the order service knows about the order's shipment.",
+          "properties": {
+            "status": {
+              "$ref": "#/components/schemas/shop.order.v1.ShippingStatus"
+            },
+            "carrier": {
+              "type": "string",
+              "description": "The carrier asked for at checkout; empty: the delivery service's default."
+            },
+            "requestedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When the shipment request was recorded.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "declineReason": {
+              "type": "string",
+              "description": "Set when status is DECLINED: the carrier's reason."
+            }
+          }
+        },
+        "shop.order.v1.ShippingStatus": {
+          "type": "string",
+          "enum": [
+            "SHIPPING_STATUS_UNSPECIFIED",
+            "SHIPPING_STATUS_NONE",
+            "SHIPPING_STATUS_REQUESTED",
+            "SHIPPING_STATUS_SHIPPED",
+            "SHIPPING_STATUS_DELIVERED",
+            "SHIPPING_STATUS_DECLINED"
+          ],
+          "description": "Where an order's shipment stands, as the order service knows it.\n\n- `SHIPPING_STATUS_UNSPECIFIED`\n- `SHIPPING_STATUS_NONE`: Not shipped through the delivery service: the shop marks it sent and delivered by hand (MarkOrderSent, MarkOrderDelivered).\n- `SHIPPING_STATUS_REQUESTED`: A shipment was requested (ReleaseOrderForShipping, or the order became PAID with SHIP_PAID_ORDERS on); the delivery service's events move the order from here, and MarkOrderSent, MarkOrderDelivered and CancelOrder refuse it.\n- `SHIPPING_STATUS_SHIPPED`: The carrier shipped it: the order was marked sent by its shipment.\n- `SHIPPING_STATUS_DELIVERED`: The carrier delivered it.\n- `SHIPPING_STATUS_DECLINED`: The carrier declined it: the order was cancelled (and, if charged, refunded once)."
         },
         "shop.order.v1.VoucherState": {
           "type": "object",
@@ -1628,6 +3155,14 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
             "payment": {
               "$ref": "#/components/schemas/shop.order.v1.PaymentState",
               "description": "The order's payment; method UNSPECIFIED and status NONE for an order\ncreated without payment."
+            },
+            "shipping": {
+              "$ref": "#/components/schemas/shop.order.v1.ShippingState",
+              "description": "The order's shipment; status NONE for an order the shop ships by hand."
+            },
+            "sentBy": {
+              "$ref": "#/components/schemas/shop.order.v1.SentBy",
+              "description": "Set once the order is sent: by hand or by its shipment."
             }
           }
         },
@@ -1769,6 +3304,507 @@ export const openApiDocuments: Readonly<Record<string, OpenApiDocument>> = {
               "description": "False for a replay, or when the order already knew the outcome."
             }
           }
+        },
+        "shop.order.v1.SentBy": {
+          "type": "string",
+          "enum": [
+            "SENT_BY_UNSPECIFIED",
+            "SENT_BY_HAND",
+            "SENT_BY_SHIPMENT"
+          ],
+          "description": "Who marked an order sent.\n\n- `SENT_BY_UNSPECIFIED`\n- `SENT_BY_HAND`: MarkOrderSent, for an order that never went to shipping.\n- `SENT_BY_SHIPMENT`: Its shipment's SHIPPED (or DELIVERED) event."
+        },
+        "shop.order.v1.ShippingState": {
+          "type": "object",
+          "description": "What the order service knows about the order's shipment.",
+          "properties": {
+            "status": {
+              "$ref": "#/components/schemas/shop.order.v1.ShippingStatus"
+            },
+            "carrier": {
+              "type": "string",
+              "description": "The carrier asked for at checkout; empty: the delivery service's default."
+            },
+            "requestedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When the shipment request was recorded.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "declineReason": {
+              "type": "string",
+              "description": "Set when status is DECLINED: the carrier's reason."
+            }
+          }
+        },
+        "shop.order.v1.ShippingStatus": {
+          "type": "string",
+          "enum": [
+            "SHIPPING_STATUS_UNSPECIFIED",
+            "SHIPPING_STATUS_NONE",
+            "SHIPPING_STATUS_REQUESTED",
+            "SHIPPING_STATUS_SHIPPED",
+            "SHIPPING_STATUS_DELIVERED",
+            "SHIPPING_STATUS_DECLINED"
+          ],
+          "description": "Where an order's shipment stands, as the order service knows it.\n\n- `SHIPPING_STATUS_UNSPECIFIED`\n- `SHIPPING_STATUS_NONE`: Not shipped through the delivery service: the shop marks it sent and delivered by hand (MarkOrderSent, MarkOrderDelivered).\n- `SHIPPING_STATUS_REQUESTED`: A shipment was requested (ReleaseOrderForShipping, or the order became PAID with SHIP_PAID_ORDERS on); the delivery service's events move the order from here, and MarkOrderSent, MarkOrderDelivered and CancelOrder refuse it.\n- `SHIPPING_STATUS_SHIPPED`: The carrier shipped it: the order was marked sent by its shipment.\n- `SHIPPING_STATUS_DELIVERED`: The carrier delivered it.\n- `SHIPPING_STATUS_DECLINED`: The carrier declined it: the order was cancelled (and, if charged, refunded once)."
+        },
+        "shop.order.v1.VoucherState": {
+          "type": "object",
+          "properties": {
+            "status": {
+              "$ref": "#/components/schemas/shop.order.v1.VoucherStatus"
+            },
+            "voucherId": {
+              "type": "string"
+            },
+            "lastError": {
+              "type": "string"
+            },
+            "attempts": {
+              "type": "integer",
+              "format": "int32"
+            }
+          }
+        },
+        "shop.order.v1.VoucherStatus": {
+          "type": "string",
+          "enum": [
+            "VOUCHER_STATUS_UNSPECIFIED",
+            "VOUCHER_STATUS_NOT_ELIGIBLE",
+            "VOUCHER_STATUS_PENDING",
+            "VOUCHER_STATUS_ISSUED",
+            "VOUCHER_STATUS_DEAD"
+          ],
+          "description": "What the order service knows about the order's voucher.\n\n- `VOUCHER_STATUS_UNSPECIFIED`\n- `VOUCHER_STATUS_NOT_ELIGIBLE`: No voucher is due: the order is not sent, or does not qualify.\n- `VOUCHER_STATUS_PENDING`: A voucher is due and has not been confirmed by the voucher service yet.\n- `VOUCHER_STATUS_ISSUED`: The voucher service confirmed the voucher; voucher_id is set.\n- `VOUCHER_STATUS_DEAD`: Delivery failed permanently; last_error says why. Needs an operator or the reconciler."
+        },
+        "connect.Error": {
+          "type": "object",
+          "description": "A Connect error. Connect's HTTP status for each code: invalid_argument, failed_precondition and out_of_range 400; unauthenticated 401; permission_denied 403; not_found 404; already_exists and aborted 409; resource_exhausted 429; canceled 499; unknown, internal and data_loss 500; unimplemented 501; unavailable 503; deadline_exceeded 504.",
+          "required": [
+            "code"
+          ],
+          "properties": {
+            "code": {
+              "type": "string",
+              "enum": [
+                "canceled",
+                "unknown",
+                "invalid_argument",
+                "deadline_exceeded",
+                "not_found",
+                "already_exists",
+                "permission_denied",
+                "resource_exhausted",
+                "failed_precondition",
+                "aborted",
+                "out_of_range",
+                "unimplemented",
+                "internal",
+                "unavailable",
+                "data_loss",
+                "unauthenticated"
+              ],
+              "description": "The status code, in snake case (gRPC's names in lower case)."
+            },
+            "message": {
+              "type": "string",
+              "description": "What went wrong, for people; a refused request's message names the field."
+            },
+            "details": {
+              "type": "array",
+              "description": "Typed error details; none are sent by these services.",
+              "items": {
+                "type": "object",
+                "properties": {
+                  "type": {
+                    "type": "string",
+                    "description": "The detail's message type name, e.g. google.rpc.RetryInfo."
+                  },
+                  "value": {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "description": "The detail, protobuf binary, base64 (unpadded)."
+                  },
+                  "debug": {
+                    "description": "The detail as JSON, when the server adds it."
+                  }
+                }
+              }
+            }
+          }
+        }
+      },
+      "responses": {
+        "ConnectError": {
+          "description": "A Connect error. Connect's HTTP status for each code: invalid_argument, failed_precondition and out_of_range 400; unauthenticated 401; permission_denied 403; not_found 404; already_exists and aborted 409; resource_exhausted 429; canceled 499; unknown, internal and data_loss 500; unimplemented 501; unavailable 503; deadline_exceeded 504.",
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/connect.Error"
+              }
+            }
+          }
+        }
+      },
+      "parameters": {
+        "ConnectProtocolVersion": {
+          "name": "Connect-Protocol-Version",
+          "in": "header",
+          "required": false,
+          "description": "The Connect protocol version; optional here.",
+          "schema": {
+            "type": "string",
+            "const": "1"
+          }
+        },
+        "ConnectTimeoutMs": {
+          "name": "Connect-Timeout-Ms",
+          "in": "header",
+          "required": false,
+          "description": "The caller's deadline in milliseconds; optional.",
+          "schema": {
+            "type": "string",
+            "pattern": "^[0-9]{1,10}$"
+          }
+        }
+      },
+      "securitySchemes": {
+        "bearerAuth": {
+          "type": "http",
+          "scheme": "bearer",
+          "bearerFormat": "JWT",
+          "description": "A JWT signed with one of the service's keys, with the scopes the method needs."
+        }
+      }
+    }
+  },
+  "shop.order.v1.ShipmentEventService": {
+    "openapi": "3.1.0",
+    "info": {
+      "title": "shop.order.v1.ShipmentEventService",
+      "version": "v1",
+      "description": "ShipmentEventService is how the delivery service tells the order service\nwhat happened to an order's shipment: its outbox relay (and the reconciler,\nrepairing drift) call RecordShipmentEvent, never a person or the shop.\nInternal: it needs the scope orders:shipment-event.\n\nThe Connect protocol's JSON form of `shop.order.v1.ShipmentEventService`: each method is `POST /shop.order.v1.ShipmentEventService/<Method>` with `Content-Type: application/json` and the request message in proto3 JSON (lowerCamelCase field names, 64-bit integers as strings, enums by name, timestamps in RFC 3339); the answer is the response message, or a Connect error body with a non-2xx status. Every method needs `Authorization: Bearer <JWT>`. The same methods are served over gRPC on the service's gRPC port."
+    },
+    "tags": [
+      {
+        "name": "shop.order.v1.ShipmentEventService",
+        "description": "ShipmentEventService is how the delivery service tells the order service\nwhat happened to an order's shipment: its outbox relay (and the reconciler,\nrepairing drift) call RecordShipmentEvent, never a person or the shop.\nInternal: it needs the scope orders:shipment-event."
+      }
+    ],
+    "security": [
+      {
+        "bearerAuth": []
+      }
+    ],
+    "paths": {
+      "/shop.order.v1.ShipmentEventService/RecordShipmentEvent": {
+        "post": {
+          "operationId": "shop.order.v1.ShipmentEventService.RecordShipmentEvent",
+          "tags": [
+            "shop.order.v1.ShipmentEventService"
+          ],
+          "summary": "RecordShipmentEvent",
+          "description": "RecordShipmentEvent moves an order in shipping on by its shipment's\nevent, exactly once per message_key (the order database's inbox), in any\norder the events arrive:\n  SHIPPED   PENDING/PAID → SENT (sent_by SHIPMENT; the voucher rule fires);\n  DELIVERED PENDING/PAID → SENT and DELIVERED in one step, SENT → DELIVERED;\n  DECLINED  PENDING/PAID → CANCELLED, a charged order's refund requested.\nAn event the order has already passed (SHIPPED after DELIVERED) answers\nchanged=false. A replay answers the same order with changed=false.\nFAILED_PRECONDITION when the event contradicts the order (an order not in\nshipping, DECLINED after SHIPPED, SHIPPED after DECLINED), NOT_FOUND for an\nunknown order.",
+          "parameters": [
+            {
+              "$ref": "#/components/parameters/ConnectProtocolVersion"
+            },
+            {
+              "$ref": "#/components/parameters/ConnectTimeoutMs"
+            }
+          ],
+          "requestBody": {
+            "required": true,
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/shop.order.v1.RecordShipmentEventRequest"
+                },
+                "example": {
+                  "messageKey": "message-key",
+                  "orderId": "order-1",
+                  "event": "SHIPMENT_EVENT_SHIPPED",
+                  "shipmentId": "shipment-1",
+                  "carrier": "",
+                  "declineReason": "",
+                  "occurredAt": "2026-01-01T00:00:00Z",
+                  "traceparent": ""
+                }
+              }
+            }
+          },
+          "responses": {
+            "200": {
+              "description": "RecordShipmentEventResponse, in proto3 JSON (fields with their default value are left out).",
+              "content": {
+                "application/json": {
+                  "schema": {
+                    "$ref": "#/components/schemas/shop.order.v1.RecordShipmentEventResponse"
+                  }
+                }
+              }
+            },
+            "default": {
+              "$ref": "#/components/responses/ConnectError"
+            }
+          }
+        }
+      }
+    },
+    "components": {
+      "schemas": {
+        "shop.order.v1.Order": {
+          "type": "object",
+          "properties": {
+            "id": {
+              "type": "string"
+            },
+            "customerId": {
+              "type": "string"
+            },
+            "totalCents": {
+              "type": "string",
+              "format": "int64",
+              "pattern": "^-?[0-9]+$",
+              "description": "Order total in minor units (cents)."
+            },
+            "currency": {
+              "type": "string",
+              "description": "ISO 4217 code; only \"EUR\" is accepted."
+            },
+            "status": {
+              "$ref": "#/components/schemas/shop.order.v1.OrderStatus"
+            },
+            "createdAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "updatedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "sentAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "deliveredAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "cancelledAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "RFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "voucher": {
+              "$ref": "#/components/schemas/shop.order.v1.VoucherState"
+            },
+            "payment": {
+              "$ref": "#/components/schemas/shop.order.v1.PaymentState",
+              "description": "The order's payment; method UNSPECIFIED and status NONE for an order\ncreated without payment."
+            },
+            "shipping": {
+              "$ref": "#/components/schemas/shop.order.v1.ShippingState",
+              "description": "The order's shipment; status NONE for an order the shop ships by hand."
+            },
+            "sentBy": {
+              "$ref": "#/components/schemas/shop.order.v1.SentBy",
+              "description": "Set once the order is sent: by hand or by its shipment."
+            }
+          }
+        },
+        "shop.order.v1.OrderStatus": {
+          "type": "string",
+          "enum": [
+            "ORDER_STATUS_UNSPECIFIED",
+            "ORDER_STATUS_PENDING",
+            "ORDER_STATUS_SENT",
+            "ORDER_STATUS_DELIVERED",
+            "ORDER_STATUS_CANCELLED",
+            "ORDER_STATUS_AWAITING_PAYMENT",
+            "ORDER_STATUS_PAID",
+            "ORDER_STATUS_PAYMENT_FAILED"
+          ],
+          "description": "- `ORDER_STATUS_UNSPECIFIED`\n- `ORDER_STATUS_PENDING`\n- `ORDER_STATUS_SENT`\n- `ORDER_STATUS_DELIVERED`\n- `ORDER_STATUS_CANCELLED`\n- `ORDER_STATUS_AWAITING_PAYMENT`: Created with payment from the customer's account: the charge is on its way to the payment service. Cannot be marked sent yet.\n- `ORDER_STATUS_PAID`: The payment service charged the order: it may be marked sent.\n- `ORDER_STATUS_PAYMENT_FAILED`: The payment service refused the charge (see payment.refusal_reason). Final."
+        },
+        "shop.order.v1.PaymentMethod": {
+          "type": "string",
+          "enum": [
+            "PAYMENT_METHOD_UNSPECIFIED",
+            "PAYMENT_METHOD_ACCOUNT"
+          ],
+          "description": "How an order is paid. UNSPECIFIED is an order without payment through the\nshop (as every order was before payments): it starts PENDING and may be\nmarked sent at once.\n\n- `PAYMENT_METHOD_UNSPECIFIED`\n- `PAYMENT_METHOD_ACCOUNT`: Charged to the customer's account in the payment service, exactly once."
+        },
+        "shop.order.v1.PaymentState": {
+          "type": "object",
+          "description": "What the order service knows about the order's payment.",
+          "properties": {
+            "method": {
+              "$ref": "#/components/schemas/shop.order.v1.PaymentMethod"
+            },
+            "status": {
+              "$ref": "#/components/schemas/shop.order.v1.PaymentStatus"
+            },
+            "refusalReason": {
+              "type": "string",
+              "description": "Set when status is REFUSED: the payment service's reason\n(INSUFFICIENT_FUNDS, NO_ACCOUNT)."
+            },
+            "chargedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When the payment service's CHARGED outcome reached the order.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "refundedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When the REFUNDED outcome reached the order.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            }
+          }
+        },
+        "shop.order.v1.PaymentStatus": {
+          "type": "string",
+          "enum": [
+            "PAYMENT_STATUS_UNSPECIFIED",
+            "PAYMENT_STATUS_NONE",
+            "PAYMENT_STATUS_AWAITING",
+            "PAYMENT_STATUS_CHARGED",
+            "PAYMENT_STATUS_REFUSED",
+            "PAYMENT_STATUS_REFUND_PENDING",
+            "PAYMENT_STATUS_REFUNDED"
+          ],
+          "description": "Where an order's payment stands, as the order service knows it.\n\n- `PAYMENT_STATUS_UNSPECIFIED`\n- `PAYMENT_STATUS_NONE`: The order has no payment (PaymentMethod UNSPECIFIED).\n- `PAYMENT_STATUS_AWAITING`: The charge request is on its way; the payment service decides it once.\n- `PAYMENT_STATUS_CHARGED`: Charged.\n- `PAYMENT_STATUS_REFUSED`: Refused (refusal_reason says why); nothing was debited.\n- `PAYMENT_STATUS_REFUND_PENDING`: Charged, and the order was cancelled: the refund request is on its way.\n- `PAYMENT_STATUS_REFUNDED`: Charged, then refunded once."
+        },
+        "shop.order.v1.RecordShipmentEventRequest": {
+          "type": "object",
+          "properties": {
+            "messageKey": {
+              "type": "string",
+              "maxLength": 128,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1,
+              "description": "The delivery service's key of the event (\"shipment:<order id>:SHIPPED\",\n\":DELIVERED\", \":DECLINED\"): the order service's inbox key."
+            },
+            "orderId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1
+            },
+            "event": {
+              "$ref": "#/components/schemas/shop.order.v1.ShipmentEvent",
+              "description": "Rule `event_known`: event must be SHIPMENT_EVENT_SHIPPED, SHIPMENT_EVENT_DELIVERED or SHIPMENT_EVENT_DECLINED."
+            },
+            "shipmentId": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9._:-]*$",
+              "minLength": 1,
+              "description": "The shipment's id in the delivery service."
+            },
+            "carrier": {
+              "type": "string",
+              "maxLength": 32,
+              "pattern": "^[a-z0-9-]*$",
+              "description": "The carrier that reported it."
+            },
+            "declineReason": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^[A-Za-z0-9 ._:-]*$",
+              "description": "For DECLINED: the carrier's reason (e.g. UNKNOWN_CARRIER, NO_CAPACITY)."
+            },
+            "occurredAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When the delivery service recorded the event.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "traceparent": {
+              "type": "string",
+              "anyOf": [
+                {
+                  "const": ""
+                },
+                {
+                  "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+                }
+              ],
+              "description": "W3C traceparent of the event, so the order's change joins its trace."
+            }
+          },
+          "required": [
+            "messageKey",
+            "orderId",
+            "shipmentId"
+          ]
+        },
+        "shop.order.v1.RecordShipmentEventResponse": {
+          "type": "object",
+          "properties": {
+            "order": {
+              "$ref": "#/components/schemas/shop.order.v1.Order"
+            },
+            "changed": {
+              "type": "boolean",
+              "description": "False for a replay, or when the order had already passed the event."
+            }
+          }
+        },
+        "shop.order.v1.SentBy": {
+          "type": "string",
+          "enum": [
+            "SENT_BY_UNSPECIFIED",
+            "SENT_BY_HAND",
+            "SENT_BY_SHIPMENT"
+          ],
+          "description": "Who marked an order sent.\n\n- `SENT_BY_UNSPECIFIED`\n- `SENT_BY_HAND`: MarkOrderSent, for an order that never went to shipping.\n- `SENT_BY_SHIPMENT`: Its shipment's SHIPPED (or DELIVERED) event."
+        },
+        "shop.order.v1.ShipmentEvent": {
+          "type": "string",
+          "enum": [
+            "SHIPMENT_EVENT_UNSPECIFIED",
+            "SHIPMENT_EVENT_SHIPPED",
+            "SHIPMENT_EVENT_DELIVERED",
+            "SHIPMENT_EVENT_DECLINED"
+          ],
+          "description": "- `SHIPMENT_EVENT_UNSPECIFIED`\n- `SHIPMENT_EVENT_SHIPPED`\n- `SHIPMENT_EVENT_DELIVERED`\n- `SHIPMENT_EVENT_DECLINED`"
+        },
+        "shop.order.v1.ShippingState": {
+          "type": "object",
+          "description": "What the order service knows about the order's shipment.",
+          "properties": {
+            "status": {
+              "$ref": "#/components/schemas/shop.order.v1.ShippingStatus"
+            },
+            "carrier": {
+              "type": "string",
+              "description": "The carrier asked for at checkout; empty: the delivery service's default."
+            },
+            "requestedAt": {
+              "type": "string",
+              "format": "date-time",
+              "description": "When the shipment request was recorded.\n\nRFC 3339, in UTC (\"Z\"), e.g. 2026-01-01T12:00:00Z."
+            },
+            "declineReason": {
+              "type": "string",
+              "description": "Set when status is DECLINED: the carrier's reason."
+            }
+          }
+        },
+        "shop.order.v1.ShippingStatus": {
+          "type": "string",
+          "enum": [
+            "SHIPPING_STATUS_UNSPECIFIED",
+            "SHIPPING_STATUS_NONE",
+            "SHIPPING_STATUS_REQUESTED",
+            "SHIPPING_STATUS_SHIPPED",
+            "SHIPPING_STATUS_DELIVERED",
+            "SHIPPING_STATUS_DECLINED"
+          ],
+          "description": "Where an order's shipment stands, as the order service knows it.\n\n- `SHIPPING_STATUS_UNSPECIFIED`\n- `SHIPPING_STATUS_NONE`: Not shipped through the delivery service: the shop marks it sent and delivered by hand (MarkOrderSent, MarkOrderDelivered).\n- `SHIPPING_STATUS_REQUESTED`: A shipment was requested (ReleaseOrderForShipping, or the order became PAID with SHIP_PAID_ORDERS on); the delivery service's events move the order from here, and MarkOrderSent, MarkOrderDelivered and CancelOrder refuse it.\n- `SHIPPING_STATUS_SHIPPED`: The carrier shipped it: the order was marked sent by its shipment.\n- `SHIPPING_STATUS_DELIVERED`: The carrier delivered it.\n- `SHIPPING_STATUS_DECLINED`: The carrier declined it: the order was cancelled (and, if charged, refunded once)."
         },
         "shop.order.v1.VoucherState": {
           "type": "object",

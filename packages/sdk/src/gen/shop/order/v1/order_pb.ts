@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/order/v1/order.proto.
  */
 export const file_shop_order_v1_order: GenFile = /*@__PURE__*/
-  fileDesc("ChlzaG9wL29yZGVyL3YxL29yZGVyLnByb3RvEg1zaG9wLm9yZGVyLnYxIuMBCgxQYXltZW50U3RhdGUSLAoGbWV0aG9kGAEgASgOMhwuc2hvcC5vcmRlci52MS5QYXltZW50TWV0aG9kEiwKBnN0YXR1cxgCIAEoDjIcLnNob3Aub3JkZXIudjEuUGF5bWVudFN0YXR1cxIWCg5yZWZ1c2FsX3JlYXNvbhgDIAEoCRIuCgpjaGFyZ2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWZ1bmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidgoMVm91Y2hlclN0YXRlEiwKBnN0YXR1cxgBIAEoDjIcLnNob3Aub3JkZXIudjEuVm91Y2hlclN0YXR1cxISCgp2b3VjaGVyX2lkGAIgASgJEhIKCmxhc3RfZXJyb3IYAyABKAkSEAoIYXR0ZW1wdHMYBCABKAUiyAMKBU9yZGVyEgoKAmlkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEhMKC3RvdGFsX2NlbnRzGAMgASgDEhAKCGN1cnJlbmN5GAQgASgJEioKBnN0YXR1cxgFIAEoDjIaLnNob3Aub3JkZXIudjEuT3JkZXJTdGF0dXMSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc2VudF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGVsaXZlcmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxjYW5jZWxsZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKB3ZvdWNoZXIYCyABKAsyGy5zaG9wLm9yZGVyLnYxLlZvdWNoZXJTdGF0ZRIsCgdwYXltZW50GAwgASgLMhsuc2hvcC5vcmRlci52MS5QYXltZW50U3RhdGUijAMKEkNyZWF0ZU9yZGVyUmVxdWVzdBIzCgtjdXN0b21lcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEiIKC3RvdGFsX2NlbnRzGAIgASgDQg26SAoiCBiAyK+gJSAAEh8KCGN1cnJlbmN5GAMgASgJQg26SArIAQFyBQoDRVVSEjIKCnJlcXVlc3RfaWQYBCABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBLHAQoOcGF5bWVudF9tZXRob2QYBSABKA4yHC5zaG9wLm9yZGVyLnYxLlBheW1lbnRNZXRob2RCkAG6SIwBugGIAQoUcGF5bWVudF9tZXRob2Rfa25vd24SWHBheW1lbnRfbWV0aG9kIG11c3QgYmUgUEFZTUVOVF9NRVRIT0RfVU5TUEVDSUZJRUQgKG5vIHBheW1lbnQpIG9yIFBBWU1FTlRfTUVUSE9EX0FDQ09VTlQaFnRoaXMgPT0gMCB8fCB0aGlzID09IDEiSwoTQ3JlYXRlT3JkZXJSZXNwb25zZRIjCgVvcmRlchgBIAEoCzIULnNob3Aub3JkZXIudjEuT3JkZXISDwoHY3JlYXRlZBgCIAEoCCJDCg9HZXRPcmRlclJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCI3ChBHZXRPcmRlclJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlciKUAQoRTGlzdE9yZGVyc1JlcXVlc3QSMwoLY3VzdG9tZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBIaCglwYWdlX3NpemUYAiABKAVCB7pIBBoCKAASLgoKcGFnZV90b2tlbhgDIAEoCUIaukgXchUYyAEyEF5bQS1aYS16MC05Xy1dKiQiUwoSTGlzdE9yZGVyc1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkgKFE1hcmtPcmRlclNlbnRSZXF1ZXN0EjAKCG9yZGVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQiTQoVTWFya09yZGVyU2VudFJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjaGFuZ2VkGAIgASgIIk0KGU1hcmtPcmRlckRlbGl2ZXJlZFJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJSChpNYXJrT3JkZXJEZWxpdmVyZWRSZXNwb25zZRIjCgVvcmRlchgBIAEoCzIULnNob3Aub3JkZXIudjEuT3JkZXISDwoHY2hhbmdlZBgCIAEoCCJGChJDYW5jZWxPcmRlclJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJLChNDYW5jZWxPcmRlclJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjaGFuZ2VkGAIgASgIIuUEChVMaXN0U2VudE9yZGVyc1JlcXVlc3QSWAoKc2VudF9hZnRlchgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCKLpIJbIBIiINCP+C0f+vBxDf0czcAzIRCP+Y9PuN/////wEQ4NHM3AMSWQoLc2VudF9iZWZvcmUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQii6SCWyASIiDQj/gtH/rwcQ39HM3AMyEQj/mPT7jf////8BEODRzNwDEhoKCXBhZ2Vfc2l6ZRgDIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAQgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJDrKArpIxgIawwIKC3NlbnRfd2luZG93Ei1zZW50X2FmdGVyIG11c3Qgbm90IGJlIGxhdGVyIHRoYW4gc2VudF9iZWZvcmUahAIhaGFzKHRoaXMuc2VudF9hZnRlcikgfHwgIWhhcyh0aGlzLnNlbnRfYmVmb3JlKSB8fCB0aGlzLnNlbnRfYWZ0ZXIgPD0gdGhpcy5zZW50X2JlZm9yZSB8fCB0aGlzLnNlbnRfYWZ0ZXIgPiB0aW1lc3RhbXAoJzk5OTktMTItMzFUMjM6NTk6NTkuOTk4WicpIHx8IHRoaXMuc2VudF9iZWZvcmUgPCB0aW1lc3RhbXAoJzEwMDAtMDEtMDFUMDA6MDA6MDBaJykgfHwgdGhpcy5zZW50X2FmdGVyIDwgdGhpcy5zZW50X2JlZm9yZSArIGR1cmF0aW9uKCcwLjAwMXMnKSJXChZMaXN0U2VudE9yZGVyc1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlEKFUJhdGNoR2V0T3JkZXJzUmVxdWVzdBI4CglvcmRlcl9pZHMYASADKAlCJbpIIpIBHxCIJyIachgQARhAMhJeW0EtWmEtejAtOS5fOi1dKiQiPgoWQmF0Y2hHZXRPcmRlcnNSZXNwb25zZRIkCgZvcmRlcnMYASADKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyIlwKFVJlcXVldWVWb3VjaGVyUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEhEKCXJlZGVsaXZlchgCIAEoCCJPChZSZXF1ZXVlVm91Y2hlclJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIQCghyZXF1ZXVlZBgCIAEoCCJJChVSZXF1ZXVlUGF5bWVudFJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJPChZSZXF1ZXVlUGF5bWVudFJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIQCghyZXF1ZXVlZBgCIAEoCCKIAwogTGlzdE9yZGVyc0J5UGF5bWVudFN0YXR1c1JlcXVlc3QSuQEKDnBheW1lbnRfc3RhdHVzGAEgASgOMhwuc2hvcC5vcmRlci52MS5QYXltZW50U3RhdHVzQoIBukh/ugF8ChRwYXltZW50X3N0YXR1c19rbm93bhJMcGF5bWVudF9zdGF0dXMgbXVzdCBiZSBvbmUgb2YgUEFZTUVOVF9TVEFUVVNfTk9ORSAuLiBQQVlNRU5UX1NUQVRVU19SRUZVTkRFRBoWdGhpcyA+PSAxICYmIHRoaXMgPD0gNhJcCg5jcmVhdGVkX2JlZm9yZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCKLpIJbIBIiINCP+C0f+vBxDf0czcAzIRCP+Y9PuN/////wEQ4NHM3AMSGgoJcGFnZV9zaXplGAMgASgFQge6SAQaAigAEi4KCnBhZ2VfdG9rZW4YBCABKAlCGrpIF3IVGMgBMhBeW0EtWmEtejAtOV8tXSokImIKIUxpc3RPcmRlcnNCeVBheW1lbnRTdGF0dXNSZXNwb25zZRIkCgZvcmRlcnMYASADKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrvAQoLT3JkZXJTdGF0dXMSHAoYT1JERVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUT1JERVJfU1RBVFVTX1BFTkRJTkcQARIVChFPUkRFUl9TVEFUVVNfU0VOVBACEhoKFk9SREVSX1NUQVRVU19ERUxJVkVSRUQQAxIaChZPUkRFUl9TVEFUVVNfQ0FOQ0VMTEVEEAQSIQodT1JERVJfU1RBVFVTX0FXQUlUSU5HX1BBWU1FTlQQBRIVChFPUkRFUl9TVEFUVVNfUEFJRBAGEh8KG09SREVSX1NUQVRVU19QQVlNRU5UX0ZBSUxFRBAHKksKDVBheW1lbnRNZXRob2QSHgoaUEFZTUVOVF9NRVRIT0RfVU5TUEVDSUZJRUQQABIaChZQQVlNRU5UX01FVEhPRF9BQ0NPVU5UEAEq3QEKDVBheW1lbnRTdGF0dXMSHgoaUEFZTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNQQVlNRU5UX1NUQVRVU19OT05FEAESGwoXUEFZTUVOVF9TVEFUVVNfQVdBSVRJTkcQAhIaChZQQVlNRU5UX1NUQVRVU19DSEFSR0VEEAMSGgoWUEFZTUVOVF9TVEFUVVNfUkVGVVNFRBAEEiEKHVBBWU1FTlRfU1RBVFVTX1JFRlVORF9QRU5ESU5HEAUSGwoXUEFZTUVOVF9TVEFUVVNfUkVGVU5ERUQQBiqgAQoNVm91Y2hlclN0YXR1cxIeChpWT1VDSEVSX1NUQVRVU19VTlNQRUNJRklFRBAAEh8KG1ZPVUNIRVJfU1RBVFVTX05PVF9FTElHSUJMRRABEhoKFlZPVUNIRVJfU1RBVFVTX1BFTkRJTkcQAhIZChVWT1VDSEVSX1NUQVRVU19JU1NVRUQQAxIXChNWT1VDSEVSX1NUQVRVU19ERUFEEAQynQgKDE9yZGVyU2VydmljZRJUCgtDcmVhdGVPcmRlchIhLnNob3Aub3JkZXIudjEuQ3JlYXRlT3JkZXJSZXF1ZXN0GiIuc2hvcC5vcmRlci52MS5DcmVhdGVPcmRlclJlc3BvbnNlEksKCEdldE9yZGVyEh4uc2hvcC5vcmRlci52MS5HZXRPcmRlclJlcXVlc3QaHy5zaG9wLm9yZGVyLnYxLkdldE9yZGVyUmVzcG9uc2USUQoKTGlzdE9yZGVycxIgLnNob3Aub3JkZXIudjEuTGlzdE9yZGVyc1JlcXVlc3QaIS5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXNwb25zZRJaCg1NYXJrT3JkZXJTZW50EiMuc2hvcC5vcmRlci52MS5NYXJrT3JkZXJTZW50UmVxdWVzdBokLnNob3Aub3JkZXIudjEuTWFya09yZGVyU2VudFJlc3BvbnNlEmkKEk1hcmtPcmRlckRlbGl2ZXJlZBIoLnNob3Aub3JkZXIudjEuTWFya09yZGVyRGVsaXZlcmVkUmVxdWVzdBopLnNob3Aub3JkZXIudjEuTWFya09yZGVyRGVsaXZlcmVkUmVzcG9uc2USVAoLQ2FuY2VsT3JkZXISIS5zaG9wLm9yZGVyLnYxLkNhbmNlbE9yZGVyUmVxdWVzdBoiLnNob3Aub3JkZXIudjEuQ2FuY2VsT3JkZXJSZXNwb25zZRJdCg5MaXN0U2VudE9yZGVycxIkLnNob3Aub3JkZXIudjEuTGlzdFNlbnRPcmRlcnNSZXF1ZXN0GiUuc2hvcC5vcmRlci52MS5MaXN0U2VudE9yZGVyc1Jlc3BvbnNlEl0KDkJhdGNoR2V0T3JkZXJzEiQuc2hvcC5vcmRlci52MS5CYXRjaEdldE9yZGVyc1JlcXVlc3QaJS5zaG9wLm9yZGVyLnYxLkJhdGNoR2V0T3JkZXJzUmVzcG9uc2USXQoOUmVxdWV1ZVZvdWNoZXISJC5zaG9wLm9yZGVyLnYxLlJlcXVldWVWb3VjaGVyUmVxdWVzdBolLnNob3Aub3JkZXIudjEuUmVxdWV1ZVZvdWNoZXJSZXNwb25zZRJdCg5SZXF1ZXVlUGF5bWVudBIkLnNob3Aub3JkZXIudjEuUmVxdWV1ZVBheW1lbnRSZXF1ZXN0GiUuc2hvcC5vcmRlci52MS5SZXF1ZXVlUGF5bWVudFJlc3BvbnNlEn4KGUxpc3RPcmRlcnNCeVBheW1lbnRTdGF0dXMSLy5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNCeVBheW1lbnRTdGF0dXNSZXF1ZXN0GjAuc2hvcC5vcmRlci52MS5MaXN0T3JkZXJzQnlQYXltZW50U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChlzaG9wL29yZGVyL3YxL29yZGVyLnByb3RvEg1zaG9wLm9yZGVyLnYxIuMBCgxQYXltZW50U3RhdGUSLAoGbWV0aG9kGAEgASgOMhwuc2hvcC5vcmRlci52MS5QYXltZW50TWV0aG9kEiwKBnN0YXR1cxgCIAEoDjIcLnNob3Aub3JkZXIudjEuUGF5bWVudFN0YXR1cxIWCg5yZWZ1c2FsX3JlYXNvbhgDIAEoCRIuCgpjaGFyZ2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWZ1bmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidgoMVm91Y2hlclN0YXRlEiwKBnN0YXR1cxgBIAEoDjIcLnNob3Aub3JkZXIudjEuVm91Y2hlclN0YXR1cxISCgp2b3VjaGVyX2lkGAIgASgJEhIKCmxhc3RfZXJyb3IYAyABKAkSEAoIYXR0ZW1wdHMYBCABKAUimQEKDVNoaXBwaW5nU3RhdGUSLQoGc3RhdHVzGAEgASgOMh0uc2hvcC5vcmRlci52MS5TaGlwcGluZ1N0YXR1cxIPCgdjYXJyaWVyGAIgASgJEjAKDHJlcXVlc3RlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZGVjbGluZV9yZWFzb24YBCABKAkioAQKBU9yZGVyEgoKAmlkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEhMKC3RvdGFsX2NlbnRzGAMgASgDEhAKCGN1cnJlbmN5GAQgASgJEioKBnN0YXR1cxgFIAEoDjIaLnNob3Aub3JkZXIudjEuT3JkZXJTdGF0dXMSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc2VudF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGVsaXZlcmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxjYW5jZWxsZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKB3ZvdWNoZXIYCyABKAsyGy5zaG9wLm9yZGVyLnYxLlZvdWNoZXJTdGF0ZRIsCgdwYXltZW50GAwgASgLMhsuc2hvcC5vcmRlci52MS5QYXltZW50U3RhdGUSLgoIc2hpcHBpbmcYDSABKAsyHC5zaG9wLm9yZGVyLnYxLlNoaXBwaW5nU3RhdGUSJgoHc2VudF9ieRgOIAEoDjIVLnNob3Aub3JkZXIudjEuU2VudEJ5IrQDChJDcmVhdGVPcmRlclJlcXVlc3QSMwoLY3VzdG9tZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJBIiCgt0b3RhbF9jZW50cxgCIAEoA0INukgKIggYgMivoCUgABIfCghjdXJyZW5jeRgDIAEoCUINukgKyAEBcgUKA0VVUhIyCgpyZXF1ZXN0X2lkGAQgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSxwEKDnBheW1lbnRfbWV0aG9kGAUgASgOMhwuc2hvcC5vcmRlci52MS5QYXltZW50TWV0aG9kQpABukiMAboBiAEKFHBheW1lbnRfbWV0aG9kX2tub3duElhwYXltZW50X21ldGhvZCBtdXN0IGJlIFBBWU1FTlRfTUVUSE9EX1VOU1BFQ0lGSUVEIChubyBwYXltZW50KSBvciBQQVlNRU5UX01FVEhPRF9BQ0NPVU5UGhZ0aGlzID09IDAgfHwgdGhpcyA9PSAxEiYKB2NhcnJpZXIYBiABKAlCFbpIEnIQGCAyDF5bYS16MC05LV0qJCJLChNDcmVhdGVPcmRlclJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjcmVhdGVkGAIgASgIIkMKD0dldE9yZGVyUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokIjcKEEdldE9yZGVyUmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyIpQBChFMaXN0T3JkZXJzUmVxdWVzdBIzCgtjdXN0b21lcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEhoKCXBhZ2Vfc2l6ZRgCIAEoBUIHukgEGgIoABIuCgpwYWdlX3Rva2VuGAMgASgJQhq6SBdyFRjIATIQXltBLVphLXowLTlfLV0qJCJTChJMaXN0T3JkZXJzUmVzcG9uc2USJAoGb3JkZXJzGAEgAygLMhQuc2hvcC5vcmRlci52MS5PcmRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSAoUTWFya09yZGVyU2VudFJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJNChVNYXJrT3JkZXJTZW50UmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEg8KB2NoYW5nZWQYAiABKAgiTQoZTWFya09yZGVyRGVsaXZlcmVkUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokIlIKGk1hcmtPcmRlckRlbGl2ZXJlZFJlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjaGFuZ2VkGAIgASgIIkYKEkNhbmNlbE9yZGVyUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokIksKE0NhbmNlbE9yZGVyUmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEg8KB2NoYW5nZWQYAiABKAgi5QQKFUxpc3RTZW50T3JkZXJzUmVxdWVzdBJYCgpzZW50X2FmdGVyGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIoukglsgEiIg0I/4LR/68HEN/RzNwDMhEI/5j0+43/////ARDg0czcAxJZCgtzZW50X2JlZm9yZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCKLpIJbIBIiINCP+C0f+vBxDf0czcAzIRCP+Y9PuN/////wEQ4NHM3AMSGgoJcGFnZV9zaXplGAMgASgFQge6SAQaAigAEi4KCnBhZ2VfdG9rZW4YBCABKAlCGrpIF3IVGMgBMhBeW0EtWmEtejAtOV8tXSokOsoCukjGAhrDAgoLc2VudF93aW5kb3cSLXNlbnRfYWZ0ZXIgbXVzdCBub3QgYmUgbGF0ZXIgdGhhbiBzZW50X2JlZm9yZRqEAiFoYXModGhpcy5zZW50X2FmdGVyKSB8fCAhaGFzKHRoaXMuc2VudF9iZWZvcmUpIHx8IHRoaXMuc2VudF9hZnRlciA8PSB0aGlzLnNlbnRfYmVmb3JlIHx8IHRoaXMuc2VudF9hZnRlciA+IHRpbWVzdGFtcCgnOTk5OS0xMi0zMVQyMzo1OTo1OS45OThaJykgfHwgdGhpcy5zZW50X2JlZm9yZSA8IHRpbWVzdGFtcCgnMTAwMC0wMS0wMVQwMDowMDowMFonKSB8fCB0aGlzLnNlbnRfYWZ0ZXIgPCB0aGlzLnNlbnRfYmVmb3JlICsgZHVyYXRpb24oJzAuMDAxcycpIlcKFkxpc3RTZW50T3JkZXJzUmVzcG9uc2USJAoGb3JkZXJzGAEgAygLMhQuc2hvcC5vcmRlci52MS5PcmRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoVQmF0Y2hHZXRPcmRlcnNSZXF1ZXN0EjgKCW9yZGVyX2lkcxgBIAMoCUIlukgikgEfEIgnIhpyGBABGEAyEl5bQS1aYS16MC05Ll86LV0qJCI+ChZCYXRjaEdldE9yZGVyc1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXIiXAoVUmVxdWV1ZVZvdWNoZXJSZXF1ZXN0EjAKCG9yZGVyX2lkGAEgASgJQh66SBvIAQFyFhhAMhJeW0EtWmEtejAtOS5fOi1dKiQSEQoJcmVkZWxpdmVyGAIgASgIIk8KFlJlcXVldWVWb3VjaGVyUmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEhAKCHJlcXVldWVkGAIgASgIIkkKFVJlcXVldWVQYXltZW50UmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokIk8KFlJlcXVldWVQYXltZW50UmVzcG9uc2USIwoFb3JkZXIYASABKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEhAKCHJlcXVldWVkGAIgASgIIogDCiBMaXN0T3JkZXJzQnlQYXltZW50U3RhdHVzUmVxdWVzdBK5AQoOcGF5bWVudF9zdGF0dXMYASABKA4yHC5zaG9wLm9yZGVyLnYxLlBheW1lbnRTdGF0dXNCggG6SH+6AXwKFHBheW1lbnRfc3RhdHVzX2tub3duEkxwYXltZW50X3N0YXR1cyBtdXN0IGJlIG9uZSBvZiBQQVlNRU5UX1NUQVRVU19OT05FIC4uIFBBWU1FTlRfU1RBVFVTX1JFRlVOREVEGhZ0aGlzID49IDEgJiYgdGhpcyA8PSA2ElwKDmNyZWF0ZWRfYmVmb3JlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIoukglsgEiIg0I/4LR/68HEN/RzNwDMhEI/5j0+43/////ARDg0czcAxIaCglwYWdlX3NpemUYAyABKAVCB7pIBBoCKAASLgoKcGFnZV90b2tlbhgEIAEoCUIaukgXchUYyAEyEF5bQS1aYS16MC05Xy1dKiQiYgohTGlzdE9yZGVyc0J5UGF5bWVudFN0YXR1c1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInoKHlJlbGVhc2VPcmRlckZvclNoaXBwaW5nUmVxdWVzdBIwCghvcmRlcl9pZBgBIAEoCUIeukgbyAEBchYYQDISXltBLVphLXowLTkuXzotXSokEiYKB2NhcnJpZXIYAiABKAlCFbpIEnIQGCAyDF5bYS16MC05LV0qJCJXCh9SZWxlYXNlT3JkZXJGb3JTaGlwcGluZ1Jlc3BvbnNlEiMKBW9yZGVyGAEgASgLMhQuc2hvcC5vcmRlci52MS5PcmRlchIPCgdjaGFuZ2VkGAIgASgIIkoKFlJlcXVldWVTaGlwbWVudFJlcXVlc3QSMAoIb3JkZXJfaWQYASABKAlCHrpIG8gBAXIWGEAyEl5bQS1aYS16MC05Ll86LV0qJCJQChdSZXF1ZXVlU2hpcG1lbnRSZXNwb25zZRIjCgVvcmRlchgBIAEoCzIULnNob3Aub3JkZXIudjEuT3JkZXISEAoIcmVxdWV1ZWQYAiABKAgimAMKIUxpc3RPcmRlcnNCeVNoaXBwaW5nU3RhdHVzUmVxdWVzdBLGAQoPc2hpcHBpbmdfc3RhdHVzGAEgASgOMh0uc2hvcC5vcmRlci52MS5TaGlwcGluZ1N0YXR1c0KNAbpIiQG6AYUBChVzaGlwcGluZ19zdGF0dXNfa25vd24SVHNoaXBwaW5nX3N0YXR1cyBtdXN0IGJlIG9uZSBvZiBTSElQUElOR19TVEFUVVNfUkVRVUVTVEVEIC4uIFNISVBQSU5HX1NUQVRVU19ERUNMSU5FRBoWdGhpcyA+PSAyICYmIHRoaXMgPD0gNRJeChByZXF1ZXN0ZWRfYmVmb3JlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIoukglsgEiIg0I/4LR/68HEN/RzNwDMhEI/5j0+43/////ARDg0czcAxIaCglwYWdlX3NpemUYAyABKAVCB7pIBBoCKAASLgoKcGFnZV90b2tlbhgEIAEoCUIaukgXchUYyAEyEF5bQS1aYS16MC05Xy1dKiQiYwoiTGlzdE9yZGVyc0J5U2hpcHBpbmdTdGF0dXNSZXNwb25zZRIkCgZvcmRlcnMYASADKAsyFC5zaG9wLm9yZGVyLnYxLk9yZGVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrvAQoLT3JkZXJTdGF0dXMSHAoYT1JERVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUT1JERVJfU1RBVFVTX1BFTkRJTkcQARIVChFPUkRFUl9TVEFUVVNfU0VOVBACEhoKFk9SREVSX1NUQVRVU19ERUxJVkVSRUQQAxIaChZPUkRFUl9TVEFUVVNfQ0FOQ0VMTEVEEAQSIQodT1JERVJfU1RBVFVTX0FXQUlUSU5HX1BBWU1FTlQQBRIVChFPUkRFUl9TVEFUVVNfUEFJRBAGEh8KG09SREVSX1NUQVRVU19QQVlNRU5UX0ZBSUxFRBAHKksKDVBheW1lbnRNZXRob2QSHgoaUEFZTUVOVF9NRVRIT0RfVU5TUEVDSUZJRUQQABIaChZQQVlNRU5UX01FVEhPRF9BQ0NPVU5UEAEq3QEKDVBheW1lbnRTdGF0dXMSHgoaUEFZTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNQQVlNRU5UX1NUQVRVU19OT05FEAESGwoXUEFZTUVOVF9TVEFUVVNfQVdBSVRJTkcQAhIaChZQQVlNRU5UX1NUQVRVU19DSEFSR0VEEAMSGgoWUEFZTUVOVF9TVEFUVVNfUkVGVVNFRBAEEiEKHVBBWU1FTlRfU1RBVFVTX1JFRlVORF9QRU5ESU5HEAUSGwoXUEFZTUVOVF9TVEFUVVNfUkVGVU5ERUQQBiqgAQoNVm91Y2hlclN0YXR1cxIeChpWT1VDSEVSX1NUQVRVU19VTlNQRUNJRklFRBAAEh8KG1ZPVUNIRVJfU1RBVFVTX05PVF9FTElHSUJMRRABEhoKFlZPVUNIRVJfU1RBVFVTX1BFTkRJTkcQAhIZChVWT1VDSEVSX1NUQVRVU19JU1NVRUQQAxIXChNWT1VDSEVSX1NUQVRVU19ERUFEEAQqxAEKDlNoaXBwaW5nU3RhdHVzEh8KG1NISVBQSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFFNISVBQSU5HX1NUQVRVU19OT05FEAESHQoZU0hJUFBJTkdfU1RBVFVTX1JFUVVFU1RFRBACEhsKF1NISVBQSU5HX1NUQVRVU19TSElQUEVEEAMSHQoZU0hJUFBJTkdfU1RBVFVTX0RFTElWRVJFRBAEEhwKGFNISVBQSU5HX1NUQVRVU19ERUNMSU5FRBAFKkkKBlNlbnRCeRIXChNTRU5UX0JZX1VOU1BFQ0lGSUVEEAASEAoMU0VOVF9CWV9IQU5EEAESFAoQU0VOVF9CWV9TSElQTUVOVBACMv0KCgxPcmRlclNlcnZpY2USVAoLQ3JlYXRlT3JkZXISIS5zaG9wLm9yZGVyLnYxLkNyZWF0ZU9yZGVyUmVxdWVzdBoiLnNob3Aub3JkZXIudjEuQ3JlYXRlT3JkZXJSZXNwb25zZRJLCghHZXRPcmRlchIeLnNob3Aub3JkZXIudjEuR2V0T3JkZXJSZXF1ZXN0Gh8uc2hvcC5vcmRlci52MS5HZXRPcmRlclJlc3BvbnNlElEKCkxpc3RPcmRlcnMSIC5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXF1ZXN0GiEuc2hvcC5vcmRlci52MS5MaXN0T3JkZXJzUmVzcG9uc2USWgoNTWFya09yZGVyU2VudBIjLnNob3Aub3JkZXIudjEuTWFya09yZGVyU2VudFJlcXVlc3QaJC5zaG9wLm9yZGVyLnYxLk1hcmtPcmRlclNlbnRSZXNwb25zZRJpChJNYXJrT3JkZXJEZWxpdmVyZWQSKC5zaG9wLm9yZGVyLnYxLk1hcmtPcmRlckRlbGl2ZXJlZFJlcXVlc3QaKS5zaG9wLm9yZGVyLnYxLk1hcmtPcmRlckRlbGl2ZXJlZFJlc3BvbnNlElQKC0NhbmNlbE9yZGVyEiEuc2hvcC5vcmRlci52MS5DYW5jZWxPcmRlclJlcXVlc3QaIi5zaG9wLm9yZGVyLnYxLkNhbmNlbE9yZGVyUmVzcG9uc2USXQoOTGlzdFNlbnRPcmRlcnMSJC5zaG9wLm9yZGVyLnYxLkxpc3RTZW50T3JkZXJzUmVxdWVzdBolLnNob3Aub3JkZXIudjEuTGlzdFNlbnRPcmRlcnNSZXNwb25zZRJdCg5CYXRjaEdldE9yZGVycxIkLnNob3Aub3JkZXIudjEuQmF0Y2hHZXRPcmRlcnNSZXF1ZXN0GiUuc2hvcC5vcmRlci52MS5CYXRjaEdldE9yZGVyc1Jlc3BvbnNlEl0KDlJlcXVldWVWb3VjaGVyEiQuc2hvcC5vcmRlci52MS5SZXF1ZXVlVm91Y2hlclJlcXVlc3QaJS5zaG9wLm9yZGVyLnYxLlJlcXVldWVWb3VjaGVyUmVzcG9uc2USXQoOUmVxdWV1ZVBheW1lbnQSJC5zaG9wLm9yZGVyLnYxLlJlcXVldWVQYXltZW50UmVxdWVzdBolLnNob3Aub3JkZXIudjEuUmVxdWV1ZVBheW1lbnRSZXNwb25zZRJ+ChlMaXN0T3JkZXJzQnlQYXltZW50U3RhdHVzEi8uc2hvcC5vcmRlci52MS5MaXN0T3JkZXJzQnlQYXltZW50U3RhdHVzUmVxdWVzdBowLnNob3Aub3JkZXIudjEuTGlzdE9yZGVyc0J5UGF5bWVudFN0YXR1c1Jlc3BvbnNlEngKF1JlbGVhc2VPcmRlckZvclNoaXBwaW5nEi0uc2hvcC5vcmRlci52MS5SZWxlYXNlT3JkZXJGb3JTaGlwcGluZ1JlcXVlc3QaLi5zaG9wLm9yZGVyLnYxLlJlbGVhc2VPcmRlckZvclNoaXBwaW5nUmVzcG9uc2USYAoPUmVxdWV1ZVNoaXBtZW50EiUuc2hvcC5vcmRlci52MS5SZXF1ZXVlU2hpcG1lbnRSZXF1ZXN0GiYuc2hvcC5vcmRlci52MS5SZXF1ZXVlU2hpcG1lbnRSZXNwb25zZRKBAQoaTGlzdE9yZGVyc0J5U2hpcHBpbmdTdGF0dXMSMC5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNCeVNoaXBwaW5nU3RhdHVzUmVxdWVzdBoxLnNob3Aub3JkZXIudjEuTGlzdE9yZGVyc0J5U2hpcHBpbmdTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * What the order service knows about the order's payment.
@@ -94,6 +94,46 @@ export const VoucherStateSchema: GenMessage<VoucherState> = /*@__PURE__*/
   messageDesc(file_shop_order_v1_order, 1);
 
 /**
+ * What the order service knows about the order's shipment.
+ *
+ * @generated from message shop.order.v1.ShippingState
+ */
+export type ShippingState = Message<"shop.order.v1.ShippingState"> & {
+  /**
+   * @generated from field: shop.order.v1.ShippingStatus status = 1;
+   */
+  status: ShippingStatus;
+
+  /**
+   * The carrier asked for at checkout; empty: the delivery service's default.
+   *
+   * @generated from field: string carrier = 2;
+   */
+  carrier: string;
+
+  /**
+   * When the shipment request was recorded.
+   *
+   * @generated from field: google.protobuf.Timestamp requested_at = 3;
+   */
+  requestedAt?: Timestamp | undefined;
+
+  /**
+   * Set when status is DECLINED: the carrier's reason.
+   *
+   * @generated from field: string decline_reason = 4;
+   */
+  declineReason: string;
+};
+
+/**
+ * Describes the message shop.order.v1.ShippingState.
+ * Use `create(ShippingStateSchema)` to create a new message.
+ */
+export const ShippingStateSchema: GenMessage<ShippingState> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 2);
+
+/**
  * @generated from message shop.order.v1.Order
  */
 export type Order = Message<"shop.order.v1.Order"> & {
@@ -163,6 +203,20 @@ export type Order = Message<"shop.order.v1.Order"> & {
    * @generated from field: shop.order.v1.PaymentState payment = 12;
    */
   payment?: PaymentState | undefined;
+
+  /**
+   * The order's shipment; status NONE for an order the shop ships by hand.
+   *
+   * @generated from field: shop.order.v1.ShippingState shipping = 13;
+   */
+  shipping?: ShippingState | undefined;
+
+  /**
+   * Set once the order is sent: by hand or by its shipment.
+   *
+   * @generated from field: shop.order.v1.SentBy sent_by = 14;
+   */
+  sentBy: SentBy;
 };
 
 /**
@@ -170,7 +224,7 @@ export type Order = Message<"shop.order.v1.Order"> & {
  * Use `create(OrderSchema)` to create a new message.
  */
 export const OrderSchema: GenMessage<Order> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 2);
+  messageDesc(file_shop_order_v1_order, 3);
 
 /**
  * @generated from message shop.order.v1.CreateOrderRequest
@@ -210,6 +264,15 @@ export type CreateOrderRequest = Message<"shop.order.v1.CreateOrderRequest"> & {
    * @generated from field: shop.order.v1.PaymentMethod payment_method = 5;
    */
   paymentMethod: PaymentMethod;
+
+  /**
+   * The carrier to ship with (a name the delivery service registers, such as
+   * "delayed" or "manual"); empty: the delivery service's default. A name the
+   * delivery service does not know declines the shipment (UNKNOWN_CARRIER).
+   *
+   * @generated from field: string carrier = 6;
+   */
+  carrier: string;
 };
 
 /**
@@ -217,7 +280,7 @@ export type CreateOrderRequest = Message<"shop.order.v1.CreateOrderRequest"> & {
  * Use `create(CreateOrderRequestSchema)` to create a new message.
  */
 export const CreateOrderRequestSchema: GenMessage<CreateOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 3);
+  messageDesc(file_shop_order_v1_order, 4);
 
 /**
  * @generated from message shop.order.v1.CreateOrderResponse
@@ -241,7 +304,7 @@ export type CreateOrderResponse = Message<"shop.order.v1.CreateOrderResponse"> &
  * Use `create(CreateOrderResponseSchema)` to create a new message.
  */
 export const CreateOrderResponseSchema: GenMessage<CreateOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 4);
+  messageDesc(file_shop_order_v1_order, 5);
 
 /**
  * @generated from message shop.order.v1.GetOrderRequest
@@ -258,7 +321,7 @@ export type GetOrderRequest = Message<"shop.order.v1.GetOrderRequest"> & {
  * Use `create(GetOrderRequestSchema)` to create a new message.
  */
 export const GetOrderRequestSchema: GenMessage<GetOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 5);
+  messageDesc(file_shop_order_v1_order, 6);
 
 /**
  * @generated from message shop.order.v1.GetOrderResponse
@@ -275,7 +338,7 @@ export type GetOrderResponse = Message<"shop.order.v1.GetOrderResponse"> & {
  * Use `create(GetOrderResponseSchema)` to create a new message.
  */
 export const GetOrderResponseSchema: GenMessage<GetOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 6);
+  messageDesc(file_shop_order_v1_order, 7);
 
 /**
  * @generated from message shop.order.v1.ListOrdersRequest
@@ -306,7 +369,7 @@ export type ListOrdersRequest = Message<"shop.order.v1.ListOrdersRequest"> & {
  * Use `create(ListOrdersRequestSchema)` to create a new message.
  */
 export const ListOrdersRequestSchema: GenMessage<ListOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 7);
+  messageDesc(file_shop_order_v1_order, 8);
 
 /**
  * @generated from message shop.order.v1.ListOrdersResponse
@@ -330,7 +393,7 @@ export type ListOrdersResponse = Message<"shop.order.v1.ListOrdersResponse"> & {
  * Use `create(ListOrdersResponseSchema)` to create a new message.
  */
 export const ListOrdersResponseSchema: GenMessage<ListOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 8);
+  messageDesc(file_shop_order_v1_order, 9);
 
 /**
  * @generated from message shop.order.v1.MarkOrderSentRequest
@@ -347,7 +410,7 @@ export type MarkOrderSentRequest = Message<"shop.order.v1.MarkOrderSentRequest">
  * Use `create(MarkOrderSentRequestSchema)` to create a new message.
  */
 export const MarkOrderSentRequestSchema: GenMessage<MarkOrderSentRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 9);
+  messageDesc(file_shop_order_v1_order, 10);
 
 /**
  * @generated from message shop.order.v1.MarkOrderSentResponse
@@ -371,7 +434,7 @@ export type MarkOrderSentResponse = Message<"shop.order.v1.MarkOrderSentResponse
  * Use `create(MarkOrderSentResponseSchema)` to create a new message.
  */
 export const MarkOrderSentResponseSchema: GenMessage<MarkOrderSentResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 10);
+  messageDesc(file_shop_order_v1_order, 11);
 
 /**
  * @generated from message shop.order.v1.MarkOrderDeliveredRequest
@@ -388,7 +451,7 @@ export type MarkOrderDeliveredRequest = Message<"shop.order.v1.MarkOrderDelivere
  * Use `create(MarkOrderDeliveredRequestSchema)` to create a new message.
  */
 export const MarkOrderDeliveredRequestSchema: GenMessage<MarkOrderDeliveredRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 11);
+  messageDesc(file_shop_order_v1_order, 12);
 
 /**
  * @generated from message shop.order.v1.MarkOrderDeliveredResponse
@@ -410,7 +473,7 @@ export type MarkOrderDeliveredResponse = Message<"shop.order.v1.MarkOrderDeliver
  * Use `create(MarkOrderDeliveredResponseSchema)` to create a new message.
  */
 export const MarkOrderDeliveredResponseSchema: GenMessage<MarkOrderDeliveredResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 12);
+  messageDesc(file_shop_order_v1_order, 13);
 
 /**
  * @generated from message shop.order.v1.CancelOrderRequest
@@ -427,7 +490,7 @@ export type CancelOrderRequest = Message<"shop.order.v1.CancelOrderRequest"> & {
  * Use `create(CancelOrderRequestSchema)` to create a new message.
  */
 export const CancelOrderRequestSchema: GenMessage<CancelOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 13);
+  messageDesc(file_shop_order_v1_order, 14);
 
 /**
  * @generated from message shop.order.v1.CancelOrderResponse
@@ -449,7 +512,7 @@ export type CancelOrderResponse = Message<"shop.order.v1.CancelOrderResponse"> &
  * Use `create(CancelOrderResponseSchema)` to create a new message.
  */
 export const CancelOrderResponseSchema: GenMessage<CancelOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 14);
+  messageDesc(file_shop_order_v1_order, 15);
 
 /**
  * @generated from message shop.order.v1.ListSentOrdersRequest
@@ -491,7 +554,7 @@ export type ListSentOrdersRequest = Message<"shop.order.v1.ListSentOrdersRequest
  * Use `create(ListSentOrdersRequestSchema)` to create a new message.
  */
 export const ListSentOrdersRequestSchema: GenMessage<ListSentOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 15);
+  messageDesc(file_shop_order_v1_order, 16);
 
 /**
  * @generated from message shop.order.v1.ListSentOrdersResponse
@@ -513,7 +576,7 @@ export type ListSentOrdersResponse = Message<"shop.order.v1.ListSentOrdersRespon
  * Use `create(ListSentOrdersResponseSchema)` to create a new message.
  */
 export const ListSentOrdersResponseSchema: GenMessage<ListSentOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 16);
+  messageDesc(file_shop_order_v1_order, 17);
 
 /**
  * @generated from message shop.order.v1.BatchGetOrdersRequest
@@ -532,7 +595,7 @@ export type BatchGetOrdersRequest = Message<"shop.order.v1.BatchGetOrdersRequest
  * Use `create(BatchGetOrdersRequestSchema)` to create a new message.
  */
 export const BatchGetOrdersRequestSchema: GenMessage<BatchGetOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 17);
+  messageDesc(file_shop_order_v1_order, 18);
 
 /**
  * @generated from message shop.order.v1.BatchGetOrdersResponse
@@ -549,7 +612,7 @@ export type BatchGetOrdersResponse = Message<"shop.order.v1.BatchGetOrdersRespon
  * Use `create(BatchGetOrdersResponseSchema)` to create a new message.
  */
 export const BatchGetOrdersResponseSchema: GenMessage<BatchGetOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 18);
+  messageDesc(file_shop_order_v1_order, 19);
 
 /**
  * @generated from message shop.order.v1.RequeueVoucherRequest
@@ -576,7 +639,7 @@ export type RequeueVoucherRequest = Message<"shop.order.v1.RequeueVoucherRequest
  * Use `create(RequeueVoucherRequestSchema)` to create a new message.
  */
 export const RequeueVoucherRequestSchema: GenMessage<RequeueVoucherRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 19);
+  messageDesc(file_shop_order_v1_order, 20);
 
 /**
  * @generated from message shop.order.v1.RequeueVoucherResponse
@@ -600,7 +663,7 @@ export type RequeueVoucherResponse = Message<"shop.order.v1.RequeueVoucherRespon
  * Use `create(RequeueVoucherResponseSchema)` to create a new message.
  */
 export const RequeueVoucherResponseSchema: GenMessage<RequeueVoucherResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 20);
+  messageDesc(file_shop_order_v1_order, 21);
 
 /**
  * @generated from message shop.order.v1.RequeuePaymentRequest
@@ -617,7 +680,7 @@ export type RequeuePaymentRequest = Message<"shop.order.v1.RequeuePaymentRequest
  * Use `create(RequeuePaymentRequestSchema)` to create a new message.
  */
 export const RequeuePaymentRequestSchema: GenMessage<RequeuePaymentRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 21);
+  messageDesc(file_shop_order_v1_order, 22);
 
 /**
  * @generated from message shop.order.v1.RequeuePaymentResponse
@@ -641,7 +704,7 @@ export type RequeuePaymentResponse = Message<"shop.order.v1.RequeuePaymentRespon
  * Use `create(RequeuePaymentResponseSchema)` to create a new message.
  */
 export const RequeuePaymentResponseSchema: GenMessage<RequeuePaymentResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 22);
+  messageDesc(file_shop_order_v1_order, 23);
 
 /**
  * @generated from message shop.order.v1.ListOrdersByPaymentStatusRequest
@@ -675,7 +738,7 @@ export type ListOrdersByPaymentStatusRequest = Message<"shop.order.v1.ListOrders
  * Use `create(ListOrdersByPaymentStatusRequestSchema)` to create a new message.
  */
 export const ListOrdersByPaymentStatusRequestSchema: GenMessage<ListOrdersByPaymentStatusRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 23);
+  messageDesc(file_shop_order_v1_order, 24);
 
 /**
  * @generated from message shop.order.v1.ListOrdersByPaymentStatusResponse
@@ -697,7 +760,155 @@ export type ListOrdersByPaymentStatusResponse = Message<"shop.order.v1.ListOrder
  * Use `create(ListOrdersByPaymentStatusResponseSchema)` to create a new message.
  */
 export const ListOrdersByPaymentStatusResponseSchema: GenMessage<ListOrdersByPaymentStatusResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 24);
+  messageDesc(file_shop_order_v1_order, 25);
+
+/**
+ * @generated from message shop.order.v1.ReleaseOrderForShippingRequest
+ */
+export type ReleaseOrderForShippingRequest = Message<"shop.order.v1.ReleaseOrderForShippingRequest"> & {
+  /**
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * The carrier to ship with; empty: the one chosen at CreateOrder, else the
+   * delivery service's default.
+   *
+   * @generated from field: string carrier = 2;
+   */
+  carrier: string;
+};
+
+/**
+ * Describes the message shop.order.v1.ReleaseOrderForShippingRequest.
+ * Use `create(ReleaseOrderForShippingRequestSchema)` to create a new message.
+ */
+export const ReleaseOrderForShippingRequestSchema: GenMessage<ReleaseOrderForShippingRequest> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 26);
+
+/**
+ * @generated from message shop.order.v1.ReleaseOrderForShippingResponse
+ */
+export type ReleaseOrderForShippingResponse = Message<"shop.order.v1.ReleaseOrderForShippingResponse"> & {
+  /**
+   * @generated from field: shop.order.v1.Order order = 1;
+   */
+  order?: Order | undefined;
+
+  /**
+   * False when the order was already in shipping.
+   *
+   * @generated from field: bool changed = 2;
+   */
+  changed: boolean;
+};
+
+/**
+ * Describes the message shop.order.v1.ReleaseOrderForShippingResponse.
+ * Use `create(ReleaseOrderForShippingResponseSchema)` to create a new message.
+ */
+export const ReleaseOrderForShippingResponseSchema: GenMessage<ReleaseOrderForShippingResponse> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 27);
+
+/**
+ * @generated from message shop.order.v1.RequeueShipmentRequest
+ */
+export type RequeueShipmentRequest = Message<"shop.order.v1.RequeueShipmentRequest"> & {
+  /**
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+};
+
+/**
+ * Describes the message shop.order.v1.RequeueShipmentRequest.
+ * Use `create(RequeueShipmentRequestSchema)` to create a new message.
+ */
+export const RequeueShipmentRequestSchema: GenMessage<RequeueShipmentRequest> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 28);
+
+/**
+ * @generated from message shop.order.v1.RequeueShipmentResponse
+ */
+export type RequeueShipmentResponse = Message<"shop.order.v1.RequeueShipmentResponse"> & {
+  /**
+   * @generated from field: shop.order.v1.Order order = 1;
+   */
+  order?: Order | undefined;
+
+  /**
+   * True when a dead or missing shipment request was put (back) in the queue.
+   *
+   * @generated from field: bool requeued = 2;
+   */
+  requeued: boolean;
+};
+
+/**
+ * Describes the message shop.order.v1.RequeueShipmentResponse.
+ * Use `create(RequeueShipmentResponseSchema)` to create a new message.
+ */
+export const RequeueShipmentResponseSchema: GenMessage<RequeueShipmentResponse> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 29);
+
+/**
+ * @generated from message shop.order.v1.ListOrdersByShippingStatusRequest
+ */
+export type ListOrdersByShippingStatusRequest = Message<"shop.order.v1.ListOrdersByShippingStatusRequest"> & {
+  /**
+   * @generated from field: shop.order.v1.ShippingStatus shipping_status = 1;
+   */
+  shippingStatus: ShippingStatus;
+
+  /**
+   * Only orders whose shipment was requested before this time; unset: before now.
+   *
+   * @generated from field: google.protobuf.Timestamp requested_before = 2;
+   */
+  requestedBefore?: Timestamp | undefined;
+
+  /**
+   * 1 to 5000; 0 means 1000; more than 5000 means 5000; negative is refused.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message shop.order.v1.ListOrdersByShippingStatusRequest.
+ * Use `create(ListOrdersByShippingStatusRequestSchema)` to create a new message.
+ */
+export const ListOrdersByShippingStatusRequestSchema: GenMessage<ListOrdersByShippingStatusRequest> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 30);
+
+/**
+ * @generated from message shop.order.v1.ListOrdersByShippingStatusResponse
+ */
+export type ListOrdersByShippingStatusResponse = Message<"shop.order.v1.ListOrdersByShippingStatusResponse"> & {
+  /**
+   * @generated from field: repeated shop.order.v1.Order orders = 1;
+   */
+  orders: Order[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message shop.order.v1.ListOrdersByShippingStatusResponse.
+ * Use `create(ListOrdersByShippingStatusResponseSchema)` to create a new message.
+ */
+export const ListOrdersByShippingStatusResponseSchema: GenMessage<ListOrdersByShippingStatusResponse> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 31);
 
 /**
  * @generated from enum shop.order.v1.OrderStatus
@@ -892,6 +1103,96 @@ export const VoucherStatusSchema: GenEnum<VoucherStatus> = /*@__PURE__*/
   enumDesc(file_shop_order_v1_order, 3);
 
 /**
+ * Where an order's shipment stands, as the order service knows it.
+ *
+ * @generated from enum shop.order.v1.ShippingStatus
+ */
+export enum ShippingStatus {
+  /**
+   * @generated from enum value: SHIPPING_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Not shipped through the delivery service: the shop marks it sent and
+   * delivered by hand (MarkOrderSent, MarkOrderDelivered).
+   *
+   * @generated from enum value: SHIPPING_STATUS_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * A shipment was requested (ReleaseOrderForShipping, or the order became
+   * PAID with SHIP_PAID_ORDERS on); the delivery service's events move the
+   * order from here, and MarkOrderSent, MarkOrderDelivered and CancelOrder
+   * refuse it.
+   *
+   * @generated from enum value: SHIPPING_STATUS_REQUESTED = 2;
+   */
+  REQUESTED = 2,
+
+  /**
+   * The carrier shipped it: the order was marked sent by its shipment.
+   *
+   * @generated from enum value: SHIPPING_STATUS_SHIPPED = 3;
+   */
+  SHIPPED = 3,
+
+  /**
+   * The carrier delivered it.
+   *
+   * @generated from enum value: SHIPPING_STATUS_DELIVERED = 4;
+   */
+  DELIVERED = 4,
+
+  /**
+   * The carrier declined it: the order was cancelled (and, if charged,
+   * refunded once).
+   *
+   * @generated from enum value: SHIPPING_STATUS_DECLINED = 5;
+   */
+  DECLINED = 5,
+}
+
+/**
+ * Describes the enum shop.order.v1.ShippingStatus.
+ */
+export const ShippingStatusSchema: GenEnum<ShippingStatus> = /*@__PURE__*/
+  enumDesc(file_shop_order_v1_order, 4);
+
+/**
+ * Who marked an order sent.
+ *
+ * @generated from enum shop.order.v1.SentBy
+ */
+export enum SentBy {
+  /**
+   * @generated from enum value: SENT_BY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * MarkOrderSent, for an order that never went to shipping.
+   *
+   * @generated from enum value: SENT_BY_HAND = 1;
+   */
+  HAND = 1,
+
+  /**
+   * Its shipment's SHIPPED (or DELIVERED) event.
+   *
+   * @generated from enum value: SENT_BY_SHIPMENT = 2;
+   */
+  SHIPMENT = 2,
+}
+
+/**
+ * Describes the enum shop.order.v1.SentBy.
+ */
+export const SentBySchema: GenEnum<SentBy> = /*@__PURE__*/
+  enumDesc(file_shop_order_v1_order, 5);
+
+/**
  * OrderService owns orders and their lifecycle. Marking an order over
  * 100.00 EUR as sent records a voucher request in the order database in the
  * same transaction; a relay delivers it to the voucher service.
@@ -1025,6 +1326,50 @@ export const OrderService: GenService<{
     methodKind: "unary";
     input: typeof ListOrdersByPaymentStatusRequestSchema;
     output: typeof ListOrdersByPaymentStatusResponseSchema;
+  },
+  /**
+   * ReleaseOrderForShipping hands an order to the delivery service: in the
+   * same transaction the order records a shipment request (shipping status
+   * REQUESTED) that a relay delivers as CreateShipment. From then on the
+   * shipment moves the order: SHIPPED marks it sent (and the voucher rule
+   * fires), DELIVERED delivered, DECLINED cancels it (refunding a charged
+   * one). For an order without payment that is PENDING, or a PAID order not
+   * yet in shipping (a service running with SHIP_PAID_ORDERS=true releases
+   * PAID orders itself). Idempotent: an order already in shipping is
+   * returned with changed=false. FAILED_PRECONDITION for any other status.
+   *
+   * @generated from rpc shop.order.v1.OrderService.ReleaseOrderForShipping
+   */
+  releaseOrderForShipping: {
+    methodKind: "unary";
+    input: typeof ReleaseOrderForShippingRequestSchema;
+    output: typeof ReleaseOrderForShippingResponseSchema;
+  },
+  /**
+   * RequeueShipment makes sure the shipment request of an order in shipping
+   * (shipping status REQUESTED) reaches the delivery service: a dead or
+   * missing request goes back to pending. requeued is false when it is
+   * already on its way or delivered; FAILED_PRECONDITION when the order is
+   * not in shipping or its shipment has already moved it.
+   *
+   * @generated from rpc shop.order.v1.OrderService.RequeueShipment
+   */
+  requeueShipment: {
+    methodKind: "unary";
+    input: typeof RequeueShipmentRequestSchema;
+    output: typeof RequeueShipmentResponseSchema;
+  },
+  /**
+   * ListOrdersByShippingStatus lists orders in one shipping state, oldest
+   * request first, requested before a time: how the reconciler finds ready
+   * orders whose shipment never appeared.
+   *
+   * @generated from rpc shop.order.v1.OrderService.ListOrdersByShippingStatus
+   */
+  listOrdersByShippingStatus: {
+    methodKind: "unary";
+    input: typeof ListOrdersByShippingStatusRequestSchema;
+    output: typeof ListOrdersByShippingStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shop_order_v1_order, 0);
