@@ -47,6 +47,22 @@ export const orders = mysqlTable(
     paymentReason: varchar("payment_reason", { length: 32 }),
     chargedAt: datetime("charged_at", { mode: "date", fsp: 3 }),
     refundedAt: datetime("refunded_at", { mode: "date", fsp: 3 }),
+    /**
+     * NONE: shipped by hand (MarkOrderSent); REQUESTED once released for
+     * shipping (its shipment_outbox row written in the same transaction);
+     * then moved on only by the delivery service's shipment events.
+     */
+    shippingStatus: varchar("shipping_status", { length: 16, enum: ["NONE", "REQUESTED", "SHIPPED", "DELIVERED", "DECLINED"] })
+      .notNull()
+      .default("NONE"),
+    /** The carrier asked for at CreateOrder (or at release); NULL: the delivery service's default. */
+    carrier: varchar("carrier", { length: 32 }),
+    /** When the shipment request was recorded (database clock). */
+    shippingRequestedAt: datetime("shipping_requested_at", { mode: "date", fsp: 3 }),
+    /** The carrier's reason for a declined shipment. */
+    shippingDeclineReason: varchar("shipping_decline_reason", { length: 64 }),
+    /** Who marked the order sent: HAND (MarkOrderSent) or SHIPMENT (its shipment's event); NULL before 0005 or while unsent. */
+    sentBy: varchar("sent_by", { length: 16, enum: ["HAND", "SHIPMENT"] }),
   },
   (t) => [
     uniqueIndex("orders_request_id_uq").on(t.requestId),
@@ -56,6 +72,8 @@ export const orders = mysqlTable(
     index("orders_customer_id_idx").on(t.customerId, t.id),
     // ListSentOrders: a window of sent_at, keyset on (sent_at, id).
     index("orders_sent_at_idx").on(t.sentAt, t.id),
+    // ListOrdersByShippingStatus (the reconciler): one shipping state, oldest request first.
+    index("orders_shipping_status_idx").on(t.shippingStatus, t.shippingRequestedAt, t.id),
   ],
 );
 
@@ -159,9 +177,46 @@ export const refundOutbox = mysqlTable(
 );
 
 /**
+ * Shipment requests: written in the transaction that releases an order for
+ * shipping (ReleaseOrderForShipping, or the CHARGED outcome that makes an
+ * order PAID when SHIP_PAID_ORDERS is on), delivered to the delivery
+ * service's CreateShipment by the shipment flow. One row per order at most,
+ * keyed "shipment:<order id>".
+ */
+export const shipmentOutbox = mysqlTable(
+  "shipment_outbox",
+  {
+    id: bigint("id", { mode: "number", unsigned: true }).autoincrement().primaryKey(),
+    messageKey: varchar("message_key", { length: 128 }).notNull(),
+    orderId: varchar("order_id", { length: 26 }).notNull(),
+    // Snapshot of what the delivery service needs, so delivery never reads orders.
+    customerId: varchar("customer_id", { length: 64 }).notNull(),
+    totalCents: bigint("total_cents", { mode: "number" }).notNull(),
+    currency: char("currency", { length: 3 }).notNull(),
+    /** Empty: the delivery service's default carrier. */
+    carrier: varchar("carrier", { length: 32 }).notNull().default(""),
+    status: varchar("status", { length: 16, enum: ["pending", "delivered", "dead"] }).notNull(),
+    attempts: int("attempts").notNull().default(0),
+    nextAttemptAt: datetime("next_attempt_at", { mode: "date", fsp: 3 }).notNull(),
+    lockedBy: varchar("locked_by", { length: 64 }),
+    lastError: varchar("last_error", { length: 1024 }),
+    createdAt: datetime("created_at", { mode: "date", fsp: 3 }).notNull(),
+    deliveredAt: datetime("delivered_at", { mode: "date", fsp: 3 }),
+    traceparent: varchar("traceparent", { length: 55 }),
+  },
+  (t) => [
+    uniqueIndex("shipment_outbox_message_key_uq").on(t.messageKey),
+    uniqueIndex("shipment_outbox_order_id_uq").on(t.orderId),
+    index("shipment_outbox_claim_idx").on(t.status, t.nextAttemptAt, t.id),
+    index("shipment_outbox_delivered_idx").on(t.status, t.deliveredAt, t.id),
+  ],
+);
+
+/**
  * The order database's inbox (@shop/engine/inbox): every payment outcome the
  * order has taken in, keyed "payment:" + the payment service's message key,
- * recorded in the transaction that moved the order.
+ * and every shipment event, keyed "shipment-event:" + the delivery service's
+ * message key, each recorded in the transaction that moved the order.
  */
 export const inbox = mysqlTable("inbox", {
   messageKey: varchar("message_key", { length: 128 }).primaryKey(),
