@@ -42,10 +42,18 @@ export function encodeTimeToken(at: Date, id: string): string {
   return Buffer.from(`${at.getTime()}.${id}`, "utf8").toString("base64url");
 }
 
-export function decodeTimeToken(token: string): TimePosition | undefined {
+/** Any id a request may carry (the platform's ID_PATTERN, 1 to 64 characters), for listings keyed by ids that are not ULIDs. */
+export const ANY_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/**
+ * undefined for "" (the first page); INVALID_ARGUMENT when it is not a token
+ * this service made. `id` is what the listing's ids look like: ULIDs unless
+ * told otherwise (ANY_ID for order ids).
+ */
+export function decodeTimeToken(token: string, id: RegExp = ULID): TimePosition | undefined {
   if (token === "") return undefined;
-  const m = /^(\d{1,15})\.([0-9A-HJKMNP-TV-Z]{26})$/.exec(decode(token) ?? "");
-  if (!m) malformed();
+  const m = /^(\d{1,15})\.(.+)$/s.exec(decode(token) ?? "");
+  if (!m || !id.test(m[2]!)) malformed();
   return { at: new Date(Number(m[1])), id: m[2]! };
 }
 
