@@ -15,7 +15,11 @@ import {
   newOrder,
   paymentOutcome,
   paymentRequeueAction,
+  releaseForShipping,
   requeueAction,
+  shipmentEvent,
+  shipmentMessageKey,
+  shipmentRequeueAction,
   type ChargeRequest,
   type NewOrder,
   type Order,
@@ -23,6 +27,9 @@ import {
   type PaymentStatus,
   type RefundRequest,
   type SentTransition,
+  type ShipmentEventFacts,
+  type ShipmentRequest,
+  type ShippingStatus,
   type VoucherRequest,
 } from "../domain/order.js";
 import { entryOrArchived, voucherStateOf, type OutboxEntry, type VoucherState } from "../domain/voucher-state.js";
@@ -57,6 +64,14 @@ export interface OrderStoreOptions {
   onVoucherRequested?: () => void;
   /** Likewise after a commit that wrote (or revived) a charge_outbox or refund_outbox row: the charge or refund relay's wake-up. */
   onPaymentRequested?: (kind: "charge" | "refund") => void;
+  /** Likewise after a commit that wrote (or revived) a shipment_outbox row: the shipment relay's wake-up. */
+  onShipmentRequested?: () => void;
+  /**
+   * SHIP_PAID_ORDERS: the CHARGED outcome that makes an order PAID also
+   * releases it for shipping, in the same transaction. Default false: PAID
+   * orders wait for ReleaseOrderForShipping (or MarkOrderSent by hand).
+   */
+  shipPaidOrders?: boolean;
   /** Clock for new orders (created_at and the id's time part). Default Date.now. */
   now?: () => number;
 }
@@ -64,7 +79,9 @@ export interface OrderStoreOptions {
 const ORDER_COLUMNS = `o.id, o.customer_id AS customerId, o.total_cents AS totalCents, o.currency, o.status,
   o.request_id AS requestId, o.created_at AS createdAt, o.updated_at AS updatedAt, o.sent_at AS sentAt,
   o.delivered_at AS deliveredAt, o.cancelled_at AS cancelledAt, o.payment_method AS paymentMethod,
-  o.payment_status AS paymentStatus, o.payment_reason AS paymentReason, o.charged_at AS chargedAt, o.refunded_at AS refundedAt`;
+  o.payment_status AS paymentStatus, o.payment_reason AS paymentReason, o.charged_at AS chargedAt, o.refunded_at AS refundedAt,
+  o.shipping_status AS shippingStatus, o.carrier, o.shipping_requested_at AS shippingRequestedAt,
+  o.shipping_decline_reason AS shippingDeclineReason, o.sent_by AS sentBy`;
 
 const OUTBOX_COLUMNS = `o.voucher_id AS archivedVoucherId, v.status AS outboxStatus, v.attempts AS outboxAttempts, v.last_error AS outboxLastError,
   v.voucher_id AS outboxVoucherId`;
@@ -99,6 +116,11 @@ function toOrder(row: OrderRow): Order {
     paymentReason: row.paymentReason ?? null,
     chargedAt: row.chargedAt ?? null,
     refundedAt: row.refundedAt ?? null,
+    shippingStatus: row.shippingStatus,
+    carrier: row.carrier ?? null,
+    shippingRequestedAt: row.shippingRequestedAt ?? null,
+    shippingDeclineReason: row.shippingDeclineReason ?? null,
+    sentBy: row.sentBy ?? null,
   };
 }
 
@@ -146,7 +168,8 @@ async function lockOrder(conn: PoolConnection, orderId: string): Promise<LockedO
 async function saveOrder(conn: PoolConnection, order: Order): Promise<void> {
   await conn.query(
     `UPDATE orders SET status = ?, updated_at = ?, sent_at = ?, delivered_at = ?, cancelled_at = ?,
-       payment_status = ?, payment_reason = ?, charged_at = ?, refunded_at = ? WHERE id = ?`,
+       payment_status = ?, payment_reason = ?, charged_at = ?, refunded_at = ?,
+       shipping_status = ?, carrier = ?, shipping_requested_at = ?, shipping_decline_reason = ?, sent_by = ? WHERE id = ?`,
     [
       order.status,
       order.updatedAt,
@@ -157,6 +180,11 @@ async function saveOrder(conn: PoolConnection, order: Order): Promise<void> {
       order.paymentReason,
       order.chargedAt,
       order.refundedAt,
+      order.shippingStatus,
+      order.carrier,
+      order.shippingRequestedAt,
+      order.shippingDeclineReason,
+      order.sentBy,
       order.id,
     ],
   );
@@ -183,6 +211,26 @@ async function insertRefund(conn: PoolConnection, request: RefundRequest): Promi
   );
 }
 
+/**
+ * A shipment request keyed "shipment:<order id>", due at once on the database's clock, carrying the writer's
+ * traceparent (ReleaseOrderForShipping's span, or RecordPaymentOutcome's when SHIP_PAID_ORDERS releases the order).
+ */
+async function insertShipment(conn: PoolConnection, request: ShipmentRequest): Promise<void> {
+  await conn.query(
+    `INSERT INTO shipment_outbox (message_key, order_id, customer_id, total_cents, currency, carrier, status, attempts, next_attempt_at, created_at, traceparent)
+     VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, NOW(3), NOW(3), ?)`,
+    [
+      shipmentMessageKey(request.orderId),
+      request.orderId,
+      request.customerId,
+      request.totalCents,
+      request.currency,
+      request.carrier,
+      currentTraceparent() ?? null,
+    ],
+  );
+}
+
 /** The inbox key of a payment decision must be the one its event implies: one charge outcome and one refund outcome per order, ever. */
 export function expectedPaymentMessageKey(orderId: string, event: PaymentOutcome["event"]): string {
   return `${event === "REFUNDED" ? "refund" : "charge"}:${orderId}`;
@@ -192,6 +240,31 @@ export interface PaymentOutcomeMessage extends PaymentOutcome {
   /** The payment service's key of the decision: "charge:<order id>" or "refund:<order id>". */
   messageKey: string;
   orderId: string;
+}
+
+/** The delivery service's key of a shipment event: "shipment:<order id>:<EVENT>", one per event and order, ever. */
+export function expectedShipmentEventKey(orderId: string, event: ShipmentEventFacts["event"]): string {
+  return `shipment:${orderId}:${event}`;
+}
+
+export interface ShipmentEventMessage extends ShipmentEventFacts {
+  /** The delivery service's key of the event: "shipment:<order id>:<EVENT>". */
+  messageKey: string;
+  orderId: string;
+  /** The shipment's id in the delivery service. */
+  shipmentId: string;
+  /** The carrier that reported it (for logs). */
+  carrier?: string;
+  /** When the delivery service recorded it (for logs: the order is stamped with its own database's clock). */
+  occurredAt?: Date;
+}
+
+export interface ListByShippingQuery {
+  shippingStatus: Exclude<ShippingStatus, "NONE">;
+  requestedBefore?: Date;
+  /** The last (shipping_requested_at, id) of the previous page. */
+  from?: TimePosition;
+  limit: number;
 }
 
 export interface ListByPaymentQuery {
@@ -236,6 +309,8 @@ export class OrderStore {
   private readonly logger: Logger;
   private readonly onVoucherRequested: () => void;
   private readonly onPaymentRequested: (kind: "charge" | "refund") => void;
+  private readonly onShipmentRequested: () => void;
+  private readonly shipPaidOrders: boolean;
   private readonly now: () => number;
 
   constructor(opts: OrderStoreOptions) {
@@ -243,6 +318,8 @@ export class OrderStore {
     this.logger = opts.logger;
     this.onVoucherRequested = opts.onVoucherRequested ?? (() => {});
     this.onPaymentRequested = opts.onPaymentRequested ?? (() => {});
+    this.onShipmentRequested = opts.onShipmentRequested ?? (() => {});
+    this.shipPaidOrders = opts.shipPaidOrders ?? false;
     this.now = opts.now ?? Date.now;
   }
 
@@ -261,8 +338,8 @@ export class OrderStore {
       await retryTransient(() =>
         inTransaction(this.pool, async (conn) => {
           await conn.query(
-            `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, payment_method, payment_status)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+            `INSERT INTO orders (id, customer_id, total_cents, currency, status, request_id, created_at, updated_at, payment_method, payment_status, carrier)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
             [
               order.id,
               order.customerId,
@@ -274,6 +351,7 @@ export class OrderStore {
               order.updatedAt,
               order.paymentMethod,
               order.paymentStatus,
+              order.carrier,
             ],
           );
           if (paid) {
@@ -295,7 +373,7 @@ export class OrderStore {
     if (!existing) throw new Error(`duplicate key inserting an order for request_id ${input.requestId}, yet no order has that request_id`);
     if (!isSameCreateRequest(existing, input)) {
       throw alreadyExists(
-        `request_id ${JSON.stringify(input.requestId)} was already used for order ${existing.id} with a different customer_id, total_cents, currency or payment_method`,
+        `request_id ${JSON.stringify(input.requestId)} was already used for order ${existing.id} with a different customer_id, total_cents, currency, payment_method or carrier`,
       );
     }
     return { order: existing, created: false };
@@ -482,6 +560,7 @@ export class OrderStore {
         const locked = await lockOrder(conn, msg.orderId);
         if (!locked) throw notFound(`order ${msg.orderId} not found`);
         let refundRequested = false;
+        let shipmentRequested = false;
         // The row lock is held throughout: a replay leaves the order as locked, a handled outcome as the effect left it.
         let order = locked.order;
         const answer = await handleOnce(conn, {
@@ -489,12 +568,20 @@ export class OrderStore {
           facts,
           effect: async () => {
             const t = paymentOutcome(locked.order, msg, locked.now);
-            if (t.changed) await saveOrder(conn, t.order);
+            let after = t.order;
+            if (this.shipPaidOrders && t.changed && after.status === "PAID" && after.shippingStatus === "NONE") {
+              // SHIP_PAID_ORDERS: the charge that makes the order PAID releases it, in this same transaction.
+              const release = releaseForShipping(after, undefined, locked.now);
+              after = release.order;
+              await insertShipment(conn, release.shipmentRequest!);
+              shipmentRequested = true;
+            }
+            if (t.changed) await saveOrder(conn, after);
             if (t.refundRequest) {
               await insertRefund(conn, t.refundRequest);
               refundRequested = true;
             }
-            order = t.order;
+            order = after;
             return { changed: t.changed, status: t.order.status, paymentStatus: t.order.paymentStatus };
           },
         });
@@ -505,17 +592,23 @@ export class OrderStore {
         }
         failpoint("order.payment-outcome.before-commit");
         const entry = entryOrArchived(await readOutbox(conn, msg.orderId), locked.archivedVoucherId);
-        return { order: { ...order, voucher: voucherStateOf(entry) }, changed: answer.kind === "handled" && answer.outcome.changed, refundRequested };
+        return {
+          order: { ...order, voucher: voucherStateOf(entry) },
+          changed: answer.kind === "handled" && answer.outcome.changed,
+          refundRequested,
+          shipmentRequested,
+        };
       }),
     );
     failpoint("order.payment-outcome.after-commit");
     if (result.changed) {
       this.logger.info(
         { orderId: msg.orderId, event: msg.event, reason: msg.reason, status: result.order.status, paymentStatus: result.order.paymentStatus },
-        `order ${msg.orderId}: payment ${msg.event}; now ${result.order.status}, payment ${result.order.paymentStatus}${result.refundRequested ? "; refund requested" : ""}`,
+        `order ${msg.orderId}: payment ${msg.event}; now ${result.order.status}, payment ${result.order.paymentStatus}${result.refundRequested ? "; refund requested" : ""}${result.shipmentRequested ? "; released for shipping" : ""}`,
       );
     }
     if (result.refundRequested) this.paymentRequested(msg.orderId, "refund");
+    if (result.shipmentRequested) this.shipmentRequested(msg.orderId);
     return { order: result.order, changed: result.changed };
   }
 
@@ -572,6 +665,179 @@ export class OrderStore {
     params.push(q.limit);
     const [rows] = await this.pool.query<ViewRow[]>(`${SELECT_VIEW} WHERE ${where.join(" AND ")} ORDER BY o.created_at, o.id LIMIT ?`, params);
     return rows.map(toView);
+  }
+
+  /**
+   * Releases the order for shipping: shipping REQUESTED and its shipment
+   * request ("shipment:<order id>", the order's snapshot and the carrier)
+   * commit together. Idempotent: an order already in shipping is answered
+   * changed=false and nothing is written.
+   */
+  async releaseForShipping(orderId: string, carrier?: string): Promise<ChangeResult> {
+    const result = await retryTransient(() =>
+      inTransaction(this.pool, async (conn) => {
+        const locked = await lockOrder(conn, orderId);
+        if (!locked) throw notFound(`order ${orderId} not found`);
+        const t = releaseForShipping(locked.order, carrier, locked.now);
+        if (t.changed) {
+          await saveOrder(conn, t.order);
+          await insertShipment(conn, t.shipmentRequest!);
+          failpoint("order.release.before-commit");
+        }
+        const entry = entryOrArchived(await readOutbox(conn, orderId), locked.archivedVoucherId);
+        return { order: { ...t.order, voucher: voucherStateOf(entry) }, changed: t.changed };
+      }),
+    );
+    if (result.changed) {
+      this.logger.info(
+        { orderId, carrier: result.order.carrier ?? "", status: result.order.status },
+        `order ${orderId} released for shipping${result.order.carrier ? ` with carrier ${result.order.carrier}` : " with the delivery service's default carrier"}; shipment requested`,
+      );
+      this.shipmentRequested(orderId);
+    }
+    return result;
+  }
+
+  /**
+   * Takes in a shipment event exactly once per message key: the inbox row
+   * "shipment-event:<key>" and the order's change (the voucher request or
+   * the refund request it implies) commit together. A replay answers the
+   * order as it is now, changed=false; the same key with other facts is
+   * refused. An event that contradicts the order is refused and records
+   * nothing, so the sender parks it for a person.
+   */
+  async recordShipmentEvent(msg: ShipmentEventMessage): Promise<ChangeResult> {
+    const expectedKey = expectedShipmentEventKey(msg.orderId, msg.event);
+    if (msg.messageKey !== expectedKey) {
+      throw invalidArgument(
+        `message_key ${JSON.stringify(msg.messageKey)} does not belong to a ${msg.event} event of order ${msg.orderId}; expected ${JSON.stringify(expectedKey)}`,
+      );
+    }
+    const facts = JSON.stringify({ event: msg.event, shipmentId: msg.shipmentId, declineReason: msg.declineReason ?? "" });
+    const result = await retryTransient(() =>
+      inTransaction(this.pool, async (conn) => {
+        const locked = await lockOrder(conn, msg.orderId);
+        if (!locked) throw notFound(`order ${msg.orderId} not found`);
+        let voucherRequested = false;
+        let refundRequested = false;
+        let order = locked.order;
+        const answer = await handleOnce(conn, {
+          key: `shipment-event:${msg.messageKey}`,
+          facts,
+          effect: async () => {
+            const t = shipmentEvent(locked.order, msg, locked.now);
+            if (t.changed) await saveOrder(conn, t.order);
+            if (t.voucherRequest) {
+              await insertOutbox(conn, t.voucherRequest, locked.now);
+              voucherRequested = true;
+            }
+            if (t.refundRequest) {
+              await insertRefund(conn, t.refundRequest);
+              refundRequested = true;
+            }
+            order = t.order;
+            return { changed: t.changed, status: t.order.status, shippingStatus: t.order.shippingStatus };
+          },
+        });
+        if (answer.kind === "conflict") {
+          throw failedPrecondition(
+            `shipment event ${msg.messageKey} was taken in before with other facts (${answer.recordedFacts}); this one (${facts}) changes nothing`,
+          );
+        }
+        failpoint("order.shipment-event.before-commit");
+        const entry = voucherRequested ? JUST_QUEUED : entryOrArchived(await readOutbox(conn, msg.orderId), locked.archivedVoucherId);
+        return {
+          order: { ...order, voucher: voucherStateOf(entry) },
+          changed: answer.kind === "handled" && answer.outcome.changed,
+          voucherRequested,
+          refundRequested,
+        };
+      }),
+    );
+    failpoint("order.shipment-event.after-commit");
+    if (result.changed) {
+      this.logger.info(
+        {
+          orderId: msg.orderId,
+          event: msg.event,
+          shipmentId: msg.shipmentId,
+          carrier: msg.carrier,
+          declineReason: msg.declineReason,
+          occurredAt: msg.occurredAt,
+          status: result.order.status,
+          shippingStatus: result.order.shippingStatus,
+        },
+        `order ${msg.orderId}: shipment ${msg.event}${msg.declineReason ? ` (${msg.declineReason})` : ""}; now ${result.order.status}, shipping ${result.order.shippingStatus}` +
+          `${result.voucherRequested ? "; voucher requested" : ""}${result.refundRequested ? "; refund requested" : ""}`,
+      );
+    }
+    if (result.voucherRequested) this.voucherRequested(msg.orderId);
+    if (result.refundRequested) this.paymentRequested(msg.orderId, "refund");
+    return { order: result.order, changed: result.changed };
+  }
+
+  /**
+   * Makes sure the shipment request of an order in shipping (REQUESTED)
+   * reaches the delivery service: a dead request goes back to pending, a
+   * missing one is recorded from the order, a pending or delivered one is
+   * left alone. The request row is locked too, so a relay acking it at the
+   * same moment is not overwritten.
+   */
+  async requeueShipment(orderId: string): Promise<RequeueResult> {
+    const result = await retryTransient(() =>
+      inTransaction(this.pool, async (conn) => {
+        const locked = await lockOrder(conn, orderId);
+        if (!locked) throw notFound(`order ${orderId} not found`);
+        const [rows] = await conn.query<RowDataPacket[]>(`SELECT status FROM shipment_outbox WHERE message_key = ? FOR UPDATE`, [
+          shipmentMessageKey(orderId),
+        ]);
+        const row = rows[0] ? { status: String(rows[0].status) } : null;
+        const action = shipmentRequeueAction(locked.order, row);
+        if (action.kind === "insert") await insertShipment(conn, action.request);
+        else if (action.kind === "revive") {
+          await conn.query(`UPDATE shipment_outbox SET status = 'pending', next_attempt_at = ?, locked_by = NULL WHERE message_key = ? AND status = 'dead'`, [
+            locked.now,
+            shipmentMessageKey(orderId),
+          ]);
+        }
+        const entry = entryOrArchived(await readOutbox(conn, orderId), locked.archivedVoucherId);
+        return { order: { ...locked.order, voucher: voucherStateOf(entry) }, requeued: action.kind !== "none", was: row?.status ?? "missing" };
+      }),
+    );
+    if (result.requeued) {
+      this.logger.info({ orderId, previous: result.was }, `shipment request of order ${orderId} requeued (was ${result.was})`);
+      this.shipmentRequested(orderId);
+    }
+    return { order: result.order, requeued: result.requeued };
+  }
+
+  /** Orders in one shipping state requested before a time, oldest request first, on (shipping_status, shipping_requested_at, id). */
+  async listByShippingStatus(q: ListByShippingQuery): Promise<OrderView[]> {
+    const where = ["o.shipping_status = ?"];
+    const params: unknown[] = [q.shippingStatus];
+    if (q.requestedBefore) {
+      where.push("o.shipping_requested_at < ?");
+      params.push(q.requestedBefore);
+    }
+    if (q.from) {
+      where.push("(o.shipping_requested_at > ? OR (o.shipping_requested_at = ? AND o.id > ?))");
+      params.push(q.from.at, q.from.at, q.from.id);
+    }
+    params.push(q.limit);
+    const [rows] = await this.pool.query<ViewRow[]>(
+      `${SELECT_VIEW} WHERE ${where.join(" AND ")} ORDER BY o.shipping_requested_at, o.id LIMIT ?`,
+      params,
+    );
+    return rows.map(toView);
+  }
+
+  /** As voucherRequested, for the shipment relay. */
+  private shipmentRequested(orderId: string): void {
+    try {
+      this.onShipmentRequested();
+    } catch (err) {
+      this.logger.error({ orderId, err }, `waking the shipment relay for order ${orderId} failed; it will be picked up by polling`);
+    }
   }
 
   /** As voucherRequested, for the charge and refund relays. */

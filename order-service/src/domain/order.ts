@@ -10,6 +10,19 @@ export type PaymentMethod = "NONE" | "ACCOUNT";
 /** What the order knows of its payment. */
 export type PaymentStatus = "NONE" | "AWAITING" | "CHARGED" | "REFUSED" | "REFUND_PENDING" | "REFUNDED";
 
+/** Where the order's shipment stands: NONE (shipped by hand), REQUESTED (released), then as its shipment's events say. */
+export type ShippingStatus = "NONE" | "REQUESTED" | "SHIPPED" | "DELIVERED" | "DECLINED";
+
+/** Who marked the order sent. */
+export type SentBy = "HAND" | "SHIPMENT";
+
+/** A shipment's event as the delivery service reports it (RecordShipmentEvent). */
+export interface ShipmentEventFacts {
+  event: "SHIPPED" | "DELIVERED" | "DECLINED";
+  /** For DECLINED: the carrier's reason. */
+  declineReason?: string;
+}
+
 /** A payment decision as the payment service reports it (RecordPaymentOutcome). */
 export interface PaymentOutcome {
   event: "CHARGED" | "REFUSED" | "REFUNDED";
@@ -41,6 +54,13 @@ export interface Order {
   paymentReason: string | null;
   chargedAt: Date | null;
   refundedAt: Date | null;
+  shippingStatus: ShippingStatus;
+  /** The carrier asked for at CreateOrder, or chosen at release; null: the delivery service's default. */
+  carrier: string | null;
+  shippingRequestedAt: Date | null;
+  shippingDeclineReason: string | null;
+  /** Null while unsent, and for orders sent before shipping existed. */
+  sentBy: SentBy | null;
 }
 
 /** What the payment service needs to charge the order; a snapshot written with the order. */
@@ -56,6 +76,16 @@ export interface RefundRequest {
   orderId: string;
   amountCents: number;
   currency: string;
+}
+
+/** What the delivery service needs to create the shipment; a snapshot written with the order. */
+export interface ShipmentRequest {
+  orderId: string;
+  customerId: string;
+  totalCents: number;
+  currency: string;
+  /** Empty: the delivery service's default carrier. */
+  carrier: string;
 }
 
 /** What the voucher service needs to issue the voucher; a snapshot, so delivery never reads orders. */
@@ -77,6 +107,8 @@ export interface SentTransition extends Transition {
   voucherRequest?: VoucherRequest;
   /** Present exactly when this transition owes the customer a refund; written with the order, in one transaction. */
   refundRequest?: RefundRequest;
+  /** Present exactly when this transition releases the order for shipping; written with the order, in one transaction. */
+  shipmentRequest?: ShipmentRequest;
 }
 
 /** Today's list of rule versions (@shop/rules); tests pass their own list to the functions below. */
@@ -104,6 +136,8 @@ export interface NewOrder {
   requestId: string;
   /** Default NONE: an order without payment, PENDING at once. */
   paymentMethod?: PaymentMethod;
+  /** The carrier to ship with when the order is released; empty or absent: the delivery service's default. */
+  carrier?: string;
 }
 
 /** A new order; a paid one starts AWAITING_PAYMENT, its charge request written with it (chargeRequestFor). */
@@ -126,6 +160,11 @@ export function newOrder(input: NewOrder, id: string, now: Date): Order {
     paymentReason: null,
     chargedAt: null,
     refundedAt: null,
+    shippingStatus: "NONE",
+    carrier: input.carrier || null,
+    shippingRequestedAt: null,
+    shippingDeclineReason: null,
+    sentBy: null,
   };
 }
 
@@ -144,17 +183,36 @@ export function isSameCreateRequest(existing: Order, input: NewOrder): boolean {
     existing.customerId === input.customerId &&
     existing.totalCents === input.totalCents &&
     existing.currency === input.currency &&
-    existing.paymentMethod === (input.paymentMethod ?? "NONE")
+    existing.paymentMethod === (input.paymentMethod ?? "NONE") &&
+    existing.carrier === (input.carrier || null)
+  );
+}
+
+/** The refusal of a change by hand to an order its shipment moves. */
+function inShipping(order: Order, what: string): Error {
+  return failedPrecondition(
+    `order ${order.id} is in shipping (shipping status ${order.shippingStatus}): the delivery service's shipment events move it, so it cannot be ${what} by hand`,
   );
 }
 
 /**
- * PENDING (no payment) or PAID → SENT, recording the voucher request when the
- * order qualifies. Already SENT or DELIVERED is success without change (a
- * client retry after a lost reply must not request a second voucher);
- * CANCELLED cannot be sent, nor can an order whose payment is undecided or refused.
+ * PENDING (no payment) or PAID → SENT by hand (sent_by HAND), recording the
+ * voucher request when the order qualifies. Already SENT or DELIVERED is
+ * success without change (a client retry after a lost reply must not request
+ * a second voucher); CANCELLED cannot be sent, nor can an order whose payment
+ * is undecided or refused, nor one released for shipping (its shipment marks it sent).
  */
 export function markSent(order: Order, now: Date, rule: VoucherRule = RULE): SentTransition {
+  switch (order.status) {
+    case "SENT":
+    case "DELIVERED":
+      return { order, changed: false };
+  }
+  if (order.shippingStatus !== "NONE") throw inShipping(order, "marked sent");
+  return send(order, now, "HAND", rule);
+}
+
+function send(order: Order, now: Date, by: SentBy, rule: VoucherRule): SentTransition {
   switch (order.status) {
     case "SENT":
     case "DELIVERED":
@@ -169,7 +227,7 @@ export function markSent(order: Order, now: Date, rule: VoucherRule = RULE): Sen
       );
     case "PENDING":
     case "PAID": {
-      const sent: Order = { ...order, status: "SENT", sentAt: now, updatedAt: now };
+      const sent: Order = { ...order, status: "SENT", sentAt: now, updatedAt: now, sentBy: by };
       if (!orderQualifies(sent, rule)) return { order: sent, changed: true };
       return { order: sent, changed: true, voucherRequest: voucherRequestFor(sent) };
     }
@@ -178,9 +236,9 @@ export function markSent(order: Order, now: Date, rule: VoucherRule = RULE): Sen
 
 /** SENT → DELIVERED; already DELIVERED is success without change. */
 export function markDelivered(order: Order, now: Date): Transition {
+  if (order.status === "DELIVERED") return { order, changed: false };
+  if (order.shippingStatus !== "NONE") throw inShipping(order, "marked delivered");
   switch (order.status) {
-    case "DELIVERED":
-      return { order, changed: false };
     case "PENDING":
     case "AWAITING_PAYMENT":
     case "PAID":
@@ -203,6 +261,12 @@ export function markDelivered(order: Order, now: Date): Transition {
  * service answers a refund of an undecided charge NOT_CHARGED for good.
  */
 export function cancel(order: Order, now: Date): SentTransition {
+  if (order.status === "CANCELLED") return { order, changed: false };
+  if (order.shippingStatus !== "NONE") throw inShipping(order, "cancelled");
+  return cancelNow(order, now);
+}
+
+function cancelNow(order: Order, now: Date): SentTransition {
   switch (order.status) {
     case "CANCELLED":
       return { order, changed: false };
@@ -339,4 +403,107 @@ function owedVoucher(order: Order, rule: VoucherRule): VoucherRequest {
     );
   }
   return voucherRequestFor(order);
+}
+
+export function shipmentRequestFor(order: Order): ShipmentRequest {
+  return { orderId: order.id, customerId: order.customerId, totalCents: order.totalCents, currency: order.currency, carrier: order.carrier ?? "" };
+}
+
+/** The outbox and inbox key of an order's shipment request. */
+export function shipmentMessageKey(orderId: string): string {
+  return `shipment:${orderId}`;
+}
+
+/**
+ * Hands the order to the delivery service: shipping NONE → REQUESTED with
+ * the shipment request written in the same transaction. For an order
+ * without payment that is PENDING, or a PAID one. The carrier is the one
+ * given here, else the one chosen at CreateOrder, else none (the delivery
+ * service's default). An order already in shipping is success without
+ * change, whatever carrier is asked for now; any other order is refused,
+ * saying why.
+ */
+export function releaseForShipping(order: Order, carrier: string | undefined, now: Date): SentTransition {
+  if (order.shippingStatus !== "NONE") return { order, changed: false };
+  switch (order.status) {
+    case "PENDING":
+    case "PAID":
+      break;
+    case "AWAITING_PAYMENT":
+      throw failedPrecondition(`order ${order.id} is awaiting payment; it can be released for shipping once it is PAID`);
+    case "PAYMENT_FAILED":
+      throw failedPrecondition(`order ${order.id}: its payment was refused, so it cannot be shipped`);
+    case "CANCELLED":
+      throw failedPrecondition(`order ${order.id} is cancelled and cannot be shipped`);
+    case "SENT":
+    case "DELIVERED":
+      throw failedPrecondition(`order ${order.id} was already marked ${order.status === "SENT" ? "sent" : "delivered"} by hand; it cannot be shipped through the delivery service`);
+  }
+  const released: Order = { ...order, shippingStatus: "REQUESTED", carrier: carrier || order.carrier, shippingRequestedAt: now, updatedAt: now };
+  return { order: released, changed: true, shipmentRequest: shipmentRequestFor(released) };
+}
+
+/**
+ * Moves an order in shipping on by its shipment's event, in whatever order
+ * the events arrive:
+ *   SHIPPED   REQUESTED (order PENDING/PAID) → SENT, sent_by SHIPMENT, the voucher rule applied;
+ *   DELIVERED REQUESTED → SENT and DELIVERED in one step (the voucher rule applied once), SHIPPED → DELIVERED;
+ *   DECLINED  REQUESTED → CANCELLED with the carrier's reason, a charged order's refund requested as CancelOrder does.
+ * An event the order has reached or passed (SHIPPED after DELIVERED, a
+ * second DECLINED) is success without change. An event that contradicts the
+ * order (an order never released, DECLINED after SHIPPED, SHIPPED or
+ * DELIVERED after DECLINED) is refused and changes nothing.
+ */
+export function shipmentEvent(order: Order, facts: ShipmentEventFacts, now: Date, rule: VoucherRule = RULE): SentTransition {
+  const contradiction = (why: string) =>
+    failedPrecondition(`shipment event ${facts.event} for order ${order.id} contradicts the order: ${why}`);
+  if (order.shippingStatus === "NONE") throw contradiction("it was never released for shipping");
+  const requested = order.shippingStatus === "REQUESTED";
+  if (requested && order.status !== "PENDING" && order.status !== "PAID") {
+    // Release takes only PENDING and PAID orders, and nothing by hand moves an order in shipping.
+    throw contradiction(`it is ${order.status} while its shipment is only requested`);
+  }
+  switch (facts.event) {
+    case "SHIPPED": {
+      if (order.shippingStatus === "SHIPPED" || order.shippingStatus === "DELIVERED") return { order, changed: false };
+      if (order.shippingStatus === "DECLINED") throw contradiction("its shipment was declined");
+      const t = send(order, now, "SHIPMENT", rule);
+      return { ...t, order: { ...t.order, shippingStatus: "SHIPPED" } };
+    }
+    case "DELIVERED": {
+      if (order.shippingStatus === "DELIVERED") return { order, changed: false };
+      if (order.shippingStatus === "DECLINED") throw contradiction("its shipment was declined");
+      const sent = requested ? send(order, now, "SHIPMENT", rule) : { order, changed: true };
+      const delivered: Order = { ...sent.order, status: "DELIVERED", deliveredAt: now, updatedAt: now, shippingStatus: "DELIVERED" };
+      return { ...sent, order: delivered, changed: true };
+    }
+    case "DECLINED": {
+      if (order.shippingStatus === "DECLINED") return { order, changed: false };
+      if (!requested) throw contradiction(`its shipment was already ${order.shippingStatus.toLowerCase()}`);
+      const t = cancelNow(order, now);
+      return { ...t, order: { ...t.order, shippingStatus: "DECLINED", shippingDeclineReason: facts.declineReason || null } };
+    }
+  }
+}
+
+export type ShipmentRequeue =
+  /** No request row although the order is released: record it. */
+  | { kind: "insert"; request: ShipmentRequest }
+  /** The request failed for good: back to pending, due now. */
+  | { kind: "revive" }
+  /** Pending or delivered: already on its way or done. */
+  | { kind: "none" };
+
+/**
+ * What RequeueShipment does for this order and its shipment request row:
+ * only an order whose shipment is requested and has not moved it yet can
+ * have its request put back on its way.
+ */
+export function shipmentRequeueAction(order: Order, row: { status: string } | null): ShipmentRequeue {
+  if (order.shippingStatus === "NONE") throw failedPrecondition(`order ${order.id} is not in shipping (never released); nothing to requeue`);
+  if (order.shippingStatus !== "REQUESTED") {
+    throw failedPrecondition(`order ${order.id}: its shipment has already moved it (shipping status ${order.shippingStatus}); nothing to requeue`);
+  }
+  if (!row) return { kind: "insert", request: shipmentRequestFor(order) };
+  return row.status === "dead" ? { kind: "revive" } : { kind: "none" };
 }

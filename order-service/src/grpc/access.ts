@@ -1,5 +1,5 @@
 import { SCOPES, type AccessRule } from "@shop/platform/auth";
-import type { OrderService, PaymentOutcomeService } from "@shop/sdk/order";
+import type { OrderService, PaymentOutcomeService, ShipmentEventService } from "@shop/sdk/order";
 import type { OrderAdminService } from "@shop/sdk/order-admin";
 
 const write: AccessRule = { scopes: [SCOPES.ordersWrite] };
@@ -20,11 +20,20 @@ export const ORDER_SERVICE_ACCESS: Record<keyof (typeof OrderService)["method"],
   requeueVoucher: { scopes: [SCOPES.ordersRequeue] },
   requeuePayment: { scopes: [SCOPES.ordersRequeue] },
   listOrdersByPaymentStatus: read,
+  releaseOrderForShipping: write,
+  // An operator may put a stuck shipment request back on its way too, as with the admin API's voucher requeues.
+  requeueShipment: { scopes: [SCOPES.ordersRequeue, SCOPES.admin] },
+  listOrdersByShippingStatus: read,
 };
 
 /** Only the payment service's relay and the reconciler record payment decisions. */
 export const PAYMENT_OUTCOME_ACCESS: Record<keyof (typeof PaymentOutcomeService)["method"], AccessRule> = {
   recordPaymentOutcome: { scopes: [SCOPES.ordersPaymentOutcome] },
+};
+
+/** Only the delivery service's relay and the reconciler record shipment events. */
+export const SHIPMENT_EVENT_ACCESS: Record<keyof (typeof ShipmentEventService)["method"], AccessRule> = {
+  recordShipmentEvent: { scopes: [SCOPES.ordersShipmentEvent] },
 };
 
 /** The admin API is for operators only. */

@@ -10,10 +10,20 @@ import {
   OrderStatus as ProtoOrderStatus,
   PaymentMethod as ProtoPaymentMethod,
   PaymentStatus as ProtoPaymentStatus,
+  SentBy as ProtoSentBy,
+  ShippingStatus as ProtoShippingStatus,
   VoucherStatus as ProtoVoucherStatus,
   type OrderSchema,
 } from "@shop/sdk/order";
-import { ORDER_CURRENCY, type NewOrder, type OrderStatus, type PaymentMethod, type PaymentStatus } from "../domain/order.js";
+import {
+  ORDER_CURRENCY,
+  type NewOrder,
+  type OrderStatus,
+  type PaymentMethod,
+  type PaymentStatus,
+  type SentBy,
+  type ShippingStatus,
+} from "../domain/order.js";
 import type { VoucherStatus } from "../domain/voucher-state.js";
 import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 import { LIST_ORDERS_PAGE, LIST_SENT_ORDERS_PAGE, pageSize } from "../domain/page-size.js";
@@ -50,6 +60,21 @@ export const PAYMENT_STATUS: Record<PaymentStatus, ProtoPaymentStatus> = {
 
 const PAYMENT_STATUS_OF = new Map(Object.entries(PAYMENT_STATUS).map(([k, v]) => [v, k as PaymentStatus]));
 
+export const SHIPPING_STATUS: Record<ShippingStatus, ProtoShippingStatus> = {
+  NONE: ProtoShippingStatus.NONE,
+  REQUESTED: ProtoShippingStatus.REQUESTED,
+  SHIPPED: ProtoShippingStatus.SHIPPED,
+  DELIVERED: ProtoShippingStatus.DELIVERED,
+  DECLINED: ProtoShippingStatus.DECLINED,
+};
+
+const SHIPPING_STATUS_OF = new Map(Object.entries(SHIPPING_STATUS).map(([k, v]) => [v, k as ShippingStatus]));
+
+const SENT_BY: Record<SentBy, ProtoSentBy> = {
+  HAND: ProtoSentBy.HAND,
+  SHIPMENT: ProtoSentBy.SHIPMENT,
+};
+
 const VOUCHER_STATUS: Record<VoucherStatus, ProtoVoucherStatus> = {
   NOT_ELIGIBLE: ProtoVoucherStatus.NOT_ELIGIBLE,
   PENDING: ProtoVoucherStatus.PENDING,
@@ -84,6 +109,13 @@ export function toProtoOrder(o: OrderView): MessageInitShape<typeof OrderSchema>
       chargedAt: ts(o.chargedAt),
       refundedAt: ts(o.refundedAt),
     },
+    shipping: {
+      status: SHIPPING_STATUS[o.shippingStatus],
+      carrier: o.carrier ?? "",
+      requestedAt: ts(o.shippingRequestedAt),
+      declineReason: o.shippingDeclineReason ?? "",
+    },
+    sentBy: o.sentBy ? SENT_BY[o.sentBy] : ProtoSentBy.UNSPECIFIED,
   };
 }
 
@@ -117,6 +149,8 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
         currency: ORDER_CURRENCY,
         requestId: req.requestId,
         paymentMethod: req.paymentMethod === ProtoPaymentMethod.ACCOUNT ? "ACCOUNT" : "NONE",
+        // The rules hold carrier to a-z 0-9 - (at most 32); empty: the delivery service's default.
+        carrier: req.carrier || undefined,
       };
       try {
         const { order, created } = await store.create(input);
@@ -222,6 +256,36 @@ export function createOrderServiceImpl({ store, logger }: OrderServiceDeps): Ser
       return {
         orders: page.map(toProtoOrder),
         nextPageToken: rows.length > limit && last ? encodeTimeToken(last.createdAt, last.id) : "",
+      };
+    },
+
+    async releaseOrderForShipping(req) {
+      const { orderId } = req;
+      return forOrder("ReleaseOrderForShipping", orderId, async () => {
+        const { order, changed } = await store.releaseForShipping(orderId, req.carrier || undefined);
+        return { order: toProtoOrder(order), changed };
+      });
+    },
+
+    async requeueShipment(req) {
+      const { orderId } = req;
+      return forOrder("RequeueShipment", orderId, async () => {
+        const { order, requeued } = await store.requeueShipment(orderId);
+        return { order: toProtoOrder(order), requeued };
+      });
+    },
+
+    async listOrdersByShippingStatus(req) {
+      // The rules hold shipping_status to REQUESTED..DECLINED.
+      const shippingStatus = SHIPPING_STATUS_OF.get(req.shippingStatus) as Exclude<ShippingStatus, "NONE">;
+      const limit = pageSize(req.pageSize, LIST_SENT_ORDERS_PAGE);
+      const from = decodeTimeToken(req.pageToken);
+      const rows = await store.listByShippingStatus({ shippingStatus, requestedBefore: dateOf(req.requestedBefore), from, limit: limit + 1 });
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return {
+        orders: page.map(toProtoOrder),
+        nextPageToken: rows.length > limit && last ? encodeTimeToken(last.shippingRequestedAt!, last.id) : "",
       };
     },
   };
