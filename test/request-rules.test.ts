@@ -9,7 +9,8 @@ import { newId } from "@shop/platform/ids";
 import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 import { normalizeTraceparent } from "@shop/platform/tracing";
 import { requestValidator } from "@shop/platform/validation";
-import { OrderService, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus } from "@shop/sdk/order";
+import { CarrierService, DeliveryService, ShipmentStatus } from "@shop/sdk/delivery";
+import { OrderService, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus, ShipmentEvent, ShipmentEventService, ShippingStatus } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
 import { PaymentService } from "@shop/sdk/payment";
 import { VoucherService } from "@shop/sdk/voucher";
@@ -25,7 +26,16 @@ import { VoucherService } from "@shop/sdk/voucher";
  * Pure: no services, no databases.
  */
 const check = requestValidator();
-const SERVICES: DescService[] = [OrderService, OrderAdminService, PaymentOutcomeService, VoucherService, PaymentService];
+const SERVICES: DescService[] = [
+  OrderService,
+  OrderAdminService,
+  PaymentOutcomeService,
+  VoucherService,
+  PaymentService,
+  DeliveryService,
+  CarrierService,
+  ShipmentEventService,
+];
 const ID_RULE_PATTERN = "^[A-Za-z0-9._:-]*$";
 const TOKEN_RULE_PATTERN = "^[A-Za-z0-9_-]*$";
 const LONG_ID = "x".repeat(65);
@@ -92,6 +102,16 @@ const ids = (n: number, prefix = "id-") => Array.from({ length: n }, (_, i) => `
 const outcome = { messageKey: `charge:${ORDER_ID}`, orderId: ORDER_ID, event: PaymentEvent.CHARGED, amountCents: 12_345n, currency: "EUR" };
 const charge = { orderId: ORDER_ID, customerId: "cust-1", amountCents: 12_345n, currency: "EUR" };
 const topUp = { customerId: "cust-1", amountCents: 15_000n, currency: "EUR", requestId: "top-1" };
+const shipment = { orderId: ORDER_ID, customerId: "cust-1", totalCents: 12_345n, currency: "EUR" };
+const shipmentEvent = { messageKey: `shipment:${ORDER_ID}:SHIPPED`, orderId: ORDER_ID, event: ShipmentEvent.SHIPPED, shipmentId: "01HSHIPMENT000000000000000" };
+/** A carrier name: 1 to 32 of a-z 0-9 -, or empty for the default. */
+const badCarriers = (build: (carrier: string) => object): Array<[string, any]> => [
+  ["carrier: must be at most 32 characters", build("c".repeat(33))],
+  ["carrier: does not match regex pattern", build("Delayed")],
+  ["carrier: does not match regex pattern", build("de layed")],
+  ["carrier: does not match regex pattern", build("de_layed")],
+  ["carrier: does not match regex pattern", build("dëlayed")],
+];
 
 const CASES: Case[] = [
   rpc({
@@ -166,6 +186,163 @@ const CASES: Case[] = [
       ["created_before: must be a time from 0001-01-01T00:00:00Z", { paymentStatus: PaymentStatus.AWAITING, createdBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
       ["page_size: must be greater than or equal to 0", { paymentStatus: PaymentStatus.AWAITING, pageSize: -1 }],
       ["page_token: does not match regex pattern", { paymentStatus: PaymentStatus.AWAITING, pageToken: "no!" }],
+    ],
+  }),
+  rpc({
+    method: OrderService.method.createOrder,
+    valid: [
+      { ...order, carrier: "" },
+      { ...order, carrier: "delayed" },
+      { ...order, carrier: "c".repeat(32) },
+      { ...order, carrier: "my-carrier-2" },
+    ],
+    invalid: badCarriers((carrier) => ({ ...order, carrier })),
+  }),
+  rpc({
+    method: OrderService.method.releaseOrderForShipping,
+    valid: [{ orderId: ORDER_ID }, { orderId: "o-1", carrier: "manual" }, { orderId: ORDER_ID, carrier: "c".repeat(32) }],
+    invalid: [...badIds("order_id", (id) => ({ orderId: id })), ...badCarriers((carrier) => ({ orderId: ORDER_ID, carrier }))],
+  }),
+  rpc({
+    method: OrderService.method.requeueShipment,
+    valid: [{ orderId: ORDER_ID }, { orderId: "o-1" }],
+    invalid: badIds("order_id", (id) => ({ orderId: id })),
+  }),
+  rpc({
+    method: OrderService.method.listOrdersByShippingStatus,
+    valid: [
+      { shippingStatus: ShippingStatus.REQUESTED },
+      { shippingStatus: ShippingStatus.DECLINED, requestedBefore: ts("2030-01-01T00:00:00Z"), pageSize: 5000, pageToken: encodeTimeToken(new Date(), newId()) },
+      { shippingStatus: ShippingStatus.SHIPPED, pageSize: 1_000_000 },
+    ],
+    invalid: [
+      ["shipping_status must be one of SHIPPING_STATUS_REQUESTED .. SHIPPING_STATUS_DECLINED", {}],
+      ["shipping_status must be one of SHIPPING_STATUS_REQUESTED .. SHIPPING_STATUS_DECLINED", { shippingStatus: ShippingStatus.NONE }],
+      ["shipping_status must be one of SHIPPING_STATUS_REQUESTED .. SHIPPING_STATUS_DECLINED", { shippingStatus: 6 as ShippingStatus }],
+      ["shipping_status must be one of SHIPPING_STATUS_REQUESTED .. SHIPPING_STATUS_DECLINED", { shippingStatus: -1 as ShippingStatus }],
+      ["requested_before: must be a time from 0001-01-01T00:00:00Z", { shippingStatus: ShippingStatus.REQUESTED, requestedBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["requested_before: nanos must be 0 to 999999999", { shippingStatus: ShippingStatus.REQUESTED, requestedBefore: { seconds: 1_700_000_000n, nanos: -1 } }],
+      ["page_size: must be greater than or equal to 0", { shippingStatus: ShippingStatus.REQUESTED, pageSize: -1 }],
+      ["page_token: does not match regex pattern", { shippingStatus: ShippingStatus.REQUESTED, pageToken: "no!" }],
+      ["page_token: must be at most 200 characters", { shippingStatus: ShippingStatus.REQUESTED, pageToken: "a".repeat(201) }],
+    ],
+  }),
+  rpc({
+    method: ShipmentEventService.method.recordShipmentEvent,
+    valid: [
+      shipmentEvent,
+      { ...shipmentEvent, messageKey: `shipment:${ORDER_ID}:DELIVERED`, event: ShipmentEvent.DELIVERED, carrier: "delayed", occurredAt: ts("2026-01-01T00:00:00Z"), traceparent },
+      { ...shipmentEvent, messageKey: `shipment:${ORDER_ID}:DECLINED`, event: ShipmentEvent.DECLINED, declineReason: "NO CAPACITY: full.", carrier: "c".repeat(32) },
+      { ...shipmentEvent, messageKey: "k".repeat(128), declineReason: "R".repeat(64) },
+    ],
+    invalid: [
+      ...badIds("order_id", (id) => ({ ...shipmentEvent, orderId: id })),
+      ...badIds("shipment_id", (id) => ({ ...shipmentEvent, shipmentId: id })),
+      ["message_key: value is required", { ...shipmentEvent, messageKey: "" }],
+      ["message_key: must be at most 128 characters", { ...shipmentEvent, messageKey: "k".repeat(129) }],
+      ["message_key: does not match regex pattern", { ...shipmentEvent, messageKey: "shipment: x" }],
+      ["message_key: does not match regex pattern", { ...shipmentEvent, messageKey: "shipment/x" }],
+      ["event must be SHIPMENT_EVENT_SHIPPED, SHIPMENT_EVENT_DELIVERED or SHIPMENT_EVENT_DECLINED", { ...shipmentEvent, event: ShipmentEvent.UNSPECIFIED }],
+      ["event must be SHIPMENT_EVENT_SHIPPED, SHIPMENT_EVENT_DELIVERED or SHIPMENT_EVENT_DECLINED", { ...shipmentEvent, event: 4 as ShipmentEvent }],
+      ["event must be SHIPMENT_EVENT_SHIPPED, SHIPMENT_EVENT_DELIVERED or SHIPMENT_EVENT_DECLINED", { ...shipmentEvent, event: -1 as ShipmentEvent }],
+      ...badCarriers((carrier) => ({ ...shipmentEvent, carrier })),
+      ["decline_reason: must be at most 64 characters", { ...shipmentEvent, event: ShipmentEvent.DECLINED, declineReason: "R".repeat(65) }],
+      ["decline_reason: does not match regex pattern", { ...shipmentEvent, event: ShipmentEvent.DECLINED, declineReason: "no\tcapacity" }],
+      ["decline_reason: does not match regex pattern", { ...shipmentEvent, event: ShipmentEvent.DECLINED, declineReason: "nö" }],
+      ["occurred_at: must be a time from 0001-01-01T00:00:00Z", { ...shipmentEvent, occurredAt: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["occurred_at: nanos must be 0 to 999999999", { ...shipmentEvent, occurredAt: { seconds: 0n, nanos: 1_000_000_000 } }],
+      ["traceparent: does not match regex pattern", { ...shipmentEvent, traceparent: "00-xyz" }],
+      ["traceparent: does not match regex pattern", { ...shipmentEvent, traceparent: traceparent.toUpperCase() }],
+    ],
+  }),
+  rpc({
+    method: DeliveryService.method.createShipment,
+    valid: [
+      shipment,
+      { ...shipment, totalCents: 1n, carrier: "delayed", traceparent },
+      { ...shipment, totalCents: 10_000_000_000n, carrier: "c".repeat(32) },
+      { ...shipment, orderId: "a".repeat(64), customerId: "A.b_c:d-9" },
+    ],
+    invalid: [
+      ...badIds("order_id", (id) => ({ ...shipment, orderId: id })),
+      ...badIds("customer_id", (id) => ({ ...shipment, customerId: id })),
+      ["total_cents: must be greater than 0", { ...shipment, totalCents: 0n }],
+      ["total_cents: must be greater than 0", { ...shipment, totalCents: -1n }],
+      ["total_cents: must be greater than 0 and less than or equal to 10000000000", { ...shipment, totalCents: 10_000_000_001n }],
+      ["currency: must equal `EUR`", { ...shipment, currency: "USD" }],
+      ["currency: value is required", { ...shipment, currency: "" }],
+      ...badCarriers((carrier) => ({ ...shipment, carrier })),
+      ["traceparent: does not match regex pattern", { ...shipment, traceparent: "00-xyz" }],
+      ["traceparent: does not match regex pattern", { ...shipment, traceparent: `01${traceparent.slice(2)}` }],
+    ],
+  }),
+  ...(["getShipment", "resumeShipment"] as const).map((name) =>
+    rpc({
+      method: DeliveryService.method[name],
+      valid: [{ orderId: ORDER_ID }, { orderId: "o-1" }],
+      invalid: badIds("order_id", (id) => ({ orderId: id })),
+    }),
+  ),
+  rpc({
+    method: DeliveryService.method.batchGetShipments,
+    valid: [{ orderIds: [] }, { orderIds: [ORDER_ID, ORDER_ID] }, { orderIds: ids(1000) }],
+    invalid: [
+      ["order_ids: must contain no more than 1000 item(s)", { orderIds: ids(1001) }],
+      ["order_ids[1]: must be at least 1 characters", { orderIds: ["ok", ""] }],
+      ["order_ids[1]: does not match regex pattern", { orderIds: [ORDER_ID, "a b"] }],
+      ["order_ids[0]: must be at most 64 characters", { orderIds: [LONG_ID] }],
+    ],
+  }),
+  rpc({
+    method: DeliveryService.method.listShipments,
+    valid: [
+      { status: ShipmentStatus.CREATED },
+      { status: ShipmentStatus.DECLINED, updatedAfter: ts("2020-01-01T00:00:00Z"), updatedBefore: ts("2030-01-01T00:00:00Z"), pageSize: 1000, pageToken: encodeTimeToken(new Date(), newId()) },
+      { status: ShipmentStatus.SHIPPED, updatedAfter: ts("1000-01-01T00:00:00Z"), updatedBefore: ts("9999-12-31T23:59:59.999Z"), pageSize: 1_000_000 },
+    ],
+    invalid: [
+      ["status must be one of SHIPMENT_STATUS_CREATED .. SHIPMENT_STATUS_DECLINED", {}],
+      ["status must be one of SHIPMENT_STATUS_CREATED .. SHIPMENT_STATUS_DECLINED", { status: 6 as ShipmentStatus }],
+      ["status must be one of SHIPMENT_STATUS_CREATED .. SHIPMENT_STATUS_DECLINED", { status: -1 as ShipmentStatus }],
+      ["updated_after must be earlier than updated_before", { status: ShipmentStatus.CREATED, updatedAfter: ts("2030-01-01T00:00:00Z"), updatedBefore: ts("2020-01-01T00:00:00Z") }],
+      ["updated_after must be earlier than updated_before", { status: ShipmentStatus.CREATED, updatedAfter: ts("2030-01-01T00:00:00Z"), updatedBefore: ts("2030-01-01T00:00:00Z") }],
+      ["updated_before: must be a time from 0001-01-01T00:00:00Z", { status: ShipmentStatus.CREATED, updatedBefore: { seconds: 400_000_000_000n, nanos: 0 } }],
+      ["updated_after: nanos must be 0 to 999999999", { status: ShipmentStatus.CREATED, updatedAfter: { seconds: 0n, nanos: -1 } }],
+      ["page_size: must be greater than or equal to 0", { status: ShipmentStatus.CREATED, pageSize: -1 }],
+      ["page_token: does not match regex pattern", { status: ShipmentStatus.CREATED, pageToken: "no!" }],
+      ["page_token: must be at most 200 characters", { status: ShipmentStatus.CREATED, pageToken: "a".repeat(201) }],
+    ],
+  }),
+  ...(["confirmShipment", "markShipmentDelivered"] as const).map((name) =>
+    rpc({
+      method: CarrierService.method[name],
+      valid: [{ orderId: ORDER_ID }, { orderId: "o-1" }],
+      invalid: badIds("order_id", (id) => ({ orderId: id })),
+    }),
+  ),
+  rpc({
+    method: CarrierService.method.declineShipment,
+    valid: [
+      { orderId: ORDER_ID, reason: "NO_CAPACITY" },
+      { orderId: ORDER_ID, reason: "address unreachable: street.name-1" },
+      { orderId: ORDER_ID, reason: "R".repeat(64) },
+    ],
+    invalid: [
+      ...badIds("order_id", (id) => ({ orderId: id, reason: "NO_CAPACITY" })),
+      ["reason: value is required", { orderId: ORDER_ID, reason: "" }],
+      ["reason: must be at most 64 characters", { orderId: ORDER_ID, reason: "R".repeat(65) }],
+      ["reason: does not match regex pattern", { orderId: ORDER_ID, reason: "no\ncapacity" }],
+      ["reason: does not match regex pattern", { orderId: ORDER_ID, reason: "trop plein ½" }],
+    ],
+  }),
+  rpc({
+    method: CarrierService.method.markShipmentShipped,
+    valid: [{ orderId: ORDER_ID }, { orderId: ORDER_ID, trackingNumber: "TRK.123:4-5_6" }, { orderId: ORDER_ID, trackingNumber: "T".repeat(64) }],
+    invalid: [
+      ...badIds("order_id", (id) => ({ orderId: id, trackingNumber: "T1" })),
+      ["tracking_number: must be at most 64 characters", { orderId: ORDER_ID, trackingNumber: "T".repeat(65) }],
+      ["tracking_number: does not match regex pattern", { orderId: ORDER_ID, trackingNumber: "T 1" }],
+      ["tracking_number: does not match regex pattern", { orderId: ORDER_ID, trackingNumber: "Tö1" }],
     ],
   }),
   rpc({
@@ -398,8 +575,12 @@ describe("request rules in the shop protos", () => {
         "ListOrderPayments.decided_after",
         "ListOrderPayments.decided_before",
         "ListOrdersByPaymentStatus.created_before",
+        "ListOrdersByShippingStatus.requested_before",
         "ListSentOrders.sent_after",
         "ListSentOrders.sent_before",
+        "ListShipments.updated_after",
+        "ListShipments.updated_before",
+        "RecordShipmentEvent.occurred_at",
       ]);
     });
 
@@ -461,7 +642,7 @@ describe("request rules in the shop protos", () => {
 
     it("checks every *_ids list: a maximum size, and every element as an id", () => {
       const listFields = requestFields().filter((f) => f.name.endsWith("_ids"));
-      expect(listFields.length).to.equal(4);
+      expect(listFields.length).to.equal(5);
       for (const f of listFields) {
         const r = rulesOf(f);
         expect(r.type.case, name(f)).to.equal("repeated");
@@ -480,7 +661,7 @@ describe("request rules in the shop protos", () => {
       const fields = requestFields();
       const sizes = fields.filter((f) => f.name === "page_size");
       const tokens = fields.filter((f) => f.name === "page_token");
-      expect(sizes.length).to.equal(8);
+      expect(sizes.length).to.equal(10);
       expect(tokens.map((f) => f.parent)).to.deep.equal(sizes.map((f) => f.parent));
       for (const f of sizes) {
         const r = rulesOf(f).type;
@@ -494,7 +675,7 @@ describe("request rules in the shop protos", () => {
 
     it("accepts only EUR in every currency field", () => {
       const currencies = requestFields().filter((f) => f.name === "currency");
-      expect(currencies.length).to.equal(6);
+      expect(currencies.length).to.equal(7);
       for (const f of currencies) {
         const r = rulesOf(f);
         expect(r.required && r.type.case === "string" && r.type.value.const, name(f)).to.equal("EUR");
@@ -505,7 +686,7 @@ describe("request rules in the shop protos", () => {
   describe("agree with what the relay sends and the domain still decodes (property tests)", () => {
     const runs = { numRuns: 2000 };
 
-    it("IssueVoucher traceparent: the rules accept whatever the relay sends (normalizeTraceparent), or empty", () => {
+    it("IssueVoucher, CreateShipment and RecordShipmentEvent traceparent: the rules accept whatever a relay sends (normalizeTraceparent), or empty", () => {
       const hex = (n: number) => fc.string({ unit: fc.constantFrom(..."0123456789abcdef"), minLength: n, maxLength: n });
       const aTraceparent = fc.oneof(
         fc.tuple(fc.constantFrom("00", "01", "cc", "ff", "0A"), hex(32), hex(16), hex(2), fc.constantFrom("", "x", "00")).map((p) => p.join("-").replace(/-$/, "")),
@@ -518,6 +699,9 @@ describe("request rules in the shop protos", () => {
           const sent = normalizeTraceparent(raw) ?? "";
           if (sent !== "") sentSome++;
           expect(accepts(VoucherService.method.issueVoucher, { ...issue, traceparent: sent }), JSON.stringify(raw)).to.equal(true);
+          // The shipment relay and the delivery relay send the stored traceparent the same way.
+          expect(accepts(DeliveryService.method.createShipment, { ...shipment, traceparent: sent }), JSON.stringify(raw)).to.equal(true);
+          expect(accepts(ShipmentEventService.method.recordShipmentEvent, { ...shipmentEvent, traceparent: sent }), JSON.stringify(raw)).to.equal(true);
         }),
         runs,
       );
