@@ -32,6 +32,20 @@ export interface OrderServiceConfig {
    */
   paymentServiceUrl?: string;
   /**
+   * DELIVERY_SERVICE_URL, no default: the delivery service's gRPC URL (its
+   * default port is 50054), which the shipment relay calls. Unset, no
+   * shipment relay runs in this process (the order service logs so at start)
+   * and shipment requests wait in shipment_outbox for a relay that has it:
+   * the behaviour of a deployment without the delivery service.
+   */
+  deliveryServiceUrl?: string;
+  /**
+   * SHIP_PAID_ORDERS, default false: the CHARGED outcome that makes an order
+   * PAID also releases it for shipping, in the same transaction. Off, PAID
+   * orders wait for ReleaseOrderForShipping or MarkOrderSent as before.
+   */
+  shipPaidOrders?: boolean;
+  /**
    * RELAY_ENABLED, default true: the relay runs inside the order service, so
    * one process is the whole order side. False when relays run as their own
    * processes (then they scale independently of the API).
@@ -95,6 +109,7 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
   } catch {
     r.problem(`PAYMENT_SERVICE_URL=${JSON.stringify(paymentServiceUrl)} must be an http:// or https:// URL, like http://127.0.0.1:50053`);
   }
+  const deliveryServiceUrl = readDeliveryServiceUrl(r);
   const relayEnabled = r.bool("RELAY_ENABLED", true);
   return {
     databaseUrl: r.databaseUrl("ORDER_DATABASE_URL"),
@@ -105,18 +120,40 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
     poolSize: r.int("ORDER_DB_POOL_SIZE", 10, { min: 1, max: 500 }),
     voucherServiceUrl,
     paymentServiceUrl,
+    deliveryServiceUrl,
+    shipPaidOrders: r.bool("SHIP_PAID_ORDERS", false),
     relayEnabled,
     auth: readAuthSettings(r, AUDIENCES.orders),
     relayToken: relayEnabled ? readCallerToken(r, "RELAY_TOKEN") : undefined,
     outboxCleanup: outboxCleanupConfigFromEnv(r),
     ...readServerHardening(r, "ORDER"),
-    voucherTls: relayEnabled ? relayClientTls(r, voucherServiceUrl, paymentServiceUrl) : undefined,
+    voucherTls: relayEnabled ? relayClientTls(r, voucherServiceUrl, paymentServiceUrl, deliveryServiceUrl) : undefined,
   };
 }
 
-/** The relays' TLS_* settings, refused when neither VOUCHER_SERVICE_URL nor PAYMENT_SERVICE_URL is https:// (they would do nothing). */
-function relayClientTls(r: EnvReader, voucherServiceUrl: string, paymentServiceUrl: string): ClientTls | undefined {
-  checkClientTlsUrls(r, { VOUCHER_SERVICE_URL: voucherServiceUrl, PAYMENT_SERVICE_URL: paymentServiceUrl });
+/**
+ * DELIVERY_SERVICE_URL, optional: unset (or empty) means no shipment relay
+ * here. Set, it must be an http:// or https:// URL.
+ */
+export function readDeliveryServiceUrl(r: EnvReader): string | undefined {
+  const url = r.optionalString("DELIVERY_SERVICE_URL") || undefined;
+  if (url === undefined) return undefined;
+  try {
+    const u = new URL(url);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
+  } catch {
+    r.problem(`DELIVERY_SERVICE_URL=${JSON.stringify(url)} must be an http:// or https:// URL, like http://127.0.0.1:50054 (or unset: no shipment relay)`);
+  }
+  return url;
+}
+
+/** The relays' TLS_* settings, refused when none of the URLs they call is https:// (they would do nothing). */
+function relayClientTls(r: EnvReader, voucherServiceUrl: string, paymentServiceUrl: string, deliveryServiceUrl: string | undefined): ClientTls | undefined {
+  checkClientTlsUrls(r, {
+    VOUCHER_SERVICE_URL: voucherServiceUrl,
+    PAYMENT_SERVICE_URL: paymentServiceUrl,
+    ...(deliveryServiceUrl ? { DELIVERY_SERVICE_URL: deliveryServiceUrl } : {}),
+  });
   return readClientTls(r);
 }
 

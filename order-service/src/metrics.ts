@@ -4,6 +4,7 @@ import { createDeliveryMetrics, registerOutboxGauges as registerFlowGauges } fro
 import { createMetrics, type Counter, type Histogram, type ProcessMetrics, type Registry } from "@shop/platform/metrics";
 import type { DeliveryMetrics } from "@shop/engine/relay";
 import { chargeOutbox, refundOutbox } from "./outbox/payment-flows.js";
+import { shipmentOutbox } from "./outbox/shipment-flow.js";
 import { voucherOutbox } from "./outbox/voucher-flow.js";
 
 /** What the relay records; optional in RelayDeps so tests and tools can run a relay without it. */
@@ -135,10 +136,51 @@ export function registerPaymentOutboxGauges(opts: OutboxGaugeOptions): void {
   }
 }
 
+/**
+ * The shipment relay's metrics: shipment_relay_deliveries_total,
+ * shipment_relay_call_failures_total, shipment_relay_batch_split_rows_total
+ * and shipment_commit_to_create_seconds (from the release's commit to the ack
+ * of the delivery service's shipment).
+ */
+export function createShipmentRelayMetrics(registry: Registry): DeliveryMetrics {
+  return createDeliveryMetrics(registry, {
+    deliveries: {
+      name: "shipment_relay_deliveries_total",
+      help: "Shipment requests settled by the order service's shipment relay, by result: delivered (the delivery service has the shipment), retry, dead, stale.",
+    },
+    callFailures: {
+      name: "shipment_relay_call_failures_total",
+      help: "Calls to the delivery service's CreateShipment that failed as a whole, by gRPC status and cause.",
+    },
+    splits: { name: "shipment_relay_batch_split_rows_total", help: "Rows of shipment batches split to find a row at fault." },
+    commitToAck: {
+      name: "shipment_commit_to_create_seconds",
+      help: "Time from the commit that released the order for shipping (outbox created_at) to the ack of the delivery service's shipment.",
+    },
+  });
+}
+
+/** shipment_outbox_* gauges: pending, dead, age of the oldest pending shipment request. */
+export function registerShipmentOutboxGauges(opts: OutboxGaugeOptions): void {
+  registerFlowGauges({
+    ...opts,
+    flow: shipmentOutbox,
+    names: {
+      pending: { name: "shipment_outbox_pending", help: "Shipment requests waiting for the delivery service (status pending)." },
+      dead: { name: "shipment_outbox_dead", help: "Shipment requests the delivery service refused for good (status dead), until requeued." },
+      oldestPendingAgeSeconds: {
+        name: "shipment_outbox_oldest_pending_age_seconds",
+        help: "Age of the oldest pending shipment request (database clock); 0 when none is pending.",
+      },
+    },
+  });
+}
+
 export interface OrderMetrics extends ProcessMetrics {
   relay: RelayMetrics;
   chargeRelay: DeliveryMetrics;
   refundRelay: DeliveryMetrics;
+  shipmentRelay: DeliveryMetrics;
 }
 
 /** The order service's registry: process and RPC metrics, outbox gauges, and the in-process relays' metrics. */
@@ -147,10 +189,12 @@ export function createOrderMetrics(opts: { pool: Pool; logger: Logger; outboxCac
   const gauges = { registry: base.registry, pool: opts.pool, logger: opts.logger, cacheMs: opts.outboxCacheMs };
   registerOutboxGauges(gauges);
   registerPaymentOutboxGauges(gauges);
+  registerShipmentOutboxGauges(gauges);
   return {
     ...base,
     relay: createRelayMetrics(base.registry),
     chargeRelay: createPaymentRelayMetrics(base.registry, "charge"),
     refundRelay: createPaymentRelayMetrics(base.registry, "refund"),
+    shipmentRelay: createShipmentRelayMetrics(base.registry),
   };
 }
