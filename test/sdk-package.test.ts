@@ -167,7 +167,7 @@ describe("the SDK as an installed package", function () {
       "@connectrpc/connect",
       "@connectrpc/connect-node",
     ]);
-    expect(Object.keys(installed.exports)).to.have.members([".", "./clients", "./order", "./order-admin", "./voucher", "./payment", "./grpc-health", "./package.json"]);
+    expect(Object.keys(installed.exports)).to.have.members([".", "./clients", "./order", "./order-admin", "./voucher", "./payment", "./delivery", "./grpc-health", "./package.json"]);
   });
 
   it("creates an order over gRPC and over Connect JSON from plain node, with a token, and the program ends by itself", async () => {

@@ -139,12 +139,16 @@ describe("bearer tokens", () => {
   });
 
   it("of each role are addressed to the services its scopes are used at", () => {
-    expect(Object.fromEntries((["shop", "relay", "reconciler", "admin", "customer"] as const).map((r) => [r, roleAudience(r)]))).to.deep.equal({
-      shop: [ORDERS, VOUCHERS, AUDIENCES.payments],
-      relay: [VOUCHERS, AUDIENCES.payments],
-      reconciler: [ORDERS, VOUCHERS, AUDIENCES.payments],
-      admin: [ORDERS, VOUCHERS],
-      customer: [ORDERS, VOUCHERS, AUDIENCES.payments],
+    const roles = ["shop", "relay", "payment-relay", "delivery-relay", "carrier", "reconciler", "admin", "customer"] as const;
+    expect(Object.fromEntries(roles.map((r) => [r, roleAudience(r)]))).to.deep.equal({
+      shop: [ORDERS, VOUCHERS, AUDIENCES.payments, AUDIENCES.deliveries],
+      relay: [VOUCHERS, AUDIENCES.payments, AUDIENCES.deliveries],
+      "payment-relay": [ORDERS],
+      "delivery-relay": [ORDERS],
+      carrier: [AUDIENCES.deliveries],
+      reconciler: [ORDERS, VOUCHERS, AUDIENCES.payments, AUDIENCES.deliveries],
+      admin: [ORDERS, VOUCHERS, AUDIENCES.deliveries],
+      customer: [ORDERS, VOUCHERS, AUDIENCES.payments, AUDIENCES.deliveries],
     });
   });
 });
@@ -329,14 +333,14 @@ describe("npm run auth", function () {
       }
       const { stdout: relay } = await auth("token", "--key", nextFile, "--role", "relay");
       expect((await at(VOUCHERS)(relay.trim())).subject).to.equal("relay");
-      expect(await at(ORDERS)(relay.trim()).catch((e: Error) => e.message)).to.match(/for audience \["voucher-service","payment-service"\], not this service \(order-service\)/);
+      expect(await at(ORDERS)(relay.trim()).catch((e: Error) => e.message)).to.match(/for audience \["voucher-service","payment-service","delivery-service"\], not this service \(order-service\)/);
       const { stdout: narrowed } = await auth("token", "--key", keyFile, "--role", "shop", "--aud", ORDERS);
       await at(ORDERS)(narrowed.trim());
       expect(await at(VOUCHERS)(narrowed.trim()).catch((e: Error) => e.message)).to.match(/for audience "order-service"/);
 
       const refused = await auth("token", "--key", keyFile, "--role", "god").catch((e) => e);
       expect(refused.code).to.equal(2);
-      expect(refused.stderr).to.contain("--role god is not one of shop, relay, payment-relay, reconciler, admin, customer");
+      expect(refused.stderr).to.contain("--role god is not one of shop, relay, payment-relay, delivery-relay, carrier, reconciler, admin, customer");
       const twice = await auth("jwks", "--key", keyFile, "--key", keyFile).catch((e) => e);
       expect(twice.stderr).to.contain("two keys have the key id 2026-11");
     } finally {
