@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 
 export const USAGE = `usage: npm run reconcile -- [--once] [--dry-run] [--since <ISO time> | --full] [--until <ISO time>]
-                            [--max-voids <n>] [--max-payment-repairs <n>] [--json]
+                            [--max-voids <n>] [--max-payment-repairs <n>] [--max-shipping-repairs <n>] [--json]
 
   (no flags)        run the scheduler (RECONCILE_CRON, default "30 2 * * *" in RECONCILE_TIMEZONE, default UTC) until SIGTERM
   --once            run one reconciliation now and exit with its code
@@ -16,10 +16,13 @@ export const USAGE = `usage: npm run reconcile -- [--once] [--dry-run] [--since 
   --max-payment-repairs <n>
                     repair the payment of at most n orders in this run (default RECONCILE_MAX_PAYMENT_REPAIRS,
                     10); with RECONCILE_PAYMENTS on
+  --max-shipping-repairs <n>
+                    repair the shipping of at most n orders in this run (default RECONCILE_MAX_SHIPPING_REPAIRS,
+                    10); with RECONCILE_SHIPPING on
   --json            print the JSON report on stdout instead of the summary (logs go to stderr)
 
-exit codes (--once): 0 no drift, 1 drift found and all repaired, 2 drift left unrepaired (the void cap
-or the payment repair cap reached included) or the run failed`;
+exit codes (--once): 0 no drift, 1 drift found and all repaired, 2 drift left unrepaired (the void cap,
+the payment repair cap or the shipping repair cap reached included) or the run failed`;
 
 export interface CliOptions {
   once: boolean;
@@ -33,6 +36,8 @@ export interface CliOptions {
   maxVoids?: number;
   /** Overrides RECONCILE_MAX_PAYMENT_REPAIRS for this run. */
   maxPaymentRepairs?: number;
+  /** Overrides RECONCILE_MAX_SHIPPING_REPAIRS for this run. */
+  maxShippingRepairs?: number;
   help: boolean;
 }
 
@@ -76,6 +81,7 @@ export function parseCli(argv: string[]): CliOptions {
         full: { type: "boolean", default: false },
         "max-voids": { type: "string" },
         "max-payment-repairs": { type: "string" },
+        "max-shipping-repairs": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
@@ -91,10 +97,12 @@ export function parseCli(argv: string[]): CliOptions {
     full: values.full === true,
     maxVoids: count("--max-voids", values["max-voids"] as string | undefined),
     maxPaymentRepairs: count("--max-payment-repairs", values["max-payment-repairs"] as string | undefined),
+    maxShippingRepairs: count("--max-shipping-repairs", values["max-shipping-repairs"] as string | undefined),
     help: values.help === true,
   };
-  if (!opts.once && (opts.since || opts.until || opts.json || opts.full || opts.maxVoids !== undefined || opts.maxPaymentRepairs !== undefined)) {
-    throw new UsageError("--since, --until, --full, --max-voids, --max-payment-repairs and --json only apply to a single run: add --once");
+  const overrides = opts.maxVoids !== undefined || opts.maxPaymentRepairs !== undefined || opts.maxShippingRepairs !== undefined;
+  if (!opts.once && (opts.since || opts.until || opts.json || opts.full || overrides)) {
+    throw new UsageError("--since, --until, --full, --max-voids, --max-payment-repairs, --max-shipping-repairs and --json only apply to a single run: add --once");
   }
   if (opts.full && opts.since) throw new UsageError("--full and --since both set where the window starts: give one");
   if (opts.since && opts.until && opts.since >= opts.until) {

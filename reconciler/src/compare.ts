@@ -37,9 +37,24 @@ export const PAYMENT_DRIFT_KINDS = [
 ] as const;
 export type PaymentDriftKind = (typeof PAYMENT_DRIFT_KINDS)[number];
 
-export const DRIFT_KINDS = [...VOUCHER_DRIFT_KINDS, ...PAYMENT_DRIFT_KINDS] as const;
-export type DriftKind = VoucherDriftKind | PaymentDriftKind;
+/**
+ * Every way an order and its shipment can disagree (shipping-compare.ts): the
+ * order service's view (orders.shipping_status, sent_by) against the delivery
+ * service's shipment of the order.
+ */
+export const SHIPPING_DRIFT_KINDS = [
+  "shipment_event_undelivered",
+  "shipment_missing",
+  "shipment_without_order",
+  "shipping_conflict",
+  "shipment_mismatch",
+] as const;
+export type ShippingDriftKind = (typeof SHIPPING_DRIFT_KINDS)[number];
+
+export const DRIFT_KINDS = [...VOUCHER_DRIFT_KINDS, ...PAYMENT_DRIFT_KINDS, ...SHIPPING_DRIFT_KINDS] as const;
+export type DriftKind = VoucherDriftKind | PaymentDriftKind | ShippingDriftKind;
 export const isPaymentKind = (kind: DriftKind): kind is PaymentDriftKind => (PAYMENT_DRIFT_KINDS as readonly string[]).includes(kind);
+export const isShippingKind = (kind: DriftKind): kind is ShippingDriftKind => (SHIPPING_DRIFT_KINDS as readonly string[]).includes(kind);
 
 /** What the reconciler does about a kind of drift. */
 export const REPAIR_OF: Record<DriftKind, string> = {
@@ -60,6 +75,12 @@ export const REPAIR_OF: Record<DriftKind, string> = {
   payment_conflict: "report only: the order and the payment service contradict each other, a person must decide",
   charge_without_order: "report only: a decided charge for an order that does not exist or has no payment, a person must decide",
   payment_mismatch: "report only: the charge's customer, amount or currency is not the order's, a person must decide",
+  shipment_event_undelivered:
+    "deliver the shipment's events the order has not learned (SHIPPED, DELIVERED or DECLINED) to the order: RecordShipmentEvent, key shipment:<order>:<EVENT> (within the per-run cap)",
+  shipment_missing: "requeue the order's shipment request (RequeueShipment, within the per-run cap)",
+  shipment_without_order: "report only: a shipment for an order that does not exist or is not in shipping, a person must decide",
+  shipping_conflict: "report only: the order and its shipment contradict each other, a person must decide",
+  shipment_mismatch: "report only: the shipment's customer, total or currency is not the order's, a person must decide",
 };
 
 export interface IssueRequest {

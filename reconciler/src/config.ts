@@ -25,6 +25,21 @@ export interface ReconcilerConfig {
    */
   maxPaymentRepairs?: number;
   /**
+   * RECONCILE_SHIPPING: also compare every order in shipping with its
+   * shipment at the delivery service and repair shipping drift. Default
+   * false, so a shop without the delivery service reconciles as before.
+   */
+  shipping?: boolean;
+  /** DELIVERY_SERVICE_URL: gRPC address of the delivery service (read with RECONCILE_SHIPPING). Default http://127.0.0.1:50054. */
+  deliveryServiceUrl?: string;
+  /**
+   * RECONCILE_MAX_SHIPPING_REPAIRS: the most orders one run may repair the
+   * shipping of (shipment events delivered, a shipment request requeued).
+   * Default 10, like the other caps: past it the run stops repairing
+   * shipping, reports it and exits 2. 0: never repair shipping.
+   */
+  maxShippingRepairs?: number;
+  /**
    * RECONCILE_TOKEN or RECONCILE_TOKEN_FILE, required: the reconciler's bearer
    * token (role reconciler), sent to both services. Default: the file
    * $LOCAL_DATA_DIR/auth/reconciler.token (default .data) when it exists (npm start writes it).
@@ -117,6 +132,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     payments: r.bool("RECONCILE_PAYMENTS", false),
     paymentServiceUrl: url("PAYMENT_SERVICE_URL", "http://127.0.0.1:50053"),
     maxPaymentRepairs: r.int("RECONCILE_MAX_PAYMENT_REPAIRS", 10, { min: 0, max: 1_000_000 }),
+    shipping: r.bool("RECONCILE_SHIPPING", false),
+    deliveryServiceUrl: url("DELIVERY_SERVICE_URL", "http://127.0.0.1:50054"),
+    maxShippingRepairs: r.int("RECONCILE_MAX_SHIPPING_REPAIRS", 10, { min: 0, max: 1_000_000 }),
     // Falls back on the token npm start writes, so a one-off run against the local stack needs no setting.
     token: readCallerToken(r, "RECONCILE_TOKEN", path.join(dataDir, "auth/reconciler.token")),
     tls: readClientTls(r),
@@ -138,6 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     ORDER_SERVICE_URL: config.orderServiceUrl,
     VOUCHER_SERVICE_URL: config.voucherServiceUrl,
     ...(config.payments ? { PAYMENT_SERVICE_URL: config.paymentServiceUrl! } : {}),
+    ...(config.shipping ? { DELIVERY_SERVICE_URL: config.deliveryServiceUrl! } : {}),
   });
   if (!cron.validate(config.cron)) {
     r.problem(`RECONCILE_CRON=${JSON.stringify(config.cron)} is not a valid cron expression (for example "30 2 * * *")`);

@@ -1,20 +1,25 @@
 import {
+  createDeliveryClient,
   createOrderClient,
   createPaymentClient,
   createPaymentOutcomeClient,
+  createShipmentEventClient,
   createVoucherClient,
   type ClosableClient,
+  type DeliveryClient,
   type OrderClient,
   type PaymentClient,
   type PaymentOutcomeClient,
+  type ShipmentEventClient,
   type VoucherClient,
 } from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
 import { newId } from "@shop/platform/ids";
 import type { QualifiesFn } from "./compare.js";
 import type { ReconcilerConfig } from "./config.js";
-import { DEFAULT_MAX_PAYMENT_REPAIRS, reconcile, type RunResult, type WindowSource } from "./reconcile.js";
+import { DEFAULT_MAX_PAYMENT_REPAIRS, DEFAULT_MAX_SHIPPING_REPAIRS, reconcile, type RunResult, type WindowSource } from "./reconcile.js";
 import { emptyPaymentTally } from "./reconcile-payments.js";
+import { emptyShippingTally } from "./reconcile-shipping.js";
 import { buildReport, writeReport, type ReconcileReport } from "./report.js";
 import { qualifies as defaultQualifies } from "./rule.js";
 import { defaultWindow, nextWindowEnd, readState, writeJsonAtomically, type ReconcilerState, type Window } from "./state.js";
@@ -32,6 +37,8 @@ export interface RunRequest {
   maxVoids?: number;
   /** Overrides RECONCILE_MAX_PAYMENT_REPAIRS for this run. */
   maxPaymentRepairs?: number;
+  /** Overrides RECONCILE_MAX_SHIPPING_REPAIRS for this run. */
+  maxShippingRepairs?: number;
   /** The clock, for tests. */
   now?: Date;
 }
@@ -53,6 +60,9 @@ export class Reconciler {
   /** With RECONCILE_PAYMENTS: the payment service, and the order service's PaymentOutcomeService. */
   private readonly paymentClient?: ClosableClient<PaymentClient>;
   private readonly paymentOutcomeClient?: ClosableClient<PaymentOutcomeClient>;
+  /** With RECONCILE_SHIPPING: the delivery service, and the order service's ShipmentEventService. */
+  private readonly deliveryClient?: ClosableClient<DeliveryClient>;
+  private readonly shipmentEventClient?: ClosableClient<ShipmentEventClient>;
 
   constructor(
     private readonly config: ReconcilerConfig,
@@ -65,6 +75,10 @@ export class Reconciler {
     if (config.payments) {
       this.paymentClient = createPaymentClient({ baseUrl: config.paymentServiceUrl ?? "http://127.0.0.1:50053", ...common });
       this.paymentOutcomeClient = createPaymentOutcomeClient({ baseUrl: config.orderServiceUrl, ...common });
+    }
+    if (config.shipping) {
+      this.deliveryClient = createDeliveryClient({ baseUrl: config.deliveryServiceUrl ?? "http://127.0.0.1:50054", ...common });
+      this.shipmentEventClient = createShipmentEventClient({ baseUrl: config.orderServiceUrl, ...common });
     }
   }
 
@@ -106,6 +120,7 @@ export class Reconciler {
     for (const w of warnings) log.warn({ stateFile: this.config.stateFile }, w);
     const maxVoids = req.maxVoids ?? this.config.maxVoids;
     const maxPaymentRepairs = req.maxPaymentRepairs ?? this.config.maxPaymentRepairs ?? DEFAULT_MAX_PAYMENT_REPAIRS;
+    const maxShippingRepairs = req.maxShippingRepairs ?? this.config.maxShippingRepairs ?? DEFAULT_MAX_SHIPPING_REPAIRS;
     log.info(
       {
         window: { since: window.since?.toISOString() ?? null, until: window.until.toISOString() },
@@ -113,6 +128,8 @@ export class Reconciler {
         maxVoids,
         payments: !!this.paymentClient,
         maxPaymentRepairs,
+        shipping: !!this.deliveryClient,
+        maxShippingRepairs,
         dryRun: !!req.dryRun,
       },
       "reconcile run starting",
@@ -130,6 +147,7 @@ export class Reconciler {
           racedWithRelay: 0,
           voids: { cap: maxVoids, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
           payments: emptyPaymentTally(maxPaymentRepairs),
+          shipping: emptyShippingTally(maxShippingRepairs),
           error: stateError,
           calls: {},
         }
@@ -144,6 +162,9 @@ export class Reconciler {
             payments: this.paymentClient?.client,
             paymentOutcomes: this.paymentOutcomeClient?.client,
             paymentServiceName: `payment service at ${this.config.paymentServiceUrl}`,
+            deliveries: this.deliveryClient?.client,
+            shipmentEvents: this.shipmentEventClient?.client,
+            deliveryServiceName: `delivery service at ${this.config.deliveryServiceUrl}`,
           },
           {
             runId,
@@ -154,6 +175,7 @@ export class Reconciler {
             recheckOrderIds: state?.unresolvedOrderIds,
             maxVoids,
             maxPaymentRepairs,
+            maxShippingRepairs,
           },
         );
     result.windowSource = windowSource;
@@ -191,6 +213,7 @@ export class Reconciler {
       totals: report.totals,
       voids: report.voids,
       payments: report.payments,
+      shipping: report.shipping,
       reportFile,
     };
     if (report.outcome === "failed") log.error({ ...fields, error: report.error }, `reconcile run failed: ${report.error}`);
@@ -204,5 +227,7 @@ export class Reconciler {
     this.voucherClient.close();
     this.paymentClient?.close();
     this.paymentOutcomeClient?.close();
+    this.deliveryClient?.close();
+    this.shipmentEventClient?.close();
   }
 }

@@ -47,6 +47,7 @@ async function runOnce(cli: CliOptions): Promise<void> {
       full: cli.full,
       maxVoids: cli.maxVoids,
       maxPaymentRepairs: cli.maxPaymentRepairs,
+      maxShippingRepairs: cli.maxShippingRepairs,
     });
     exitAfterWrite(cli.json ? JSON.stringify(report, null, 2) + "\n" : formatSummary(report, reportFile), report.exitCode);
   } catch (err) {

@@ -28,6 +28,10 @@ export class ReconcilerMetrics {
   private readonly paymentCapReached: Gauge;
   /** reconciler_payment_repairs_total{result}: outcomes delivered, requests requeued, repairs held back by the cap (dry runs excluded). */
   private readonly paymentRepairs: Counter<"result">;
+  /** reconciler_shipping_repair_cap_reached: 1 when the last finished run stopped repairing shipping at RECONCILE_MAX_SHIPPING_REPAIRS. */
+  private readonly shippingCapReached: Gauge;
+  /** reconciler_shipping_repairs_total{result}: orders moved by shipment events, shipment requests requeued, repairs held back by the cap (dry runs excluded). */
+  private readonly shippingRepairs: Counter<"result">;
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     this.registry = createMetrics({ processMetrics: opts.processMetrics }).registry;
@@ -82,6 +86,19 @@ export class ReconcilerMetrics {
       registers: [this.registry],
     });
     for (const result of ["delivered", "requeued", "skipped_cap"]) this.paymentRepairs.inc({ result }, 0);
+    this.shippingCapReached = new Gauge({
+      name: "reconciler_shipping_repair_cap_reached",
+      help: "1 when the last finished reconcile run reached RECONCILE_MAX_SHIPPING_REPAIRS and stopped repairing shipping, else 0.",
+      registers: [this.registry],
+    });
+    this.shippingCapReached.set(0);
+    this.shippingRepairs = new Counter({
+      name: "reconciler_shipping_repairs_total",
+      help: "Shipping repairs by reconcile runs: orders moved by shipment events delivered to them (delivered), shipment requests requeued (requeued), repairs held back by RECONCILE_MAX_SHIPPING_REPAIRS (skipped_cap).",
+      labelNames: ["result"] as const,
+      registers: [this.registry],
+    });
+    for (const result of ["delivered", "requeued", "skipped_cap"]) this.shippingRepairs.inc({ result }, 0);
   }
 
   /**
@@ -106,10 +123,14 @@ export class ReconcilerMetrics {
     this.voidCapReached.set(report.voids.capReached ? 1 : 0);
     this.needsPerson.set(report.totals.needsPerson);
     this.paymentCapReached.set(report.payments.capReached ? 1 : 0);
+    this.shippingCapReached.set(report.shipping.capReached ? 1 : 0);
     if (!report.dryRun) {
       this.paymentRepairs.inc({ result: "delivered" }, report.payments.delivered);
       this.paymentRepairs.inc({ result: "requeued" }, report.payments.requeued);
       this.paymentRepairs.inc({ result: "skipped_cap" }, report.payments.skippedByCap);
+      this.shippingRepairs.inc({ result: "delivered" }, report.shipping.delivered);
+      this.shippingRepairs.inc({ result: "requeued" }, report.shipping.requeued);
+      this.shippingRepairs.inc({ result: "skipped_cap" }, report.shipping.skippedByCap);
       this.voids.inc({ result: "voided" }, report.voids.voided);
       this.voids.inc({ result: "skipped_cap" }, report.voids.skippedByCap);
       this.voids.inc({ result: "outside_window" }, report.voids.outsideWindow);

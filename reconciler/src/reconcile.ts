@@ -2,13 +2,14 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Order } from "@shop/sdk/order";
 import { VoucherStatus, type Voucher } from "@shop/sdk/voucher";
-import type { OrderClient, PaymentClient, PaymentOutcomeClient, VoucherClient } from "@shop/sdk/clients";
+import type { DeliveryClient, OrderClient, PaymentClient, PaymentOutcomeClient, ShipmentEventClient, VoucherClient } from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
 import { newId } from "@shop/platform/ids";
 import { classifyCode, codeName, failureCause } from "@shop/engine/classify";
 import { checkSentOrders, checkVouchers, findingKey, REPAIR_OF, type DriftKind, type Finding, type QualifiesFn } from "./compare.js";
 import type { Window } from "./state.js";
 import { emptyPaymentTally, paymentReconciliation, type PaymentTally } from "./reconcile-payments.js";
+import { emptyShippingTally, shippingReconciliation, type ShippingTally } from "./reconcile-shipping.js";
 
 /** The most ids BatchIssueVouchers accepts in one call. */
 const ISSUE_BATCH = 1000;
@@ -66,6 +67,12 @@ export interface RunResult {
   voids: VoidTally;
   /** Payment drift: whether it was checked, what was scanned, repairs made and held back by RECONCILE_MAX_PAYMENT_REPAIRS. */
   payments: PaymentTally;
+  /**
+   * Shipping drift: whether it was checked, what was scanned, repairs made and
+   * held back by RECONCILE_MAX_SHIPPING_REPAIRS. reconcile() always sets it;
+   * a result without it (built by hand) reads as "not checked".
+   */
+  shipping?: ShippingTally;
   /** Set when the run could not finish; the drift found until then is still listed. */
   error?: string;
   /** Calls per method and the time spent waiting on them (prefetched listings overlap with other calls). */
@@ -88,6 +95,14 @@ export interface ReconcileDeps {
   payments?: PaymentClient;
   paymentOutcomes?: PaymentOutcomeClient;
   paymentServiceName?: string;
+  /**
+   * The delivery service and the order service's ShipmentEventService: with
+   * both, the run also compares every order in shipping with its shipment and
+   * repairs what it can (reconcile-shipping.ts).
+   */
+  deliveries?: DeliveryClient;
+  shipmentEvents?: ShipmentEventClient;
+  deliveryServiceName?: string;
 }
 
 export interface ReconcileOptions {
@@ -113,6 +128,12 @@ export interface ReconcileOptions {
    * the run stops repairing payments and says so; 0 repairs none.
    */
   maxPaymentRepairs?: number;
+  /**
+   * The most orders whose shipping this run may repair (events delivered, a
+   * shipment request requeued). Default 10, like maxVoids: past it the run
+   * stops repairing shipping and says so; 0 repairs none.
+   */
+  maxShippingRepairs?: number;
 }
 
 /** The default cap on voids per run: a night's real drift is a handful, a mass void is a bug until a person says otherwise. */
@@ -120,6 +141,9 @@ export const DEFAULT_MAX_VOIDS = 10;
 
 /** The default cap on payment repairs per run, like the void cap's: a night's real drift is a handful. */
 export const DEFAULT_MAX_PAYMENT_REPAIRS = 10;
+
+/** The default cap on shipping repairs per run, like the others: a night's real drift is a handful. */
+export const DEFAULT_MAX_SHIPPING_REPAIRS = 10;
 
 /** A service call that failed as a whole; the run cannot vouch for anything after it. */
 export class ServiceCallError extends Error {
@@ -140,7 +164,7 @@ const HINTS: Partial<Record<Code, string>> = {
   [Code.Unavailable]: " (is it running and reachable?)",
   [Code.Unauthenticated]: " (check RECONCILE_TOKEN / RECONCILE_TOKEN_FILE: the token is missing, expired or signed by a key the service does not know)",
   [Code.PermissionDenied]: " (check RECONCILE_TOKEN / RECONCILE_TOKEN_FILE: the token lacks a scope the reconciler needs)",
-  [Code.Unimplemented]: " (check ORDER_SERVICE_URL / VOUCHER_SERVICE_URL / PAYMENT_SERVICE_URL: the address does not serve this method)",
+  [Code.Unimplemented]: " (check ORDER_SERVICE_URL / VOUCHER_SERVICE_URL / PAYMENT_SERVICE_URL / DELIVERY_SERVICE_URL: the address does not serve this method)",
 };
 
 /**
@@ -238,6 +262,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
     racedWithRelay: 0,
     voids: { cap: opts.maxVoids ?? DEFAULT_MAX_VOIDS, voided: 0, skippedByCap: 0, outsideWindow: 0, capReached: false },
     payments: emptyPaymentTally(opts.maxPaymentRepairs ?? DEFAULT_MAX_PAYMENT_REPAIRS),
+    shipping: emptyShippingTally(opts.maxShippingRepairs ?? DEFAULT_MAX_SHIPPING_REPAIRS),
     calls: {},
   };
   const seen = new Set<string>();
@@ -461,11 +486,29 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
         })
       : undefined;
   result.payments.checked = !!payments;
+  const shipping =
+    deps.deliveries && deps.shipmentEvents
+      ? shippingReconciliation({
+          orders: orderApi,
+          events: deps.shipmentEvents,
+          deliveries: deps.deliveries,
+          log,
+          result,
+          window: opts.window,
+          dryRun: opts.dryRun,
+          pageSize,
+          concurrency,
+          orderSvc,
+          deliverySvc: deps.deliveryServiceName ?? "delivery service",
+        })
+      : undefined;
+  result.shipping!.checked = !!shipping;
 
   try {
     // Drift an earlier run could not repair is looked at again, whatever the window.
     const recheck = [...new Set(opts.recheckOrderIds ?? [])];
     if (recheck.length > 0 && payments) await payments.recheck(recheck);
+    if (recheck.length > 0 && shipping) await shipping.recheck(recheck);
     if (recheck.length > 0) {
       const [ordersById, vouchersByOrder] = await Promise.all([lookupOrders(recheck), lookupVouchers(recheck)]);
       result.scanned.rechecked = recheck.length;
@@ -525,6 +568,8 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions): Pr
       }),
       // Decided charges → their orders, and orders awaiting a charge or a refund → their payments.
       ...(payments?.sides ?? []).map((scan) => side(scan)),
+      // Shipments changed in the window → their orders, and orders awaiting their shipment → the delivery service.
+      ...(shipping?.sides ?? []).map((scan) => side(scan)),
     ]);
     const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
     if (failure) throw failure.reason;

@@ -1,6 +1,7 @@
 import path from "node:path";
 import { DRIFT_KINDS, REPAIR_OF, type DriftKind } from "./compare.js";
 import { emptyPaymentTally, type PaymentTally } from "./reconcile-payments.js";
+import { emptyShippingTally, type ShippingTally } from "./reconcile-shipping.js";
 import type { DriftRecord, RunResult, VoidTally, WindowSource } from "./reconcile.js";
 import { writeJsonAtomically } from "./state.js";
 
@@ -35,6 +36,8 @@ export interface ReconcileReport {
   voids: VoidTally;
   /** Payments: whether they were checked (RECONCILE_PAYMENTS), what was scanned, repairs made and held back by the cap. */
   payments: PaymentTally;
+  /** Shipping: whether it was checked (RECONCILE_SHIPPING), what was scanned, repairs made and held back by the cap. */
+  shipping: ShippingTally;
   scanned: { sentOrders: number; vouchers: number; voidedVouchers: number; rechecked: number };
   /** Vouchers the relay delivered between the lookup and the repair (not drift). */
   racedWithRelay: number;
@@ -49,8 +52,10 @@ export interface ReconcileReport {
   calls: Record<string, { count: number; ms: number }>;
 }
 
-export function exitCodeOf(result: Pick<RunResult, "error" | "drift"> & { voids?: VoidTally; payments?: PaymentTally }): ExitCode {
-  if (result.error || result.voids?.capReached || result.payments?.capReached) return 2;
+export function exitCodeOf(
+  result: Pick<RunResult, "error" | "drift"> & { voids?: VoidTally; payments?: PaymentTally; shipping?: ShippingTally },
+): ExitCode {
+  if (result.error || result.voids?.capReached || result.payments?.capReached || result.shipping?.capReached) return 2;
   if (result.drift.length === 0) return 0;
   return result.drift.every((d) => d.repaired) ? 1 : 2;
 }
@@ -80,6 +85,7 @@ export function buildReport(result: RunResult): ReconcileReport {
     warnings: result.warnings ?? [],
     voids: { ...result.voids },
     payments: { ...(result.payments ?? emptyPaymentTally(0)) },
+    shipping: { ...(result.shipping ?? emptyShippingTally(0)) },
     scanned: { ...result.scanned },
     racedWithRelay: result.racedWithRelay,
     totals: {
@@ -142,6 +148,23 @@ export function formatSummary(report: ReconcileReport, reportFile?: string, maxI
     }
   } else {
     lines.push(`  payments: not checked (RECONCILE_PAYMENTS is off)`);
+  }
+  const s = report.shipping;
+  if (s.checked) {
+    lines.push(`  shipping: ${s.scannedShipments} shipments changed in the window, ${s.scannedOrders} orders awaiting their shipment`);
+    if (s.racedWithRelay) lines.push(`  ${s.racedWithRelay} shipment event(s) delivered by the delivery relay during the run (not drift)`);
+    if (s.capReached) {
+      lines.push(
+        `  SHIPPING REPAIR CAP REACHED: ${s.repairs} order(s) ${report.dryRun ? "would be " : ""}repaired, ${s.skippedByCap} more left alone ` +
+          `(cap ${s.cap}, RECONCILE_MAX_SHIPPING_REPAIRS); check the report, then run with --max-shipping-repairs to repair the rest`,
+      );
+    } else if (s.repairs > 0) {
+      lines.push(
+        `  shipping repairs: ${s.repairs} of at most ${s.cap}${report.dryRun ? " (would be made)" : `: ${s.delivered} order(s) moved by their shipment's events, ${s.requeued} shipment request(s) requeued`}`,
+      );
+    }
+  } else {
+    lines.push(`  shipping: not checked (RECONCILE_SHIPPING is off)`);
   }
   if (report.totals.found > 0) {
     lines.push(

@@ -2,6 +2,7 @@ import { readFileSync, writeFileSync, utimesSync } from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
 import { startMetricsServer } from "@shop/platform/metrics";
+import { DRIFT_KINDS } from "../src/compare.js";
 import { ReconcilerMetrics, runRecorded } from "../src/metrics.js";
 import { quietLogger, System } from "./system.js";
 
@@ -84,7 +85,17 @@ describe("reconciler alert rules", () => {
     const group = text.slice(text.indexOf("- name: reconciler"));
     const exported = new Set(new ReconcilerMetrics({ processMetrics: false }).registry.getMetricsAsArray().map((m) => m.name));
     const used = [...group.matchAll(/expr: ([\s\S]*?)\n\s+(?:for|labels):/g)].flatMap((m) => [...m[1]!.matchAll(/\b(reconciler_\w+)/g)].map((x) => x[1]!));
-    expect(used).to.include.members(["reconciler_void_cap_reached", "reconciler_drift_needs_person", "reconciler_runs_total"]);
+    expect(used).to.include.members([
+      "reconciler_void_cap_reached",
+      "reconciler_drift_needs_person",
+      "reconciler_runs_total",
+      "reconciler_payment_repair_cap_reached",
+      "reconciler_shipping_repair_cap_reached",
+    ]);
+    // Every kind an alert names by label is one the reconciler reports.
+    const kinds = [...group.matchAll(/kind=~"([^"]+)"/g)].flatMap((m) => m[1]!.split("|"));
+    expect(kinds).to.include.members(["shipment_without_order", "shipping_conflict", "shipment_mismatch", "payment_conflict"]);
+    for (const kind of kinds) expect(DRIFT_KINDS as readonly string[], kind).to.include(kind);
     for (const name of used) expect(exported, name).to.include(name);
   });
 });
