@@ -2,7 +2,8 @@
 #   docker run IMAGE order-service/dist/main.js
 #   docker run IMAGE voucher-service/dist/main.js
 #   docker run IMAGE payment-service/dist/main.js
-#   docker run IMAGE order-service/dist/relay-main.js     (standalone relay)
+#   docker run IMAGE delivery-service/dist/main.js
+#   docker run IMAGE order-service/dist/relay-main.js     (standalone relay; payment-service/ and delivery-service/ have theirs)
 #   docker run IMAGE reconciler/dist/main.js [--once]
 # Two stages: the build stage installs every dependency and compiles the workspaces with tsc (npm run build);
 # the runtime stage holds production dependencies only (no tsx, TypeScript, test tools or test kit), the
@@ -22,6 +23,7 @@ COPY packages/testkit/package.json packages/testkit/
 COPY order-service/package.json order-service/
 COPY voucher-service/package.json voucher-service/
 COPY payment-service/package.json payment-service/
+COPY delivery-service/package.json delivery-service/
 COPY reconciler/package.json reconciler/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.base.json tsconfig.build.json ./
@@ -29,6 +31,7 @@ COPY packages packages
 COPY order-service order-service
 COPY voucher-service voucher-service
 COPY payment-service payment-service
+COPY delivery-service delivery-service
 COPY reconciler reconciler
 RUN npm run build
 
@@ -45,6 +48,7 @@ COPY packages/sdk/package.json packages/sdk/
 COPY order-service/package.json order-service/
 COPY voucher-service/package.json voucher-service/
 COPY payment-service/package.json payment-service/
+COPY delivery-service/package.json delivery-service/
 COPY reconciler/package.json reconciler/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/packages/platform/dist packages/platform/dist
@@ -54,11 +58,13 @@ COPY --from=build /app/packages/sdk/dist packages/sdk/dist
 COPY --from=build /app/order-service/dist order-service/dist
 COPY --from=build /app/voucher-service/dist voucher-service/dist
 COPY --from=build /app/payment-service/dist payment-service/dist
+COPY --from=build /app/delivery-service/dist delivery-service/dist
 COPY --from=build /app/reconciler/dist reconciler/dist
 # Read at start: each service migrates its own database from these.
 COPY order-service/drizzle order-service/drizzle
 COPY voucher-service/drizzle voucher-service/drizzle
 COPY payment-service/drizzle payment-service/drizzle
+COPY delivery-service/drizzle delivery-service/drizzle
 # The code stays root's and read-only to the service; only the reconciler's state and reports are written.
 RUN mkdir -p /data/reconciler && chown node:node /data/reconciler
 USER node

@@ -10,6 +10,7 @@ const composeEnv = {
   AUTH_PUBLIC_KEYS: "k=x",
   RELAY_TOKEN: "relay-token",
   PAYMENT_RELAY_TOKEN: "payment-relay-token",
+  DELIVERY_RELAY_TOKEN: "delivery-relay-token",
   RECONCILE_TOKEN: "reconcile-token",
 };
 
@@ -46,6 +47,8 @@ describe("docker-compose.yml", () => {
       "order-service/dist/main.js",
       "order-service/dist/relay-main.js",
       "payment-service/dist/relay-main.js",
+      "delivery-service/dist/main.js",
+      "delivery-service/dist/relay-main.js",
       "reconciler/dist/main.js",
     ]);
     // The build compiles src/<name>.ts to dist/<name>.js: an entry whose source is gone would start nothing.
@@ -63,8 +66,10 @@ describe("docker-compose.yml", () => {
     expect(text).to.match(/VOUCHER_MIGRATION_DATABASE_URL: mysql:\/\/vouchers_migrate:[^@]+@voucher-db:3306\/vouchers/);
     expect(text).to.match(/PAYMENT_DATABASE_URL: mysql:\/\/payments_app:[^@]+@payment-db:3306\/payments/);
     expect(text).to.match(/PAYMENT_MIGRATION_DATABASE_URL: mysql:\/\/payments_migrate:[^@]+@payment-db:3306\/payments/);
-    expect(text.match(/image: mariadb:10\.11/g)).to.have.length(3);
-    expect(text.match(/\.\/ops\/mariadb\/least-privilege\.sh:\/docker-entrypoint-initdb\.d\/least-privilege\.sh:ro/g)).to.have.length(3);
+    expect(text).to.match(/DELIVERY_DATABASE_URL: mysql:\/\/deliveries_app:[^@]+@delivery-db:3306\/deliveries/);
+    expect(text).to.match(/DELIVERY_MIGRATION_DATABASE_URL: mysql:\/\/deliveries_migrate:[^@]+@delivery-db:3306\/deliveries/);
+    expect(text.match(/image: mariadb:10\.11/g)).to.have.length(4);
+    expect(text.match(/\.\/ops\/mariadb\/least-privilege\.sh:\/docker-entrypoint-initdb\.d\/least-privilege\.sh:ro/g)).to.have.length(4);
     expect(text).not.to.match(/MARIADB_USER/);
   });
 
@@ -83,7 +88,7 @@ describe("docker-compose.yml", () => {
 
     it("refuses to start without the keys and tokens, naming them", () => {
       const [cmd, ...pre] = composeCommand()!;
-      const env = { ...process.env, AUTH_PUBLIC_KEYS: "", RELAY_TOKEN: "", PAYMENT_RELAY_TOKEN: "", RECONCILE_TOKEN: "" };
+      const env = { ...process.env, AUTH_PUBLIC_KEYS: "", RELAY_TOKEN: "", PAYMENT_RELAY_TOKEN: "", DELIVERY_RELAY_TOKEN: "", RECONCILE_TOKEN: "" };
       const r = spawnSync(cmd!, [...pre, "-f", composeFile, "config", "-q"], { cwd: root, encoding: "utf8", env });
       expect(r.status).not.to.equal(0);
       expect(r.stderr).to.match(/AUTH_PUBLIC_KEYS|RELAY_TOKEN|RECONCILE_TOKEN/);
@@ -97,7 +102,15 @@ describe("docker-compose.yml", () => {
       expect(r.stderr).to.contain("PAYMENT_RELAY_TOKEN");
     });
 
-    it("defines the three databases and the three services, the standalone relays behind a profile", () => {
+    it("refuses to start without the delivery service's relay token alone, naming it", () => {
+      const [cmd, ...pre] = composeCommand()!;
+      const env = { ...process.env, ...composeEnv, DELIVERY_RELAY_TOKEN: "" };
+      const r = spawnSync(cmd!, [...pre, "-f", composeFile, "config", "-q"], { cwd: root, encoding: "utf8", env });
+      expect(r.status).not.to.equal(0);
+      expect(r.stderr).to.contain("DELIVERY_RELAY_TOKEN");
+    });
+
+    it("defines the four databases and the four services, the standalone relays behind a profile", () => {
       // v1 lists services behind a profile too, so check the profile in the resolved file.
       const services = compose("--profile", "relay", "config", "--services").trim().split("\n");
       expect(services).to.include.members([
@@ -107,11 +120,14 @@ describe("docker-compose.yml", () => {
         "voucher-service",
         "payment-db",
         "payment-service",
+        "delivery-db",
+        "delivery-service",
         "relay",
         "payment-relay",
+        "delivery-relay",
       ]);
       const resolved = compose("--profile", "relay", "config");
-      for (const name of ["relay", "payment-relay"]) expect(serviceBlock(resolved, name), name).to.match(/profiles:\s*\n\s*- relay/);
+      for (const name of ["relay", "payment-relay", "delivery-relay"]) expect(serviceBlock(resolved, name), name).to.match(/profiles:\s*\n\s*- relay/);
     });
 
     it("resolves each service's command to its compiled entry", () => {
@@ -122,6 +138,8 @@ describe("docker-compose.yml", () => {
         "order-service/dist/main.js",
         "order-service/dist/relay-main.js",
         "payment-service/dist/relay-main.js",
+        "delivery-service/dist/main.js",
+        "delivery-service/dist/relay-main.js",
         "reconciler/dist/main.js",
       ]) {
         expect(resolved).to.include(entry);
@@ -129,9 +147,9 @@ describe("docker-compose.yml", () => {
       expect(resolved).not.to.match(/\/src\/[\w-]+\.ts/);
     });
 
-    it("publishes the gRPC and HTTP ports of the three services", () => {
+    it("publishes the gRPC and HTTP ports of the four services", () => {
       const resolved = compose("config");
-      for (const port of [50051, 8081, 50052, 8082, 50053, 8083]) expect(resolved).to.match(new RegExp(`published: ['"]?${port}`));
+      for (const port of [50051, 8081, 50052, 8082, 50053, 8083, 50054, 8084]) expect(resolved).to.match(new RegExp(`published: ['"]?${port}`));
     });
 
     it("wires the payments: the order service's relays charge and refund at the payment service, whose relay reports back with its own token", () => {
@@ -157,6 +175,33 @@ describe("docker-compose.yml", () => {
         expect(block, name).to.match(/PAYMENT_SERVICE_URL: http:\/\/payment-service:50053\n/);
         expect(block, name).to.contain(`RELAY_TOKEN: ${composeEnv.RELAY_TOKEN}\n`);
       }
+    });
+
+    it("wires the shipping: paid orders are shipped, the order service's relays request shipments, the delivery service's relay reports back with its own token, the reconciler compares shipments", () => {
+      const resolved = compose("--profile", "relay", "config");
+      const delivery = serviceBlock(resolved, "delivery-service");
+      expect(delivery).to.match(/DELIVERY_DATABASE_URL: mysql:\/\/deliveries_app:[^@]+@delivery-db:3306\/deliveries/);
+      expect(delivery).to.match(/ORDER_SERVICE_URL: http:\/\/order-service:50051\n/);
+      expect(delivery).to.match(/DELIVERY_RELAY_ENABLED: ['"]?true/);
+      expect(delivery).to.match(/DEFAULT_CARRIER: delayed\n/);
+      expect(delivery).to.contain(`DELIVERY_RELAY_TOKEN: ${composeEnv.DELIVERY_RELAY_TOKEN}\n`);
+      expect(delivery).to.contain(`AUTH_PUBLIC_KEYS: ${composeEnv.AUTH_PUBLIC_KEYS}\n`);
+      expect(delivery).to.match(/DELIVERY_HOST: 0\.0\.0\.0/);
+      expect(delivery).to.match(/delivery-db:\s*\n\s*condition: service_healthy/);
+      expect(delivery).to.contain("http://127.0.0.1:8084/readyz");
+      // The delivery relay's token is for the delivery service's relays alone: no other process gets it.
+      expect(resolved.split(composeEnv.DELIVERY_RELAY_TOKEN).length - 1).to.equal(2);
+      const standalone = serviceBlock(resolved, "delivery-relay");
+      expect(standalone).to.match(/DELIVERY_DATABASE_URL: mysql:\/\/deliveries_app:[^@]+@delivery-db:3306\/deliveries/);
+      expect(standalone).to.match(/ORDER_SERVICE_URL: http:\/\/order-service:50051\n/);
+      expect(standalone).to.contain(`DELIVERY_RELAY_TOKEN: ${composeEnv.DELIVERY_RELAY_TOKEN}\n`);
+      expect(serviceBlock(resolved, "order-service")).to.match(/SHIP_PAID_ORDERS: ['"]?true/);
+      for (const name of ["order-service", "relay", "reconciler"]) {
+        expect(serviceBlock(resolved, name), name).to.match(/DELIVERY_SERVICE_URL: http:\/\/delivery-service:50054\n/);
+      }
+      const reconciler = serviceBlock(resolved, "reconciler");
+      expect(reconciler).to.match(/RECONCILE_SHIPPING: ['"]?true/);
+      expect(reconciler).to.match(/delivery-service:\s*\n\s*condition: service_healthy/);
     });
   });
 });
