@@ -4,21 +4,28 @@ import { recordedVoucherIds, scrapeMetric, voucherRows, type VoucherRow } from "
 import { accountState, orderEntries, orderPayments, paymentOutboxCounts, type OutboxTally } from "@shop/testkit/payments";
 import { expect } from "chai";
 import {
+  createCarrierClient,
+  createDeliveryClient,
   createOrderClient,
   createPaymentClient,
+  createShipmentEventClient,
   createVoucherClient,
+  type CarrierClient,
+  type DeliveryClient,
   type OrderClient,
   type PaymentClient,
+  type ShipmentEventClient,
   type VoucherClient,
 } from "@shop/sdk/clients";
 import { MariaDbServer } from "@shop/testkit/mariadb";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
-import { checkLedger, formatLedger, runReconciler } from "../../scripts/check-ledger.js";
+import { checkLedger, formatLedger, runReconciler, type LedgerOptions } from "../../scripts/check-ledger.js";
 import { FaultProxy } from "./fault-proxy.js";
 import { allScopesToken, roleToken } from "@shop/testkit/auth";
 import type { Traffic } from "./traffic.js";
+import { expectShipping, shippingOutboxCounts } from "./shipping-oracle.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 
@@ -35,8 +42,35 @@ export const FAST_RELAY: Record<string, string> = {
 /** The same for the payment service's relay (outcomes to the order service). */
 export const FAST_PAYMENT_RELAY: Record<string, string> = Object.fromEntries(Object.entries(FAST_RELAY).map(([k, v]) => [`PAYMENT_${k}`, v]));
 
-/** The links a fault proxy can sit on: the relays' calls between services, and each service's database connections. */
-export type Link = "voucher" | "payment" | "order" | "orderDb" | "voucherDb" | "paymentDb";
+/** The same for the delivery service's event relay (shipment events to the order service). */
+export const FAST_DELIVERY_RELAY: Record<string, string> = Object.fromEntries(Object.entries(FAST_RELAY).map(([k, v]) => [`DELIVERY_${k}`, v]));
+
+/**
+ * The delivery service's carrier worker with short leases and backoff, and
+ * the delayed carrier confirming, shipping and delivering 50, 100 and 200 ms
+ * after a shipment's creation: a shipment's whole life takes a few polls.
+ * CARRIER_LEASE_MS must exceed 2 × CARRIER_CALL_TIMEOUT_MS. Enough attempts
+ * that a shipment is not parked by the faults a test holds for seconds.
+ */
+export const FAST_CARRIERS: Record<string, string> = {
+  CARRIER_CALL_TIMEOUT_MS: "1000",
+  CARRIER_LEASE_MS: "2500",
+  CARRIER_POLL_INTERVAL_MS: "50",
+  CARRIER_RETRY_BASE_MS: "100",
+  CARRIER_RETRY_MAX_MS: "1000",
+  CARRIER_MAX_ATTEMPTS: "60",
+  DELAYED_CARRIER_CONFIRM_MS: "50",
+  DELAYED_CARRIER_SHIP_MS: "100",
+  DELAYED_CARRIER_DELIVER_MS: "200",
+};
+
+/**
+ * The links a fault proxy can sit on: the relays' calls between services,
+ * and each service's database connections. "order" is the payment relay's
+ * way to the order service, "shipmentEvents" the delivery relay's, and
+ * "delivery" the order relay's way to the delivery service (CreateShipment).
+ */
+export type Link = "voucher" | "payment" | "order" | "orderDb" | "voucherDb" | "paymentDb" | "delivery" | "shipmentEvents" | "deliveryDb";
 
 export interface ClusterOptions {
   name: string;
@@ -58,6 +92,15 @@ export interface ClusterOptions {
   orderEnv?: Record<string, string>;
   voucherEnv?: Record<string, string>;
   paymentEnv?: Record<string, string>;
+  /**
+   * Ship orders through the delivery service: it runs (its carrier worker
+   * and event relay in process, on its own database), the order service and
+   * relays get DELIVERY_SERVICE_URL, and the order service releases every
+   * PAID order for shipping itself (SHIP_PAID_ORDERS=true). Default false:
+   * the tests that mark paid orders sent by hand keep doing so.
+   */
+  shipping?: boolean;
+  deliveryEnv?: Record<string, string>;
   /** Env of standalone relay i. */
   relayEnv?: (i: number) => Record<string, string>;
   /** Run `reconcile --once` over and over while the test runs. Default true. */
@@ -81,9 +124,11 @@ export class Cluster {
   orderDb!: Db;
   voucherDb!: Db;
   paymentDb?: Db;
+  deliveryDb?: Db;
   voucher!: ServiceProcess;
   order!: ServiceProcess;
   payment?: ServiceProcess;
+  delivery?: ServiceProcess;
   relays: ServiceProcess[] = [];
   /** The proxy between the relays and the voucher service (proxies.voucher). */
   proxy?: FaultProxy;
@@ -92,8 +137,14 @@ export class Cluster {
   vouchers!: VoucherClient;
   /** Payment calls as the shop backend: accounts, top-ups, reads. */
   payments!: PaymentClient;
+  /** Shipment reads as the shop backend (with shipping). */
+  deliveries!: DeliveryClient;
+  /** Carrier reports as a business with the carrier role (the manual carrier's shipments). */
+  carriers!: CarrierClient;
+  /** RecordShipmentEvent straight to the order service with the delivery relay's token (no proxy): for replays on purpose. */
+  shipmentEvents!: ShipmentEventClient;
   readonly reconcileRuns: number[] = [];
-  private ports!: { vg: number; vh: number; og: number; oh: number; pg: number; ph: number };
+  private ports!: { vg: number; vh: number; og: number; oh: number; pg: number; ph: number; dg: number; dh: number };
   private restarts = 0;
   private closers: Array<() => void> = [];
   private ownServers: MariaDbServer[] = [];
@@ -129,9 +180,28 @@ export class Cluster {
     return this.proxies.order ? `http://127.0.0.1:${this.proxies.order.port}` : this.orderServiceUrl;
   }
 
+  get deliveryServiceUrl(): string {
+    return `http://127.0.0.1:${this.ports.dg}`;
+  }
+
+  /** The delivery service's Connect/HTTP port (/metrics). */
+  get deliveryHttpUrl(): string {
+    return `http://127.0.0.1:${this.ports.dh}`;
+  }
+
+  /** What the order relays dial for CreateShipment: the proxy when there is one. */
+  get relayDeliveryUrl(): string {
+    return this.proxies.delivery ? `http://127.0.0.1:${this.proxies.delivery.port}` : this.deliveryServiceUrl;
+  }
+
+  /** What the delivery relay dials to record shipment events: the proxy when there is one. */
+  get relayShipmentEventUrl(): string {
+    return this.proxies.shipmentEvents ? `http://127.0.0.1:${this.proxies.shipmentEvents.port}` : this.orderServiceUrl;
+  }
+
   /** The database URL a service is given: through its proxy when there is one (the tests' own reads go direct). */
-  serviceDbUrl(which: "order" | "voucher" | "payment"): string {
-    const db = which === "order" ? this.orderDb : which === "voucher" ? this.voucherDb : this.paymentDb!;
+  serviceDbUrl(which: "order" | "voucher" | "payment" | "delivery"): string {
+    const db = which === "order" ? this.orderDb : which === "voucher" ? this.voucherDb : which === "payment" ? this.paymentDb! : this.deliveryDb!;
     const proxy = this.proxies[`${which}Db`];
     if (!proxy) return db.url;
     const u = new URL(db.url);
@@ -152,15 +222,23 @@ export class Cluster {
 
   async start(): Promise<void> {
     const withPayment = this.opts.payment ?? true;
-    [this.orderDb, this.voucherDb, this.paymentDb] = await Promise.all([
+    [this.orderDb, this.voucherDb, this.paymentDb, this.deliveryDb] = await Promise.all([
       this.database("order"),
       this.database("voucher"),
       withPayment ? this.database("payment") : undefined,
+      this.opts.shipping ? this.database("delivery") : undefined,
     ]);
     // The proxies listen first (on ports the OS picks and they keep), so no
     // service port picked below can be one of theirs.
     if (this.opts.proxy) {
-      const links: Link[] = ["voucher", "order", "orderDb", "voucherDb", ...(this.paymentDb ? (["payment", "paymentDb"] as const) : [])];
+      const links: Link[] = [
+        "voucher",
+        "order",
+        "orderDb",
+        "voucherDb",
+        ...(this.paymentDb ? (["payment", "paymentDb"] as const) : []),
+        ...(this.deliveryDb ? (["delivery", "shipmentEvents", "deliveryDb"] as const) : []),
+      ];
       for (const link of links) {
         const p = new FaultProxy({ port: 0 });
         await p.start();
@@ -168,8 +246,8 @@ export class Cluster {
       }
       this.proxy = this.proxies.voucher;
     }
-    const [vg, vh, og, oh, pg, ph] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
-    this.ports = { vg, vh, og, oh, pg, ph };
+    const [vg, vh, og, oh, pg, ph, dg, dh] = await Promise.all(Array.from({ length: 8 }, () => freePort()));
+    this.ports = { vg: vg!, vh: vh!, og: og!, oh: oh!, pg: pg!, ph: ph!, dg: dg!, dh: dh! };
     const dbPort = (db: Db) => Number(new URL(db.url).port);
     const targets: Partial<Record<Link, number>> = {
       voucher: vg,
@@ -178,13 +256,17 @@ export class Cluster {
       orderDb: dbPort(this.orderDb),
       voucherDb: dbPort(this.voucherDb),
       paymentDb: this.paymentDb ? dbPort(this.paymentDb) : undefined,
+      delivery: dg,
+      shipmentEvents: og,
+      deliveryDb: this.deliveryDb ? dbPort(this.deliveryDb) : undefined,
     };
     for (const [link, p] of Object.entries(this.proxies) as Array<[Link, FaultProxy]>) p.setTarget(targets[link]!);
     this.voucher = this.voucherProcess(this.opts.voucherEnv ?? {});
     this.order = this.orderProcess(this.opts.orderEnv ?? {});
     if (this.paymentDb) this.payment = this.paymentProcess(this.opts.paymentEnv ?? {});
-    // The voucher and payment services first: they create their schemas, and the relay's first calls find them up.
-    await Promise.all([this.voucher.start(), this.payment?.start()]);
+    if (this.deliveryDb) this.delivery = this.deliveryProcess(this.opts.deliveryEnv ?? {});
+    // The voucher, payment and delivery services first: they create their schemas, and the relay's first calls find them up.
+    await Promise.all([this.voucher.start(), this.payment?.start(), this.delivery?.start()]);
     await this.order.start();
     for (let i = 0; i < (this.opts.relays ?? 0); i++) {
       this.relays.push(this.relayProcess(i, this.opts.relayEnv?.(i) ?? {}));
@@ -197,6 +279,15 @@ export class Cluster {
     this.vouchers = v.client;
     this.payments = p.client;
     this.closers.push(o.close, v.close, p.close);
+    if (this.deliveryDb) {
+      const d = createDeliveryClient({ token: roleToken("shop"), baseUrl: this.deliveryServiceUrl, defaultTimeoutMs: 3_000 });
+      const c = createCarrierClient({ token: roleToken("carrier"), baseUrl: this.deliveryServiceUrl, defaultTimeoutMs: 3_000 });
+      const e = createShipmentEventClient({ token: roleToken("delivery-relay"), baseUrl: this.orderServiceUrl, defaultTimeoutMs: 3_000 });
+      this.deliveries = d.client;
+      this.carriers = c.client;
+      this.shipmentEvents = e.client;
+      this.closers.push(d.close, c.close, e.close);
+    }
     if (this.opts.reconciler ?? true) this.reconcileLoop = this.reconcileForever();
   }
 
@@ -204,9 +295,9 @@ export class Cluster {
     this.stopping = true;
     await this.reconcileLoop;
     this.closers.forEach((c) => c());
-    await Promise.all([this.order?.kill(), this.voucher?.kill(), this.payment?.kill(), ...this.relays.map((r) => r.kill())]);
+    await Promise.all([this.order?.kill(), this.voucher?.kill(), this.payment?.kill(), this.delivery?.kill(), ...this.relays.map((r) => r.kill())]);
     await Promise.allSettled(Object.values(this.proxies).map((p) => p.stop()));
-    await Promise.allSettled([this.orderDb?.drop(), this.voucherDb?.drop(), this.paymentDb?.drop()]);
+    await Promise.allSettled([this.orderDb?.drop(), this.voucherDb?.drop(), this.paymentDb?.drop(), this.deliveryDb?.drop()]);
     await Promise.allSettled(this.ownServers.map((s) => s.stop()));
   }
 
@@ -234,6 +325,18 @@ export class Cluster {
     await this.payment!.kill();
     this.payment = this.paymentProcess(env);
     await this.payment.start();
+  }
+
+  /** Starts a fresh delivery service process on the same ports, with `env` instead of the original extra env. */
+  async restartDelivery(env: Record<string, string> = {}): Promise<void> {
+    await this.delivery!.kill();
+    this.delivery = this.deliveryProcess(env);
+    await this.delivery.start();
+  }
+
+  /** One sample of the delivery service's /metrics. */
+  deliveryMetric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    return scrapeMetric(`${this.deliveryHttpUrl}/metrics`, name, labels);
   }
 
   /** Starts one more standalone relay; returns its index. */
@@ -291,9 +394,21 @@ export class Cluster {
     }
   }
 
-  /** Rows by status of every outbox, both databases. */
-  allOutboxes(): Promise<OutboxTally> {
-    return paymentOutboxCounts(this.orderDb, this.paymentDb);
+  /**
+   * Rows by status of every outbox, all databases: with shipping also
+   * shipment_outbox (order database) and shipment_event_outbox (delivery
+   * database), and the carrier work still due counted as pending under
+   * "carrier_work" (shipments the worker has yet to hand off or poll: it may
+   * still write events).
+   */
+  async allOutboxes(): Promise<OutboxTally> {
+    const tally = await paymentOutboxCounts(this.orderDb, this.paymentDb);
+    if (!this.deliveryDb) return tally;
+    const shipping = await shippingOutboxCounts(this.orderDb, this.deliveryDb);
+    for (const [table, counts] of Object.entries(shipping.byTable)) tally.byTable[table] = counts;
+    tally.pending += shipping.pending;
+    tally.dead += shipping.dead;
+    return tally;
   }
 
   /**
@@ -307,20 +422,45 @@ export class Cluster {
     const acknowledgedSent = Array.isArray(traffic) ? traffic : traffic?.acknowledgedSent;
     if (traffic && !Array.isArray(traffic)) await this.expectLiveVouchers(traffic, opts.voidedOnPurpose);
     if (traffic && !Array.isArray(traffic) && traffic.payments.size > 0) await this.expectPayments(traffic);
-    const r = await checkLedger({
-      orderDatabaseUrl: this.orderDb.url,
-      voucherDatabaseUrl: this.voucherDb.url,
-      paymentDatabaseUrl: this.paymentDb?.url,
-      orderServiceUrl: this.orderServiceUrl,
-      voucherServiceUrl: this.voucherServiceUrl,
-      paymentServiceUrl: this.paymentDb ? this.paymentServiceUrl : undefined,
-      acknowledgedSent,
-      lagTargetMs: 60_000,
-      token: roleToken("reconciler"),
-    });
+    if (traffic && !Array.isArray(traffic) && traffic.shipping.size > 0) await this.expectShipping(traffic);
+    const r = await checkLedger(this.ledgerOptions({ acknowledgedSent }));
     const text = formatLedger(r);
     if (process.env.FAULT_VERBOSE || !r.ok) console.log(text.replace(/^/gm, "      "));
     expect(r.ok, text).to.equal(true);
+    if (this.deliveryDb) {
+      // With shipping, the shipping invariants must have been judged, not skipped for want of a database.
+      const shippingResults = r.results.filter((x) => /^S\d/.test(x.id));
+      expect(shippingResults.map((x) => x.id), `S1–S7 ran:\n${text}`).to.include.members(["S1", "S2", "S3", "S4", "S5", "S6", "S7"]);
+      expect(shippingResults.filter((x) => x.verdict === "SKIP").map((x) => `${x.id}: ${x.detail}`), text).to.deep.equal([]);
+    }
+  }
+
+  /**
+   * check:ledger's options for this cluster: every database and service it
+   * has. The delivery database and service are passed under the names the
+   * shipping invariants (S1–S7) read, as the payment ones are for P1–P8.
+   */
+  ledgerOptions(more: Partial<LedgerOptions> = {}): LedgerOptions {
+    const opts: LedgerOptions & { deliveryDatabaseUrl?: string; deliveryServiceUrl?: string } = {
+      orderDatabaseUrl: this.orderDb.url,
+      voucherDatabaseUrl: this.voucherDb.url,
+      paymentDatabaseUrl: this.paymentDb?.url,
+      deliveryDatabaseUrl: this.deliveryDb?.url,
+      orderServiceUrl: this.orderServiceUrl,
+      voucherServiceUrl: this.voucherServiceUrl,
+      paymentServiceUrl: this.paymentDb ? this.paymentServiceUrl : undefined,
+      deliveryServiceUrl: this.deliveryDb ? this.deliveryServiceUrl : undefined,
+      lagTargetMs: 60_000,
+      token: roleToken("reconciler"),
+      ...more,
+    };
+    return opts;
+  }
+
+  /** The shipping oracle (see shipping-oracle.ts) over the traffic's shipped orders. */
+  expectShipping(t: Traffic): Promise<void> {
+    expect(this.deliveryDb, "shipping traffic needs the delivery service").to.not.equal(undefined);
+    return expectShipping(this.orderDb, this.deliveryDb!, t);
   }
 
   /**
@@ -420,10 +560,11 @@ export class Cluster {
     expect(problems, `${problems.length} problems over ${t.payments.size} paid orders: ${problems.slice(0, 6).join("; ")}`).to.deep.equal([]);
   }
 
-  private async database(which: "order" | "voucher" | "payment"): Promise<Db> {
+  private async database(which: "order" | "voucher" | "payment" | "delivery"): Promise<Db> {
     if (!this.opts.dedicatedDatabases) {
-      // The payment database lives on the voucher database's server: two services, two databases.
-      const db: TestDatabase = await freshDatabase(which === "payment" ? "voucher" : which);
+      // The payment database lives on the voucher database's server, the delivery database on the order
+      // database's: two services per server, each its own database.
+      const db: TestDatabase = await freshDatabase(which === "payment" ? "voucher" : which === "delivery" ? "order" : which);
       return db;
     }
     const server = new MariaDbServer();
@@ -460,6 +601,7 @@ export class Cluster {
         PAYMENT_SERVICE_URL: this.relayPaymentUrl,
         RELAY_ENABLED: String(this.opts.inProcessRelay ?? true),
         ...FAST_RELAY,
+        ...this.shippingEnv(),
         ...env,
       },
       readyUrl: `http://127.0.0.1:${this.ports.oh}/readyz`,
@@ -476,6 +618,7 @@ export class Cluster {
         PAYMENT_SERVICE_URL: this.relayPaymentUrl,
         RELAY_ID: `relay-${i}`,
         ...FAST_RELAY,
+        ...this.shippingEnv(),
         ...env,
       },
     });
@@ -498,6 +641,29 @@ export class Cluster {
     });
   }
 
+  /** The order service's and relays' shipping settings: none without shipping (their defaults, as before). */
+  private shippingEnv(): Record<string, string> {
+    return this.deliveryDb ? { SHIP_PAID_ORDERS: "true", DELIVERY_SERVICE_URL: this.relayDeliveryUrl } : {};
+  }
+
+  private deliveryProcess(env: Record<string, string>): ServiceProcess {
+    return new ServiceProcess({
+      name: `faults-${this.opts.name}-delivery-${this.restarts++}`,
+      entry: path.join(root, "delivery-service/src/main.ts"),
+      env: {
+        DELIVERY_DATABASE_URL: this.serviceDbUrl("delivery"),
+        DELIVERY_GRPC_PORT: String(this.ports.dg),
+        DELIVERY_HTTP_PORT: String(this.ports.dh),
+        ORDER_SERVICE_URL: this.relayShipmentEventUrl,
+        DELIVERY_RELAY_TOKEN: roleToken("delivery-relay"),
+        ...FAST_DELIVERY_RELAY,
+        ...FAST_CARRIERS,
+        ...env,
+      },
+      readyUrl: `http://127.0.0.1:${this.ports.dh}/readyz`,
+    });
+  }
+
   /** The reconciler repairing for real, concurrently with everything else; its exit codes are kept. */
   private async reconcileForever(): Promise<void> {
     while (!this.stopping) {
@@ -509,6 +675,7 @@ export class Cluster {
         graceMs: 3_000,
         timeoutMs: 30_000,
         token: roleToken("reconciler"),
+        env: this.deliveryDb ? { RECONCILE_SHIPPING: "true", DELIVERY_SERVICE_URL: this.deliveryServiceUrl } : undefined,
       });
       this.reconcileRuns.push(run.exitCode);
       for (let i = 0; i < 10 && !this.stopping; i++) await sleep(100);

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { OrderClient, PaymentClient } from "@shop/sdk/clients";
+import type { CarrierClient, DeliveryClient, OrderClient, PaymentClient } from "@shop/sdk/clients";
 import { OrderStatus, PaymentMethod } from "@shop/sdk/order";
 import { sleep } from "./cluster.js";
 
@@ -54,6 +54,25 @@ export interface Traffic {
   payments: Map<string, PaidOrder>;
   /** customer → the sum of their top-ups that returned OK (each request id applied once). */
   funding: Map<string, bigint>;
+  /** Orders shipped through the delivery service and how each ended as the test saw it. */
+  shipping: Map<string, ShippedOrder>;
+}
+
+/**
+ * How an order given to the delivery service ended, from the client's side:
+ * delivered (the order reached DELIVERED, sent by its shipment), declined
+ * (the carrier declined, the order CANCELLED), refused (its payment was
+ * refused, so it never went to shipping).
+ */
+export interface ShippedOrder {
+  customerId: string;
+  totalCents: bigint;
+  paid: boolean;
+  /** The carrier asked for ("" for the delivery service's default). */
+  carrier: string;
+  end: "delivered" | "declined" | "refused";
+  /** For declined: the reason the shipment was declined with. */
+  declineReason?: string;
 }
 
 /**
@@ -102,7 +121,7 @@ export async function driveTraffic(orders: OrderClient, opts: TrafficOptions, ou
 
 /** An empty record of traffic, to pass to driveTraffic and watch while it runs. */
 export function newTraffic(): Traffic {
-  return { orderIds: [], acknowledgedSent: [], cancelled: [], facts: new Map(), payments: new Map(), funding: new Map() };
+  return { orderIds: [], acknowledgedSent: [], cancelled: [], facts: new Map(), payments: new Map(), funding: new Map(), shipping: new Map() };
 }
 
 /** Tops a customer up once per request id (retried through outages), opening the account first; counted in t.funding. */
@@ -203,4 +222,207 @@ export function tally(t: Traffic): string {
   const ends: Record<string, number> = {};
   for (const p of t.payments.values()) ends[p.end] = (ends[p.end] ?? 0) + 1;
   return `${t.payments.size} paid orders: ${Object.entries(ends).map(([k, v]) => `${k} ${v}`).join(", ")}`;
+}
+
+/** How the test drives one shipped order. */
+export type ShipPlan =
+  /** Paid from the account; the order service releases it when PAID; the delayed carrier delivers it. */
+  | "paid-delayed"
+  /** Without payment, released by ReleaseOrderForShipping; the delayed carrier delivers it. */
+  | "unpaid-delayed"
+  /** Paid, manual carrier: confirmed, shipped, delivered over CarrierService. */
+  | "paid-manual-deliver"
+  /** Without payment, manual carrier: marked delivered at once (the skipped steps recorded on the way). */
+  | "unpaid-manual-jump"
+  /** Paid, manual carrier: confirmed, then declined (the order cancelled and refunded). */
+  | "paid-manual-decline"
+  /** Without payment, manual carrier: declined at once. */
+  | "unpaid-manual-decline"
+  /** Paid, a carrier the delivery service does not know: declined UNKNOWN_CARRIER at once, refunded. */
+  | "paid-unknown-carrier";
+
+export const UNKNOWN_CARRIER = "no-such-carrier";
+
+/** The default mix: mostly the delayed carrier, every kind of manual handling, and an unknown carrier now and then. */
+export function defaultShipPlan(i: number): ShipPlan {
+  const mix: ShipPlan[] = ["paid-delayed", "unpaid-delayed", "paid-manual-deliver", "paid-delayed", "unpaid-manual-jump", "paid-manual-decline", "paid-delayed", "unpaid-manual-decline", "unpaid-delayed", "paid-delayed", "paid-unknown-carrier", "paid-delayed"];
+  return mix[i % mix.length]!;
+}
+
+export interface ShippingTrafficOptions {
+  count: number;
+  /** Unique per test, at most 40 characters: customer and request ids derive from it. */
+  prefix: string;
+  concurrency?: number;
+  /** Customers the orders are spread over; each is opened and topped up first. Default 4. */
+  customers?: number;
+  /** Each customer's top-up, in cents. Default 100000000 (1 000 000 EUR: no order is refused for funds). */
+  fundCents?: bigint;
+  /** How order i is driven. Default defaultShipPlan. */
+  plan?: (i: number) => ShipPlan;
+  /** How long one order may take end to end through the faults. Default 60000 ms. */
+  orderTimeoutMs?: number;
+}
+
+export interface ShippingClients {
+  orders: OrderClient;
+  payments: PaymentClient;
+  deliveries: DeliveryClient;
+  carriers: CarrierClient;
+}
+
+/** Polls until fn returns a value (not undefined); every call retried through outages; throws after forMs naming `what`. */
+async function until<T>(fn: () => Promise<T | undefined>, forMs: number, what: () => string): Promise<T> {
+  const deadline = Date.now() + forMs;
+  for (;;) {
+    const v = await withRetry(fn, forMs);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`${what()} after ${forMs} ms`);
+    await sleep(100);
+  }
+}
+
+/** Waits until the delivery service has the order's shipment (NOT_FOUND until the order relay's CreateShipment lands). */
+export async function awaitShipment(deliveries: DeliveryClient, orderId: string, forMs = 60_000): Promise<void> {
+  await until(
+    async () => {
+      try {
+        return (await deliveries.getShipment({ orderId })).shipment;
+      } catch (err) {
+        if (ConnectError.from(err).code === Code.NotFound) return undefined;
+        throw err;
+      }
+    },
+    forMs,
+    () => `${orderId}: no shipment`,
+  );
+}
+
+/** Waits until the order is in one of the statuses; returns it. */
+export async function awaitOrderStatus(orders: OrderClient, orderId: string, want: OrderStatus[], forMs = 60_000): Promise<OrderStatus> {
+  let last: OrderStatus | undefined;
+  return until(
+    async () => {
+      last = (await orders.getOrder({ orderId })).order!.status;
+      return want.includes(last) ? last : undefined;
+    },
+    forMs,
+    () => `${orderId}: ${last === undefined ? "never read" : OrderStatus[last]}, waited for ${want.map((s) => OrderStatus[s]).join(" or ")}`,
+  );
+}
+
+/**
+ * Orders shipped through the delivery service as a shop and its carriers
+ * drive them: paid ones (customers' accounts opened and topped up first)
+ * released by the order service when PAID, orders without payment released
+ * by ReleaseOrderForShipping, the delayed carrier shipping and delivering on
+ * its own, the manual carrier's shipments confirmed, shipped, delivered or
+ * declined over CarrierService. Each order is followed until it ends
+ * (DELIVERED, or CANCELLED for a declined one); every call is retried through
+ * outages with the same request, so each is applied once. A delivered order
+ * counts as acknowledged sent (its voucher is owed when over 100 EUR); a paid
+ * one is recorded in `payments` (delivered: "sent", declined:
+ * "cancelled-paid").
+ */
+export async function driveShippingTraffic(c: ShippingClients, opts: ShippingTrafficOptions, out: Traffic = newTraffic()): Promise<Traffic> {
+  const customers = Array.from({ length: opts.customers ?? 4 }, (_, k) => `${opts.prefix}-buyer-${k}`);
+  const forMs = opts.orderTimeoutMs ?? 60_000;
+  for (const [k, cust] of customers.entries()) await topUp(c.payments, out, cust, opts.fundCents ?? 100_000_000n, `${opts.prefix}-fund-${k}`, forMs);
+  const plan = opts.plan ?? defaultShipPlan;
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: opts.concurrency ?? 8 }, async () => {
+      while (next < opts.count) {
+        const i = next++;
+        await shipOne(c, out, plan(i), {
+          customerId: customers[i % customers.length]!,
+          totalCents: totalFor(i, () => ((i * 7_919) % 1_000) / 1_000),
+          requestId: `${opts.prefix}-${i}`,
+          forMs,
+        });
+      }
+    }),
+  );
+  return out;
+}
+
+/** Drives one order through its plan (see ShipPlan) and records how it ended in `out`. */
+export async function shipOne(
+  c: ShippingClients,
+  out: Traffic,
+  plan: ShipPlan,
+  o: { customerId: string; totalCents: bigint; requestId: string; forMs?: number },
+): Promise<string> {
+  const forMs = o.forMs ?? 60_000;
+  const paid = plan.startsWith("paid-");
+  const carrier = plan.includes("manual") ? "manual" : plan === "paid-unknown-carrier" ? UNKNOWN_CARRIER : "";
+  // Half of the unpaid ones name their carrier at CreateOrder, half at the release.
+  const carrierAtCreate = paid || o.requestId.length % 2 === 0;
+  const request = {
+    customerId: o.customerId,
+    totalCents: o.totalCents,
+    currency: "EUR",
+    requestId: o.requestId,
+    paymentMethod: paid ? PaymentMethod.ACCOUNT : PaymentMethod.UNSPECIFIED,
+    carrier: carrierAtCreate ? carrier : "",
+  };
+  const { order } = await withRetry(() => c.orders.createOrder(request), forMs);
+  const id = order!.id;
+  out.orderIds.push(id);
+  out.facts.set(id, { customerId: o.customerId, totalCents: o.totalCents });
+  const record = (end: ShippedOrder["end"], declineReason?: string) => {
+    out.shipping.set(id, { customerId: o.customerId, totalCents: o.totalCents, paid, carrier, end, declineReason });
+    if (end === "delivered") out.acknowledgedSent.push(id);
+    if (paid) out.payments.set(id, { customerId: o.customerId, totalCents: o.totalCents, end: end === "delivered" ? "sent" : end === "declined" ? "cancelled-paid" : "refused" });
+  };
+  if (paid) {
+    // With SHIP_PAID_ORDERS the charge that makes the order PAID releases it; it may be well on its way by now.
+    if ((await awaitPayment(c.orders, id, forMs)) === OrderStatus.PAYMENT_FAILED) {
+      record("refused");
+      return id;
+    }
+  } else {
+    await withRetry(() => c.orders.releaseOrderForShipping({ orderId: id, carrier: carrierAtCreate ? "" : carrier }), forMs);
+  }
+  const declineWith = (reason: string) => withRetry(() => c.carriers.declineShipment({ orderId: id, reason }), forMs);
+  switch (plan) {
+    case "paid-delayed":
+    case "unpaid-delayed":
+      break;
+    case "paid-manual-deliver":
+      await awaitShipment(c.deliveries, id, forMs);
+      await withRetry(() => c.carriers.confirmShipment({ orderId: id }), forMs);
+      await withRetry(() => c.carriers.markShipmentShipped({ orderId: id, trackingNumber: `TRK-${o.requestId}` }), forMs);
+      await withRetry(() => c.carriers.markShipmentDelivered({ orderId: id }), forMs);
+      break;
+    case "unpaid-manual-jump":
+      await awaitShipment(c.deliveries, id, forMs);
+      await withRetry(() => c.carriers.markShipmentDelivered({ orderId: id }), forMs);
+      break;
+    case "paid-manual-decline":
+      await awaitShipment(c.deliveries, id, forMs);
+      await withRetry(() => c.carriers.confirmShipment({ orderId: id }), forMs);
+      await declineWith("NO_CAPACITY");
+      break;
+    case "unpaid-manual-decline":
+      await awaitShipment(c.deliveries, id, forMs);
+      await declineWith("ADDRESS_UNREACHABLE");
+      break;
+    case "paid-unknown-carrier":
+      break;
+  }
+  const declined = plan.endsWith("decline") || plan === "paid-unknown-carrier";
+  await awaitOrderStatus(c.orders, id, [declined ? OrderStatus.CANCELLED : OrderStatus.DELIVERED], forMs);
+  record(
+    declined ? "declined" : "delivered",
+    plan === "paid-unknown-carrier" ? "UNKNOWN_CARRIER" : plan === "paid-manual-decline" ? "NO_CAPACITY" : plan === "unpaid-manual-decline" ? "ADDRESS_UNREACHABLE" : undefined,
+  );
+  return id;
+}
+
+/** How the shipped orders of a run ended, for the verbose log. */
+export function shippingTally(t: Traffic): string {
+  const ends: Record<string, number> = {};
+  for (const s of t.shipping.values()) ends[`${s.end}${s.carrier ? ` (${s.carrier})` : ""}`] = (ends[`${s.end}${s.carrier ? ` (${s.carrier})` : ""}`] ?? 0) + 1;
+  return `${t.shipping.size} shipped orders: ${Object.entries(ends).map(([k, v]) => `${k} ${v}`).join(", ")}`;
 }
