@@ -213,6 +213,16 @@ async function settleIdle(pool: Pool, shipmentId: string, token: string): Promis
   return res.affectedRows === 1;
 }
 
+/** Gives claimed shipments back unworked: due now, lease cleared (fenced on the token). */
+export async function releaseClaims(pool: Pool, shipmentIds: string[], token: string): Promise<number> {
+  if (shipmentIds.length === 0) return 0;
+  const [res] = await pool.query<ResultSetHeader>(
+    `UPDATE shipments SET next_check_at = NOW(3), carrier_lease = NULL WHERE id IN (?) AND carrier_lease = ?`,
+    [shipmentIds, token],
+  );
+  return res.affectedRows;
+}
+
 // ---------------------------------------------------------------------------
 // The worker.
 
@@ -279,8 +289,9 @@ class Nap {
  * A carrier that throws or hangs costs its own shipments only: each
  * shipment's work ends by the call timeout whatever the plugin does, and a
  * carrier with CARRIER_BATCH_SIZE calls in flight is left out of claims
- * until some end, so it never takes the slots of the others. The loop does
- * not wait for a batch to finish before claiming the next.
+ * until some end (a claim that brings it more gives the surplus back at
+ * once), so it never takes the room of the others. The loop does not wait
+ * for a batch to finish before claiming the next.
  *
  * Any number of workers (in this or other processes) may share a database:
  * the lease makes one worker at a time call a carrier for one shipment.
@@ -398,8 +409,29 @@ export class CarrierWorker {
     const shipments = await retryTransient(() => claimDueShipments(this.pool, { carriers, limit, leaseMs, token }));
     if (shipments.length === 0) return 0;
     failpoint("carrier.after-claim");
-    for (const s of shipments) this.dispatch(s, token);
+    // One claim may bring a carrier more shipments than it has room for; those go back at once, due as they were.
+    const room = new Map(carriers.map((c) => [c, this.settings.batchSize - (this.inFlightByCarrier.get(c) ?? 0)]));
+    const surplus: Shipment[] = [];
+    for (const s of shipments) {
+      const left = room.get(s.carrier) ?? 0;
+      if (left <= 0) {
+        surplus.push(s);
+        continue;
+      }
+      room.set(s.carrier, left - 1);
+      this.dispatch(s, token);
+    }
+    if (surplus.length > 0) await this.release(surplus, token);
     return shipments.length;
+  }
+
+  /** Gives claimed shipments back unworked, due now; on a database error they come back after their lease. */
+  private async release(shipments: Shipment[], token: string): Promise<void> {
+    try {
+      await retryTransient(() => releaseClaims(this.pool, shipments.map((s) => s.id), token));
+    } catch (err) {
+      this.log.error({ err, orderIds: shipments.map((s) => s.orderId) }, "could not give back claimed shipments; they are claimed again after their lease");
+    }
   }
 
   private dispatch(s: Shipment, token: string): void {
