@@ -29,6 +29,8 @@ describe("order service settings", () => {
       poolSize: 10,
       voucherServiceUrl: "http://127.0.0.1:50052",
       paymentServiceUrl: "http://127.0.0.1:50053",
+      deliveryServiceUrl: undefined,
+      shipPaidOrders: false,
       relayEnabled: true,
       relayToken: "relay-token",
       outboxCleanup: { retentionMs: 7 * 24 * 3_600_000, intervalMs: 60_000, batchSize: 500, batchPauseMs: 20 },
@@ -37,6 +39,14 @@ describe("order service settings", () => {
       maxMessageBytes: 1024 * 1024,
       voucherTls: undefined,
     });
+  });
+
+  it("read DELIVERY_SERVICE_URL (no default: no shipment relay) and SHIP_PAID_ORDERS, and name a bad URL", () => {
+    const c = loadOrderServiceConfig({ ...AUTH, ORDER_DATABASE_URL: URL_OK, DELIVERY_SERVICE_URL: "http://delivery:50054", SHIP_PAID_ORDERS: "true" });
+    expect([c.deliveryServiceUrl, c.shipPaidOrders]).to.deep.equal(["http://delivery:50054", true]);
+    expect(loadOrderServiceConfig({ ...AUTH, ORDER_DATABASE_URL: URL_OK, DELIVERY_SERVICE_URL: " " }).deliveryServiceUrl).to.equal(undefined);
+    const message = problems({ ...AUTH, ORDER_DATABASE_URL: URL_OK, DELIVERY_SERVICE_URL: "delivery:50054", SHIP_PAID_ORDERS: "maybe" });
+    expect(message).to.contain("DELIVERY_SERVICE_URL").and.to.contain("SHIP_PAID_ORDERS");
   });
 
   it("read the outbox retention settings, where 0 keeps delivered rows forever", () => {
