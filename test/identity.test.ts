@@ -5,6 +5,7 @@ import { expect } from "chai";
 import { bearerToken } from "@shop/sdk/clients";
 import { OrderService, OrderStatus, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus, VoucherStatus } from "@shop/sdk/order";
 import { MovementKind, PaymentOutcome, PaymentService } from "@shop/sdk/payment";
+import { CarrierService, DeliveryService, ShipmentStatus } from "@shop/sdk/delivery";
 import { VoucherService } from "@shop/sdk/voucher";
 import { allScopesToken, roleToken } from "@shop/testkit/auth";
 import { freePort } from "@shop/testkit/ports";
@@ -17,9 +18,12 @@ import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
  * own orders, vouchers, account and statement, on gRPC and on Connect JSON
  * alike; an order or voucher id in another case names nothing, and orders
  * whose ids differ only in case are charged separately; and idempotency keys
- * `k-1` and `K-1` are two requests (orders and top-ups). The three services
- * run as processes: the order service's relays issue the vouchers and charge
- * the paid orders, the payment service's relay reports the charges back.
+ * `k-1` and `K-1` are two requests (orders and top-ups); shipments of the
+ * orders `o-1` and `O-1` are two shipments, each reported on by itself, and
+ * each customer reads only the shipment of their own order. The four
+ * services run as processes: the order service's relays issue the vouchers,
+ * charge the paid orders and request the released orders' shipments, the
+ * payment service's relay reports the charges back.
  */
 const root = path.resolve(import.meta.dirname, "..");
 const CUSTOMERS = ["alice", "ALICE", "Alice"] as const;
@@ -31,11 +35,15 @@ interface Clients {
   vouchers: Client<typeof VoucherService>;
   payments: Client<typeof PaymentService>;
   outcomes: Client<typeof PaymentOutcomeService>;
+  deliveries: Client<typeof DeliveryService>;
+  carriers: Client<typeof CarrierService>;
 }
 
 /** The shop's backend at the payment service (accounts, top-ups, reads), and the order service's relay (charges). */
 const SHOP_TOKEN = roleToken("shop");
 const RELAY_TOKEN = roleToken("relay");
+/** A business reporting for the manual carrier. */
+const CARRIER_TOKEN = roleToken("carrier");
 
 async function codeOf(call: Promise<unknown>): Promise<Code | "OK"> {
   try {
@@ -57,9 +65,11 @@ describe("exact ids across both services and both transports", function () {
   let order: ServiceProcess;
   let voucher: ServiceProcess;
   let payment: ServiceProcess;
-  const ports = { orderGrpc: 0, orderHttp: 0, voucherGrpc: 0, voucherHttp: 0, paymentGrpc: 0, paymentHttp: 0 };
-  /** Each customer's order and voucher, top-up and paid order. */
-  const seeded: Record<string, { orderId: string; voucherId: string; topUpCents: bigint; paidOrderId: string; paidCents: bigint }> = {};
+  let deliveryDb: TestDatabase;
+  let delivery: ServiceProcess;
+  const ports = { orderGrpc: 0, orderHttp: 0, voucherGrpc: 0, voucherHttp: 0, paymentGrpc: 0, paymentHttp: 0, deliveryGrpc: 0, deliveryHttp: 0 };
+  /** Each customer's order and voucher, top-up and paid order, and an order released for shipping with the manual carrier. */
+  const seeded: Record<string, { orderId: string; voucherId: string; topUpCents: bigint; paidOrderId: string; paidCents: bigint; shippedOrderId: string }> = {};
 
   const clientCache = new Map<string, Clients>();
   /** Clients of both services over one transport, calling with one token. */
@@ -76,6 +86,8 @@ describe("exact ids across both services and both transports", function () {
         vouchers: createClient(VoucherService, transport(ports.voucherGrpc, ports.voucherHttp)),
         payments: createClient(PaymentService, transport(ports.paymentGrpc, ports.paymentHttp)),
         outcomes: createClient(PaymentOutcomeService, transport(ports.orderGrpc, ports.orderHttp)),
+        deliveries: createClient(DeliveryService, transport(ports.deliveryGrpc, ports.deliveryHttp)),
+        carriers: createClient(CarrierService, transport(ports.deliveryGrpc, ports.deliveryHttp)),
       });
     }
     return clientCache.get(key)!;
@@ -88,11 +100,14 @@ describe("exact ids across both services and both transports", function () {
   };
   const shopPayments = (kind: Kind) => clients(kind, SHOP_TOKEN).payments;
   const relayPayments = (kind: Kind) => clients(kind, RELAY_TOKEN).payments;
+  const shopDeliveries = (kind: Kind) => clients(kind, SHOP_TOKEN).deliveries;
+  const relayDeliveries = (kind: Kind) => clients(kind, RELAY_TOKEN).deliveries;
+  const carrierReports = (kind: Kind) => clients(kind, CARRIER_TOKEN).carriers;
 
   before(async () => {
-    [orderDb, voucherDb, paymentDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher")]);
-    [ports.orderGrpc, ports.orderHttp, ports.voucherGrpc, ports.voucherHttp, ports.paymentGrpc, ports.paymentHttp] = await Promise.all(
-      Array.from({ length: 6 }, () => freePort()),
+    [orderDb, voucherDb, paymentDb, deliveryDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher"), freshDatabase("voucher")]);
+    [ports.orderGrpc, ports.orderHttp, ports.voucherGrpc, ports.voucherHttp, ports.paymentGrpc, ports.paymentHttp, ports.deliveryGrpc, ports.deliveryHttp] = await Promise.all(
+      Array.from({ length: 8 }, () => freePort()),
     );
     voucher = new ServiceProcess({
       name: "identity-voucher",
@@ -109,6 +124,8 @@ describe("exact ids across both services and both transports", function () {
         ORDER_HTTP_PORT: String(ports.orderHttp),
         VOUCHER_SERVICE_URL: `http://127.0.0.1:${ports.voucherGrpc}`,
         PAYMENT_SERVICE_URL: `http://127.0.0.1:${ports.paymentGrpc}`,
+        // Shipments of released orders only: the paid orders stay PAID (SHIP_PAID_ORDERS is off).
+        DELIVERY_SERVICE_URL: `http://127.0.0.1:${ports.deliveryGrpc}`,
         RELAY_RETRY_BASE_MS: "100",
         RELAY_RETRY_MAX_MS: "1000",
       },
@@ -128,13 +145,27 @@ describe("exact ids across both services and both transports", function () {
       },
       readyUrl: `http://127.0.0.1:${ports.paymentHttp}/readyz`,
     });
-    await Promise.all([voucher.start(), order.start(), payment.start()]);
+    delivery = new ServiceProcess({
+      name: "identity-delivery",
+      entry: path.join(root, "delivery-service/src/main.ts"),
+      env: {
+        DELIVERY_DATABASE_URL: deliveryDb.url,
+        DELIVERY_GRPC_PORT: String(ports.deliveryGrpc),
+        DELIVERY_HTTP_PORT: String(ports.deliveryHttp),
+        ORDER_SERVICE_URL: `http://127.0.0.1:${ports.orderGrpc}`,
+        DELIVERY_RELAY_TOKEN: roleToken("delivery-relay"),
+        DELIVERY_RELAY_RETRY_BASE_MS: "100",
+        DELIVERY_RELAY_RETRY_MAX_MS: "1000",
+      },
+      readyUrl: `http://127.0.0.1:${ports.deliveryHttp}/readyz`,
+    });
+    await Promise.all([voucher.start(), order.start(), payment.start(), delivery.start()]);
 
     const { orders } = shop("grpc");
     for (const [i, customerId] of CUSTOMERS.entries()) {
       const { order: o } = await orders.createOrder({ customerId, totalCents: 12_000n, currency: "EUR", requestId: `seed-${i}` });
       await orders.markOrderSent({ orderId: o!.id });
-      seeded[customerId] = { orderId: o!.id, voucherId: "", topUpCents: 0n, paidOrderId: "", paidCents: 0n };
+      seeded[customerId] = { orderId: o!.id, voucherId: "", topUpCents: 0n, paidOrderId: "", paidCents: 0n, shippedOrderId: "" };
     }
     // Each customer's account, topped up with an amount of its own, and an order paid from it.
     const payments = shopPayments("grpc");
@@ -147,6 +178,13 @@ describe("exact ids across both services and both transports", function () {
       const paidCents = 10_000n + BigInt(i) * 100n;
       const { order: p } = await orders.createOrder({ customerId, totalCents: paidCents, currency: "EUR", requestId: `paid-${i}`, paymentMethod: PaymentMethod.ACCOUNT });
       Object.assign(seeded[customerId]!, { topUpCents, paidOrderId: p!.id, paidCents });
+    }
+    // Each customer's order released for shipping with the manual carrier: its shipment waits for a report, and moves nothing.
+    for (const [i, customerId] of CUSTOMERS.entries()) {
+      const { order: s } = await orders.createOrder({ customerId, totalCents: 15_000n + BigInt(i), currency: "EUR", requestId: `ship-${i}` });
+      const released = await orders.releaseOrderForShipping({ orderId: s!.id, carrier: "manual" });
+      expect(released.changed, `${customerId}'s order released`).to.equal(true);
+      seeded[customerId]!.shippedOrderId = s!.id;
     }
     // The relay delivers the three vouchers; wait until each order shows its own.
     const deadline = Date.now() + 30_000;
@@ -168,19 +206,26 @@ describe("exact ids across both services and both transports", function () {
         if (Date.now() > deadline) throw new Error(`${customerId}'s order not PAID within 30 s; see ${order.logFile} and ${payment.logFile}`);
         await new Promise((r) => setTimeout(r, 100));
       }
+      // The shipment relay delivers the released order's request: wait until the delivery service has its shipment.
+      for (;;) {
+        const { shipments } = await shopDeliveries("grpc").batchGetShipments({ orderIds: [seeded[customerId]!.shippedOrderId] });
+        if (shipments.length === 1) break;
+        if (Date.now() > deadline) throw new Error(`no shipment for ${customerId}'s released order within 30 s; see ${order.logFile} and ${delivery.logFile}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   });
 
   after(async () => {
-    await Promise.allSettled([order?.stop(), voucher?.stop(), payment?.stop()]);
-    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop(), paymentDb?.drop()]);
+    await Promise.allSettled([order?.stop(), voucher?.stop(), payment?.stop(), delivery?.stop()]);
+    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop(), paymentDb?.drop(), deliveryDb?.drop()]);
   });
 
   for (const kind of TRANSPORTS) {
     describe(`over ${kind === "grpc" ? "gRPC" : "Connect JSON"}`, () => {
       it("ListOrders gives each of alice, ALICE and Alice their own order only, and a variant nobody uses none", async () => {
         for (const customerId of CUSTOMERS) {
-          const theirs = [seeded[customerId]!.orderId, seeded[customerId]!.paidOrderId];
+          const theirs = [seeded[customerId]!.orderId, seeded[customerId]!.paidOrderId, seeded[customerId]!.shippedOrderId];
           const own = await customer(kind, customerId).orders.listOrders({ customerId });
           expect(own.orders.map((o) => o.id), `${customerId}'s own token`).to.have.members(theirs);
           const asShop = await shop(kind).orders.listOrders({ customerId });
@@ -384,6 +429,54 @@ describe("exact ids across both services and both transports", function () {
           const { order: o } = await shop(kind).orders.getOrder({ orderId: paidOrderId });
           expect([OrderStatus[o!.status], PaymentStatus[o!.payment!.status]]).to.deep.equal(["PAID", "CHARGED"]);
         }
+      });
+
+      it("GetShipment lets each customer read the shipment of their own order only, and finds none by an order id in another case", async () => {
+        for (const [i, customerId] of CUSTOMERS.entries()) {
+          const { shippedOrderId } = seeded[customerId]!;
+          const { shipment: own } = await customer(kind, customerId).deliveries.getShipment({ orderId: shippedOrderId });
+          expect([own!.orderId, own!.customerId, own!.totalCents, own!.carrier], `${customerId}'s shipment`).to.deep.equal([shippedOrderId, customerId, 15_000n + BigInt(i), "manual"]);
+          for (const other of CUSTOMERS.filter((c) => c !== customerId)) {
+            expect(await codeOf(customer(kind, customerId).deliveries.getShipment({ orderId: seeded[other]!.shippedOrderId })), `${customerId} reading ${other}'s shipment`).to.equal(
+              Code.PermissionDenied,
+            );
+          }
+          const variant = otherCase(shippedOrderId);
+          expect(await codeOf(shopDeliveries(kind).getShipment({ orderId: variant })), `the shop reading ${variant}`).to.equal(Code.NotFound);
+          expect(await codeOf(customer(kind, customerId).deliveries.getShipment({ orderId: variant })), `${customerId} reading ${variant}`).to.equal(Code.NotFound);
+        }
+        const shippedIds = CUSTOMERS.map((c) => seeded[c]!.shippedOrderId);
+        const { shipments } = await shopDeliveries(kind).batchGetShipments({ orderIds: [...shippedIds, ...shippedIds.map(otherCase)] });
+        expect(shipments.map((s) => [s.orderId, s.customerId])).to.have.deep.members(CUSTOMERS.map((c) => [seeded[c]!.shippedOrderId, c]));
+      });
+
+      it("CreateShipment and the carrier's reports: orders o-1, O-1 and O-1's other customer are separate shipments, each moved by itself", async () => {
+        const ids = [`${kind}-o-1`, `${kind}-O-1`, `${kind}-o-I`];
+        const customers = ["kim", "KIM", "kim"];
+        const totals = [1_000n, 2_000n, 3_000n];
+        const make = (i: number) => relayDeliveries(kind).createShipment({ orderId: ids[i]!, customerId: customers[i]!, totalCents: totals[i]!, currency: "EUR", carrier: "manual" });
+        for (const i of [0, 1, 2]) {
+          const r = await make(i);
+          expect([r.created, r.shipment!.orderId, r.shipment!.customerId, r.shipment!.totalCents], ids[i]).to.deep.equal([true, ids[i], customers[i], totals[i]]);
+        }
+        // Each replays its own; another's customer or total under an id is a conflict, not a replay of the other case's.
+        for (const i of [0, 1, 2]) {
+          const again = await make(i);
+          expect([again.created, again.shipment!.customerId, again.shipment!.totalCents], `${ids[i]} replayed`).to.deep.equal([false, customers[i], totals[i]]);
+        }
+        const conflicting = relayDeliveries(kind).createShipment({ orderId: ids[0]!, customerId: "KIM", totalCents: 2_000n, currency: "EUR", carrier: "manual" });
+        expect(await codeOf(conflicting), `${ids[0]} with ${ids[1]}'s customer and total`).to.equal(Code.AlreadyExists);
+        // A report on o-1 moves o-1 only.
+        expect((await carrierReports(kind).confirmShipment({ orderId: ids[0]! })).changed).to.equal(true);
+        const { shipments } = await shopDeliveries(kind).batchGetShipments({ orderIds: ids });
+        expect(Object.fromEntries(shipments.map((s) => [s.orderId, ShipmentStatus[s.status]]))).to.deep.equal({
+          [ids[0]!]: "CONFIRMED",
+          [ids[1]!]: "CREATED",
+          [ids[2]!]: "CREATED",
+        });
+        expect(await codeOf(carrierReports(kind).confirmShipment({ orderId: `${kind}-O-I` })), "a variant nobody has").to.equal(Code.NotFound);
+        const { shipment } = await shopDeliveries(kind).getShipment({ orderId: ids[0]! });
+        expect(shipment!.transitions.map((t) => ShipmentStatus[t.to])).to.deep.equal(["CREATED", "CONFIRMED"]);
       });
     });
   }
