@@ -1,13 +1,15 @@
 /**
  * `npm start`: the whole system on this machine, in one terminal.
  *
- * Without database URLs it runs three private MariaDB servers with their data
- * in .data/ (so orders, vouchers and payments survive a restart), then the
- * voucher service, the payment service (with the relay that reports charge and
- * refund outcomes to the order service) and the order service (with its relay
- * for vouchers, charges and refunds) as child processes, their output prefixed
- * with their name. Ctrl-C stops the services gracefully, then the databases; a
- * second Ctrl-C forces.
+ * Without database URLs it runs four private MariaDB servers with their data
+ * in .data/ (so orders, vouchers, payments and shipments survive a restart),
+ * then the voucher service, the payment service (with the relay that reports
+ * charge and refund outcomes to the order service), the delivery service (with
+ * its carrier worker on the delayed carrier, and the relay that reports
+ * shipment events to the order service) and the order service (with its relay
+ * for vouchers, charges, refunds and shipment requests; paid orders are
+ * shipped) as child processes, their output prefixed with their name. Ctrl-C
+ * stops the services gracefully, then the databases; a second Ctrl-C forces.
  *
  * Every port it will use is checked before anything starts, and "Ready." is
  * printed only once every process, the reconciler's scheduler included,
@@ -65,16 +67,39 @@ const orderHttpPort = intSetting("ORDER_HTTP_PORT", 8081);
 const paymentHost = process.env.PAYMENT_HOST || "127.0.0.1";
 const paymentGrpcPort = intSetting("PAYMENT_GRPC_PORT", 50053);
 const paymentHttpPort = intSetting("PAYMENT_HTTP_PORT", 8083);
+const deliveryHost = process.env.DELIVERY_HOST || "127.0.0.1";
+const deliveryGrpcPort = intSetting("DELIVERY_GRPC_PORT", 50054);
+const deliveryHttpPort = intSetting("DELIVERY_HTTP_PORT", 8084);
+/** A duration in milliseconds from the environment, else the fallback. */
+function msSetting(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) fail(`${name}=${raw} is not a duration in milliseconds (0 or more)`);
+  return n;
+}
+/**
+ * The delayed carrier's steps, each measured from the shipment's creation: slower than the delivery service's
+ * defaults (1 s, 2 s, 4 s) so that a paid order can be watched going SENT and then DELIVERED by hand.
+ */
+/** Shipments without a carrier of their own (every paid order's, unless CreateOrder names one) go to this one. */
+const defaultCarrier = process.env.DEFAULT_CARRIER || "delayed";
+const delayedCarrier = {
+  confirmMs: msSetting("DELAYED_CARRIER_CONFIRM_MS", 1000),
+  shipMs: msSetting("DELAYED_CARRIER_SHIP_MS", 3000),
+  deliverMs: msSetting("DELAYED_CARRIER_DELIVER_MS", 6000),
+};
 // The reconciler's scheduler reads these itself (reconciler/src/config.ts); read here with the same defaults
 // so the port is checked before anything starts and the scheduler is awaited on it.
 const reconcilerMetricsPort = intSetting("RECONCILE_METRICS_PORT", 9464, 0);
 const reconcilerMetricsHost = process.env.RECONCILE_METRICS_HOST || "127.0.0.1";
-/** The services' own database settings: all three given, or none (then private local servers). */
-const DATABASE_URL_SETTINGS = ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "PAYMENT_DATABASE_URL"] as const;
+/** The services' own database settings: all four given, or none (then private local servers). */
+const DATABASE_URL_SETTINGS = ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "PAYMENT_DATABASE_URL", "DELIVERY_DATABASE_URL"] as const;
 const useLocalDatabases = DATABASE_URL_SETTINGS.every((name) => !process.env[name]);
 const orderDbPort = intSetting("LOCAL_ORDER_DB_PORT", 3316);
 const voucherDbPort = intSetting("LOCAL_VOUCHER_DB_PORT", 3317);
 const paymentDbPort = intSetting("LOCAL_PAYMENT_DB_PORT", 3318);
+const deliveryDbPort = intSetting("LOCAL_DELIVERY_DB_PORT", 3319);
 
 // ---------------------------------------------------------------------------
 // Databases
@@ -105,6 +130,7 @@ function plannedPorts(): PortUse[] {
       { setting: "LOCAL_ORDER_DB_PORT", port: orderDbPort, host: "127.0.0.1", what: "the order database" },
       { setting: "LOCAL_VOUCHER_DB_PORT", port: voucherDbPort, host: "127.0.0.1", what: "the voucher database" },
       { setting: "LOCAL_PAYMENT_DB_PORT", port: paymentDbPort, host: "127.0.0.1", what: "the payment database" },
+      { setting: "LOCAL_DELIVERY_DB_PORT", port: deliveryDbPort, host: "127.0.0.1", what: "the delivery database" },
     );
   }
   uses.push(
@@ -112,6 +138,8 @@ function plannedPorts(): PortUse[] {
     { setting: "VOUCHER_HTTP_PORT", port: voucherHttpPort, host: voucherHost, what: "the voucher service's HTTP" },
     { setting: "PAYMENT_GRPC_PORT", port: paymentGrpcPort, host: paymentHost, what: "the payment service's gRPC" },
     { setting: "PAYMENT_HTTP_PORT", port: paymentHttpPort, host: paymentHost, what: "the payment service's HTTP" },
+    { setting: "DELIVERY_GRPC_PORT", port: deliveryGrpcPort, host: deliveryHost, what: "the delivery service's gRPC" },
+    { setting: "DELIVERY_HTTP_PORT", port: deliveryHttpPort, host: deliveryHost, what: "the delivery service's HTTP" },
     { setting: "ORDER_GRPC_PORT", port: orderGrpcPort, host: orderHost, what: "the order service's gRPC" },
     { setting: "ORDER_HTTP_PORT", port: orderHttpPort, host: orderHost, what: "the order service's HTTP" },
   );
@@ -130,7 +158,7 @@ function plannedPorts(): PortUse[] {
  */
 async function preflight(): Promise<void> {
   if (useLocalDatabases) {
-    for (const folder of ["order-db", "voucher-db", "payment-db"]) {
+    for (const folder of ["order-db", "voucher-db", "payment-db", "delivery-db"]) {
       const dir = path.join(dataDir, folder);
       const stale = leftoverServer(dir);
       if (stale) fail(`a MariaDB server from an earlier run still uses ${dir} (pid ${stale}); stop it with: kill ${stale}`);
@@ -199,40 +227,49 @@ interface DatabaseUrls {
   orderUrl: string;
   voucherUrl: string;
   paymentUrl: string;
+  deliveryUrl: string;
+}
+
+/** "A", "A and B", "A, B and C". */
+function listed(names: readonly string[]): string {
+  return names.length <= 1 ? names.join("") : `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
 }
 
 async function resolveDatabaseUrls(): Promise<DatabaseUrls> {
   const orderUrl = process.env.ORDER_DATABASE_URL;
   const voucherUrl = process.env.VOUCHER_DATABASE_URL;
   const paymentUrl = process.env.PAYMENT_DATABASE_URL;
-  if (orderUrl && voucherUrl && paymentUrl) {
-    say("using ORDER_DATABASE_URL, VOUCHER_DATABASE_URL and PAYMENT_DATABASE_URL from the environment");
-    return { orderUrl, voucherUrl, paymentUrl };
+  const deliveryUrl = process.env.DELIVERY_DATABASE_URL;
+  if (orderUrl && voucherUrl && paymentUrl && deliveryUrl) {
+    say(`using ${listed(DATABASE_URL_SETTINGS)} from the environment`);
+    return { orderUrl, voucherUrl, paymentUrl, deliveryUrl };
   }
-  if (orderUrl || voucherUrl || paymentUrl) {
+  if (orderUrl || voucherUrl || paymentUrl || deliveryUrl) {
     const missing = DATABASE_URL_SETTINGS.filter((name) => !process.env[name]);
     fail(
-      `not every database URL is set; set ${missing.join(" and ")} too, or unset all three to run three local MariaDB servers in .data/`,
+      `not every database URL is set; set ${listed(missing)} too, or unset all four to run four local MariaDB servers in .data/`,
     );
   }
   if (!mariadbInstalled()) {
     fail(
       "MariaDB server binaries (mariadbd) are not installed. Install them with\n" +
         "    sudo apt-get update && sudo apt-get install -y mariadb-server\n" +
-        "  or point ORDER_DATABASE_URL, VOUCHER_DATABASE_URL and PAYMENT_DATABASE_URL at existing servers.",
+        `  or point ${listed(DATABASE_URL_SETTINGS)} at existing servers.`,
     );
   }
   // allSettled: if one fails, the others have finished starting before shutdown stops them.
-  const [o, v, p] = await Promise.allSettled([
+  const [o, v, p, d] = await Promise.allSettled([
     startLocalDatabase("order", "order-db", orderDbPort, "orders", "orders"),
     startLocalDatabase("voucher", "voucher-db", voucherDbPort, "vouchers", "vouchers"),
     startLocalDatabase("payment", "payment-db", paymentDbPort, "payments", "payments"),
+    startLocalDatabase("delivery", "delivery-db", deliveryDbPort, "deliveries", "deliveries"),
   ]);
-  for (const r of [o, v, p]) if (r.status === "rejected") throw r.reason;
+  for (const r of [o, v, p, d]) if (r.status === "rejected") throw r.reason;
   return {
     orderUrl: (o as PromiseFulfilledResult<string>).value,
     voucherUrl: (v as PromiseFulfilledResult<string>).value,
     paymentUrl: (p as PromiseFulfilledResult<string>).value,
+    deliveryUrl: (d as PromiseFulfilledResult<string>).value,
   };
 }
 
@@ -255,10 +292,12 @@ interface LocalAuth {
  * half as the services' JWK set (jwks.json), and a fresh token for every
  * role, each in its own file and addressed to the services its role calls;
  * the services get the JWK set and the token files of the order service's
- * relay, the payment service's relay and the reconciler. Unless
- * AUTH_JWKS_FILE, AUTH_JWKS or AUTH_PUBLIC_KEYS is set: then the caller's own
- * keys and tokens (RELAY_TOKEN, PAYMENT_RELAY_TOKEN, RECONCILE_TOKEN or their
- * _FILE forms) pass through untouched.
+ * relay, the payment service's relay, the delivery service's relay and the
+ * reconciler (the carrier's token is for whoever drives the "manual"
+ * carrier's shipments). Unless AUTH_JWKS_FILE, AUTH_JWKS or AUTH_PUBLIC_KEYS
+ * is set: then the caller's own keys and tokens (RELAY_TOKEN,
+ * PAYMENT_RELAY_TOKEN, DELIVERY_RELAY_TOKEN, RECONCILE_TOKEN or their _FILE
+ * forms) pass through untouched.
  */
 async function localAuth(): Promise<LocalAuth | undefined> {
   const own = ["AUTH_JWKS_FILE", "AUTH_JWKS", "AUTH_PUBLIC_KEYS"].find((name) => process.env[name]);
@@ -279,6 +318,8 @@ async function localAuth(): Promise<LocalAuth | undefined> {
     ["shop", "shop"],
     ["relay", "relay"],
     ["payment-relay", "payment-relay"],
+    ["delivery-relay", "delivery-relay"],
+    ["carrier", "carrier"],
     ["reconciler", "reconciler"],
     ["admin", "admin"],
     [`customer-${LOCAL_CUSTOMER}`, "customer", LOCAL_CUSTOMER],
@@ -297,6 +338,7 @@ async function localAuth(): Promise<LocalAuth | undefined> {
       AUTH_JWKS_FILE: jwksFile,
       RELAY_TOKEN_FILE: path.join(AUTH_DIR, "relay.token"),
       PAYMENT_RELAY_TOKEN_FILE: path.join(AUTH_DIR, "payment-relay.token"),
+      DELIVERY_RELAY_TOKEN_FILE: path.join(AUTH_DIR, "delivery-relay.token"),
       RECONCILE_TOKEN_FILE: path.join(AUTH_DIR, "reconciler.token"),
     },
     tokenFiles,
@@ -490,11 +532,14 @@ function writeEnvFile(databases: DatabaseUrls | undefined): void {
     ["VOUCHER_HTTP", `${reachableHost(voucherHost)}:${voucherHttpPort}`],
     ["PAYMENT_GRPC", `${reachableHost(paymentHost)}:${paymentGrpcPort}`],
     ["PAYMENT_HTTP", `${reachableHost(paymentHost)}:${paymentHttpPort}`],
+    ["DELIVERY_GRPC", `${reachableHost(deliveryHost)}:${deliveryGrpcPort}`],
+    ["DELIVERY_HTTP", `${reachableHost(deliveryHost)}:${deliveryHttpPort}`],
     ...(databases
       ? ([
           ["ORDER_DB", databases.orderUrl],
           ["VOUCHER_DB", databases.voucherUrl],
           ["PAYMENT_DB", databases.paymentUrl],
+          ["DELIVERY_DB", databases.deliveryUrl],
         ] as Array<[string, string]>)
       : []),
   ];
@@ -514,15 +559,21 @@ function banner(auth: LocalAuth | undefined): string {
   const vh = `${reachableHost(voucherHost)}:${voucherHttpPort}`;
   const pg = `${reachableHost(paymentHost)}:${paymentGrpcPort}`;
   const ph = `${reachableHost(paymentHost)}:${paymentHttpPort}`;
+  const dg = `${reachableHost(deliveryHost)}:${deliveryGrpcPort}`;
+  const dh = `${reachableHost(deliveryHost)}:${deliveryHttpPort}`;
   return [
     "",
     bold("Ready."),
     `  order service    gRPC ${og}   Connect/JSON http://${oh}   health http://${oh}/readyz`,
     `  voucher service  gRPC ${vg}   Connect/JSON http://${vh}   health http://${vh}/readyz`,
     `  payment service  gRPC ${pg}   Connect/JSON http://${ph}   health http://${ph}/readyz`,
+    `  delivery service gRPC ${dg}   Connect/JSON http://${dh}   health http://${dh}/readyz`,
+    defaultCarrier === "delayed"
+      ? `  Paid orders are shipped by the delayed carrier: confirmed ${delayedCarrier.confirmMs / 1000} s, shipped ${delayedCarrier.shipMs / 1000} s, delivered ${delayedCarrier.deliverMs / 1000} s after the shipment is created.`
+      : `  Paid orders are shipped by the ${defaultCarrier} carrier.`,
     "",
     ...tokenLines(auth),
-    `  Shell variables for the README's commands (DATA, ORDER_GRPC, ORDER_HTTP, VOUCHER_GRPC, PAYMENT_GRPC, …): . ${shown(ENV_FILE)}`,
+    `  Shell variables for the README's commands (DATA, ORDER_GRPC, ORDER_HTTP, VOUCHER_GRPC, PAYMENT_GRPC, DELIVERY_GRPC, …): . ${shown(ENV_FILE)}`,
     "",
     "  Try it (see README.md for the full walkthrough):",
     dim(`    TOKEN=$(cat ${shown(path.join(AUTH_DIR, "shop.token"))})`),
@@ -541,15 +592,16 @@ function banner(auth: LocalAuth | undefined): string {
 async function main(): Promise<void> {
   await preflight();
   const databaseUrls = await resolveDatabaseUrls();
-  const { orderUrl, voucherUrl, paymentUrl } = databaseUrls;
+  const { orderUrl, voucherUrl, paymentUrl, deliveryUrl } = databaseUrls;
   if (stopping) return;
   const auth = await localAuth();
   const authEnv = auth?.env ?? {};
   const orderGrpcUrl = `http://${reachableHost(orderHost)}:${orderGrpcPort}`;
   const voucherGrpcUrl = `http://${reachableHost(voucherHost)}:${voucherGrpcPort}`;
   const paymentGrpcUrl = `http://${reachableHost(paymentHost)}:${paymentGrpcPort}`;
+  const deliveryGrpcUrl = `http://${reachableHost(deliveryHost)}:${deliveryGrpcPort}`;
 
-  // Stopped in the reverse order: the order service first (it calls the other two), the voucher service last.
+  // Stopped in the reverse order: the order service first (it calls the other three), the voucher service last.
   services.push(
     {
       name: "voucher",
@@ -567,6 +619,24 @@ async function main(): Promise<void> {
       readyUrl: `http://${reachableHost(paymentHost)}:${paymentHttpPort}/readyz`,
     },
     {
+      name: "delivery",
+      colour: 95,
+      entry: path.join(root, "delivery-service/src/main.ts"),
+      env: {
+        DELIVERY_DATABASE_URL: deliveryUrl,
+        ...authEnv,
+        // Its relay reports each shipment's SHIPPED, DELIVERED or DECLINED to the order service (ShipmentEventService).
+        ORDER_SERVICE_URL: orderGrpcUrl,
+        // Shipments without a carrier of their own go to the delayed carrier, slowed to a pace one can follow by
+        // hand; the manual carrier's shipments wait for CarrierService calls (the carrier token).
+        DEFAULT_CARRIER: defaultCarrier,
+        DELAYED_CARRIER_CONFIRM_MS: String(delayedCarrier.confirmMs),
+        DELAYED_CARRIER_SHIP_MS: String(delayedCarrier.shipMs),
+        DELAYED_CARRIER_DELIVER_MS: String(delayedCarrier.deliverMs),
+      },
+      readyUrl: `http://${reachableHost(deliveryHost)}:${deliveryHttpPort}/readyz`,
+    },
+    {
       name: "order",
       colour: 33,
       entry: path.join(root, "order-service/src/main.ts"),
@@ -576,6 +646,9 @@ async function main(): Promise<void> {
         VOUCHER_SERVICE_URL: process.env.VOUCHER_SERVICE_URL || voucherGrpcUrl,
         // Where its relay sends charges and refunds.
         PAYMENT_SERVICE_URL: process.env.PAYMENT_SERVICE_URL || paymentGrpcUrl,
+        // Where its relay sends shipment requests; an order that becomes PAID is released for shipping at once.
+        DELIVERY_SERVICE_URL: process.env.DELIVERY_SERVICE_URL || deliveryGrpcUrl,
+        SHIP_PAID_ORDERS: process.env.SHIP_PAID_ORDERS || "true",
       },
       readyUrl: `http://${reachableHost(orderHost)}:${orderHttpPort}/readyz`,
     },
@@ -590,8 +663,10 @@ async function main(): Promise<void> {
       ORDER_SERVICE_URL: orderGrpcUrl,
       VOUCHER_SERVICE_URL: voucherGrpcUrl,
       PAYMENT_SERVICE_URL: paymentGrpcUrl,
-      // The payment service runs here too: compare and repair payments as well as vouchers.
+      DELIVERY_SERVICE_URL: deliveryGrpcUrl,
+      // The payment and delivery services run here too: compare and repair payments and shipments as well as vouchers.
       RECONCILE_PAYMENTS: process.env.RECONCILE_PAYMENTS || "true",
+      RECONCILE_SHIPPING: process.env.RECONCILE_SHIPPING || "true",
       RECONCILE_STATE_FILE: process.env.RECONCILE_STATE_FILE || path.join(dataDir, "reconciler", "state.json"),
       RECONCILE_REPORT_DIR: process.env.RECONCILE_REPORT_DIR || path.join(dataDir, "reconciler", "reports"),
       RECONCILE_METRICS_PORT: String(reconcilerMetricsPort),

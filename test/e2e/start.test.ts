@@ -8,19 +8,20 @@ import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
 import { createOrderClient, createPaymentClient, createVoucherClient } from "@shop/sdk/clients";
-import { OrderStatus, PaymentMethod, PaymentStatus, VoucherStatus, type Order } from "@shop/sdk/order";
-import { MovementKind } from "@shop/sdk/payment";
+import { VoucherStatus } from "@shop/sdk/order";
 import { freePort } from "@shop/testkit/ports";
 
 /**
  * `npm start` as a user runs it (scripts/start.ts), on free ports and a
- * throwaway data folder: it starts three MariaDB servers and the services,
+ * throwaway data folder: it starts four MariaDB servers and the services,
  * prints a token per role that the services accept with the scopes the README
- * promises, delivers a voucher, takes a paid order from charge to voucher and
- * a cancelled one to its refund, and Ctrl-C (SIGINT) stops everything.
+ * promises, delivers a voucher, takes a paid order from charge through its
+ * shipment (shipped by the delayed carrier, so sent and given its voucher,
+ * then delivered) and a declined shipment to its refund, with the README's
+ * own commands, and Ctrl-C (SIGINT) stops everything.
  */
 const root = path.resolve(import.meta.dirname, "../..");
-const ROLES = ["shop", "relay", "payment-relay", "reconciler", "admin", "customer-alice"];
+const ROLES = ["shop", "relay", "payment-relay", "delivery-relay", "carrier", "reconciler", "admin", "customer-alice"];
 
 function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -40,9 +41,12 @@ const PORT_SETTINGS = [
   "VOUCHER_HTTP_PORT",
   "PAYMENT_GRPC_PORT",
   "PAYMENT_HTTP_PORT",
+  "DELIVERY_GRPC_PORT",
+  "DELIVERY_HTTP_PORT",
   "LOCAL_ORDER_DB_PORT",
   "LOCAL_VOUCHER_DB_PORT",
   "LOCAL_PAYMENT_DB_PORT",
+  "LOCAL_DELIVERY_DB_PORT",
   "RECONCILE_METRICS_PORT",
 ];
 const tsx = createRequire(import.meta.url).resolve("tsx");
@@ -63,10 +67,13 @@ async function freePorts(): Promise<Record<string, number>> {
 /** Runs scripts/start.ts as npm start does, on those ports and data folder, with nothing of the caller's own stack set. */
 function startScript(ports: Record<string, number>, dataDir: string, extraEnv: NodeJS.ProcessEnv = {}) {
   const env: NodeJS.ProcessEnv = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) };
-  for (const name of ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "PAYMENT_DATABASE_URL"]) delete env[name];
-  for (const name of ["AUTH_JWKS_FILE", "AUTH_JWKS", "AUTH_PUBLIC_KEYS", "RELAY_TOKEN", "PAYMENT_RELAY_TOKEN", "RECONCILE_TOKEN"]) delete env[name];
-  for (const name of ["VOUCHER_SERVICE_URL", "PAYMENT_SERVICE_URL", "ORDER_SERVICE_URL", "RELAY_ENABLED", "PAYMENT_RELAY_ENABLED"]) delete env[name];
-  for (const name of ["ORDER_HOST", "VOUCHER_HOST", "PAYMENT_HOST", "RECONCILE_METRICS_HOST"]) delete env[name];
+  for (const name of ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "PAYMENT_DATABASE_URL", "DELIVERY_DATABASE_URL"]) delete env[name];
+  for (const name of ["AUTH_JWKS_FILE", "AUTH_JWKS", "AUTH_PUBLIC_KEYS", "RELAY_TOKEN", "PAYMENT_RELAY_TOKEN", "DELIVERY_RELAY_TOKEN", "RECONCILE_TOKEN"]) delete env[name];
+  for (const name of ["VOUCHER_SERVICE_URL", "PAYMENT_SERVICE_URL", "ORDER_SERVICE_URL", "DELIVERY_SERVICE_URL"]) delete env[name];
+  for (const name of ["RELAY_ENABLED", "PAYMENT_RELAY_ENABLED", "DELIVERY_RELAY_ENABLED", "CARRIER_ENABLED"]) delete env[name];
+  for (const name of ["SHIP_PAID_ORDERS", "RECONCILE_SHIPPING", "RECONCILE_PAYMENTS", "CARRIERS", "DEFAULT_CARRIER"]) delete env[name];
+  for (const name of ["DELAYED_CARRIER_CONFIRM_MS", "DELAYED_CARRIER_SHIP_MS", "DELAYED_CARRIER_DELIVER_MS"]) delete env[name];
+  for (const name of ["ORDER_HOST", "VOUCHER_HOST", "PAYMENT_HOST", "DELIVERY_HOST", "RECONCILE_METRICS_HOST"]) delete env[name];
   Object.assign(env, { LOCAL_DATA_DIR: dataDir, NO_COLOR: "1", LOG_LEVEL: "warn" }, extraEnv);
   const child = spawn(process.execPath, ["--import", tsx, path.join(root, "scripts/start.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))) };
@@ -178,75 +185,162 @@ describe("npm start", function () {
     }
   });
 
-  it("runs the README's paid-order walkthrough: charged, sent and given a voucher; refused when the balance cannot cover it; refunded when cancelled after the charge", async () => {
-    const token = (role: string) => readFileSync(path.join(dataDir, "auth", `${role}.token`), "utf8").trim();
-    const orders = createOrderClient({ baseUrl: `http://127.0.0.1:${ports.ORDER_GRPC_PORT}`, token: token("shop") });
-    const payments = createPaymentClient({ baseUrl: `http://127.0.0.1:${ports.PAYMENT_GRPC_PORT}`, token: token("shop") });
-    const alicePayments = createPaymentClient({ baseUrl: `http://127.0.0.1:${ports.PAYMENT_GRPC_PORT}`, token: token("customer-alice") });
-    /** The order once `done` holds for it, polled; the relays deliver within seconds (bounded at 30 s). */
-    const until = async (orderId: string, done: (o: Order) => boolean, what: string): Promise<Order> => {
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const { order } = await orders.client.getOrder({ orderId });
-        if (done(order!)) return order!;
-        if (Date.now() > deadline) throw new Error(`order ${orderId}: not ${what} within 30 s (status ${OrderStatus[order!.status]}, payment ${PaymentStatus[order!.payment!.status]})`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
-    const balance = async () => (await payments.client.getAccount({ customerId: "alice" })).account!.balanceCents;
-    const paidOrder = (requestId: string, totalCents: bigint) =>
-      orders.client.createOrder({ customerId: "alice", totalCents, currency: "EUR", requestId, paymentMethod: PaymentMethod.ACCOUNT });
-    try {
-      await payments.client.openAccount({ customerId: "alice", currency: "EUR" });
-      const topUp = await payments.client.topUp({ customerId: "alice", amountCents: 15_000n, currency: "EUR", requestId: "walkthrough-topup-1" });
-      expect(topUp.applied).to.equal(true);
-      expect(topUp.account!.balanceCents).to.equal(15_000n);
+  // The README's paid-order walkthrough, in the order the README tells it (each step builds on the one before):
+  // every call made with the command the README shows (npx buf curl for gRPC, curl for Connect JSON), in a shell
+  // that loaded the env file from the project folder as the README says. ${…} in a command is an id of this run.
+  const GRPC = "npx buf curl --protocol grpc --http2-prior-knowledge";
+  const CONNECT = "curl -s -H 'content-type: application/json'";
+  const CARRIER_AUTH = `-H "authorization: Bearer $(cat "$DATA"/auth/carrier.token)"`;
+  const ALICE_AUTH = `-H "authorization: Bearer $(cat "$DATA"/auth/customer-alice.token)"`;
 
-      // 120.00 EUR from the account: awaiting payment, then PAID; sent; a voucher.
-      const { order: first } = await paidOrder("walkthrough-paid-1", 12_000n);
-      expect(first!.status).to.equal(OrderStatus.AWAITING_PAYMENT);
-      expect(first!.payment).to.include({ method: PaymentMethod.ACCOUNT, status: PaymentStatus.AWAITING });
-      const paid = await until(first!.id, (o) => o.status !== OrderStatus.AWAITING_PAYMENT, "charged");
-      expect(paid.status).to.equal(OrderStatus.PAID);
-      expect(paid.payment!.status).to.equal(PaymentStatus.CHARGED);
-      expect(paid.payment!.chargedAt).to.not.equal(undefined);
-      expect(await balance()).to.equal(3_000n);
-      const sent = await orders.client.markOrderSent({ orderId: first!.id });
-      expect(sent.order!.status).to.equal(OrderStatus.SENT);
-      const withVoucher = await until(first!.id, (o) => o.voucher!.status === VoucherStatus.ISSUED, "given its voucher");
-      expect(withVoucher.voucher!.voucherId).to.not.equal("");
-
-      // 80.00 EUR with 30.00 EUR left: refused, final, and it cannot be sent; nothing was debited.
-      const { order: second } = await paidOrder("walkthrough-paid-2", 8_000n);
-      const failed = await until(second!.id, (o) => o.status !== OrderStatus.AWAITING_PAYMENT, "decided");
-      expect(failed.status).to.equal(OrderStatus.PAYMENT_FAILED);
-      expect(failed.payment).to.include({ status: PaymentStatus.REFUSED, refusalReason: "INSUFFICIENT_FUNDS" });
-      const notSent = await orders.client.markOrderSent({ orderId: second!.id }).catch((e) => ConnectError.from(e));
-      expect((notSent as ConnectError).code).to.equal(Code.FailedPrecondition);
-      expect(await balance()).to.equal(3_000n);
-
-      // 20.00 EUR: PAID, then cancelled: the refund comes back and the balance with it.
-      const { order: third } = await paidOrder("walkthrough-paid-3", 2_000n);
-      await until(third!.id, (o) => o.status === OrderStatus.PAID, "paid");
-      expect(await balance()).to.equal(1_000n);
-      const { order: cancelled } = await orders.client.cancelOrder({ orderId: third!.id });
-      expect(cancelled!.status).to.equal(OrderStatus.CANCELLED);
-      const refunded = await until(third!.id, (o) => o.payment!.status === PaymentStatus.REFUNDED, "refunded");
-      expect(refunded.status).to.equal(OrderStatus.CANCELLED);
-      expect(refunded.payment!.refundedAt).to.not.equal(undefined);
-      expect(await balance()).to.equal(3_000n);
-
-      // Alice's own statement, newest first: every movement once.
-      const { movements } = await alicePayments.client.listStatement({ customerId: "alice" });
-      expect(movements.map((m) => [MovementKind[m.kind], m.amountCents, m.orderId])).to.deep.equal([
-        ["REFUND", 2_000n, third!.id],
-        ["CHARGE", -2_000n, third!.id],
-        ["CHARGE", -12_000n, first!.id],
-        ["TOP_UP", 15_000n, ""],
-      ]);
-    } finally {
-      for (const c of [orders, payments, alicePayments]) c.close();
+  /** Runs one command in `sh` with the README's preamble: the env file loaded from the project folder, and AUTH. */
+  const shell = (command: string) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const preamble = `. "\${LOCAL_DATA_DIR:-.data}/env" && AUTH="authorization: Bearer $(cat "$DATA"/auth/shop.token)" && `;
+      execFile("sh", ["-c", preamble + command], { cwd: root, env: { ...process.env, LOCAL_DATA_DIR: dataDir } }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+  /** A command that must succeed: its JSON answer. */
+  const answer = async (command: string): Promise<any> => {
+    const r = await shell(command);
+    if (r.code !== 0) throw new Error(`exit ${r.code}: ${command}\n${r.stdout}${r.stderr}`);
+    return JSON.parse(r.stdout);
+  };
+  const getOrder = async (id: string) => (await answer(`${GRPC} -H "$AUTH" -d '{"order_id":"${id}"}' http://$ORDER_GRPC/shop.order.v1.OrderService/GetOrder`)).order;
+  const balance = async () =>
+    (await answer(`${CONNECT} -H "$AUTH" -d '{"customer_id":"alice"}' http://$PAYMENT_HTTP/shop.payment.v1.PaymentService/GetAccount`)).account.balanceCents;
+  /** Polls GetOrder until `done` holds; the relays and the delayed carrier get there within seconds (bounded at 30 s). */
+  const until = async (id: string, done: (o: any) => boolean, what: string): Promise<any> => {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const order = await getOrder(id);
+      if (done(order)) return order;
+      if (Date.now() > deadline) throw new Error(`order ${id}: not ${what} within 30 s: ${JSON.stringify(order)}`);
+      await new Promise((r) => setTimeout(r, 200));
     }
+  };
+  let shipped: string;
+  let refused: string;
+  let declined: string;
+
+  it("walkthrough: opens alice's account and tops it up with 150.00 EUR", async () => {
+    const opened = await answer(`${GRPC} -H "$AUTH" -d '{"customer_id":"alice","currency":"EUR"}' http://$PAYMENT_GRPC/shop.payment.v1.PaymentService/OpenAccount`);
+    expect(opened.account).to.include({ customerId: "alice", currency: "EUR" });
+    const topUp = await answer(
+      `${GRPC} -H "$AUTH" -d '{"customer_id":"alice","amount_cents":15000,"currency":"EUR","request_id":"walkthrough-topup-1"}' http://$PAYMENT_GRPC/shop.payment.v1.PaymentService/TopUp`,
+    );
+    expect(topUp.applied).to.equal(true);
+    expect(topUp.account.balanceCents).to.equal("15000");
+  });
+
+  it("walkthrough: takes an order of 120.00 EUR paid from the account through its shipment: PAID, shipped by the delayed carrier (SENT by SHIPMENT), its voucher ISSUED, then DELIVERED", async () => {
+    const created = await answer(
+      `${GRPC} -H "$AUTH" -d '{"customer_id":"alice","total_cents":12000,"currency":"EUR","request_id":"walkthrough-paid-1","payment_method":"PAYMENT_METHOD_ACCOUNT"}' http://$ORDER_GRPC/shop.order.v1.OrderService/CreateOrder`,
+    );
+    expect(created.created).to.equal(true);
+    expect(created.order.status).to.equal("ORDER_STATUS_AWAITING_PAYMENT");
+    expect(created.order.payment).to.deep.equal({ method: "PAYMENT_METHOD_ACCOUNT", status: "PAYMENT_STATUS_AWAITING" });
+    shipped = created.order.id;
+
+    // Charged: PAID, and in the same transaction released for shipping (the delayed carrier ships 3 s after the
+    // shipment is created, so it is still PAID here unless the machine stalls; then it is already further on).
+    const paid = await until(shipped, (o) => o.status !== "ORDER_STATUS_AWAITING_PAYMENT", "charged");
+    expect(paid.status).to.be.oneOf(["ORDER_STATUS_PAID", "ORDER_STATUS_SENT", "ORDER_STATUS_DELIVERED"]);
+    expect(paid.payment.status).to.equal("PAYMENT_STATUS_CHARGED");
+    expect(paid.shipping.status).to.be.oneOf(["SHIPPING_STATUS_REQUESTED", "SHIPPING_STATUS_SHIPPED", "SHIPPING_STATUS_DELIVERED"]);
+    expect(paid.shipping.requestedAt).to.be.a("string");
+    expect(await balance()).to.equal("3000");
+
+    // The carrier shipped it: the shipment's SHIPPED event marked the order sent, and the voucher rule fired.
+    const sent = await until(shipped, (o) => o.status !== "ORDER_STATUS_PAID", "sent by its shipment");
+    expect(sent.status).to.be.oneOf(["ORDER_STATUS_SENT", "ORDER_STATUS_DELIVERED"]);
+    expect(sent.sentBy).to.equal("SENT_BY_SHIPMENT");
+    expect(sent.sentAt).to.be.a("string");
+    const withVoucher = await until(shipped, (o) => o.voucher.status === "VOUCHER_STATUS_ISSUED", "given its voucher");
+    expect(withVoucher.voucher.voucherId).to.be.a("string").and.not.equal("");
+
+    const delivered = await until(shipped, (o) => o.status === "ORDER_STATUS_DELIVERED", "delivered");
+    expect(delivered.shipping.status).to.equal("SHIPPING_STATUS_DELIVERED");
+    expect(delivered.sentBy).to.equal("SENT_BY_SHIPMENT");
+    expect(delivered.deliveredAt).to.be.a("string");
+
+    // The delivery service's side: one shipment with the delayed carrier, every step recorded once.
+    const { shipment } = await answer(`${GRPC} -H "$AUTH" -d '{"order_id":"${shipped}"}' http://$DELIVERY_GRPC/shop.delivery.v1.DeliveryService/GetShipment`);
+    expect(shipment).to.include({ orderId: shipped, customerId: "alice", totalCents: "12000", currency: "EUR", carrier: "delayed", status: "SHIPMENT_STATUS_DELIVERED" });
+    expect(shipment.trackingNumber).to.be.a("string").and.not.equal("");
+    expect(shipment.transitions.map((t: { to: string }) => t.to)).to.deep.equal([
+      "SHIPMENT_STATUS_CREATED",
+      "SHIPMENT_STATUS_CONFIRMED",
+      "SHIPMENT_STATUS_SHIPPED",
+      "SHIPMENT_STATUS_DELIVERED",
+    ]);
+  });
+
+  it("walkthrough: refuses an order of 80.00 EUR with 30.00 EUR left: PAYMENT_FAILED, never shipped, and it cannot be sent", async () => {
+    const created = await answer(
+      `${GRPC} -H "$AUTH" -d '{"customer_id":"alice","total_cents":8000,"currency":"EUR","request_id":"walkthrough-paid-2","payment_method":"PAYMENT_METHOD_ACCOUNT"}' http://$ORDER_GRPC/shop.order.v1.OrderService/CreateOrder`,
+    );
+    refused = created.order.id;
+    const failed = await until(refused, (o) => o.status !== "ORDER_STATUS_AWAITING_PAYMENT", "decided");
+    expect(failed.status).to.equal("ORDER_STATUS_PAYMENT_FAILED");
+    expect(failed.payment).to.include({ status: "PAYMENT_STATUS_REFUSED", refusalReason: "INSUFFICIENT_FUNDS" });
+    expect(failed.shipping?.status ?? "SHIPPING_STATUS_NONE").to.equal("SHIPPING_STATUS_NONE");
+    const notSent = await shell(`${GRPC} -H "$AUTH" -d '{"order_id":"${refused}"}' http://$ORDER_GRPC/shop.order.v1.OrderService/MarkOrderSent`);
+    expect(notSent.code).to.not.equal(0);
+    expect(JSON.parse(notSent.stdout + notSent.stderr)).to.include({ code: "failed_precondition" });
+    expect(await balance()).to.equal("3000");
+  });
+
+  it("walkthrough: declines a paid order's shipment with the carrier's token (carrier manual, with plain curl): the order is CANCELLED and its payment REFUNDED", async () => {
+    const created = await answer(
+      `${CONNECT} -H "$AUTH" -d '{"customer_id":"alice","total_cents":2000,"currency":"EUR","request_id":"walkthrough-paid-3","payment_method":"PAYMENT_METHOD_ACCOUNT","carrier":"manual"}' http://$ORDER_HTTP/shop.order.v1.OrderService/CreateOrder`,
+    );
+    expect(created.order.shipping).to.include({ carrier: "manual" });
+    declined = created.order.id;
+    const paid = await until(declined, (o) => o.status === "ORDER_STATUS_PAID", "paid");
+    expect(paid.shipping.status).to.equal("SHIPPING_STATUS_REQUESTED");
+    expect(await balance()).to.equal("1000");
+
+    // In shipping, the shop may no longer cancel it: its shipment decides.
+    const notCancelled = await shell(`${CONNECT} -w ' HTTP %{http_code}' -H "$AUTH" -d '{"order_id":"${declined}"}' http://$ORDER_HTTP/shop.order.v1.OrderService/CancelOrder`);
+    expect(notCancelled.stdout).to.match(/^\{"code":"failed_precondition",.*\} HTTP 400$/);
+
+    // The relay has created the shipment at the delivery service; the manual carrier waits for a report.
+    const deadline = Date.now() + 30_000;
+    let shipment: any;
+    while (!(shipment = (await answer(`${CONNECT} -H "$AUTH" -d '{"order_id":"${declined}"}' http://$DELIVERY_HTTP/shop.delivery.v1.DeliveryService/GetShipment`)).shipment)) {
+      if (Date.now() > deadline) throw new Error(`no shipment for order ${declined} within 30 s`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(shipment).to.include({ carrier: "manual", status: "SHIPMENT_STATUS_CREATED" });
+
+    // The shop's token may not report for a carrier; the carrier's may.
+    const notCarrier = await shell(
+      `${CONNECT} -w ' HTTP %{http_code}' -H "$AUTH" -d '{"order_id":"${declined}","reason":"OUT_OF_STOCK"}' http://$DELIVERY_HTTP/shop.delivery.v1.CarrierService/DeclineShipment`,
+    );
+    expect(notCarrier.stdout).to.match(/^\{"code":"permission_denied",.*\} HTTP 403$/);
+    const decline = await answer(
+      `${CONNECT} ${CARRIER_AUTH} -d '{"order_id":"${declined}","reason":"OUT_OF_STOCK"}' http://$DELIVERY_HTTP/shop.delivery.v1.CarrierService/DeclineShipment`,
+    );
+    expect(decline.changed).to.equal(true);
+    expect(decline.shipment).to.include({ status: "SHIPMENT_STATUS_DECLINED", declineReason: "OUT_OF_STOCK" });
+
+    const refunded = await until(declined, (o) => o.payment.status === "PAYMENT_STATUS_REFUNDED", "refunded");
+    expect(refunded.status).to.equal("ORDER_STATUS_CANCELLED");
+    expect(refunded.shipping).to.include({ status: "SHIPPING_STATUS_DECLINED", declineReason: "OUT_OF_STOCK" });
+    expect(refunded.payment.refundedAt).to.be.a("string");
+    expect(await balance()).to.equal("3000");
+  });
+
+  it("walkthrough: shows alice her own statement: every movement once, newest first", async () => {
+    const { movements } = await answer(`${CONNECT} ${ALICE_AUTH} -d '{"customer_id":"alice"}' http://$PAYMENT_HTTP/shop.payment.v1.PaymentService/ListStatement`);
+    expect(movements.map((m: { kind: string; amountCents: string; orderId?: string }) => [m.kind, m.amountCents, m.orderId ?? ""])).to.deep.equal([
+      ["MOVEMENT_KIND_REFUND", "2000", declined],
+      ["MOVEMENT_KIND_CHARGE", "-2000", declined],
+      ["MOVEMENT_KIND_CHARGE", "-12000", shipped],
+      ["MOVEMENT_KIND_TOP_UP", "15000", ""],
+    ]);
   });
 
   it("has the reconciler's scheduler serving its metrics port by the time it says Ready", async () => {
@@ -260,20 +354,29 @@ describe("npm start", function () {
     expect(output).to.contain(`. ${file}`);
     const { stdout } = await promisify(execFile)("sh", [
       "-c",
-      '. "$1" && printf "%s\\n" "$DATA" "$ORDER_GRPC" "$ORDER_HTTP" "$VOUCHER_GRPC" "$VOUCHER_HTTP" "$PAYMENT_GRPC" "$PAYMENT_HTTP" "$ORDER_DB" "$VOUCHER_DB" "$PAYMENT_DB"',
+      '. "$1" && printf "%s\\n" "$DATA" "$ORDER_GRPC" "$ORDER_HTTP" "$VOUCHER_GRPC" "$VOUCHER_HTTP" "$PAYMENT_GRPC" "$PAYMENT_HTTP" "$DELIVERY_GRPC" "$DELIVERY_HTTP" "$ORDER_DB" "$VOUCHER_DB" "$PAYMENT_DB" "$DELIVERY_DB"',
       "sh",
       file,
     ]);
-    const [data, orderGrpc, orderHttp, voucherGrpc, voucherHttp, paymentGrpc, paymentHttp, orderDb, voucherDb, paymentDb] = stdout.split("\n");
+    const [data, orderGrpc, orderHttp, voucherGrpc, voucherHttp, paymentGrpc, paymentHttp, deliveryGrpc, deliveryHttp, orderDb, voucherDb, paymentDb, deliveryDb] =
+      stdout.split("\n");
     expect(data).to.equal(dataDir);
-    expect([orderGrpc, orderHttp, voucherGrpc, voucherHttp, paymentGrpc, paymentHttp]).to.deep.equal(
-      ["ORDER_GRPC_PORT", "ORDER_HTTP_PORT", "VOUCHER_GRPC_PORT", "VOUCHER_HTTP_PORT", "PAYMENT_GRPC_PORT", "PAYMENT_HTTP_PORT"].map(
-        (k) => `127.0.0.1:${ports[k]}`,
-      ),
+    expect([orderGrpc, orderHttp, voucherGrpc, voucherHttp, paymentGrpc, paymentHttp, deliveryGrpc, deliveryHttp]).to.deep.equal(
+      [
+        "ORDER_GRPC_PORT",
+        "ORDER_HTTP_PORT",
+        "VOUCHER_GRPC_PORT",
+        "VOUCHER_HTTP_PORT",
+        "PAYMENT_GRPC_PORT",
+        "PAYMENT_HTTP_PORT",
+        "DELIVERY_GRPC_PORT",
+        "DELIVERY_HTTP_PORT",
+      ].map((k) => `127.0.0.1:${ports[k]}`),
     );
     expect(orderDb).to.match(new RegExp(`^mysql://orders:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_ORDER_DB_PORT}/orders$`));
     expect(voucherDb).to.match(new RegExp(`^mysql://vouchers:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_VOUCHER_DB_PORT}/vouchers$`));
     expect(paymentDb).to.match(new RegExp(`^mysql://payments:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_PAYMENT_DB_PORT}/payments$`));
+    expect(deliveryDb).to.match(new RegExp(`^mysql://deliveries:[^@]+@127\\.0\\.0\\.1:${ports.LOCAL_DELIVERY_DB_PORT}/deliveries$`));
     // The walkthrough's first Connect call, built from those variables alone.
     const token = readFileSync(path.join(data!, "auth", "shop.token"), "utf8").trim();
     const res = await fetch(`http://${orderHttp}/shop.order.v1.OrderService/ListOrders`, {
@@ -291,9 +394,17 @@ describe("npm start", function () {
     expect(account.status).to.equal(200);
     const body = (await account.json()) as { account: Record<string, unknown> };
     expect(body.account).to.include({ customerId: "carol", currency: "EUR" });
+    // And the delivery service's, on its own: ready, and answering with the shop's token.
+    expect((await fetch(`http://${deliveryHttp}/readyz`)).status).to.equal(200);
+    const shipments = await fetch(`http://${deliveryHttp}/shop.delivery.v1.DeliveryService/ListShipments`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ status: "SHIPMENT_STATUS_DELIVERED" }),
+    });
+    expect(shipments.status).to.equal(200);
   });
 
-  it("stops the services and the three databases on Ctrl-C", async () => {
+  it("stops the services and the four databases on Ctrl-C", async () => {
     child!.kill("SIGINT");
     const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("timeout"), 60_000))]);
     expect(code, output.slice(-2000)).to.equal(0);
@@ -329,6 +440,16 @@ describe("npm start with a port it needs taken", function () {
       title: "the payment database's port",
       setting: "LOCAL_PAYMENT_DB_PORT",
       expected: (p) => `port ${p} for the payment database is in use on 127.0.0.1; free it or set LOCAL_PAYMENT_DB_PORT to another port`,
+    },
+    {
+      title: "the delivery database's port",
+      setting: "LOCAL_DELIVERY_DB_PORT",
+      expected: (p) => `port ${p} for the delivery database is in use on 127.0.0.1; free it or set LOCAL_DELIVERY_DB_PORT to another port`,
+    },
+    {
+      title: "the delivery service's HTTP port",
+      setting: "DELIVERY_HTTP_PORT",
+      expected: (p) => `port ${p} for the delivery service's HTTP is in use on 127.0.0.1; free it or set DELIVERY_HTTP_PORT to another port`,
     },
     {
       title: "one port given to two settings",
@@ -381,7 +502,7 @@ describe("npm start with only some of the database URLs", function () {
     try {
       const code = await Promise.race([run.exited, new Promise((r) => setTimeout(() => r("timeout"), 45_000))]);
       expect(code, run.output).to.equal(1);
-      expect(run.output).to.contain("not every database URL is set; set VOUCHER_DATABASE_URL and PAYMENT_DATABASE_URL too");
+      expect(run.output).to.contain("not every database URL is set; set VOUCHER_DATABASE_URL, PAYMENT_DATABASE_URL and DELIVERY_DATABASE_URL too");
       expect(run.output).to.not.contain("Ready.");
       for (const [name, port] of Object.entries(ports)) expect(await portOpen(port), `${name} ${port} open`).to.equal(false);
       expect(processesUsing(dataDir), "processes left using the data folder").to.deep.equal([]);
