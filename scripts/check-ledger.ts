@@ -3,10 +3,13 @@
  * straight from the two databases, plus calls to the services where an
  * invariant is about their behaviour; with the payment database also the
  * payment invariants P1–P8 (one debit per charged order, balances, zero
- * sums, refunds, each paid order's status against its payment outcome). An
+ * sums, refunds, each paid order's status against its payment outcome); with
+ * the delivery database also the shipping invariants S1–S7 (one shipment per
+ * order in shipping, of its facts; orders agree with their shipments; who
+ * sent them; transitions; event rows; lag: scripts/ledger/shipping.ts). An
  * operator tool and the last step of every fault test.
  *
- *   ORDER_DATABASE_URL=mysql://… VOUCHER_DATABASE_URL=mysql://… PAYMENT_DATABASE_URL=mysql://… npm run check:ledger
+ *   ORDER_DATABASE_URL=mysql://… VOUCHER_DATABASE_URL=mysql://… PAYMENT_DATABASE_URL=mysql://… DELIVERY_DATABASE_URL=mysql://… npm run check:ledger
  *   npm run check:ledger -- --voucher-service http://127.0.0.1:50052 --order-service http://127.0.0.1:50051
  *
  * Prints one line per invariant (PASS, FAIL or SKIP, with counts) and exits 1
@@ -30,6 +33,7 @@ import { createPool, type Pool } from "@shop/platform/db";
 import { qualifiesForVoucher } from "@shop/rules/voucher-rule";
 import { createVoucherClient } from "@shop/sdk/clients";
 import { checkPaymentLedger } from "@shop/payment-service/ledger-check";
+import { checkShippingLedger } from "./ledger/shipping.js";
 
 const root = path.resolve(import.meta.dirname, "..");
 
@@ -50,12 +54,16 @@ export interface LedgerOptions {
   voucherDatabaseUrl: string;
   /** The payment service's database, for P1–P8; without it they are skipped. */
   paymentDatabaseUrl?: string;
+  /** The delivery service's database, for S1–S7; without it they are skipped. */
+  deliveryDatabaseUrl?: string;
   /** Needed for I9 (the reconciler's dry run); without it I9 is skipped. */
   orderServiceUrl?: string;
   /** Needed for I5 (replays against the live service) and I9; without it they are skipped. */
   voucherServiceUrl?: string;
   /** With it, I9's reconciler run compares payments too (RECONCILE_PAYMENTS), so payment drift counts. */
   paymentServiceUrl?: string;
+  /** With it, I9's reconciler run compares shipping too (RECONCILE_SHIPPING), so shipping drift counts. */
+  deliveryServiceUrl?: string;
   /** I8: the oldest pending outbox row must be younger than this. Default 60000 ms, the lag alert's target. */
   lagTargetMs?: number;
   /** I6: order ids whose MarkOrderSent returned OK to a client; each must be SENT (or later). Without it I6 is skipped. */
@@ -67,7 +75,9 @@ export interface LedgerOptions {
    * invariants likewise: settled (true), a debit of an order still awaiting
    * its payment, a cancelled order not yet refunded, or an order whose status
    * does not yet show its payment's outcome is a violation; live (false),
-   * they are outcomes in flight, counted and not failed.
+   * they are outcomes in flight, counted and not failed. The shipping
+   * invariants alike: settled, a shipment request still pending or an order
+   * behind its shipment is a violation; live, it is in flight.
    */
   drained?: boolean;
   /** I9: the reconciler's RECONCILE_GRACE_MS. Default 0: on a quiet system nothing is too young to judge. */
@@ -343,6 +353,7 @@ export async function checkLedger(opts: LedgerOptions): Promise<LedgerResult> {
 
     results.push(await checkReconciler(opts));
     results.push(...(await checkPayments(opts, orderPool)));
+    results.push(...(await checkShippingLedger({ deliveryDatabaseUrl: opts.deliveryDatabaseUrl, drained: opts.drained, lagTargetMs: opts.lagTargetMs }, orderPool)));
     return { ok: results.every((r) => r.verdict !== "FAIL"), results };
   } finally {
     await Promise.allSettled([orderPool.end(), voucherPool.end()]);
@@ -784,6 +795,7 @@ async function checkReconciler(opts: LedgerOptions): Promise<InvariantResult> {
     orderServiceUrl: opts.orderServiceUrl,
     voucherServiceUrl: opts.voucherServiceUrl,
     paymentServiceUrl: opts.paymentServiceUrl,
+    deliveryServiceUrl: opts.deliveryServiceUrl,
     dryRun: true,
     graceMs: opts.reconcileGraceMs ?? 0,
     token: opts.token,
@@ -820,6 +832,8 @@ export function runReconciler(o: {
   voucherServiceUrl: string;
   /** With it the run compares payments too (RECONCILE_PAYMENTS=true, PAYMENT_SERVICE_URL). */
   paymentServiceUrl?: string;
+  /** With it the run compares shipping too (RECONCILE_SHIPPING=true, DELIVERY_SERVICE_URL). */
+  deliveryServiceUrl?: string;
   dryRun: boolean;
   /** Scan all of history (--full). Default true. */
   full?: boolean;
@@ -862,6 +876,7 @@ export function runReconciler(o: {
           LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
           ...(o.token ? { RECONCILE_TOKEN: o.token, RECONCILE_TOKEN_FILE: "" } : {}),
           ...(o.paymentServiceUrl ? { RECONCILE_PAYMENTS: "true", PAYMENT_SERVICE_URL: o.paymentServiceUrl } : {}),
+          ...(o.deliveryServiceUrl ? { RECONCILE_SHIPPING: "true", DELIVERY_SERVICE_URL: o.deliveryServiceUrl } : {}),
           ...o.env,
         },
         timeout: o.timeoutMs ?? 60_000,
@@ -910,15 +925,20 @@ const USAGE = `usage: npm run check:ledger -- [options]
   --voucher-db <url>        voucher database (default: VOUCHER_DATABASE_URL)
   --payment-db <url>        payment database, for P1–P8 (default: PAYMENT_DATABASE_URL; without it
                             they are skipped)
+  --delivery-db <url>       delivery database, for S1–S7 (default: DELIVERY_DATABASE_URL; without it
+                            they are skipped)
   --order-service <url>     order service gRPC URL, for I9 (default: ORDER_SERVICE_URL)
   --voucher-service <url>   voucher service gRPC URL, for I5 and I9 (default: VOUCHER_SERVICE_URL)
   --payment-service <url>   payment service gRPC URL: I9's reconciler run compares payments too
                             (default: PAYMENT_SERVICE_URL)
+  --delivery-service <url>  delivery service gRPC URL: I9's reconciler run compares shipping too
+                            (default: DELIVERY_SERVICE_URL)
   --lag-target-ms <ms>      I8 target for the oldest pending row (default 60000)
   --acked-file <file>       I6: order ids whose MarkOrderSent returned OK, one per line
   --live                    the system is not quiet: pending rows are not missing vouchers (I2); a
                             debit of an order still awaiting (P2) or a refund pending (P5) is in
-                            flight, and statuses are not judged against outcomes (P6 skipped)
+                            flight, and statuses are not judged against outcomes (P6 skipped); a
+                            shipment request pending (S1) or an order behind its shipment (S3) is in flight
   --token-file <file>       the reconciler's token, for I5 and I9 (default: RECONCILE_TOKEN or
                             RECONCILE_TOKEN_FILE, else $LOCAL_DATA_DIR/auth/reconciler.token as
                             written by npm start; LOCAL_DATA_DIR defaults to .data)
@@ -947,9 +967,11 @@ async function main(): Promise<void> {
         "order-db": { type: "string" },
         "voucher-db": { type: "string" },
         "payment-db": { type: "string" },
+        "delivery-db": { type: "string" },
         "order-service": { type: "string" },
         "voucher-service": { type: "string" },
         "payment-service": { type: "string" },
+        "delivery-service": { type: "string" },
         "lag-target-ms": { type: "string" },
         "acked-file": { type: "string" },
         "token-file": { type: "string" },
@@ -969,6 +991,7 @@ async function main(): Promise<void> {
   const orderDatabaseUrl = values["order-db"] ?? process.env.ORDER_DATABASE_URL;
   const voucherDatabaseUrl = values["voucher-db"] ?? process.env.VOUCHER_DATABASE_URL;
   const paymentDatabaseUrl = values["payment-db"] ?? process.env.PAYMENT_DATABASE_URL;
+  const deliveryDatabaseUrl = values["delivery-db"] ?? process.env.DELIVERY_DATABASE_URL;
   const lag = values["lag-target-ms"] === undefined ? 60_000 : Number(values["lag-target-ms"]);
   if (!orderDatabaseUrl || !voucherDatabaseUrl || !Number.isInteger(lag) || lag <= 0) {
     process.stderr.write(`check-ledger: both database URLs are needed (ORDER_DATABASE_URL, VOUCHER_DATABASE_URL) and --lag-target-ms must be a positive integer\n${USAGE}\n`);
@@ -978,6 +1001,7 @@ async function main(): Promise<void> {
   const orderServiceUrl = values["order-service"] ?? process.env.ORDER_SERVICE_URL;
   const voucherServiceUrl = values["voucher-service"] ?? process.env.VOUCHER_SERVICE_URL;
   const paymentServiceUrl = values["payment-service"] ?? process.env.PAYMENT_SERVICE_URL;
+  const deliveryServiceUrl = values["delivery-service"] ?? process.env.DELIVERY_SERVICE_URL;
   let token: string | undefined;
   try {
     token = ledgerToken(values["token-file"]);
@@ -995,9 +1019,11 @@ async function main(): Promise<void> {
       orderDatabaseUrl,
       voucherDatabaseUrl,
       paymentDatabaseUrl,
+      deliveryDatabaseUrl,
       orderServiceUrl,
       voucherServiceUrl,
       paymentServiceUrl,
+      deliveryServiceUrl,
       lagTargetMs: lag,
       acknowledgedSent: acked,
       drained: !values.live,
