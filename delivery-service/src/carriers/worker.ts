@@ -405,7 +405,9 @@ export class CarrierWorker {
     // This claim's SELECT goes out after now, so it covers every wake so far.
     this.wakePending = false;
     const token = `${this.workerId}:${newId()}`;
-    const { batchSize: limit, leaseMs } = this.settings;
+    const { batchSize, leaseMs } = this.settings;
+    // No more than the carriers with room can take, so a carrier with one free slot does not bring back a whole batch to give back.
+    const limit = Math.min(batchSize, carriers.reduce((sum, c) => sum + batchSize - (this.inFlightByCarrier.get(c) ?? 0), 0));
     const shipments = await retryTransient(() => claimDueShipments(this.pool, { carriers, limit, leaseMs, token }));
     if (shipments.length === 0) return 0;
     failpoint("carrier.after-claim");
