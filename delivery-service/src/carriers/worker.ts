@@ -423,7 +423,10 @@ export class CarrierWorker {
       room.set(s.carrier, left - 1);
       this.dispatch(s, token);
     }
-    if (surplus.length > 0) await this.release(surplus, token);
+    if (surplus.length > 0) {
+      this.capacityBlocked = true; // the end of one of its calls brings the surplus back
+      await this.release(surplus, token);
+    }
     return shipments.length;
   }
 
