@@ -9,17 +9,22 @@ import { pino } from "pino";
 import type { RowDataPacket } from "mysql2/promise";
 import { AUDIENCES, DEFAULT_ISSUER, SCOPES } from "@shop/platform/auth";
 import { createPool, type Pool } from "@shop/platform/db";
+import { CARRIER_DEFAULTS } from "@shop/delivery-service/carriers/registry";
+import { startDeliveryService, type RunningDeliveryService } from "@shop/delivery-service/service";
 import { startOrderService, type RunningOrderService } from "@shop/order-service/service";
 import { startPaymentService, type RunningPaymentService } from "@shop/payment-service/service";
 import { startVoucherService, type RunningVoucherService } from "@shop/voucher-service/service";
-import { OrderService, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus } from "@shop/sdk/order";
+import { CarrierService, DeliveryService, ShipmentStatus } from "@shop/sdk/delivery";
+import { OrderService, PaymentEvent, PaymentMethod, PaymentOutcomeService, PaymentStatus, ShipmentEvent, ShipmentEventService, ShippingStatus } from "@shop/sdk/order";
 import { PaymentService } from "@shop/sdk/payment";
 import { VoucherService } from "@shop/sdk/voucher";
 import { allScopesToken, testAuth, testSigningKey, testToken } from "@shop/testkit/auth";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 
 /**
- * Hostile requests, as bytes, on both transports of both services: protobuf
+ * Hostile requests, as bytes, on both transports of every service (order,
+ * voucher, payment, delivery, and the order service's payment and shipping
+ * RPCs): protobuf
  * that does not decode (bad UTF-8, wrong wire types, truncated lengths,
  * over-long varints, deep group nesting, garbage), JSON that does not decode
  * (wrong types, huge numbers, bad timestamps, invalid UTF-8, deep nesting),
@@ -269,6 +274,141 @@ const PAYMENT_BAD_JSON: Array<{ name: string; method: DescMethod; body: string |
   { name: "a 64 KiB amount (quoted back clipped)", method: topUp, body: `{"customerId":"cust-h","amountCents":"${"9".repeat(64 * 1024)}","currency":"EUR","requestId":"j8"}` },
 ];
 
+// ---- the delivery service and the order service's shipping RPCs --------------------------------
+
+/** Every delivery scope, addressed to the delivery service (which, as in production, accepts only its own audience). */
+const deliveryToken = testToken({
+  subject: "test-harness",
+  scopes: [SCOPES.shipmentsCreate, SCOPES.shipmentsRead, SCOPES.shipmentsAdmin, SCOPES.carrierReport],
+  audience: AUDIENCES.deliveries,
+  ttlSeconds: 86_400,
+});
+
+const createShipment = DeliveryService.method.createShipment;
+const listShipments = DeliveryService.method.listShipments;
+const batchGetShipments = DeliveryService.method.batchGetShipments;
+const declineShipment = CarrierService.method.declineShipment;
+const markShipped = CarrierService.method.markShipmentShipped;
+const recordShipmentEvent = ShipmentEventService.method.recordShipmentEvent;
+const releaseOrder = OrderService.method.releaseOrderForShipping;
+const listByShipping = OrderService.method.listOrdersByShippingStatus;
+
+const HOSTILE_SHIPMENT = "01HHOSTILESHIP000000000000";
+const goodShipment = encode(createShipment, { orderId: HOSTILE_SHIPMENT, customerId: "cust-h", totalCents: 20_000n, currency: "EUR", carrier: "manual" });
+/** An event for an order that does not exist (refused NOT_FOUND, were it to get that far). */
+const goodShipmentEvent = encode(recordShipmentEvent, {
+  messageKey: `shipment:${HOSTILE_ORDER}:SHIPPED`,
+  orderId: HOSTILE_ORDER,
+  event: ShipmentEvent.SHIPPED,
+  shipmentId: "01HHOSTILESHIPMENT00000000",
+});
+
+/** Every RPC of the delivery service, and the order service's shipping RPCs. */
+const SHIPPING_METHODS: DescMethod[] = [
+  ...DeliveryService.methods,
+  ...CarrierService.methods,
+  recordShipmentEvent,
+  releaseOrder,
+  OrderService.method.requeueShipment,
+  listByShipping,
+];
+
+/** For each of those methods, bodies that cannot decode, built from its own fields (as for the payment methods). */
+const SHIPPING_UNDECODABLE: Array<{ name: string; method: DescMethod; body: Uint8Array }> = [
+  ...SHIPPING_METHODS.flatMap((m, i) => {
+    const s = firstStringField(m);
+    if (!s) throw new Error(`${m.name} has no string field`);
+    const n = firstNumberField(m);
+    return [
+      { name: `invalid UTF-8 in ${s.name}`, method: m, body: str(s.number, bytes(0xc3, 0x28)) },
+      { name: `${s.name} running past the end`, method: m, body: bytes(tag(s.number, 2), varint(10), 0x41) },
+      n
+        ? { name: `an eleven-byte varint in ${n.name}`, method: m, body: bytes(tag(n.number, 0), Array(10).fill(0xff), 0x01) }
+        : { name: "a varint that never ends", method: m, body: bytes(tag(15, 0), Array(12).fill(0x80)) },
+      { name: "wire type 6", method: m, body: bytes(tag(1, 6), 0) },
+      { name: "garbage bytes", method: m, body: garbage(200, 300 + i) },
+    ];
+  }),
+  { name: "a carrier with a lone surrogate", method: createShipment, body: bytes(goodShipment, str(5, bytes(0xed, 0xa0, 0x80))) },
+  { name: "a total_cents varint cut short", method: createShipment, body: bytes(str(1, "o-1"), tag(3, 0), 0xff) },
+  { name: "a second order id with invalid UTF-8", method: batchGetShipments, body: bytes(str(1, "01HOK"), str(1, bytes(0xff, 0xfe))) },
+  { name: "an updated_after with a broken inside", method: listShipments, body: bytes(tag(1, 0), 1, tag(2, 2), varint(3), tag(2, 0), 0xff, 0xff) },
+  { name: "a requested_before with a broken inside", method: listByShipping, body: bytes(tag(1, 0), 2, tag(2, 2), varint(3), tag(1, 0), 0xff, 0xff) },
+  { name: "an occurred_at with a broken inside", method: recordShipmentEvent, body: bytes(goodShipmentEvent, tag(7, 2), varint(3), tag(2, 0), 0xff, 0xff) },
+  { name: "100,000 nested groups", method: markShipped, body: deepGroups(100_000) },
+  { name: "a truncated fixed64 after the order id", method: declineShipment, body: bytes(str(1, "o-1"), tag(20, 1), 1, 2) },
+];
+
+const SHIPPING_BAD_TIMES: Array<{ name: string; method: DescMethod; body: Uint8Array; mentions: string }> = [
+  {
+    name: "nanos of -1",
+    method: listShipments,
+    body: encode(listShipments, { status: ShipmentStatus.CREATED, updatedAfter: { seconds: 1_700_000_000n, nanos: -1 } }),
+    mentions: "updated_after: nanos",
+  },
+  {
+    name: "the largest int64 seconds",
+    method: listShipments,
+    body: encode(listShipments, { status: ShipmentStatus.CREATED, updatedBefore: { seconds: 2n ** 63n - 1n, nanos: 0 } }),
+    mentions: "updated_before: must be a time",
+  },
+  {
+    name: "nanos of 10^9",
+    method: listByShipping,
+    body: encode(listByShipping, { shippingStatus: ShippingStatus.REQUESTED, requestedBefore: { seconds: 0n, nanos: 1_000_000_000 } }),
+    mentions: "requested_before: nanos",
+  },
+  {
+    name: "the smallest int64 seconds",
+    method: recordShipmentEvent,
+    body: encode(recordShipmentEvent, {
+      messageKey: `shipment:${HOSTILE_ORDER}:SHIPPED`,
+      orderId: HOSTILE_ORDER,
+      event: ShipmentEvent.SHIPPED,
+      shipmentId: "01HHOSTILESHIPMENT00000000",
+      occurredAt: { seconds: -(2n ** 63n), nanos: 0 },
+    }),
+    mentions: "occurred_at: must be a time",
+  },
+];
+
+const SHIPPING_BAD_JSON: Array<{ name: string; method: DescMethod; body: string | Uint8Array; mentions?: string }> = [
+  { name: "not JSON", method: createShipment, body: "{not json" },
+  { name: "null", method: DeliveryService.method.getShipment, body: "null" },
+  { name: "an array, not an object", method: CarrierService.method.confirmShipment, body: '["o-1"]' },
+  { name: "a total given letters", method: createShipment, body: '{"orderId":"o-1","customerId":"cust-h","totalCents":"abc","currency":"EUR"}' },
+  { name: "a total given 10^400", method: createShipment, body: '{"orderId":"o-1","customerId":"cust-h","totalCents":1e400,"currency":"EUR"}' },
+  { name: "a total beyond 2^63", method: createShipment, body: '{"orderId":"o-1","customerId":"cust-h","totalCents":"99999999999999999999","currency":"EUR"}' },
+  { name: "a total given a fraction", method: createShipment, body: '{"orderId":"o-1","customerId":"cust-h","totalCents":1.5,"currency":"EUR"}' },
+  { name: "an order id given a number", method: DeliveryService.method.resumeShipment, body: '{"orderId":5}' },
+  { name: "order ids given a string", method: batchGetShipments, body: '{"orderIds":"01HA"}' },
+  { name: "an order id given an object", method: markShipped, body: '{"orderId":{"$ne":""}}' },
+  { name: "a reason given an array", method: declineShipment, body: '{"orderId":"o-1","reason":["NO_CAPACITY"]}' },
+  { name: "a status given a number beyond int32", method: listShipments, body: '{"status":4294967296}' },
+  // Read as no event (JSON names an enum value nobody knows), and then refused by the event rule.
+  {
+    name: "an event given a name that does not exist",
+    method: recordShipmentEvent,
+    body: '{"messageKey":"shipment:o1:SHIPPED","orderId":"o1","event":"SHIPMENT_EVENT_LOST","shipmentId":"s1"}',
+    mentions: "event must be SHIPMENT_EVENT_SHIPPED",
+  },
+  { name: "a shipping status given true", method: listByShipping, body: '{"shippingStatus":true}' },
+  { name: "a timestamp that is not a date", method: listShipments, body: '{"status":"SHIPMENT_STATUS_CREATED","updatedAfter":"yesterday"}' },
+  { name: "a timestamp in the year 10000", method: listByShipping, body: '{"shippingStatus":"SHIPPING_STATUS_REQUESTED","requestedBefore":"10000-01-01T00:00:00Z"}' },
+  { name: "an occurred_at as an object", method: recordShipmentEvent, body: '{"messageKey":"shipment:o1:SHIPPED","orderId":"o1","event":1,"shipmentId":"s1","occurredAt":{"seconds":"1"}}' },
+  { name: "a page size beyond 2^31", method: listShipments, body: '{"status":"SHIPMENT_STATUS_CREATED","pageSize":4294967296}' },
+  { name: "a carrier given a number", method: releaseOrder, body: '{"orderId":"o1","carrier":7}' },
+  // Decoded leniently (U+FFFD for each bad byte), and then refused by the id rule.
+  {
+    name: "invalid UTF-8 bytes in an order id",
+    method: createShipment,
+    body: bytes(new TextEncoder().encode('{"orderId":"o-'), 0xff, 0xfe, new TextEncoder().encode('","customerId":"cust-h","totalCents":"1","currency":"EUR"}')),
+    mentions: "order_id: does not match regex pattern",
+  },
+  { name: "arrays nested 100,000 deep", method: createShipment, body: `{"orderId":${"[".repeat(100_000)}${"]".repeat(100_000)}}` },
+  { name: "a 64 KiB total (quoted back clipped)", method: createShipment, body: `{"orderId":"o-1","customerId":"cust-h","totalCents":"${"9".repeat(64 * 1024)}","currency":"EUR"}` },
+];
+
 // ---- the callers ---------------------------------------------------------------------------------
 
 interface Answer {
@@ -383,7 +523,7 @@ const CODE_LABEL: Partial<Record<Code, string>> = {
 
 // ---- the cases -----------------------------------------------------------------------------------
 
-type To = "order" | "voucher" | "payment";
+type To = "order" | "voucher" | "payment" | "delivery";
 
 interface Case {
   name: string;
@@ -404,10 +544,17 @@ interface Case {
 const serviceOf = (m: DescMethod) => ({
   service: m.parent.typeName,
   method: m.name,
-  to: (m.parent === VoucherService ? "voucher" : m.parent === PaymentService ? "payment" : "order") as To,
+  to: (m.parent === VoucherService
+    ? "voucher"
+    : m.parent === PaymentService
+      ? "payment"
+      : m.parent === DeliveryService || m.parent === CarrierService
+        ? "delivery"
+        : "order") as To,
 });
 /** The token a method's service accepts, with every scope. */
-const tokenFor = (m: DescMethod) => (m.parent === PaymentService ? paymentToken : allScopesToken);
+const tokenFor = (m: DescMethod) =>
+  m.parent === PaymentService ? paymentToken : m.parent === DeliveryService || m.parent === CarrierService ? deliveryToken : allScopesToken;
 const pathOf = (m: DescMethod) => `/${m.parent.typeName}/${m.name}`;
 
 function onBoth(
@@ -703,6 +850,133 @@ const CASES: Case[] = [
       unknown("an outcome method that does not exist", "order", "/shop.order.v1.PaymentOutcomeService/ForgeOutcome", goodOutcome, allScopesToken),
     ];
   }),
+  // ---- the delivery service and the order service's shipping RPCs ----
+  ...SHIPPING_UNDECODABLE.flatMap((c) => onBoth(`${c.method.name} as protobuf with ${c.name}`, c.method, c.body, Code.InvalidArgument, { mentions: "malformed request" })),
+  ...SHIPPING_BAD_TIMES.flatMap((c) => onBoth(`${c.method.name} with a Timestamp with ${c.name}`, c.method, c.body, Code.InvalidArgument, { mentions: c.mentions })),
+  ...SHIPPING_BAD_JSON.map(
+    (c): Case => ({
+      name: `${c.method.name} as JSON with ${c.name}`,
+      transport: "connect",
+      ...serviceOf(c.method),
+      code: Code.InvalidArgument,
+      mentions: c.mentions ?? "malformed request",
+      secret: "9".repeat(300),
+      call: (p) => connectCall(p.http, pathOf(c.method), c.body, "application/json", tokenFor(c.method)),
+    }),
+  ),
+  ...onBoth("a 2 MiB CreateShipment", createShipment, bytes(goodShipment, str(15, "x".repeat(2 * 1024 * 1024))), Code.ResourceExhausted),
+  ...onBoth("a 2 MiB RecordShipmentEvent with no token", recordShipmentEvent, bytes(goodShipmentEvent, str(15, "x".repeat(2 * 1024 * 1024))), Code.ResourceExhausted, { token: null }),
+  {
+    name: "a 2 MiB JSON DeclineShipment",
+    transport: "connect",
+    ...serviceOf(declineShipment),
+    code: Code.ResourceExhausted,
+    call: (p) => connectCall(p.http, pathOf(declineShipment), JSON.stringify({ orderId: "o-1", reason: "r".repeat(2 * 1024 * 1024) }), "application/json", deliveryToken),
+  },
+  ...[createShipment, recordShipmentEvent].map(
+    (m): Case => ({
+      name: `a ${m.name} gRPC frame declaring 2 GiB`,
+      transport: "grpc",
+      ...serviceOf(m),
+      code: Code.ResourceExhausted,
+      call: (p) => {
+        const head = Buffer.alloc(5);
+        head.writeUInt32BE(0x7fffffff, 1);
+        return rawGrpc(p.grpc, pathOf(m), { authorization: `Bearer ${tokenFor(m)}` }, head);
+      },
+    }),
+  ),
+  // The caller is checked before the bytes, at the delivery service as everywhere.
+  ...onBoth("undecodable CreateShipment and no token", createShipment, garbage(64, 29), Code.Unauthenticated, { token: null, mentions: "no bearer token" }),
+  ...onBoth("undecodable RecordShipmentEvent and no token", recordShipmentEvent, garbage(64, 31), Code.Unauthenticated, { token: null, mentions: "no bearer token" }),
+  ...onBoth("a valid DeclineShipment and a token with a 6 KiB alg", declineShipment, encode(declineShipment, { orderId: HOSTILE_SHIPMENT, reason: "NO_CAPACITY" }), Code.Unauthenticated, {
+    token: hugeAlg,
+    mentions: "unsupported signature algorithm",
+    secret: "AAAAAZ",
+  }),
+  ...onBoth("a valid CreateShipment and a token with a 6 KiB kid", createShipment, goodShipment, Code.Unauthenticated, { token: hugeKid, secret: "kkkkkQ" }),
+  // A token for the order and voucher services is no token for the delivery service, nor the delivery service's for the order service.
+  ...onBoth("a CreateShipment with a token addressed to the other services", createShipment, goodShipment, Code.Unauthenticated, { token: allScopesToken, mentions: "audience" }),
+  ...onBoth("a RecordShipmentEvent with a delivery-service token", recordShipmentEvent, goodShipmentEvent, Code.Unauthenticated, { token: deliveryToken, mentions: "audience" }),
+  {
+    name: "an undecodable JSON MarkShipmentShipped and no token",
+    transport: "connect",
+    ...serviceOf(markShipped),
+    code: Code.Unauthenticated,
+    call: (p) => connectCall(p.http, pathOf(markShipped), "{not json", "application/json", undefined),
+  },
+  // Framing and headers, at the delivery service.
+  {
+    name: "a CreateShipment frame flagged compressed with no encoding agreed",
+    transport: "grpc",
+    ...serviceOf(createShipment),
+    code: Code.InvalidArgument,
+    call: (p) => rawGrpc(p.grpc, pathOf(createShipment), { authorization: `Bearer ${deliveryToken}`, "grpc-encoding": "gzip" }, frame(garbage(32, 37), 1)),
+  },
+  {
+    name: "a DeclineShipment with a grpc-timeout header that is no duration (quoted back clipped)",
+    transport: "grpc",
+    ...serviceOf(declineShipment),
+    code: Code.InvalidArgument,
+    secret: "T".repeat(200),
+    call: (p) =>
+      rawGrpc(p.grpc, pathOf(declineShipment), { authorization: `Bearer ${deliveryToken}`, "grpc-timeout": "T".repeat(4000) }, frame(encode(declineShipment, { orderId: HOSTILE_SHIPMENT, reason: "NO_CAPACITY" }))),
+  },
+  {
+    name: "a CreateShipment in an unsupported grpc-encoding",
+    transport: "grpc",
+    ...serviceOf(createShipment),
+    code: Code.Unimplemented,
+    call: (p) => rawGrpc(p.grpc, pathOf(createShipment), { authorization: `Bearer ${deliveryToken}`, "grpc-encoding": "x-evil" }, frame(goodShipment, 1)),
+  },
+  {
+    name: "a CreateShipment with a connect-timeout-ms that is no number",
+    transport: "connect",
+    ...serviceOf(createShipment),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(createShipment), goodShipment, "application/proto", deliveryToken, { "connect-timeout-ms": "soon" }),
+  },
+  {
+    name: "a gzip RecordShipmentEvent body that is not gzip",
+    transport: "connect",
+    ...serviceOf(recordShipmentEvent),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(recordShipmentEvent), garbage(64, 41), "application/proto", allScopesToken, { "content-encoding": "gzip" }),
+  },
+  {
+    name: "a MarkShipmentShipped in a content type that is not Connect's",
+    transport: "connect",
+    ...serviceOf(markShipped),
+    code: Code.InvalidArgument,
+    call: (p) => connectCall(p.http, pathOf(markShipped), "order_id=o-1", "application/x-www-form-urlencoded", deliveryToken),
+  },
+  ...[createShipment, declineShipment, recordShipmentEvent].map(
+    (m): Case => ({
+      name: `GET on ${m.name}, which changes data`,
+      transport: "connect",
+      ...serviceOf(m),
+      code: Code.Unimplemented,
+      call: (p) => connectCall(p.http, `${pathOf(m)}?encoding=json&message=%7B%7D`, "", "application/json", tokenFor(m), {}, "GET"),
+    }),
+  ),
+  // Methods the delivery service does not have, and services on the wrong port.
+  ...(["grpc", "connect"] as const).flatMap((t): Case[] => {
+    const unknown = (name: string, to: To, path: string, body: Uint8Array, token: string | undefined): Case => ({
+      name,
+      transport: t,
+      to,
+      service: "(unknown)",
+      method: "(unknown)",
+      code: Code.Unimplemented,
+      call: (p) => (t === "grpc" ? grpcCall(p.grpc, path, body, token) : connectCall(p.http, path, body, "application/proto", token)),
+    });
+    return [
+      unknown("a delivery method that does not exist", "delivery", "/shop.delivery.v1.DeliveryService/DeleteShipment", goodShipment, deliveryToken),
+      unknown("a carrier method that does not exist", "delivery", "/shop.delivery.v1.CarrierService/ForgeDelivery", goodShipment, deliveryToken),
+      unknown("ShipmentEventService at the delivery service", "delivery", pathOf(recordShipmentEvent), goodShipmentEvent, deliveryToken),
+      unknown("DeliveryService at the order service", "order", pathOf(createShipment), goodShipment, allScopesToken),
+    ];
+  }),
 ];
 
 describe("hostile requests on both transports", function () {
@@ -713,6 +987,9 @@ describe("hostile requests on both transports", function () {
   let orderSvc: RunningOrderService;
   let voucherSvc: RunningVoucherService;
   let paymentSvc: RunningPaymentService;
+  let deliveryDb: TestDatabase;
+  let deliverySvc: RunningDeliveryService;
+  let deliveryPool: Pool;
   let orderPool: Pool;
   let voucherPool: Pool;
   let paymentPool: Pool;
@@ -728,11 +1005,25 @@ describe("hostile requests on both transports", function () {
       }
       return out;
     };
-    return JSON.stringify([await dump(orderPool), await dump(voucherPool), await dump(paymentPool)]);
+    return JSON.stringify([await dump(orderPool), await dump(voucherPool), await dump(paymentPool), await dump(deliveryPool)]);
   }
 
   before(async () => {
-    [orderDb, voucherDb, paymentDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher")]);
+    [orderDb, voucherDb, paymentDb, deliveryDb] = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher"), freshDatabase("voucher")]);
+    // No carrier worker and no event relay: the seeded shipments and their event rows stay as they are.
+    deliverySvc = await startDeliveryService({
+      auth: { keys: [testSigningKey.publicJwk], audience: AUDIENCES.deliveries, issuer: DEFAULT_ISSUER },
+      databaseUrl: deliveryDb.url,
+      host: "127.0.0.1",
+      grpcPort: 0,
+      httpPort: 0,
+      logger,
+      poolSize: 5,
+      graceMs: 500,
+      relay: false,
+      carrierWorker: false,
+      carriers: { ...CARRIER_DEFAULTS, delayed: { ...CARRIER_DEFAULTS.delayed }, enabled: [...CARRIER_DEFAULTS.enabled] },
+    });
     voucherSvc = await startVoucherService({ auth: testAuth, databaseUrl: voucherDb.url, host: "127.0.0.1", grpcPort: 0, httpPort: 0, logger, graceMs: 500 });
     // No outcome relay: the payment_outbox row of the seeded charge stays as it is.
     paymentSvc = await startPaymentService({
@@ -763,6 +1054,7 @@ describe("hostile requests on both transports", function () {
     orderPool = createPool({ url: orderDb.url, connectionLimit: 2 });
     voucherPool = createPool({ url: voucherDb.url, connectionLimit: 2 });
     paymentPool = createPool({ url: paymentDb.url, connectionLimit: 2 });
+    deliveryPool = createPool({ url: deliveryDb.url, connectionLimit: 2 });
     // Rows for a lenient decoder to damage: an order, sent, and its voucher.
     const order = await grpcCall(orderSvc.grpcPort, pathOf(createOrder), goodOrder, allScopesToken);
     expect(order.code).to.equal(0);
@@ -780,7 +1072,23 @@ describe("hostile requests on both transports", function () {
     await grpcAnswer(orderSvc.grpcPort, pathOf(recordOutcome), charged, allScopesToken);
     const cancelOrder = OrderService.method.cancelOrder;
     await grpcAnswer(orderSvc.grpcPort, pathOf(cancelOrder), encode(cancelOrder, { orderId: paidId }), allScopesToken);
+    // A shipment shipped by the manual carrier (transitions, an event row), and an order released for shipping that its shipment shipped (shipment_outbox, inbox).
+    expect((await grpcCall(deliverySvc.grpcPort, pathOf(createShipment), goodShipment, deliveryToken)).code).to.equal(0);
+    expect((await grpcCall(deliverySvc.grpcPort, pathOf(markShipped), encode(markShipped, { orderId: HOSTILE_SHIPMENT, trackingNumber: "TRK-H" }), deliveryToken)).code).to.equal(0);
+    const shipped = fromBinary(createOrder.output, await grpcAnswer(orderSvc.grpcPort, pathOf(createOrder), encode(createOrder, { customerId: "cust-h", totalCents: 20_000n, currency: "EUR", requestId: "hostile-ship" }), allScopesToken));
+    const shippedId = shipped.order!.id;
+    await grpcAnswer(orderSvc.grpcPort, pathOf(releaseOrder), encode(releaseOrder, { orderId: shippedId, carrier: "manual" }), allScopesToken);
+    await grpcAnswer(
+      orderSvc.grpcPort,
+      pathOf(recordShipmentEvent),
+      encode(recordShipmentEvent, { messageKey: `shipment:${shippedId}:SHIPPED`, orderId: shippedId, event: ShipmentEvent.SHIPPED, shipmentId: "01HHOSTILESHIPMENT00000000" }),
+      allScopesToken,
+    );
     for (const [table, pool] of [
+      ["shipments", deliveryPool],
+      ["shipment_transitions", deliveryPool],
+      ["shipment_event_outbox", deliveryPool],
+      ["shipment_outbox", orderPool],
       ["orders", orderPool],
       ["charge_outbox", orderPool],
       ["refund_outbox", orderPool],
@@ -796,14 +1104,14 @@ describe("hostile requests on both transports", function () {
   });
 
   after(async () => {
-    await Promise.allSettled([orderSvc?.stop(), voucherSvc?.stop(), paymentSvc?.stop(), orderPool?.end(), voucherPool?.end(), paymentPool?.end()]);
-    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop(), paymentDb?.drop()]);
+    await Promise.allSettled([orderSvc?.stop(), voucherSvc?.stop(), paymentSvc?.stop(), deliverySvc?.stop(), orderPool?.end(), voucherPool?.end(), paymentPool?.end(), deliveryPool?.end()]);
+    await Promise.allSettled([orderDb?.drop(), voucherDb?.drop(), paymentDb?.drop(), deliveryDb?.drop()]);
   });
 
   it("has at least 60 cases, on both transports", () => {
     expect(CASES.length).to.be.at.least(60);
     // Every payment RPC and every payment RPC of the order service, on both transports.
-    for (const m of PAYMENT_METHODS) {
+    for (const m of [...PAYMENT_METHODS, ...SHIPPING_METHODS]) {
       for (const t of ["grpc", "connect"]) expect(CASES.filter((c) => c.method === m.name && c.transport === t).length, `${m.name} over ${t}`).to.be.at.least(5);
     }
     expect(CASES.filter((c) => c.transport === "grpc").length).to.be.at.least(25);
@@ -811,13 +1119,13 @@ describe("hostile requests on both transports", function () {
   });
 
   it("uses bodies that really do not decode, so each undecodable case reaches the decoder's error", () => {
-    for (const c of [...UNDECODABLE, ...PAYMENT_UNDECODABLE]) expect(() => fromBinary(c.method.input, c.body), `${c.method.name}: ${c.name}`).to.throw();
-    for (const c of [...BAD_TIMES, ...PAYMENT_BAD_TIMES]) expect(() => fromBinary(c.method.input, c.body), c.name).not.to.throw();
+    for (const c of [...UNDECODABLE, ...PAYMENT_UNDECODABLE, ...SHIPPING_UNDECODABLE]) expect(() => fromBinary(c.method.input, c.body), `${c.method.name}: ${c.name}`).to.throw();
+    for (const c of [...BAD_TIMES, ...PAYMENT_BAD_TIMES, ...SHIPPING_BAD_TIMES]) expect(() => fromBinary(c.method.input, c.body), c.name).not.to.throw();
   });
 
   for (const c of CASES) {
     it(`${c.transport}: ${c.name} → ${CODE_LABEL[c.code]}, nothing written, logged and counted`, async () => {
-      const svc = { order: orderSvc, voucher: voucherSvc, payment: paymentSvc }[c.to];
+      const svc = { order: orderSvc, voucher: voucherSvc, payment: paymentSvc, delivery: deliverySvc }[c.to];
       const ports = { grpc: svc.grpcPort, http: svc.httpPort };
       const before = await snapshot();
       const countsBefore = await handledCounts(ports.http);
@@ -841,6 +1149,7 @@ describe("hostile requests on both transports", function () {
         expect(line.length, "a log line quotes the request clipped").to.be.below(2000);
         expect(line).not.to.include(allScopesToken);
         expect(line).not.to.include(paymentToken);
+        expect(line).not.to.include(deliveryToken);
         expect(line).not.to.include(hugeAlg.slice(0, 40));
         if (c.secret) expect(line).not.to.include(c.secret);
       }
@@ -859,5 +1168,10 @@ describe("hostile requests on both transports", function () {
     expect((await connectCall(paymentSvc.httpPort, pathOf(topUp), goodTopUp, "application/proto", paymentToken)).http).to.equal(200);
     const [rows] = await paymentPool.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM ledger_entries");
     expect(Number(rows[0]!.n), "two entries for the top-up, two for the charge").to.equal(4);
+    // A replayed shipment and report on both transports: answered, one shipment, one event row.
+    expect((await grpcCall(deliverySvc.grpcPort, pathOf(createShipment), goodShipment, deliveryToken)).code).to.equal(0);
+    expect((await connectCall(deliverySvc.httpPort, pathOf(markShipped), encode(markShipped, { orderId: HOSTILE_SHIPMENT }), "application/proto", deliveryToken)).http).to.equal(200);
+    const [events] = await deliveryPool.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM shipment_event_outbox");
+    expect(Number(events[0]!.n), "one SHIPPED event").to.equal(1);
   });
 });
