@@ -197,10 +197,19 @@ describe("the production build and image (npm run build, the Dockerfile's stages
   });
 
   it("compiles every workspace that production runs to its dist/, with declarations and no test files", () => {
-    for (const entry of ["order-service/dist/main.js", "order-service/dist/relay-main.js", "voucher-service/dist/main.js", "reconciler/dist/main.js"]) {
+    for (const entry of [
+      "order-service/dist/main.js",
+      "order-service/dist/relay-main.js",
+      "voucher-service/dist/main.js",
+      "payment-service/dist/main.js",
+      "payment-service/dist/relay-main.js",
+      "delivery-service/dist/main.js",
+      "delivery-service/dist/relay-main.js",
+      "reconciler/dist/main.js",
+    ]) {
       expect(existsSync(path.join(build.dir, entry)), entry).to.equal(true);
     }
-    for (const ws of ["packages/platform", "packages/rules", "packages/sdk", "order-service", "voucher-service", "reconciler"]) {
+    for (const ws of ["packages/platform", "packages/rules", "packages/sdk", "order-service", "voucher-service", "payment-service", "delivery-service", "reconciler"]) {
       const files = filesBelow(path.join(build.dir, ws, "dist"));
       expect(files.filter((f) => f.endsWith(".js")), ws).not.to.be.empty;
       expect(files.filter((f) => f.endsWith(".js") && !files.includes(f.replace(/\.js$/, ".d.ts"))), `${ws}: .js without .d.ts`).to.deep.equal([]);
@@ -227,11 +236,25 @@ describe("the production build and image (npm run build, the Dockerfile's stages
     }
     const files = filesBelow(runtime.dir);
     expect(files.filter((f) => /(^|\/)(src|test|proto)\//.test(f) || f.endsWith(".ts") && !f.endsWith(".d.ts"))).to.deep.equal([]);
-    expect(files).to.include.members(["order-service/drizzle/meta/_journal.json", "voucher-service/drizzle/meta/_journal.json"]);
+    expect(files).to.include.members([
+      "order-service/drizzle/meta/_journal.json",
+      "voucher-service/drizzle/meta/_journal.json",
+      "payment-service/drizzle/meta/_journal.json",
+      "delivery-service/drizzle/meta/_journal.json",
+    ]);
+    for (const entry of ["delivery-service/dist/main.js", "delivery-service/dist/relay-main.js", "payment-service/dist/main.js"]) {
+      expect(files, entry).to.include(entry);
+    }
   });
 
-  it("loads every module of the standalone relay and the reconciler (they get as far as refusing an empty configuration)", async () => {
-    for (const entry of ["order-service/dist/relay-main.js", "reconciler/dist/main.js"]) {
+  it("loads every module of the standalone relays, the delivery service and the reconciler (they get as far as refusing an empty configuration)", async () => {
+    for (const entry of [
+      "order-service/dist/relay-main.js",
+      "payment-service/dist/relay-main.js",
+      "delivery-service/dist/main.js",
+      "delivery-service/dist/relay-main.js",
+      "reconciler/dist/main.js",
+    ]) {
       const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
         const child = spawn(process.execPath, [...runtime.entrypoint!.slice(1), entry], {
           cwd: runtime.dir,
