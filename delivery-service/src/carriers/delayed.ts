@@ -62,6 +62,14 @@ export class DelayedCarrier implements CarrierPlugin {
     }
     return reports;
   }
+
+  /** Its own schedule: the next step's time (a little after, for the clock's sake), not a fixed interval. */
+  nextPollInMs(shipment: Shipment, now: Date): number | undefined {
+    const reached = ORDER.indexOf(shipment.status);
+    const next = STEPS.find((step) => ORDER.indexOf(step.status) > reached);
+    if (reached < 0 || !next) return undefined;
+    return Math.max(1, shipment.createdAt.getTime() + this.times[next.after] - now.getTime() + 5);
+  }
 }
 
 /** The registration of the delayed carrier (see BUILT_IN_CARRIERS). */

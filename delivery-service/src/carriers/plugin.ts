@@ -64,6 +64,13 @@ export interface CarrierPlugin {
   poll?(shipment: Shipment, ctx: CarrierContext): Promise<CarrierReport[]>;
   /** Pause between two polls of one shipment. Default CARRIER_POLL_INTERVAL_MS. */
   readonly pollIntervalMs?: number;
+  /**
+   * Optional: when to poll this shipment next, in ms from `now`, for a
+   * carrier that knows (a schedule, a business that said "tomorrow").
+   * undefined: after pollIntervalMs. Saves the claims of polls that could
+   * only answer "nothing yet".
+   */
+  nextPollInMs?(shipment: Shipment, now: Date): number | undefined;
 }
 
 /** What a carrier's name must look like: it is stored in carrier VARCHAR(32) ASCII and named in CARRIERS. */

@@ -493,7 +493,9 @@ export class CarrierWorker {
       failpoint("carrier.before-settle");
       if (!failure) {
         if (last?.carrierWork === "DONE") return; // the store settled it with the final report (and cleared the lease)
-        const next = plugin.poll ? (plugin.pollIntervalMs ?? this.settings.pollIntervalMs) : null;
+        const interval = plugin.pollIntervalMs ?? this.settings.pollIntervalMs;
+        const hinted = plugin.poll ? plugin.nextPollInMs?.(last ?? s, new Date()) : undefined;
+        const next = plugin.poll ? (hinted !== undefined && Number.isFinite(hinted) ? Math.max(1, Math.ceil(hinted)) : interval) : null;
         await this.settle(callLog, s, token, "success", () => settleSuccess(this.pool, s.id, token, next));
         callLog.debug({ nextCheckInMs: next }, call === "accept" ? "carrier accepted the shipment" : "carrier polled");
         return;

@@ -169,6 +169,17 @@ describe("the delayed carrier", () => {
     expect(await carrier.poll(shipment("DECLINED"), at(60_000))).to.deep.equal([]);
   });
 
+  it("asks to be polled when its next step is due, not at every interval", () => {
+    const now = (ms: number) => new Date(createdAt.getTime() + ms);
+    expect(carrier.nextPollInMs(shipment("CREATED"), now(0))).to.equal(1_005);
+    expect(carrier.nextPollInMs(shipment("CONFIRMED"), now(1_500))).to.equal(505);
+    expect(carrier.nextPollInMs(shipment("SHIPPED"), now(2_000))).to.equal(2_005);
+    // Late (a slow worker, a clock behind): at once.
+    expect(carrier.nextPollInMs(shipment("SHIPPED"), now(9_000))).to.equal(1);
+    expect(carrier.nextPollInMs(shipment("DELIVERED"), now(9_000))).to.equal(undefined);
+    expect(carrier.nextPollInMs(shipment("DECLINED"), now(9_000))).to.equal(undefined);
+  });
+
   it("derives one tracking number per order: stable, distinct between orders (case included), and short enough to store", () => {
     const longId = "o".repeat(64);
     expect(delayedTrackingNumber("o-1")).to.equal(tracking);
