@@ -64,6 +64,9 @@ export const FAST_CARRIERS: Record<string, string> = {
   DELAYED_CARRIER_DELIVER_MS: "200",
 };
 
+/** The test carrier of a cluster with slowCarrier (delivery-with-slow-carrier.ts). */
+export const SLOW_CARRIER = "slow";
+
 /**
  * The links a fault proxy can sit on: the relays' calls between services,
  * and each service's database connections. "order" is the payment relay's
@@ -74,8 +77,12 @@ export type Link = "voucher" | "payment" | "order" | "orderDb" | "voucherDb" | "
 
 export interface ClusterOptions {
   name: string;
-  /** Own MariaDB servers (that a test may kill -9) instead of databases on the shared ones. Default false. */
-  dedicatedDatabases?: boolean;
+  /**
+   * Own MariaDB servers (that a test may kill -9) instead of databases on the
+   * shared ones: true for every database, or the ones listed (each MariaDB
+   * server started costs seconds). Default false.
+   */
+  dedicatedDatabases?: boolean | Array<"order" | "voucher" | "payment" | "delivery">;
   /** Run the relay inside the order service. Default true. */
   inProcessRelay?: boolean;
   /** Standalone relay processes (relay-main). Default 0. */
@@ -101,6 +108,12 @@ export interface ClusterOptions {
    */
   shipping?: boolean;
   deliveryEnv?: Record<string, string>;
+  /**
+   * Start the delivery service with the test carrier "slow" registered
+   * beside the built-in ones (delivery-with-slow-carrier.ts: every call
+   * takes SLOW_CARRIER_CALL_MS). Default false.
+   */
+  slowCarrier?: boolean;
   /** Env of standalone relay i. */
   relayEnv?: (i: number) => Record<string, string>;
   /** Run `reconcile --once` over and over while the test runs. Default true. */
@@ -305,6 +318,13 @@ export class Cluster {
   async quiesce(): Promise<void> {
     this.stopping = true;
     await this.reconcileLoop;
+  }
+
+  /** Starts the background reconciler again after quiesce (a cluster that several tests share), if this cluster runs one. */
+  resumeReconciler(): void {
+    if (!(this.opts.reconciler ?? true) || !this.stopping) return;
+    this.stopping = false;
+    this.reconcileLoop = this.reconcileForever();
   }
 
   /** Starts a fresh voucher service process on the same ports, with `env` instead of the original extra env. */
@@ -561,7 +581,8 @@ export class Cluster {
   }
 
   private async database(which: "order" | "voucher" | "payment" | "delivery"): Promise<Db> {
-    if (!this.opts.dedicatedDatabases) {
+    const dedicated = this.opts.dedicatedDatabases;
+    if (!dedicated || (Array.isArray(dedicated) && !dedicated.includes(which))) {
       // The payment database lives on the voucher database's server, the delivery database on the order
       // database's: two services per server, each its own database.
       const db: TestDatabase = await freshDatabase(which === "payment" ? "voucher" : which === "delivery" ? "order" : which);
@@ -649,7 +670,7 @@ export class Cluster {
   private deliveryProcess(env: Record<string, string>): ServiceProcess {
     return new ServiceProcess({
       name: `faults-${this.opts.name}-delivery-${this.restarts++}`,
-      entry: path.join(root, "delivery-service/src/main.ts"),
+      entry: this.opts.slowCarrier ? path.join(import.meta.dirname, "delivery-with-slow-carrier.ts") : path.join(root, "delivery-service/src/main.ts"),
       env: {
         DELIVERY_DATABASE_URL: this.serviceDbUrl("delivery"),
         DELIVERY_GRPC_PORT: String(this.ports.dg),

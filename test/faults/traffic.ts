@@ -260,6 +260,8 @@ export interface ShippingTrafficOptions {
   fundCents?: bigint;
   /** How order i is driven. Default defaultShipPlan. */
   plan?: (i: number) => ShipPlan;
+  /** The carrier the "-delayed" plans ask for. Default "" (the delivery service's default carrier, delayed). */
+  delayedCarrier?: string;
   /** How long one order may take end to end through the faults. Default 60000 ms. */
   orderTimeoutMs?: number;
 }
@@ -339,6 +341,7 @@ export async function driveShippingTraffic(c: ShippingClients, opts: ShippingTra
           totalCents: totalFor(i, () => ((i * 7_919) % 1_000) / 1_000),
           requestId: `${opts.prefix}-${i}`,
           forMs,
+          delayedCarrier: opts.delayedCarrier,
         });
       }
     }),
@@ -351,11 +354,11 @@ export async function shipOne(
   c: ShippingClients,
   out: Traffic,
   plan: ShipPlan,
-  o: { customerId: string; totalCents: bigint; requestId: string; forMs?: number },
+  o: { customerId: string; totalCents: bigint; requestId: string; forMs?: number; delayedCarrier?: string },
 ): Promise<string> {
   const forMs = o.forMs ?? 60_000;
   const paid = plan.startsWith("paid-");
-  const carrier = plan.includes("manual") ? "manual" : plan === "paid-unknown-carrier" ? UNKNOWN_CARRIER : "";
+  const carrier = plan.includes("manual") ? "manual" : plan === "paid-unknown-carrier" ? UNKNOWN_CARRIER : (o.delayedCarrier ?? "");
   // Half of the unpaid ones name their carrier at CreateOrder, half at the release.
   const carrierAtCreate = paid || o.requestId.length % 2 === 0;
   const request = {
