@@ -7,8 +7,10 @@ import { gunzipSync } from "node:zlib";
 import { expect } from "chai";
 import type { Interceptor } from "@connectrpc/connect";
 import { parseTraceparent, traceIdOf } from "@shop/platform/tracing";
-import { createOrderClient, type OrderClient } from "@shop/sdk/clients";
-import { allScopesToken } from "@shop/testkit/auth";
+import { createDeliveryClient, createOrderClient, createPaymentClient, type DeliveryClient, type OrderClient, type PaymentClient } from "@shop/sdk/clients";
+import { ShipmentStatus } from "@shop/sdk/delivery";
+import { OrderStatus, PaymentMethod, SentBy, VoucherStatus } from "@shop/sdk/order";
+import { allScopesToken, roleToken } from "@shop/testkit/auth";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
@@ -342,5 +344,214 @@ describe("tracing with the default exporter (none)", function () {
     expect(stored, "the outbox row's traceparent").to.not.equal(undefined);
     const sentLine = logLinesAbout(order, orderId).find((l) => String(l.msg).includes("is now SENT"));
     expect(sentLine).to.include({ traceId: stored!.traceId, spanId: stored!.spanId });
+  });
+});
+
+/** The traceparent stored on one row, "" when there is none. */
+async function storedTraceparent(db: TestDatabase, sql: string): Promise<string> {
+  return (await db.sql(sql)).trim();
+}
+
+describe("tracing the shipping chain: one paid order, CreateOrder → charge → PAID → shipment → carrier → SHIPPED → SENT → voucher", function () {
+  this.timeout(180_000);
+  const collector = new Collector();
+  const dbs: Record<"order" | "voucher" | "payment" | "delivery", TestDatabase> = {} as never;
+  const procs: ServiceProcess[] = [];
+  const closers: Array<() => void> = [];
+  let order: ServiceProcess;
+  let orders: OrderClient;
+  let payments: PaymentClient;
+  let deliveries: DeliveryClient;
+
+  before(async () => {
+    await collector.start();
+    [dbs.order, dbs.voucher, dbs.payment, dbs.delivery] = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher"), freshDatabase("voucher")]);
+    const [og, oh, vg, vh, pg, ph, dg, dh] = await Promise.all(Array.from({ length: 8 }, () => freePort()));
+    const otel = {
+      OTEL_TRACES_EXPORTER: "otlp",
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.port}`,
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_BSP_SCHEDULE_DELAY: "100",
+    };
+    const fast = { RETRY_BASE_MS: "100", RETRY_MAX_MS: "1000" };
+    order = new ServiceProcess({
+      name: "tracing-ship-order",
+      entry: path.join(root, "order-service/src/main.ts"),
+      env: {
+        ...otel,
+        ORDER_DATABASE_URL: dbs.order.url,
+        ORDER_GRPC_PORT: String(og),
+        ORDER_HTTP_PORT: String(oh),
+        VOUCHER_SERVICE_URL: `http://127.0.0.1:${vg}`,
+        PAYMENT_SERVICE_URL: `http://127.0.0.1:${pg}`,
+        DELIVERY_SERVICE_URL: `http://127.0.0.1:${dg}`,
+        SHIP_PAID_ORDERS: "true",
+        RELAY_RETRY_BASE_MS: fast.RETRY_BASE_MS,
+        RELAY_RETRY_MAX_MS: fast.RETRY_MAX_MS,
+      },
+      readyUrl: `http://127.0.0.1:${oh}/readyz`,
+    });
+    const voucher = new ServiceProcess({
+      name: "tracing-ship-voucher",
+      entry: path.join(root, "voucher-service/src/main.ts"),
+      env: { ...otel, VOUCHER_DATABASE_URL: dbs.voucher.url, VOUCHER_GRPC_PORT: String(vg), VOUCHER_HTTP_PORT: String(vh) },
+      readyUrl: `http://127.0.0.1:${vh}/readyz`,
+    });
+    const payment = new ServiceProcess({
+      name: "tracing-ship-payment",
+      entry: path.join(root, "payment-service/src/main.ts"),
+      env: {
+        ...otel,
+        PAYMENT_DATABASE_URL: dbs.payment.url,
+        PAYMENT_GRPC_PORT: String(pg),
+        PAYMENT_HTTP_PORT: String(ph),
+        ORDER_SERVICE_URL: `http://127.0.0.1:${og}`,
+        PAYMENT_RELAY_TOKEN: roleToken("payment-relay"),
+        PAYMENT_RELAY_RETRY_BASE_MS: fast.RETRY_BASE_MS,
+        PAYMENT_RELAY_RETRY_MAX_MS: fast.RETRY_MAX_MS,
+      },
+      readyUrl: `http://127.0.0.1:${ph}/readyz`,
+    });
+    const delivery = new ServiceProcess({
+      name: "tracing-ship-delivery",
+      entry: path.join(root, "delivery-service/src/main.ts"),
+      env: {
+        ...otel,
+        DELIVERY_DATABASE_URL: dbs.delivery.url,
+        DELIVERY_GRPC_PORT: String(dg),
+        DELIVERY_HTTP_PORT: String(dh),
+        ORDER_SERVICE_URL: `http://127.0.0.1:${og}`,
+        DELIVERY_RELAY_TOKEN: roleToken("delivery-relay"),
+        DELIVERY_RELAY_RETRY_BASE_MS: fast.RETRY_BASE_MS,
+        DELIVERY_RELAY_RETRY_MAX_MS: fast.RETRY_MAX_MS,
+        DELAYED_CARRIER_CONFIRM_MS: "50",
+        DELAYED_CARRIER_SHIP_MS: "100",
+        DELAYED_CARRIER_DELIVER_MS: "200",
+      },
+      readyUrl: `http://127.0.0.1:${dh}/readyz`,
+    });
+    procs.push(order, voucher, payment, delivery);
+    await Promise.all(procs.map((p) => p.start()));
+    const o = createOrderClient({ baseUrl: `http://127.0.0.1:${og}`, token: allScopesToken });
+    const p = createPaymentClient({ baseUrl: `http://127.0.0.1:${pg}`, token: roleToken("shop") });
+    const d = createDeliveryClient({ baseUrl: `http://127.0.0.1:${dg}`, token: roleToken("shop") });
+    closers.push(o.close, p.close, d.close);
+    [orders, payments, deliveries] = [o.client, p.client, d.client];
+  });
+
+  after(async () => {
+    closers.forEach((c) => c());
+    await Promise.all(procs.map((p) => p.stop()));
+    await collector.close();
+    await Promise.all(Object.values(dbs).map((db) => db.drop()));
+  });
+
+  /** The paid order, run through the whole chain once (in before), and the caller's trace it started in. */
+  const run = { orderId: "", traceId: "", callerSpanId: "" };
+  /** The traceparent each hop stored for the next one to continue, by hop. */
+  let stored: Record<string, string> = {};
+
+  before(async () => {
+    await payments.openAccount({ customerId: "trace-payer", currency: "EUR" });
+    await payments.topUp({ customerId: "trace-payer", amountCents: 50_000n, currency: "EUR", requestId: "trace-funding" });
+    run.traceId = randomBytes(16).toString("hex");
+    run.callerSpanId = randomBytes(8).toString("hex");
+    const traced = createOrderClient({
+      baseUrl: `http://127.0.0.1:${order.opts.env.ORDER_GRPC_PORT}`,
+      token: allScopesToken,
+      interceptors: [sendTraceparent(`00-${run.traceId}-${run.callerSpanId}-01`)],
+    });
+    closers.push(traced.close);
+    const { order: created } = await traced.client.createOrder({
+      customerId: "trace-payer",
+      totalCents: 15_000n,
+      currency: "EUR",
+      requestId: randomUUID(),
+      paymentMethod: PaymentMethod.ACCOUNT,
+    });
+    const orderId = (run.orderId = created!.id);
+
+    // The whole chain, with nobody marking anything by hand: PAID, shipped by the delayed carrier (SENT, sent by the shipment), DELIVERED, its voucher issued.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const { order: o } = await orders.getOrder({ orderId });
+      if (o!.status === OrderStatus.DELIVERED && o!.voucher!.status === VoucherStatus.ISSUED) {
+        expect(SentBy[o!.sentBy]).to.equal("SHIPMENT");
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`order ${orderId} is ${OrderStatus[o!.status]}, voucher ${VoucherStatus[o!.voucher!.status]} after 60 s; see ${procs.map((p) => p.logFile).join(", ")}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const { shipment } = await deliveries.getShipment({ orderId });
+    expect(ShipmentStatus[shipment!.status]).to.equal("DELIVERED");
+    stored = {
+      charge: await storedTraceparent(dbs.order, `SELECT traceparent FROM charge_outbox WHERE order_id = '${orderId}'`),
+      outcome: await storedTraceparent(dbs.payment, `SELECT traceparent FROM payment_outbox WHERE order_id = '${orderId}'`),
+      shipmentRequest: await storedTraceparent(dbs.order, `SELECT traceparent FROM shipment_outbox WHERE order_id = '${orderId}'`),
+      shipment: await storedTraceparent(dbs.delivery, `SELECT traceparent FROM shipments WHERE order_id = '${orderId}'`),
+      shippedEvent: await storedTraceparent(dbs.delivery, `SELECT traceparent FROM shipment_event_outbox WHERE order_id = '${orderId}' AND event = 'SHIPPED'`),
+      voucherRequest: await storedTraceparent(dbs.order, `SELECT traceparent FROM voucher_outbox WHERE order_id = '${orderId}'`),
+    };
+    // Wait for the last hop's span, then one more export round, so spans ended beside it are in too.
+    await collector.waitFor("voucher.issue", (s) => s.name === "voucher.issue" && s.attributes["order.id"] === orderId);
+    await collector.waitFor("carrier.poll", (s) => s.name === "carrier.poll" && s.service === "delivery-service");
+    await new Promise((r) => setTimeout(r, 500));
+  });
+
+  const where = (s: ReceivedSpan) => `${s.service}:${s.name}:${s.traceId === run.traceId ? "caller's trace" : s.traceId}`;
+  const spansReport = () => JSON.stringify({ stored, spans: collector.spans.map(where) }, null, 2);
+
+  it("each hop that stores a traceparent stores the one it was given, and the next hop's span continues it", async () => {
+    const { orderId, traceId, callerSpanId } = run;
+    const spanOf = (match: (s: ReceivedSpan) => boolean, what: string) => {
+      const found = collector.spans.find(match);
+      expect(found, `${what}: ${spansReport()}`).to.not.equal(undefined);
+      return found!;
+    };
+    // CreateOrder continues the caller; its charge request, and the payment service's outcome, carry CreateOrder's span.
+    const createOrder = spanOf((s) => s.traceId === traceId && s.name === "shop.order.v1.OrderService/CreateOrder", "CreateOrder in the caller's trace");
+    expect(createOrder).to.include({ service: "order-service", kind: SERVER, parentSpanId: callerSpanId });
+    expect(parseTraceparent(stored.charge), "charge_outbox").to.deep.include({ traceId, spanId: createOrder.spanId });
+    expect(parseTraceparent(stored.outcome), "payment_outbox").to.deep.include({ traceId, spanId: createOrder.spanId });
+    // The delivery service keeps the traceparent the shipment request carried, and the carrier's calls continue it.
+    const request = parseTraceparent(stored.shipmentRequest)!;
+    expect(request, "shipment_outbox").to.not.equal(undefined);
+    expect(stored.shipment, "shipments").to.equal(stored.shipmentRequest);
+    for (const call of ["carrier.accept", "carrier.poll"]) {
+      const span = spanOf((s) => s.name === call && s.traceId === request.traceId, `${call} in the shipment's trace`);
+      expect(span, call).to.include({ service: "delivery-service", parentSpanId: request.spanId });
+    }
+    expect(traceIdOf(stored.shippedEvent), "shipment_event_outbox").to.equal(request.traceId);
+    // The relays' batch spans link to the rows they carry.
+    const shipmentRelay = spanOf((s) => s.name === "shipment-relay.deliver" && s.links.some((l) => l.spanId === request.spanId), "shipment-relay.deliver linking the request");
+    expect(shipmentRelay).to.include({ service: "order-service", kind: CLIENT });
+    const event = parseTraceparent(stored.shippedEvent)!;
+    spanOf((s) => s.name === "delivery-relay.deliver" && s.links.some((l) => l.traceId === event.traceId && l.spanId === event.spanId), "delivery-relay.deliver linking the event");
+    // The voucher's issue continues the voucher request's traceparent.
+    const voucherRequest = parseTraceparent(stored.voucherRequest)!;
+    const issue = spanOf((s) => s.name === "voucher.issue" && s.attributes["order.id"] === orderId, "voucher.issue");
+    expect(issue).to.include({ service: "voucher-service", traceId: voucherRequest.traceId, parentSpanId: voucherRequest.spanId });
+  });
+
+  // Pending until the order service continues the traceparent its incoming events carry (see the report of this
+  // change): RecordPaymentOutcome and RecordShipmentEvent run in their relay's trace and store that one on the rows
+  // they write (shipment_outbox, voucher_outbox), so the chain splits into three traces there; and the charge at the
+  // payment service and the shipment's creation at the delivery service have no span of their own in the trace.
+  it.skip("every hop's span and every stored traceparent of one paid order share the caller's trace id", () => {
+    const { orderId, traceId } = run;
+    const inTrace = collector.spans.filter((s) => s.traceId === traceId);
+    const hops: Array<[string, (s: ReceivedSpan) => boolean]> = [
+      ["CreateOrder at the order service", (s) => s.service === "order-service" && s.name === "shop.order.v1.OrderService/CreateOrder"],
+      ["the charge at the payment service", (s) => s.service === "payment-service" && /charge/i.test(s.name)],
+      ["the charge outcome (PAID) at the order service", (s) => s.service === "order-service" && /payment.?outcome/i.test(s.name)],
+      ["the shipment's creation at the delivery service", (s) => s.service === "delivery-service" && /create/i.test(s.name)],
+      ["the carrier's handoff", (s) => s.service === "delivery-service" && s.name === "carrier.accept"],
+      ["the carrier's progress (SHIPPED)", (s) => s.service === "delivery-service" && s.name === "carrier.poll"],
+      ["the SHIPPED event (SENT) at the order service", (s) => s.service === "order-service" && /shipment.?event/i.test(s.name)],
+      ["the voucher's issue", (s) => s.service === "voucher-service" && s.name === "voucher.issue" && s.attributes["order.id"] === orderId],
+    ];
+    const storedTraces = Object.fromEntries(Object.entries(stored).map(([hop, tp]) => [hop, traceIdOf(tp) ?? `(none: ${JSON.stringify(tp)})`]));
+    expect(storedTraces, spansReport()).to.deep.equal(Object.fromEntries(Object.keys(stored).map((hop) => [hop, traceId])));
+    expect(hops.filter(([, match]) => !inTrace.some(match)).map(([hop]) => hop), spansReport()).to.deep.equal([]);
   });
 });
