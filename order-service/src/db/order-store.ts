@@ -713,7 +713,9 @@ export class OrderStore {
         `message_key ${JSON.stringify(msg.messageKey)} does not belong to a ${msg.event} event of order ${msg.orderId}; expected ${JSON.stringify(expectedKey)}`,
       );
     }
-    const facts = JSON.stringify({ event: msg.event, shipmentId: msg.shipmentId, declineReason: msg.declineReason ?? "" });
+    // The reason is a fact of a decline only: whatever else a SHIPPED or DELIVERED message carries there tells no replay apart.
+    const declineReason = msg.event === "DECLINED" ? (msg.declineReason ?? "") : "";
+    const facts = JSON.stringify({ event: msg.event, shipmentId: msg.shipmentId, declineReason });
     const result = await retryTransient(() =>
       inTransaction(this.pool, async (conn) => {
         const locked = await lockOrder(conn, msg.orderId);
@@ -725,7 +727,7 @@ export class OrderStore {
           key: `shipment-event:${msg.messageKey}`,
           facts,
           effect: async () => {
-            const t = shipmentEvent(locked.order, msg, locked.now);
+            const t = shipmentEvent(locked.order, { event: msg.event, declineReason: declineReason || undefined }, locked.now);
             if (t.changed) await saveOrder(conn, t.order);
             if (t.voucherRequest) {
               await insertOutbox(conn, t.voucherRequest, locked.now);
