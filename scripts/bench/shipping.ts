@@ -234,7 +234,7 @@ async function main(): Promise<void> {
   // Latencies, each from two commits' NOW(3): charged_at → the voucher's issued_at (two databases), created_at → sent_at.
   const orderRows = await byChunks(
     orderPool,
-    `SELECT id, UNIX_TIMESTAMP(charged_at) * 1000 AS chargedAt,
+    `SELECT id, UNIX_TIMESTAMP(charged_at) * 1000 AS chargedAt, UNIX_TIMESTAMP(sent_at) * 1000 AS sentAt,
             TIMESTAMPDIFF(MICROSECOND, created_at, sent_at) / 1000 AS toSentMs,
             TIMESTAMPDIFF(MICROSECOND, created_at, charged_at) / 1000 AS toPaidMs
        FROM orders WHERE id IN (?)`,
@@ -249,6 +249,8 @@ async function main(): Promise<void> {
   const paymentToVoucher = orderRows.filter((r) => r.chargedAt !== null && issued.has(String(r.id))).map((r) => issued.get(String(r.id))! - Number(r.chargedAt));
   const createdToSent = orderRows.filter((r) => r.toSentMs !== null).map((r) => Number(r.toSentMs));
   const createdToPaid = orderRows.filter((r) => r.toPaidMs !== null).map((r) => Number(r.toPaidMs));
+  // The last hop alone (SENT's commit → the voucher's), from the same two clocks as payment → voucher.
+  const sentToVoucher = orderRows.filter((r) => r.sentAt !== null && issued.has(String(r.id))).map((r) => issued.get(String(r.id))! - Number(r.sentAt));
 
   Object.assign(results, {
     load: { offered: load.offered, created: created.length, errors: load.errors, dropped: load.dropped, createOrderMs: load.latencyMs },
@@ -257,6 +259,7 @@ async function main(): Promise<void> {
     paymentToVoucherMs: summarize(paymentToVoucher),
     createdToSentMs: summarize(createdToSent),
     createdToPaidMs: summarize(createdToPaid),
+    sentToVoucherMs: summarize(sentToVoucher),
     peakRssMb: Object.fromEntries(rss),
     loadAverage: os.loadavg().map((x) => round(x, 2)),
   });
