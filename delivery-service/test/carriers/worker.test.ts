@@ -461,7 +461,8 @@ describe("carrier worker (real MariaDB)", function () {
         return [];
       },
     };
-    const h = startWorker({ extra: [slow], settings: { callTimeoutMs: 5_000, leaseMs: 20_000 } });
+    // A call timeout far beyond any pause under load: the calls must still be in flight when the lease is taken over.
+    const h = startWorker({ extra: [slow], settings: { callTimeoutMs: 120_000, leaseMs: 300_000 } });
     const ok = uniqueId("ord");
     const fails = `${uniqueId("ord")}-fails`;
     for (const orderId of [ok, fails]) await h.store.create({ orderId, customerId: "c-1", totalCents: 100, currency: "EUR", carrier: "slow" });
