@@ -97,6 +97,9 @@ describe("API documents (OpenAPI and Postman, generated from the protos)", () =>
       "shop.order.v1.PaymentOutcomeService",
       "shop.voucher.v1.VoucherService",
       "shop.payment.v1.PaymentService",
+      "shop.order.v1.ShipmentEventService",
+      "shop.delivery.v1.DeliveryService",
+      "shop.delivery.v1.CarrierService",
     ]);
   });
 
@@ -153,13 +156,14 @@ describe("API documents (OpenAPI and Postman, generated from the protos)", () =>
     let order: ServiceProcess;
     let voucher: ServiceProcess;
     let payment: ServiceProcess;
-    const ports = { og: 0, oh: 0, vg: 0, vh: 0, pg: 0, ph: 0 };
+    let delivery: ServiceProcess;
+    const ports = { og: 0, oh: 0, vg: 0, vh: 0, pg: 0, ph: 0, dg: 0, dh: 0 };
     const httpOrigin = (p: ServiceProcess) => new URL(p.opts.readyUrl!).origin;
 
     before(async () => {
-      databases = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher")]);
-      const [orderDb, voucherDb, paymentDb] = databases;
-      [ports.og, ports.oh, ports.vg, ports.vh, ports.pg, ports.ph] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+      databases = await Promise.all([freshDatabase("order"), freshDatabase("voucher"), freshDatabase("voucher"), freshDatabase("order")]);
+      const [orderDb, voucherDb, paymentDb, deliveryDb] = databases;
+      [ports.og, ports.oh, ports.vg, ports.vh, ports.pg, ports.ph, ports.dg, ports.dh] = await Promise.all(Array.from({ length: 8 }, () => freePort()));
       order = new ServiceProcess({
         name: "api-docs-order",
         entry: path.join(root, "order-service/src/main.ts"),
@@ -190,19 +194,35 @@ describe("API documents (OpenAPI and Postman, generated from the protos)", () =>
         },
         readyUrl: `http://127.0.0.1:${ports.ph}/readyz`,
       });
-      await Promise.all([order.start(), voucher.start(), payment.start()]);
+      delivery = new ServiceProcess({
+        name: "api-docs-delivery",
+        entry: path.join(root, "delivery-service/src/main.ts"),
+        env: {
+          DELIVERY_DATABASE_URL: deliveryDb!.url,
+          DELIVERY_GRPC_PORT: String(ports.dg),
+          DELIVERY_HTTP_PORT: String(ports.dh),
+          ORDER_SERVICE_URL: `http://127.0.0.1:${ports.og}`,
+          DELIVERY_RELAY_TOKEN: roleToken("delivery-relay"),
+        },
+        readyUrl: `http://127.0.0.1:${ports.dh}/readyz`,
+      });
+      await Promise.all([order.start(), voucher.start(), payment.start(), delivery.start()]);
     });
 
     after(async () => {
-      await Promise.all([order?.stop(), voucher?.stop(), payment?.stop()]);
+      await Promise.all([order?.stop(), voucher?.stop(), payment?.stop(), delivery?.stop()]);
       await Promise.all(databases.map((d) => d.drop()));
     });
 
     it("answer GET /openapi.json without a token: one document per port, naming every method the port serves", async () => {
       const ports = [
-        { process: order, services: ["shop.order.v1.OrderService", "shop.order.v1.OrderAdminService", "shop.order.v1.PaymentOutcomeService"] },
+        {
+          process: order,
+          services: ["shop.order.v1.OrderService", "shop.order.v1.OrderAdminService", "shop.order.v1.PaymentOutcomeService", "shop.order.v1.ShipmentEventService"],
+        },
         { process: voucher, services: ["shop.voucher.v1.VoucherService"] },
         { process: payment, services: ["shop.payment.v1.PaymentService"] },
+        { process: delivery, services: ["shop.delivery.v1.DeliveryService", "shop.delivery.v1.CarrierService"] },
       ];
       for (const { process: p, services: hosted } of ports) {
         const res = await fetch(`${httpOrigin(p)}/openapi.json`);
