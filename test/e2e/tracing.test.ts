@@ -508,18 +508,19 @@ describe("tracing the shipping chain: one paid order, CreateOrder → charge →
       expect(found, `${what}: ${spansReport()}`).to.not.equal(undefined);
       return found!;
     };
-    // CreateOrder continues the caller; its charge request, and the payment service's outcome, carry CreateOrder's span.
+    // CreateOrder continues the caller; its charge request carries CreateOrder's span, and the payment service's outcome that trace.
     const createOrder = spanOf((s) => s.traceId === traceId && s.name === "shop.order.v1.OrderService/CreateOrder", "CreateOrder in the caller's trace");
     expect(createOrder).to.include({ service: "order-service", kind: SERVER, parentSpanId: callerSpanId });
     expect(parseTraceparent(stored.charge), "charge_outbox").to.deep.include({ traceId, spanId: createOrder.spanId });
-    expect(parseTraceparent(stored.outcome), "payment_outbox").to.deep.include({ traceId, spanId: createOrder.spanId });
-    // The delivery service keeps the traceparent the shipment request carried, and the carrier's calls continue it.
+    expect(traceIdOf(stored.outcome), "payment_outbox").to.equal(traceId);
+    // The delivery service keeps the trace the shipment request carried, and the carrier's calls continue the shipment's span.
     const request = parseTraceparent(stored.shipmentRequest)!;
     expect(request, "shipment_outbox").to.not.equal(undefined);
-    expect(stored.shipment, "shipments").to.equal(stored.shipmentRequest);
+    const kept = parseTraceparent(stored.shipment)!;
+    expect(kept?.traceId, "shipments").to.equal(request.traceId);
     for (const call of ["carrier.accept", "carrier.poll"]) {
       const span = spanOf((s) => s.name === call && s.traceId === request.traceId, `${call} in the shipment's trace`);
-      expect(span, call).to.include({ service: "delivery-service", parentSpanId: request.spanId });
+      expect(span, call).to.include({ service: "delivery-service", parentSpanId: kept.spanId });
     }
     expect(traceIdOf(stored.shippedEvent), "shipment_event_outbox").to.equal(request.traceId);
     // The relays' batch spans link to the rows they carry.
