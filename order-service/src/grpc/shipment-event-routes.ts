@@ -3,6 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { DomainError } from "@shop/platform/errors";
 import { failpoint } from "@shop/platform/failpoints";
 import type { Logger } from "@shop/platform/logger";
+import { withChildSpan } from "@shop/platform/tracing";
 import { ShipmentEvent, type ShipmentEventService } from "@shop/sdk/order";
 import type { OrderStore } from "../db/order-store.js";
 import type { ShipmentEventFacts } from "../domain/order.js";
@@ -21,15 +22,20 @@ export function createShipmentEventServiceImpl({ store, logger }: { store: Order
       // The rules hold event to SHIPPED, DELIVERED or DECLINED, and the ids, carrier and reason to their patterns.
       const event = EVENT[req.event]!;
       try {
-        const { order, changed } = await store.recordShipmentEvent({
-          messageKey: req.messageKey,
-          orderId: req.orderId,
-          event,
-          shipmentId: req.shipmentId,
-          carrier: req.carrier || undefined,
-          declineReason: req.declineReason || undefined,
-          occurredAt: req.occurredAt ? timestampDate(req.occurredAt) : undefined,
-        });
+        // The change continues the trace the request carries (the order's own, from
+        // CreateOrder on), not the relay's batch span that called: so what this
+        // change writes (a refund, shipment or voucher request) stays in the order's trace.
+        const { order, changed } = await withChildSpan("order.record-shipment-event", req.traceparent || undefined, () =>
+          store.recordShipmentEvent({
+            messageKey: req.messageKey,
+            orderId: req.orderId,
+            event,
+            shipmentId: req.shipmentId,
+            carrier: req.carrier || undefined,
+            declineReason: req.declineReason || undefined,
+            occurredAt: req.occurredAt ? timestampDate(req.occurredAt) : undefined,
+          }),
+        );
         failpoint("order.shipment-event.before-reply");
         return { order: toProtoOrder(order), changed };
       } catch (err) {
