@@ -91,6 +91,28 @@ describe("shipping network: fault proxies between the order and delivery service
     });
   }
 
+  it("deliveryDb link: every connection of the delivery service to its database reset for 2.5 s, then 200 ms of delay, under shipping traffic", async () => {
+    const proxy = cluster.proxies.deliveryDb!;
+    const traffic = driveShippingTraffic(
+      { orders: cluster.orders, payments: cluster.payments, deliveries: cluster.deliveries, carriers: cluster.carriers },
+      { count: ORDERS, prefix: "sn-db", customers: 3, concurrency: 8 },
+      newTraffic(),
+    );
+    traffic.catch(() => {});
+    try {
+      await waitFor(async () => (await created()) > 0 && (await ackedEvents()) > 0, 30_000, "shipments under way");
+      proxy.setMode({ kind: "reset" });
+      await sleep(2_500);
+      proxy.setMode({ kind: "delay", ms: 200 });
+      await sleep(2_500);
+    } finally {
+      proxy.setMode({ kind: "pass" });
+    }
+    const t = await traffic;
+    expect(t.shipping.size).to.equal(ORDERS);
+    await cluster.expectLedgerClean(t);
+  });
+
   it("shipment events duplicated and reordered on purpose, straight to the order service with the delivery relay's token (DELIVERED before SHIPPED, the same event many times at once, a decline twice), then redelivered by the relay: one SENT, one DELIVERED, one voucher per order", async () => {
     const t = newTraffic();
     const customerId = "sn-replay-buyer";
