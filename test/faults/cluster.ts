@@ -455,13 +455,9 @@ export class Cluster {
     }
   }
 
-  /**
-   * check:ledger's options for this cluster: every database and service it
-   * has. The delivery database and service are passed under the names the
-   * shipping invariants (S1–S7) read, as the payment ones are for P1–P8.
-   */
+  /** check:ledger's options for this cluster: every database and service it has (I*, and P* and S* when it runs those services). */
   ledgerOptions(more: Partial<LedgerOptions> = {}): LedgerOptions {
-    const opts: LedgerOptions & { deliveryDatabaseUrl?: string; deliveryServiceUrl?: string } = {
+    return {
       orderDatabaseUrl: this.orderDb.url,
       voucherDatabaseUrl: this.voucherDb.url,
       paymentDatabaseUrl: this.paymentDb?.url,
@@ -474,7 +470,6 @@ export class Cluster {
       token: roleToken("reconciler"),
       ...more,
     };
-    return opts;
   }
 
   /** The shipping oracle (see shipping-oracle.ts) over the traffic's shipped orders. */
