@@ -1,7 +1,18 @@
 import path from "node:path";
 import { outboxCounts } from "@shop/testkit/outbox";
 import { paymentOutboxCounts } from "@shop/testkit/payments";
-import { createOrderClient, createPaymentClient, createVoucherClient, type OrderClient, type PaymentClient, type VoucherClient } from "@shop/sdk/clients";
+import {
+  createCarrierClient,
+  createDeliveryClient,
+  createOrderClient,
+  createPaymentClient,
+  createVoucherClient,
+  type CarrierClient,
+  type DeliveryClient,
+  type OrderClient,
+  type PaymentClient,
+  type VoucherClient,
+} from "@shop/sdk/clients";
 import { freshDatabase, type TestDatabase } from "@shop/testkit/shared-servers";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
@@ -13,6 +24,15 @@ export interface StackOptions {
   /** Also run the payment service (with its relay to the order service) on its own database. Default false. */
   payment?: boolean;
   paymentEnv?: Record<string, string>;
+  /**
+   * Also run the delivery service (its carrier worker and its event relay to
+   * the order service) on its own database; the order service then requests
+   * shipments from it (DELIVERY_SERVICE_URL) and releases PAID orders itself
+   * (SHIP_PAID_ORDERS=true; orderEnv may say otherwise). Default false.
+   */
+  delivery?: boolean;
+  /** The delivery service's settings over the defaults (the delayed carrier at 100/200/400 ms here). */
+  deliveryEnv?: Record<string, string>;
 }
 
 /**
@@ -20,7 +40,10 @@ export interface StackOptions {
  * the order service (with its in-process relay), each on its own fresh
  * database, plus SDK clients for both; with `payment`, the payment service
  * too (its own database; its relay delivers outcomes to the order service,
- * whose relay sends it charges and refunds).
+ * whose relay sends it charges and refunds); with `delivery`, the delivery
+ * service too (its own database; its carrier worker ships with the delayed
+ * carrier and its relay reports shipment events to the order service, whose
+ * relay requests the shipments).
  */
 export class Stack {
   orderDb!: TestDatabase;
@@ -29,6 +52,13 @@ export class Stack {
   order!: ServiceProcess;
   voucher!: ServiceProcess;
   payment?: ServiceProcess;
+  deliveryDb?: TestDatabase;
+  delivery?: ServiceProcess;
+  /** Shipment reads as the shop backend (with `delivery`). */
+  deliveries!: DeliveryClient;
+  /** Carrier reports as the carrier role, for the manual carrier's shipments (with `delivery`). */
+  carriers!: CarrierClient;
+  deliveryServiceUrl = "";
   orders!: OrderClient;
   vouchers!: VoucherClient;
   /** Payment calls as the shop backend (accounts, top-ups, reads). */
@@ -47,13 +77,15 @@ export class Stack {
   ) {}
 
   async start(): Promise<void> {
-    [this.orderDb, this.voucherDb, this.paymentDb] = await Promise.all([
+    [this.orderDb, this.voucherDb, this.paymentDb, this.deliveryDb] = await Promise.all([
       freshDatabase("order"),
       freshDatabase("voucher"),
       // The payment database on the second server, beside (not in) the voucher database.
       this.opts.payment ? freshDatabase("voucher") : undefined,
+      this.opts.delivery ? freshDatabase("voucher") : undefined,
     ]);
-    const [vg, vh, og, oh, pg, ph] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const [vg, vh, og, oh, pg, ph, dg, dh] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+    this.deliveryServiceUrl = `http://127.0.0.1:${dg}`;
     this.orderServiceUrl = `http://127.0.0.1:${og}`;
     this.voucherServiceUrl = `http://127.0.0.1:${vg}`;
     this.paymentServiceUrl = `http://127.0.0.1:${pg}`;
@@ -74,13 +106,34 @@ export class Stack {
         PAYMENT_SERVICE_URL: `http://127.0.0.1:${pg}`,
         RELAY_RETRY_BASE_MS: "100",
         RELAY_RETRY_MAX_MS: "1000",
+        ...(this.deliveryDb ? { DELIVERY_SERVICE_URL: this.deliveryServiceUrl, SHIP_PAID_ORDERS: "true" } : {}),
         ...this.orderEnv,
       },
       readyUrl: `http://127.0.0.1:${oh}/readyz`,
     });
+    if (this.deliveryDb) {
+      this.delivery = new ServiceProcess({
+        name: `${this.name}-delivery`,
+        entry: path.join(root, "delivery-service/src/main.ts"),
+        env: {
+          DELIVERY_DATABASE_URL: this.deliveryDb.url,
+          DELIVERY_GRPC_PORT: String(dg),
+          DELIVERY_HTTP_PORT: String(dh),
+          ORDER_SERVICE_URL: this.orderServiceUrl,
+          DELIVERY_RELAY_TOKEN: roleToken("delivery-relay"),
+          DELIVERY_RELAY_RETRY_BASE_MS: "100",
+          DELIVERY_RELAY_RETRY_MAX_MS: "1000",
+          DELAYED_CARRIER_CONFIRM_MS: "100",
+          DELAYED_CARRIER_SHIP_MS: "200",
+          DELAYED_CARRIER_DELIVER_MS: "400",
+          ...this.opts.deliveryEnv,
+        },
+        readyUrl: `http://127.0.0.1:${dh}/readyz`,
+      });
+    }
     this.paymentPorts = [pg, ph];
     if (this.paymentDb) this.payment = this.paymentProcess();
-    await Promise.all([this.voucher.start(), this.order.start(), this.payment?.start()]);
+    await Promise.all([this.voucher.start(), this.order.start(), this.payment?.start(), this.delivery?.start()]);
     const o = createOrderClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${og}` });
     const v = createVoucherClient({ token: allScopesToken, baseUrl: `http://127.0.0.1:${vg}` });
     const p = createPaymentClient({ token: roleToken("shop"), baseUrl: `http://127.0.0.1:${pg}` });
@@ -88,12 +141,19 @@ export class Stack {
     this.vouchers = v.client;
     this.payments = p.client;
     this.closers.push(o.close, v.close, p.close);
+    if (this.delivery) {
+      const d = createDeliveryClient({ token: roleToken("shop"), baseUrl: this.deliveryServiceUrl });
+      const c = createCarrierClient({ token: roleToken("carrier"), baseUrl: this.deliveryServiceUrl });
+      this.deliveries = d.client;
+      this.carriers = c.client;
+      this.closers.push(d.close, c.close);
+    }
   }
 
   async stop(): Promise<void> {
     this.closers.forEach((c) => c());
-    await Promise.all([this.order?.stop(), this.voucher?.stop(), this.payment?.stop()]);
-    await Promise.all([this.orderDb?.drop(), this.voucherDb?.drop(), this.paymentDb?.drop()]);
+    await Promise.all([this.order?.stop(), this.voucher?.stop(), this.payment?.stop(), this.delivery?.stop()]);
+    await Promise.all([this.orderDb?.drop(), this.voucherDb?.drop(), this.paymentDb?.drop(), this.deliveryDb?.drop()]);
   }
 
   /** Stops the payment service (SIGKILL); charges and refunds wait in their outboxes until restartPayment. */
@@ -142,9 +202,30 @@ export class Stack {
     }
   }
 
-  /** Pending rows of every outbox: voucher, charge and refund (order database) and payment outcomes (payment database). */
+  /** Pending rows of every outbox: voucher, charge and refund (order database), payment outcomes (payment database), and with `delivery` shipment requests and events. */
   async pendingEverywhere(): Promise<number> {
-    return (await paymentOutboxCounts(this.orderDb, this.paymentDb)).pending;
+    return (await this.allOutboxCounts()).pending;
+  }
+
+  /** paymentOutboxCounts, plus shipment_outbox (order database) and shipment_event_outbox (delivery database) when the delivery service runs. */
+  private async allOutboxCounts(): Promise<{ pending: number; byTable: Record<string, Record<string, number>> }> {
+    const counts = await paymentOutboxCounts(this.orderDb, this.paymentDb);
+    if (!this.deliveryDb) return counts;
+    const byTable = { ...counts.byTable };
+    let pending = counts.pending;
+    for (const [db, table] of [
+      [this.orderDb, "shipment_outbox"],
+      [this.deliveryDb, "shipment_event_outbox"],
+    ] as const) {
+      const tally: Record<string, number> = { pending: 0, delivered: 0, dead: 0 };
+      for (const line of (await db.sql(`SELECT status, COUNT(*) FROM ${table} GROUP BY status`)).split("\n").filter(Boolean)) {
+        const [status, n] = line.split("\t");
+        tally[status!] = Number(n);
+      }
+      byTable[table] = tally;
+      pending += tally.pending!;
+    }
+    return { pending, byTable };
   }
 
   /**
@@ -157,7 +238,7 @@ export class Stack {
     const deadline = Date.now() + timeoutMs;
     let last = "";
     for (;;) {
-      const counts = await paymentOutboxCounts(this.orderDb, this.paymentDb);
+      const counts = await this.allOutboxCounts();
       const shape = JSON.stringify(counts.byTable);
       if (counts.pending === 0 && shape === last) return;
       last = counts.pending === 0 ? shape : "";
