@@ -6,7 +6,7 @@ import { field as fieldRulesExt, message as messageRulesExt } from "@bufbuild/pr
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DomainError } from "@shop/platform/errors";
 import { newId } from "@shop/platform/ids";
-import { decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
+import { ANY_ID, decodeIdToken, decodeTimeToken, encodeIdToken, encodeTimeToken, timeWindow } from "@shop/platform/paging";
 import { normalizeTraceparent } from "@shop/platform/tracing";
 import { requestValidator } from "@shop/platform/validation";
 import { CarrierService, DeliveryService, ShipmentStatus } from "@shop/sdk/delivery";
@@ -722,6 +722,24 @@ describe("request rules in the shop protos", () => {
         }),
         runs,
       );
+    });
+
+    it("ListShipments page_token: the rules never refuse a token the delivery service's decoder accepts (any order id, not only ULIDs)", () => {
+      const anId = fc.string({ unit: fc.constantFrom(..."AZaz09._:-"), minLength: 1, maxLength: 64 });
+      const aToken = fc.oneof(
+        fc.tuple(fc.date({ min: new Date(0), max: new Date(Date.UTC(9999, 0, 1)), noInvalidDate: true }), anId).map(([d, id]) => encodeTimeToken(d, id)),
+        fc.string({ unit: fc.constantFrom(..."AZaz09_-=%!"), maxLength: 210 }),
+      );
+      let decodable = 0;
+      fc.assert(
+        fc.property(aToken, (pageToken) => {
+          if (!domainAccepts(() => decodeTimeToken(pageToken, ANY_ID))) return;
+          decodable++;
+          expect(accepts(DeliveryService.method.listShipments, { status: ShipmentStatus.CREATED, pageToken }), pageToken).to.equal(true);
+        }),
+        runs,
+      );
+      expect(decodable, "tokens the decoder accepted").to.be.greaterThan(runs.numRuns / 4);
     });
 
     it("time windows: the rules accept every window timeWindow accepts, and refuse the same ones to the millisecond", () => {
