@@ -9,15 +9,21 @@ type Where = "order" | "relay" | "delivery";
 /**
  * Every failpoint on the shipping path, the process it lives in, and the
  * pass on which it fires (late enough that shipping traffic is flowing): the
- * order service releasing orders and taking in shipment events, the order
- * relay's shipment flow (a standalone relay, so the API stays up), the
- * delivery service creating shipments and recording carrier reports, its
- * carrier worker around a plugin call, and its relay delivering events.
+ * order service releasing orders (by ReleaseOrderForShipping, and with the
+ * outcome that makes a paid order PAID under SHIP_PAID_ORDERS) and taking in
+ * shipment events, the order relay's shipment flow (a standalone relay, so
+ * the API stays up), the delivery service creating shipments and recording
+ * carrier reports, its carrier worker around a plugin call, and its relay
+ * delivering events.
  */
 const FAILPOINTS: Array<{ name: string; where: Where; pass: number }> = [
   { name: "order.release.before-commit", where: "order", pass: 2 },
   { name: "order.shipment-event.before-commit", where: "order", pass: 4 },
   { name: "order.shipment-event.after-commit", where: "order", pass: 4 },
+  { name: "order.shipment-event.before-reply", where: "order", pass: 4 },
+  // With SHIP_PAID_ORDERS the outcome that makes an order PAID releases it in the same transaction.
+  { name: "order.payment-outcome.before-commit", where: "order", pass: 3 },
+  { name: "order.payment-outcome.after-commit", where: "order", pass: 3 },
   { name: "shipment-relay.after-claim", where: "relay", pass: 3 },
   { name: "shipment-relay.before-ack", where: "relay", pass: 3 },
   { name: "delivery.create.before-commit", where: "delivery", pass: 3 },
