@@ -353,6 +353,8 @@ async function storedTraceparent(db: TestDatabase, sql: string): Promise<string>
 }
 
 describe("tracing the shipping chain: one paid order, CreateOrder → charge → PAID → shipment → carrier → SHIPPED → SENT → voucher", function () {
+  // The four services as processes exporting to one collector; the order is paid, released by SHIP_PAID_ORDERS,
+  // shipped and delivered by the delayed carrier, sent by its shipment and given its voucher, nobody acting by hand.
   this.timeout(180_000);
   const collector = new Collector();
   const dbs: Record<"order" | "voucher" | "payment" | "delivery", TestDatabase> = {} as never;
@@ -534,25 +536,36 @@ describe("tracing the shipping chain: one paid order, CreateOrder → charge →
     expect(issue).to.include({ service: "voucher-service", traceId: voucherRequest.traceId, parentSpanId: voucherRequest.spanId });
   });
 
-  // Pending until the order service continues the traceparent its incoming events carry (see the report of this
-  // change): RecordPaymentOutcome and RecordShipmentEvent run in their relay's trace and store that one on the rows
-  // they write (shipment_outbox, voucher_outbox), so the chain splits into three traces there; and the charge at the
-  // payment service and the shipment's creation at the delivery service have no span of their own in the trace.
-  it.skip("every hop's span and every stored traceparent of one paid order share the caller's trace id", () => {
-    const { orderId, traceId } = run;
+  /** Each hop's span in the caller's trace, by what the hop is. */
+  const HOPS: Array<[string, (s: ReceivedSpan) => boolean]> = [
+    ["CreateOrder at the order service", (s) => s.service === "order-service" && s.name === "shop.order.v1.OrderService/CreateOrder"],
+    ["the charge outcome (PAID) at the order service", (s) => s.service === "order-service" && s.name === "order.record-payment-outcome"],
+    ["the carrier's handoff", (s) => s.service === "delivery-service" && s.name === "carrier.accept"],
+    ["the carrier's progress (SHIPPED, DELIVERED)", (s) => s.service === "delivery-service" && s.name === "carrier.poll"],
+    ["the SHIPPED event (SENT) at the order service", (s) => s.service === "order-service" && s.name === "order.record-shipment-event"],
+    ["the voucher's issue", (s) => s.service === "voucher-service" && s.name === "voucher.issue" && s.attributes["order.id"] === run.orderId],
+  ];
+
+  it("every hop's span and every stored traceparent of one paid order share the caller's trace id", () => {
+    const { traceId } = run;
     const inTrace = collector.spans.filter((s) => s.traceId === traceId);
-    const hops: Array<[string, (s: ReceivedSpan) => boolean]> = [
-      ["CreateOrder at the order service", (s) => s.service === "order-service" && s.name === "shop.order.v1.OrderService/CreateOrder"],
-      ["the charge at the payment service", (s) => s.service === "payment-service" && /charge/i.test(s.name)],
-      ["the charge outcome (PAID) at the order service", (s) => s.service === "order-service" && /payment.?outcome/i.test(s.name)],
-      ["the shipment's creation at the delivery service", (s) => s.service === "delivery-service" && /create/i.test(s.name)],
-      ["the carrier's handoff", (s) => s.service === "delivery-service" && s.name === "carrier.accept"],
-      ["the carrier's progress (SHIPPED)", (s) => s.service === "delivery-service" && s.name === "carrier.poll"],
-      ["the SHIPPED event (SENT) at the order service", (s) => s.service === "order-service" && /shipment.?event/i.test(s.name)],
-      ["the voucher's issue", (s) => s.service === "voucher-service" && s.name === "voucher.issue" && s.attributes["order.id"] === orderId],
-    ];
     const storedTraces = Object.fromEntries(Object.entries(stored).map(([hop, tp]) => [hop, traceIdOf(tp) ?? `(none: ${JSON.stringify(tp)})`]));
     expect(storedTraces, spansReport()).to.deep.equal(Object.fromEntries(Object.keys(stored).map((hop) => [hop, traceId])));
-    expect(hops.filter(([, match]) => !inTrace.some(match)).map(([hop]) => hop), spansReport()).to.deep.equal([]);
+    expect(HOPS.filter(([, match]) => !inTrace.some(match)).map(([hop]) => hop), spansReport()).to.deep.equal([]);
+    // Both shipment events (SHIPPED, DELIVERED) reach the order in the trace.
+    expect(inTrace.filter((s) => s.name === "order.record-shipment-event").length, spansReport()).to.equal(2);
+  });
+
+  // Pending until the payment service and the delivery service open a span of their own, continuing the
+  // traceparent the request carries, for the charge (ChargeOrder) and for the shipment's creation
+  // (CreateShipment): today both store that traceparent as it came, so the trace holds, but these two hops
+  // have no span in it (their server spans are in the relay's batch trace).
+  it.skip("the charge and the shipment's creation name their hop in the order's trace too", () => {
+    const inTrace = collector.spans.filter((s) => s.traceId === run.traceId);
+    const named: Array<[string, (s: ReceivedSpan) => boolean]> = [
+      ["the charge at the payment service", (s) => s.service === "payment-service" && /charge/i.test(s.name)],
+      ["the shipment's creation at the delivery service", (s) => s.service === "delivery-service" && /create/i.test(s.name)],
+    ];
+    expect(named.filter(([, match]) => !inTrace.some(match)).map(([hop]) => hop), spansReport()).to.deep.equal([]);
   });
 });
