@@ -442,7 +442,7 @@ export class Cluster {
     const acknowledgedSent = Array.isArray(traffic) ? traffic : traffic?.acknowledgedSent;
     if (traffic && !Array.isArray(traffic)) await this.expectLiveVouchers(traffic, opts.voidedOnPurpose);
     if (traffic && !Array.isArray(traffic) && traffic.payments.size > 0) await this.expectPayments(traffic);
-    if (traffic && !Array.isArray(traffic) && traffic.shipping.size > 0) await this.expectShipping(traffic);
+    if (traffic && !Array.isArray(traffic) && (traffic.shipping?.size ?? 0) > 0) await this.expectShipping(traffic);
     const r = await checkLedger(this.ledgerOptions({ acknowledgedSent }));
     const text = formatLedger(r);
     if (process.env.FAULT_VERBOSE || !r.ok) console.log(text.replace(/^/gm, "      "));
