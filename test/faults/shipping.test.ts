@@ -36,8 +36,10 @@ describe("shipping: kill -9 the delivery service and its database under shipping
   async function finish(done: Promise<Traffic>, label: string): Promise<void> {
     const t = await done;
     expect(t.shipping.size).to.equal(ORDERS);
-    if (process.env.FAULT_VERBOSE) console.log(`      ${label}: ${shippingTally(t)}`);
+    if (process.env.FAULT_VERBOSE) console.log(`      ${label}: ${shippingTally(t)}; reconciler exit codes so far ${cluster.reconcileRuns.join(" ")}`);
     await cluster.expectLedgerClean(t);
+    // The reconciler, comparing shipping too (RECONCILE_SHIPPING), completed runs among the faults: 0 (no drift) or 1 (all repaired).
+    expect(cluster.reconcileRuns.filter((code) => code === 0 || code === 1).length, `reconciler exit codes ${cluster.reconcileRuns.join(" ")}`).to.be.greaterThan(0);
   }
 
   it("the delivery service killed -9 twice and restarted: every shipment created once, every event recorded once, one voucher per delivered qualifying order, declines refunded once", async () => {
