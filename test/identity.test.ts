@@ -444,6 +444,9 @@ describe("exact ids across both services and both transports", function () {
           const variant = otherCase(shippedOrderId);
           expect(await codeOf(shopDeliveries(kind).getShipment({ orderId: variant })), `the shop reading ${variant}`).to.equal(Code.NotFound);
           expect(await codeOf(customer(kind, customerId).deliveries.getShipment({ orderId: variant })), `${customerId} reading ${variant}`).to.equal(Code.NotFound);
+          // Nor does the order service take the variant for the order: releasing or requeueing it finds no order.
+          expect(await codeOf(shop(kind).orders.releaseOrderForShipping({ orderId: variant, carrier: "manual" })), `releasing ${variant}`).to.equal(Code.NotFound);
+          expect(await codeOf(shop(kind).orders.requeueShipment({ orderId: variant })), `requeueing ${variant}`).to.equal(Code.NotFound);
         }
         const shippedIds = CUSTOMERS.map((c) => seeded[c]!.shippedOrderId);
         const { shipments } = await shopDeliveries(kind).batchGetShipments({ orderIds: [...shippedIds, ...shippedIds.map(otherCase)] });
