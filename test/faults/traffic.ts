@@ -359,8 +359,8 @@ export async function shipOne(
   const forMs = o.forMs ?? 60_000;
   const paid = plan.startsWith("paid-");
   const carrier = plan.includes("manual") ? "manual" : plan === "paid-unknown-carrier" ? UNKNOWN_CARRIER : (o.delayedCarrier ?? "");
-  // Half of the unpaid ones name their carrier at CreateOrder, half at the release.
-  const carrierAtCreate = paid || o.requestId.length % 2 === 0;
+  // Unpaid ones name their carrier at CreateOrder or at the release, by the parity of the request id's last character.
+  const carrierAtCreate = paid || o.requestId.charCodeAt(o.requestId.length - 1) % 2 === 0;
   const request = {
     customerId: o.customerId,
     totalCents: o.totalCents,
