@@ -556,11 +556,9 @@ describe("tracing the shipping chain: one paid order, CreateOrder → charge →
     expect(inTrace.filter((s) => s.name === "order.record-shipment-event").length, spansReport()).to.equal(2);
   });
 
-  // Pending until the payment service and the delivery service open a span of their own, continuing the
-  // traceparent the request carries, for the charge (ChargeOrder) and for the shipment's creation
-  // (CreateShipment): today both store that traceparent as it came, so the trace holds, but these two hops
-  // have no span in it (their server spans are in the relay's batch trace).
-  it.skip("the charge and the shipment's creation name their hop in the order's trace too", () => {
+  // The relays' server spans at the payment and delivery services belong to the relay's batch trace; the
+  // charge and the shipment's creation each open a span continuing the traceparent their request carries.
+  it("the charge and the shipment's creation name their hop in the order's trace too", () => {
     const inTrace = collector.spans.filter((s) => s.traceId === run.traceId);
     const named: Array<[string, (s: ReceivedSpan) => boolean]> = [
       ["the charge at the payment service", (s) => s.service === "payment-service" && /charge/i.test(s.name)],

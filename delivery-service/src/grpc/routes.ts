@@ -4,6 +4,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { callerKey, requireCustomer } from "@shop/platform/auth";
 import { notFound } from "@shop/platform/errors";
 import { failpoint } from "@shop/platform/failpoints";
+import { currentTraceparent, withChildSpan } from "@shop/platform/tracing";
 import {
   CarrierService,
   CarrierWork as ProtoCarrierWork,
@@ -115,19 +116,23 @@ async function counted<T>(
 export function createDeliveryServiceImpl({ store, requests }: DeliveryServiceDeps): ServiceImpl<typeof DeliveryService> {
   return {
     async createShipment(req) {
-      const { shipment, created } = await counted(
-        requests,
-        "create",
-        () =>
-          store.create({
-            orderId: req.orderId,
-            customerId: req.customerId,
-            totalCents: Number(req.totalCents),
-            currency: req.currency,
-            carrier: req.carrier,
-            traceparent: req.traceparent || undefined,
-          }),
-        (v) => (!v.created ? "replayed" : v.shipment.status === "DECLINED" ? "declined" : "applied"),
+      // The shipment's creation continues the order's trace; the shipment stores this span, so the carrier's calls and the events continue from here.
+      const { shipment, created } = await withChildSpan("delivery.create-shipment", req.traceparent || undefined, () =>
+        counted(
+          requests,
+          "create",
+          () =>
+            store.create({
+              orderId: req.orderId,
+              customerId: req.customerId,
+              totalCents: Number(req.totalCents),
+              currency: req.currency,
+              carrier: req.carrier,
+              traceparent: req.traceparent ? (currentTraceparent() ?? req.traceparent) : undefined,
+            }),
+          (v) => (!v.created ? "replayed" : v.shipment.status === "DECLINED" ? "declined" : "applied"),
+        ),
+        { attributes: { "order.id": req.orderId } },
       );
       failpoint("delivery.create.before-reply");
       return { shipment: toShipmentMessage(shipment), created };

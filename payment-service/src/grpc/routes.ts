@@ -3,6 +3,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { requireCustomer } from "@shop/platform/auth";
 import { failpoint } from "@shop/platform/failpoints";
+import { currentTraceparent, withChildSpan } from "@shop/platform/tracing";
 import {
   AccountSchema,
   MovementKind,
@@ -116,17 +117,21 @@ export function createPaymentServiceImpl({ payments, requests }: PaymentServiceD
     },
 
     async chargeOrder(req) {
-      const d = await counted(
-        "charge",
-        () =>
-          payments.charge({
-            orderId: req.orderId,
-            customerId: req.customerId,
-            amountCents: Number(req.amountCents),
-            currency: req.currency,
-            traceparent: req.traceparent,
-          }),
-        resultOf,
+      // The charge's span continues the order's trace; the outcome row stores it, so the order's side continues from here.
+      const d = await withChildSpan("payment.charge", req.traceparent || undefined, () =>
+        counted(
+          "charge",
+          () =>
+            payments.charge({
+              orderId: req.orderId,
+              customerId: req.customerId,
+              amountCents: Number(req.amountCents),
+              currency: req.currency,
+              traceparent: req.traceparent ? (currentTraceparent() ?? req.traceparent) : req.traceparent,
+            }),
+          resultOf,
+        ),
+        { attributes: { "order.id": req.orderId } },
       );
       failpoint("payment.charge.before-reply");
       return toDecision(d);
