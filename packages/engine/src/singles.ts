@@ -65,3 +65,33 @@ export function singlesBatchLimit(c: { leaseMs: number; callTimeoutMs: number },
   const waves = Math.max(1, Math.ceil(c.leaseMs / c.callTimeoutMs) - 1);
   return waves * inFlight;
 }
+
+/** What a per-row relay's settings are read as: the engine's, with the prefix its process uses and the RPC it calls. */
+export interface SinglesRelaySettings {
+  /** e.g. "PAYMENT_RELAY_": names the settings in problems. */
+  prefix: string;
+  /** The per-row RPC, e.g. "RecordPaymentOutcome": names the calls in problems. */
+  method: string;
+}
+
+/**
+ * The rule the engine's own checks do not know (they see a batch as one
+ * call), for a relay whose batch is per-row calls: a claim must not exceed
+ * singlesBatchLimit, so that all its calls, SINGLES_IN_FLIGHT at a time and
+ * each up to the call timeout, end within the lease. The order service's
+ * relays cap their claims to that limit instead (they share RELAY_* with the
+ * voucher flow, whose batch is one call).
+ */
+export function singlesRelayConfigProblems(
+  c: { batchSize: number; leaseMs: number; callTimeoutMs: number },
+  s: SinglesRelaySettings,
+  inFlight = SINGLES_IN_FLIGHT,
+): string[] {
+  if (c.batchSize <= singlesBatchLimit(c, inFlight)) return [];
+  const waves = Math.ceil(c.batchSize / inFlight);
+  return [
+    `${s.prefix}BATCH_SIZE=${c.batchSize} is ${waves} waves of ${inFlight} ${s.method} calls, up to ` +
+      `${waves} × ${s.prefix}CALL_TIMEOUT_MS=${c.callTimeoutMs} ms, which must end within ${s.prefix}LEASE_MS=${c.leaseMs}: ` +
+      `lower the batch size or the call timeout, or raise the lease`,
+  ];
+}

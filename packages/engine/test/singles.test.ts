@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { batchOfSingles, singlesBatchLimit } from "@shop/engine/singles";
+import { batchOfSingles, singlesBatchLimit, singlesRelayConfigProblems } from "@shop/engine/singles";
 import type { Claimed } from "@shop/engine";
 
 type Row = { key: string };
@@ -85,5 +85,18 @@ describe("singlesBatchLimit", () => {
     expect(singlesBatchLimit({ leaseMs: 30_001, callTimeoutMs: 5_000 })).to.equal(96);
     // Never below one wave.
     expect(singlesBatchLimit({ leaseMs: 1_000, callTimeoutMs: 900 })).to.equal(16);
+  });
+});
+
+describe("singlesRelayConfigProblems", () => {
+  const names = { prefix: "X_RELAY_", method: "RecordThing" };
+  it("accepts a claim up to singlesBatchLimit and names every setting of a larger one", () => {
+    expect(singlesRelayConfigProblems({ batchSize: 80, leaseMs: 30_000, callTimeoutMs: 5_000 }, names)).to.deep.equal([]);
+    const [problem, ...more] = singlesRelayConfigProblems({ batchSize: 81, leaseMs: 30_000, callTimeoutMs: 5_000 }, names);
+    expect(more).to.deep.equal([]);
+    expect(problem).to.equal(
+      "X_RELAY_BATCH_SIZE=81 is 6 waves of 16 RecordThing calls, up to 6 × X_RELAY_CALL_TIMEOUT_MS=5000 ms, which must end within X_RELAY_LEASE_MS=30000: " +
+        "lower the batch size or the call timeout, or raise the lease",
+    );
   });
 });

@@ -9,7 +9,7 @@ import {
   type OutboxCleanupConfig,
 } from "@shop/engine/cleanup";
 import { Relay, RELAY_DEFAULTS, relayConfigFromEnv, type DeliveryMetrics, type RelayConfig } from "@shop/engine/relay";
-import { SINGLES_IN_FLIGHT } from "@shop/engine/singles";
+import { singlesRelayConfigProblems } from "@shop/engine/singles";
 import { outcomeFlow, paymentOutbox, type OutcomeMessage, type OutcomeRecorded } from "./outcome-flow.js";
 
 export { OUTBOX_CLEANUP_DEFAULTS, type OutboxCleanupConfig } from "@shop/engine/cleanup";
@@ -28,18 +28,9 @@ export const PAYMENT_RELAY_COMPONENT = "payment-relay";
  */
 export const PAYMENT_RELAY_DEFAULTS: Readonly<RelayConfig> = { ...RELAY_DEFAULTS, batchSize: 50 };
 
-/**
- * The rule the engine's own checks do not know (it sees a batch as one call):
- * the waves of one claim, at one call timeout each, must end within the lease.
- */
+/** The engine's rule for relays of per-row calls (singlesRelayConfigProblems), under the PAYMENT_RELAY_ settings. */
 export function paymentRelayConfigProblems(c: RelayConfig): string[] {
-  const waves = Math.ceil(c.batchSize / SINGLES_IN_FLIGHT);
-  if (waves * c.callTimeoutMs < c.leaseMs) return [];
-  return [
-    `PAYMENT_RELAY_BATCH_SIZE=${c.batchSize} is ${waves} waves of ${SINGLES_IN_FLIGHT} RecordPaymentOutcome calls, up to ` +
-      `${waves} × PAYMENT_RELAY_CALL_TIMEOUT_MS=${c.callTimeoutMs} ms, which must end within PAYMENT_RELAY_LEASE_MS=${c.leaseMs}: ` +
-      `lower the batch size or the call timeout, or raise the lease`,
-  ];
+  return singlesRelayConfigProblems(c, { prefix: "PAYMENT_RELAY_", method: "RecordPaymentOutcome" });
 }
 
 /**

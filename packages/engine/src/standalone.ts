@@ -1,0 +1,74 @@
+import { envReader } from "@shop/platform/config";
+import { createPool, waitForDatabase, withMigrationPool, type Pool } from "@shop/platform/db";
+import { createLogger, type Logger } from "@shop/platform/logger";
+import { createMetrics, startMetricsServer, type Registry } from "@shop/platform/metrics";
+import { dieOnStartupError, exitOnSignals } from "@shop/platform/shutdown";
+import { initTracing } from "@shop/platform/tracing";
+import type { RelayConfig } from "./relay.js";
+
+type EnvReader = ReturnType<typeof envReader>;
+
+/** A relay process: what differs between the services' standalone relays. */
+export interface StandaloneRelay<Settings extends { config: RelayConfig }> {
+  /** The process's name: its logger, its tracing service name, its log lines. */
+  name: string;
+  /**
+   * The prefix of its own settings: <prefix>_DATABASE_URL (required),
+   * <prefix>_MIGRATION_DATABASE_URL, <prefix>_RELAY_METRICS_PORT (default 0:
+   * none; the service's /metrics has the outbox gauges) and _METRICS_HOST.
+   */
+  prefix: string;
+  /** Reads the relay's own settings into `env` (problems recorded there, reported together). */
+  readSettings(env: EnvReader): Settings;
+  migrate(pool: Pool, logger: Logger): Promise<void>;
+  /** Builds the relay on the pool; `close` releases what it holds (its client). `describe` goes in the start-up line. */
+  create(deps: { pool: Pool; logger: Logger; settings: Settings; registry: Registry }): {
+    relay: { start(): void; stop(): Promise<void> };
+    close(): void;
+    describe: Record<string, unknown>;
+  };
+}
+
+/**
+ * Runs a service's relay as its own process (`npm run start:payment-relay`,
+ * `start:delivery-relay`): for more (or fewer) relay replicas than the service
+ * runs, or with the service's own relay switched off. It competes safely with
+ * the relays inside the service's processes and with other copies of itself;
+ * the outbox cleanup and gauges stay with the service. Bad settings exit 1
+ * naming each; SIGTERM and SIGINT stop it gracefully.
+ */
+export async function runStandaloneRelay<Settings extends { config: RelayConfig }>(spec: StandaloneRelay<Settings>): Promise<void> {
+  const logger = createLogger(spec.name);
+  try {
+    const env = envReader();
+    const databaseUrl = env.databaseUrl(`${spec.prefix}_DATABASE_URL`);
+    const migrationDatabaseUrl = env.optionalDatabaseUrl(`${spec.prefix}_MIGRATION_DATABASE_URL`);
+    const settings = spec.readSettings(env);
+    const metricsPort = env.int(`${spec.prefix}_RELAY_METRICS_PORT`, 0, { min: 0, max: 65535 });
+    const metricsHost = env.string(`${spec.prefix}_RELAY_METRICS_HOST`, "127.0.0.1");
+    env.finish();
+    const tracing = await initTracing({ serviceName: spec.name, logger });
+
+    // One connection per loop, plus one so a claim never waits behind an ack.
+    const pool = createPool({ url: databaseUrl, connectionLimit: settings.config.concurrency + 1 });
+    await waitForDatabase(pool, logger);
+    await withMigrationPool(migrationDatabaseUrl, pool, (p) => spec.migrate(p, logger));
+
+    const metrics = createMetrics();
+    const { relay, close, describe } = spec.create({ pool, logger, settings, registry: metrics.registry });
+    const metricsServer =
+      metricsPort === 0 ? undefined : await startMetricsServer({ host: metricsHost, port: metricsPort, registry: metrics.registry, logger });
+    relay.start();
+    logger.info(describe, `${spec.name} running`);
+
+    exitOnSignals(logger, async () => {
+      await relay.stop();
+      await metricsServer?.close();
+      close();
+      await pool.end();
+      await tracing.shutdown();
+    });
+  } catch (err) {
+    dieOnStartupError(logger, err);
+  }
+}
