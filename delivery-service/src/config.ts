@@ -1,41 +1,21 @@
-import { AUDIENCES, readAuthSettings, readCallerToken, type AuthSettings, type TokenSource } from "@shop/platform/auth";
+import { readOrderServiceRelaySettings, type OrderServiceRelaySettings } from "@shop/engine/standalone";
+import { AUDIENCES, readAuthSettings, type AuthSettings } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
-import { checkClientTlsUrls, readClientTls, readServerHardening, type ClientTls, type ServerTls } from "@shop/platform/tls";
+import { readServerHardening, type ServerTls } from "@shop/platform/tls";
 import { readCarrierSettings, type CarrierSettings } from "./carriers/registry.js";
-import { deliveryOutboxCleanupConfigFromEnv, deliveryRelayConfigFromEnv, type OutboxCleanupConfig, type RelayConfig } from "./outbox/relay.js";
+import { deliveryOutboxCleanupConfigFromEnv, deliveryRelayConfigFromEnv, type OutboxCleanupConfig } from "./outbox/relay.js";
 
 export type EnvReader = ReturnType<typeof envReader>;
 
-/** How the delivery relay reaches the order service, and its engine settings. */
-export interface DeliveryRelaySettings {
-  /** ORDER_SERVICE_URL, default http://127.0.0.1:50051 (the order service's default gRPC port). */
-  orderServiceUrl: string;
-  /** DELIVERY_RELAY_TOKEN or DELIVERY_RELAY_TOKEN_FILE, required: a token of the delivery-relay role (scope orders:shipment-event). */
-  token: TokenSource;
-  /** TLS_CA_FILE, TLS_CLIENT_CERT_FILE + TLS_CLIENT_KEY_FILE: for an https:// ORDER_SERVICE_URL (refused for http://). */
-  tls?: ClientTls;
-  /** DELIVERY_RELAY_BATCH_SIZE (default 50), _CONCURRENCY, _LEASE_MS, _POLL_INTERVAL_MS, ... (see @shop/engine's RelayConfig). */
-  config: RelayConfig;
-  /** DELIVERY_RELAY_ID: names this relay in claim tokens and logs; default host name and pid. */
-  relayId?: string;
-}
+/** How the delivery relay reaches the order service (ORDER_SERVICE_URL, DELIVERY_RELAY_TOKEN, TLS_*), and its engine settings (DELIVERY_RELAY_*, batch 50 by default). */
+export type DeliveryRelaySettings = OrderServiceRelaySettings;
 
 /**
  * Reads the delivery relay's settings into `r` without finishing: for the
  * delivery service when DELIVERY_RELAY_ENABLED, and for relay-main.ts.
  */
 export function readDeliveryRelaySettings(r: EnvReader): DeliveryRelaySettings {
-  const orderServiceUrl = r.string("ORDER_SERVICE_URL", "http://127.0.0.1:50051");
-  try {
-    const u = new URL(orderServiceUrl);
-    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
-  } catch {
-    r.problem(`ORDER_SERVICE_URL=${JSON.stringify(orderServiceUrl)} must be an http:// or https:// URL, like http://127.0.0.1:50051`);
-  }
-  const token = readCallerToken(r, "DELIVERY_RELAY_TOKEN");
-  checkClientTlsUrls(r, { ORDER_SERVICE_URL: orderServiceUrl });
-  const tls = readClientTls(r);
-  return { orderServiceUrl, token, tls, config: deliveryRelayConfigFromEnv(r), relayId: r.optionalString("DELIVERY_RELAY_ID") };
+  return readOrderServiceRelaySettings(r, { prefix: "DELIVERY", config: deliveryRelayConfigFromEnv });
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;

@@ -3,6 +3,8 @@ import { createPool, waitForDatabase, withMigrationPool, type Pool } from "@shop
 import { createLogger, type Logger } from "@shop/platform/logger";
 import { createMetrics, startMetricsServer, type Registry } from "@shop/platform/metrics";
 import { dieOnStartupError, exitOnSignals } from "@shop/platform/shutdown";
+import { readCallerToken, type TokenSource } from "@shop/platform/auth";
+import { checkClientTlsUrls, readClientTls, type ClientTls } from "@shop/platform/tls";
 import { initTracing } from "@shop/platform/tracing";
 import type { RelayConfig } from "./relay.js";
 
@@ -71,4 +73,41 @@ export async function runStandaloneRelay<Settings extends { config: RelayConfig 
   } catch (err) {
     dieOnStartupError(logger, err);
   }
+}
+
+/** How a service's relay reaches the order service (the payment and the delivery relays), and its engine settings. */
+export interface OrderServiceRelaySettings {
+  /** ORDER_SERVICE_URL, default http://127.0.0.1:50051 (the order service's default gRPC port). */
+  orderServiceUrl: string;
+  /** <prefix>_RELAY_TOKEN or <prefix>_RELAY_TOKEN_FILE, required: a token of the relay's role. */
+  token: TokenSource;
+  /** TLS_CA_FILE, TLS_CLIENT_CERT_FILE + TLS_CLIENT_KEY_FILE: for an https:// ORDER_SERVICE_URL (refused for http://). */
+  tls?: ClientTls;
+  /** <prefix>_RELAY_BATCH_SIZE, _CONCURRENCY, _LEASE_MS, ... (see RelayConfig). */
+  config: RelayConfig;
+  /** <prefix>_RELAY_ID: names this relay in claim tokens and logs; default host name and pid. */
+  relayId?: string;
+}
+
+/**
+ * Reads a relay's settings for the order service into `r` without finishing
+ * (problems recorded there): for the service when its relay runs inside it,
+ * and for its standalone relay. `config` reads the engine settings under the
+ * relay's prefix.
+ */
+export function readOrderServiceRelaySettings(
+  r: EnvReader,
+  o: { prefix: string; config: (r: EnvReader) => RelayConfig },
+): OrderServiceRelaySettings {
+  const orderServiceUrl = r.string("ORDER_SERVICE_URL", "http://127.0.0.1:50051");
+  try {
+    const u = new URL(orderServiceUrl);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
+  } catch {
+    r.problem(`ORDER_SERVICE_URL=${JSON.stringify(orderServiceUrl)} must be an http:// or https:// URL, like http://127.0.0.1:50051`);
+  }
+  const token = readCallerToken(r, `${o.prefix}_RELAY_TOKEN`);
+  checkClientTlsUrls(r, { ORDER_SERVICE_URL: orderServiceUrl });
+  const tls = readClientTls(r);
+  return { orderServiceUrl, token, tls, config: o.config(r), relayId: r.optionalString(`${o.prefix}_RELAY_ID`) };
 }
