@@ -4,9 +4,9 @@ import { PaymentStatus, type Order } from "@shop/sdk/order";
 import type { OrderPayment } from "@shop/sdk/payment";
 import type { OrderClient, PaymentClient, PaymentOutcomeClient } from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
-import { REPAIR_OF } from "./compare.js";
+import { cappedRepairs } from "./capped-repairs.js";
 import { checkPayments, isPaymentRepairable, paymentFindingKey, type PaymentFinding } from "./payment-compare.js";
-import { chunks, guard, inParallel, prefetched, refusal, ServiceCallError, stopsTheRun, type DriftRecord, type RunResult } from "./reconcile.js";
+import { chunks, guard, prefetched, refusal, ServiceCallError, stopsTheRun, type DriftRecord, type RunResult } from "./reconcile.js";
 import type { Window } from "./state.js";
 
 /** The most ids BatchGetOrderPayments accepts in one call, and the page size asked of ListOrderPayments. */
@@ -74,7 +74,6 @@ export function paymentReconciliation(ctx: PaymentContext) {
   const { result, log } = ctx;
   const tally = result.payments;
   const cutoff = ctx.window.until;
-  const seen = new Set<string>();
   const sinceTs = ctx.window.since ? timestampFromDate(ctx.window.since) : undefined;
   const untilTs = timestampFromDate(ctx.window.until);
 
@@ -93,30 +92,6 @@ export function paymentReconciliation(ctx: PaymentContext) {
       for (const p of res.payments) byOrder.set(p.orderId, p);
     }
     return byOrder;
-  };
-
-  /** Which findings may be repaired: the repairable ones, no more than the cap over the whole run. */
-  const allowedRepairs = (fresh: PaymentFinding[], records: Map<PaymentFinding, DriftRecord>): Set<PaymentFinding> => {
-    const allowed = new Set<PaymentFinding>();
-    for (const f of fresh.filter(isPaymentRepairable)) {
-      if (tally.repairs >= tally.cap) {
-        tally.skippedByCap++;
-        tally.capReached = true;
-        Object.assign(records.get(f)!, {
-          error:
-            `not repaired: this run reached its cap of ${tally.cap} payment repair(s) (RECONCILE_MAX_PAYMENT_REPAIRS); ` +
-            `check the report, then run again with --max-payment-repairs to repair the rest`,
-          needsPerson: true,
-        });
-      } else {
-        tally.repairs++;
-        allowed.add(f);
-      }
-    }
-    if (tally.capReached) {
-      log.error({ cap: tally.cap, skipped: tally.skippedByCap }, `payment repair cap reached: ${tally.skippedByCap} order(s) left unrepaired so far`);
-    }
-    return allowed;
   };
 
   /** One order's repair: the outcome delivered, then its request requeued; failures are recorded on the record. */
@@ -164,69 +139,21 @@ export function paymentReconciliation(ctx: PaymentContext) {
     return "repaired";
   };
 
-  /** Records new findings (once each) and carries out their repairs. */
-  const handle = async (findings: PaymentFinding[]): Promise<void> => {
-    const fresh = findings.filter((f) => {
-      const key = paymentFindingKey(f);
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return true;
-    });
-    if (fresh.length === 0) return;
-    const records = new Map<PaymentFinding, DriftRecord>();
-    for (const f of fresh) {
-      const repairable = isPaymentRepairable(f);
-      records.set(f, {
-        kind: f.kind,
-        orderId: f.orderId,
-        detail: f.detail,
-        action: REPAIR_OF[f.kind],
-        repaired: false,
-        error: repairable ? undefined : "no automatic repair: a person must decide",
-        needsPerson: repairable ? undefined : true,
-      });
-    }
-    const allowed = allowedRepairs(fresh, records);
-    if (ctx.dryRun) {
-      for (const [f, r] of records) {
-        if (allowed.has(f)) r.error = "dry run: not repaired";
-        result.drift.push(r);
-        log.warn({ kind: r.kind, orderId: r.orderId }, `drift: ${r.detail}`);
-      }
-      return;
-    }
-    const outcome = new Map<PaymentFinding, "repaired" | "raced" | "failed">();
-    try {
-      await inParallel([...allowed], ctx.concurrency, async (f) => {
-        outcome.set(f, await repairOne(f, records.get(f)!));
-      });
-    } catch (err) {
-      for (const [f, r] of records) {
-        if (allowed.has(f) && !outcome.has(f)) r.error ??= "run stopped before this was repaired";
-        r.repaired = outcome.get(f) === "repaired";
-        if (r.repaired) delete r.needsPerson;
-        else r.needsPerson ??= false;
-        result.drift.push(r);
-      }
-      throw err;
-    }
-    for (const [f, r] of records) {
-      const done = outcome.get(f);
-      if (done === "raced") {
-        tally.racedWithRelay++;
-        seen.delete(paymentFindingKey(f));
-        log.debug({ orderId: f.orderId, kind: f.kind }, "payment outcome arrived meanwhile: the payment relay delivered it");
-        continue;
-      }
-      r.repaired = done === "repaired";
-      if (r.repaired) delete r.needsPerson;
-      else r.needsPerson ??= false;
-      result.drift.push(r);
-      const fields = { kind: r.kind, orderId: r.orderId, repaired: r.repaired, needsPerson: r.needsPerson, error: r.error };
-      if (r.repaired) log.info(fields, `drift repaired: ${r.detail}`);
-      else log.warn(fields, `drift not repaired: ${r.detail}`);
-    }
-  };
+  /** Records new findings (once each) and carries out their repairs, within the cap. */
+  const handle = cappedRepairs<PaymentFinding>({
+    what: "payment",
+    capSetting: "RECONCILE_MAX_PAYMENT_REPAIRS",
+    capFlag: "--max-payment-repairs",
+    tally,
+    result,
+    log,
+    dryRun: ctx.dryRun,
+    concurrency: ctx.concurrency,
+    keyOf: paymentFindingKey,
+    repairable: isPaymentRepairable,
+    repairOne,
+    racedMessage: "payment outcome arrived meanwhile: the payment relay delivered it",
+  });
 
   /** Orders awaiting a charge or a refund since before the window's end → what the payment service decided for them. */
   const ordersAwaiting = (paymentStatus: PaymentStatus) => async (stopped: () => boolean) => {

@@ -4,9 +4,9 @@ import { ShippingStatus, type Order } from "@shop/sdk/order";
 import { ShipmentStatus, type Shipment } from "@shop/sdk/delivery";
 import type { DeliveryClient, OrderClient, ShipmentEventClient } from "@shop/sdk/clients";
 import type { Logger } from "@shop/platform/logger";
-import { REPAIR_OF } from "./compare.js";
+import { cappedRepairs } from "./capped-repairs.js";
 import { checkShipping, isShippingRepairable, shippingFindingKey, type ShippingFinding } from "./shipping-compare.js";
-import { chunks, guard, inParallel, prefetched, refusal, ServiceCallError, stopsTheRun, type DriftRecord, type RunResult } from "./reconcile.js";
+import { chunks, guard, prefetched, refusal, ServiceCallError, stopsTheRun, type DriftRecord, type RunResult } from "./reconcile.js";
 import type { Window } from "./state.js";
 
 /** The most ids BatchGetShipments accepts in one call, and the most ListShipments answers per page. */
@@ -77,7 +77,6 @@ export function shippingReconciliation(ctx: ShippingContext) {
   const { result, log } = ctx;
   const tally = (result.shipping ??= emptyShippingTally(0));
   const cutoff = ctx.window.until;
-  const seen = new Set<string>();
   const sinceTs = ctx.window.since ? timestampFromDate(ctx.window.since) : undefined;
   const untilTs = timestampFromDate(ctx.window.until);
 
@@ -96,30 +95,6 @@ export function shippingReconciliation(ctx: ShippingContext) {
       for (const s of res.shipments) byOrder.set(s.orderId, s);
     }
     return byOrder;
-  };
-
-  /** Which findings may be repaired: the repairable ones, no more than the cap over the whole run. */
-  const allowedRepairs = (fresh: ShippingFinding[], records: Map<ShippingFinding, DriftRecord>): Set<ShippingFinding> => {
-    const allowed = new Set<ShippingFinding>();
-    for (const f of fresh.filter(isShippingRepairable)) {
-      if (tally.repairs >= tally.cap) {
-        tally.skippedByCap++;
-        tally.capReached = true;
-        Object.assign(records.get(f)!, {
-          error:
-            `not repaired: this run reached its cap of ${tally.cap} shipping repair(s) (RECONCILE_MAX_SHIPPING_REPAIRS); ` +
-            `check the report, then run again with --max-shipping-repairs to repair the rest`,
-          needsPerson: true,
-        });
-      } else {
-        tally.repairs++;
-        allowed.add(f);
-      }
-    }
-    if (tally.capReached) {
-      log.error({ cap: tally.cap, skipped: tally.skippedByCap }, `shipping repair cap reached: ${tally.skippedByCap} order(s) left unrepaired so far`);
-    }
-    return allowed;
   };
 
   /** One order's repair: its missing events delivered in order, or its shipment request requeued; failures are recorded on the record. */
@@ -157,69 +132,21 @@ export function shippingReconciliation(ctx: ShippingContext) {
     return "repaired";
   };
 
-  /** Records new findings (once each) and carries out their repairs. */
-  const handle = async (findings: ShippingFinding[]): Promise<void> => {
-    const fresh = findings.filter((f) => {
-      const key = shippingFindingKey(f);
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return true;
-    });
-    if (fresh.length === 0) return;
-    const records = new Map<ShippingFinding, DriftRecord>();
-    for (const f of fresh) {
-      const repairable = isShippingRepairable(f);
-      records.set(f, {
-        kind: f.kind,
-        orderId: f.orderId,
-        detail: f.detail,
-        action: REPAIR_OF[f.kind],
-        repaired: false,
-        error: repairable ? undefined : "no automatic repair: a person must decide",
-        needsPerson: repairable ? undefined : true,
-      });
-    }
-    const allowed = allowedRepairs(fresh, records);
-    if (ctx.dryRun) {
-      for (const [f, r] of records) {
-        if (allowed.has(f)) r.error = "dry run: not repaired";
-        result.drift.push(r);
-        log.warn({ kind: r.kind, orderId: r.orderId }, `drift: ${r.detail}`);
-      }
-      return;
-    }
-    const outcome = new Map<ShippingFinding, "repaired" | "raced" | "failed">();
-    try {
-      await inParallel([...allowed], ctx.concurrency, async (f) => {
-        outcome.set(f, await repairOne(f, records.get(f)!));
-      });
-    } catch (err) {
-      for (const [f, r] of records) {
-        if (allowed.has(f) && !outcome.has(f)) r.error ??= "run stopped before this was repaired";
-        r.repaired = outcome.get(f) === "repaired";
-        if (r.repaired) delete r.needsPerson;
-        else r.needsPerson ??= false;
-        result.drift.push(r);
-      }
-      throw err;
-    }
-    for (const [f, r] of records) {
-      const done = outcome.get(f);
-      if (done === "raced") {
-        tally.racedWithRelay++;
-        seen.delete(shippingFindingKey(f));
-        log.debug({ orderId: f.orderId, kind: f.kind }, "shipment events arrived meanwhile: the delivery relay delivered them");
-        continue;
-      }
-      r.repaired = done === "repaired";
-      if (r.repaired) delete r.needsPerson;
-      else r.needsPerson ??= false;
-      result.drift.push(r);
-      const fields = { kind: r.kind, orderId: r.orderId, repaired: r.repaired, needsPerson: r.needsPerson, error: r.error };
-      if (r.repaired) log.info(fields, `drift repaired: ${r.detail}`);
-      else log.warn(fields, `drift not repaired: ${r.detail}`);
-    }
-  };
+  /** Records new findings (once each) and carries out their repairs, within the cap. */
+  const handle = cappedRepairs<ShippingFinding>({
+    what: "shipping",
+    capSetting: "RECONCILE_MAX_SHIPPING_REPAIRS",
+    capFlag: "--max-shipping-repairs",
+    tally,
+    result,
+    log,
+    dryRun: ctx.dryRun,
+    concurrency: ctx.concurrency,
+    keyOf: shippingFindingKey,
+    repairable: isShippingRepairable,
+    repairOne,
+    racedMessage: "shipment events arrived meanwhile: the delivery relay delivered them",
+  });
 
   /** Orders awaiting their shipment since before the window's end → the delivery service's shipments of them. */
   const ordersAwaiting = async (stopped: () => boolean) => {
