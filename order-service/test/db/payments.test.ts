@@ -199,8 +199,11 @@ describe("OrderStore: paid orders", function () {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await createPaid(12_000, "lister")).id);
     const awaiting = await store.listByPaymentStatus({ paymentStatus: "AWAITING", limit: 1000 });
-    const mine = awaiting.filter((o) => o.customerId === "lister").map((o) => o.id);
-    expect(mine).to.deep.equal(ids);
+    const listed = awaiting.filter((o) => o.customerId === "lister");
+    // Oldest first: by created_at, then id (orders created in the same millisecond come in id order, not creation order).
+    expect(listed.map((o) => o.id).sort()).to.deep.equal([...ids].sort());
+    const position = (o: (typeof listed)[number]) => `${String(o.createdAt.getTime()).padStart(15, "0")} ${o.id}`;
+    expect(listed.map(position)).to.deep.equal(listed.map(position).sort());
     const page1 = await store.listByPaymentStatus({ paymentStatus: "AWAITING", limit: 2 });
     const last = page1[1]!;
     const page2 = await store.listByPaymentStatus({ paymentStatus: "AWAITING", limit: 2, from: { at: last.createdAt, id: last.id } });
