@@ -171,7 +171,12 @@ describe("payment outcome relay: payment_outbox delivered to a real PaymentOutco
       expect(receiver.callsFor(key).map((c) => c.failedWith ?? c.changed)).to.deep.equal([Code.Unavailable, Code.Unavailable, Code.Unavailable, Code.Unavailable, true]);
       const retries = lines.filter((l) => l.msg === "payment outcome delivery failed; retry scheduled");
       expect(retries).to.have.length(4);
-      for (const l of retries) expect((l.retryInMs as { min: number }).min).to.be.greaterThan(0);
+      // Full jitter below a doubling ceiling (retryBaseMs 20): the n-th retry waits in [0, 20·2^(n-1)) ms.
+      retries.forEach((l, i) => {
+        const { min, max } = l.retryInMs as { min: number; max: number };
+        expect(min, `retry ${i + 1}`).to.be.at.least(0);
+        expect(max, `retry ${i + 1}`).to.be.below(Math.min(FAST.retryMaxMs, FAST.retryBaseMs * 2 ** i));
+      });
       expect(String(retries[0]!.errors)).to.match(/RecordPaymentOutcome: UNAVAILABLE/);
       expect((await metrics.deliveries.get()).values.find((v) => v.labels.result === "dead")?.value).to.equal(0);
       expect((await metrics.callFailures.get()).values.find((v) => v.labels.code === "UNAVAILABLE")?.value).to.equal(4);
