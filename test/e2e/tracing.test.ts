@@ -497,7 +497,14 @@ describe("tracing the shipping chain: one paid order, CreateOrder → charge →
     // Wait for the last hop's span, then one more export round, so spans ended beside it are in too.
     await collector.waitFor("voucher.issue", (s) => s.name === "voucher.issue" && s.attributes["order.id"] === orderId);
     await collector.waitFor("carrier.poll", (s) => s.name === "carrier.poll" && s.service === "delivery-service");
-    await new Promise((r) => setTimeout(r, 500));
+    // The spans that end beside the last hop's: each hop's own span, and both shipment events (SHIPPED, DELIVERED).
+    for (const name of ["payment.charge", "delivery.create-shipment", "order.record-payment-outcome"]) {
+      await collector.waitFor(name, (s) => s.name === name && s.traceId === run.traceId);
+    }
+    const deadline = Date.now() + 15_000;
+    while (collector.spans.filter((s) => s.name === "order.record-shipment-event" && s.traceId === run.traceId).length < 2 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
   });
 
   const where = (s: ReceivedSpan) => `${s.service}:${s.name}:${s.traceId === run.traceId ? "caller's trace" : s.traceId}`;
