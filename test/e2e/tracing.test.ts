@@ -501,8 +501,8 @@ describe("tracing the shipping chain: one paid order, CreateOrder → charge →
     for (const name of ["payment.charge", "delivery.create-shipment", "order.record-payment-outcome"]) {
       await collector.waitFor(name, (s) => s.name === name && s.traceId === run.traceId);
     }
-    const deadline = Date.now() + 15_000;
-    while (collector.spans.filter((s) => s.name === "order.record-shipment-event" && s.traceId === run.traceId).length < 2 && Date.now() < deadline) {
+    const eventsBy = Date.now() + 15_000;
+    while (collector.spans.filter((s) => s.name === "order.record-shipment-event" && s.traceId === run.traceId).length < 2 && Date.now() < eventsBy) {
       await new Promise((r) => setTimeout(r, 100));
     }
   });
