@@ -25,6 +25,7 @@ COPY voucher-service/package.json voucher-service/
 COPY payment-service/package.json payment-service/
 COPY delivery-service/package.json delivery-service/
 COPY reconciler/package.json reconciler/
+COPY gateway/package.json gateway/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.base.json tsconfig.build.json ./
 COPY packages packages
@@ -50,6 +51,7 @@ COPY voucher-service/package.json voucher-service/
 COPY payment-service/package.json payment-service/
 COPY delivery-service/package.json delivery-service/
 COPY reconciler/package.json reconciler/
+COPY gateway/package.json gateway/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/packages/platform/dist packages/platform/dist
 COPY --from=build /app/packages/engine/dist packages/engine/dist
