@@ -1,0 +1,337 @@
+/**
+ * The gateway's nginx.conf, rendered from its settings: one server for gRPC
+ * (HTTP/2, grpc_pass) and one for Connect JSON (HTTP/1.1 and 2, proxy_pass),
+ * each routing by the service path prefix to that service's replicas, with
+ * the internal RPCs (routes.ts) answered "unimplemented" at the edge, a rate
+ * limit per caller and per address, a request size limit, timeouts, passive
+ * health checks on the replicas, and JSON access logs carrying the trace id.
+ *
+ * Errors the gateway makes itself are answered in each protocol's own terms:
+ * a gRPC status in the headers on the gRPC port (RESOURCE_EXHAUSTED for the
+ * rate and size limits, UNIMPLEMENTED for a method not routed, UNAVAILABLE
+ * when no replica answers), a Connect error body with its HTTP status on the
+ * Connect port (429, 413, 404, 503).
+ */
+import { EDGE_SERVICES, UPSTREAMS, type EdgeService, type UpstreamName } from "./routes.js";
+
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+export interface GatewayLimits {
+  /** Requests a second per caller (the token's subject, else the address). */
+  ratePerCaller: number;
+  /** Requests a caller may send over its rate at once before being refused. */
+  burstPerCaller: number;
+  /** Requests a second per client address, whatever the tokens say. */
+  ratePerAddress: number;
+  burstPerAddress: number;
+  /** Largest request body. */
+  maxRequestBytes: number;
+  /** How long a replica may take to answer (between two reads of its answer). */
+  upstreamTimeoutMs: number;
+  /** How long connecting to a replica may take before the next one is tried. */
+  connectTimeoutMs: number;
+  /** Failed attempts within failTimeoutSeconds that take a replica out, for failTimeoutSeconds (nginx counts whole seconds). */
+  maxFails: number;
+  failTimeoutSeconds: number;
+  /** How long a client may take to send its request headers or body. */
+  clientTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: GatewayLimits = {
+  ratePerCaller: 200,
+  burstPerCaller: 400,
+  ratePerAddress: 1000,
+  burstPerAddress: 2000,
+  maxRequestBytes: 1024 * 1024,
+  upstreamTimeoutMs: 30_000,
+  connectTimeoutMs: 2_000,
+  maxFails: 1,
+  failTimeoutSeconds: 10,
+  clientTimeoutMs: 10_000,
+};
+
+export interface GatewayConfig {
+  /** Where the two servers listen. */
+  host: string;
+  grpcPort: number;
+  httpPort: number;
+  /** TLS at the edge (HTTP/2 over TLS for gRPC, HTTP/1.1 and 2 for Connect); absent: plaintext (h2c for gRPC). */
+  tls?: { certFile: string; keyFile: string };
+  /**
+   * TLS to the replicas (grpcs:// and https://): the CA their certificates
+   * must chain to, and the certificate the gateway presents when they require
+   * mutual TLS. Absent: plaintext to the replicas.
+   */
+  upstreamTls?: { caFile: string; certFile?: string; keyFile?: string };
+  /** Each service's replicas: their gRPC and their HTTP (Connect) endpoints. */
+  upstreams: Record<UpstreamName, { grpc: Endpoint[]; http: Endpoint[] }>;
+  limits: GatewayLimits;
+  /** Files and folders nginx uses; absolute, or relative to nginx's prefix (-p). */
+  paths: {
+    /** The njs module's .so, loaded with load_module; absent when nginx has it built in or loads it elsewhere. */
+    njsModule?: string;
+    /** The folder holding caller.js. */
+    njsDir: string;
+    pidFile: string;
+    /** Folder for request bodies and answers nginx buffers to disk. */
+    tempDir: string;
+    accessLog: string;
+    errorLog: string;
+  };
+  /** nginx worker processes; "auto" is one per core. */
+  workers: number | "auto";
+  /** The user nginx's workers run as, when it starts as root; absent: nginx's default. */
+  user?: string;
+}
+
+/** nginx time: whole milliseconds. */
+const ms = (n: number) => `${Math.round(n)}ms`;
+
+function upstreamName(service: UpstreamName, protocol: "grpc" | "http"): string {
+  return `${service}_${protocol}`;
+}
+
+function upstreamBlock(name: string, endpoints: Endpoint[], limits: GatewayLimits): string {
+  if (endpoints.length === 0) throw new Error(`upstream ${name} has no replicas`);
+  const servers = endpoints
+    .map((e) => `    server ${e.host}:${e.port} max_fails=${limits.maxFails} fail_timeout=${limits.failTimeoutSeconds}s;`)
+    .join("\n");
+  return `  upstream ${name} {\n    zone ${name} 64k;\n${servers}\n    keepalive 32;\n  }`;
+}
+
+/** A location answering every request with a gRPC status the gateway sets itself. */
+function grpcErrorLocation(name: string, code: number, message: string, refusal: string): string {
+  // 200 with the status in the headers and no body is gRPC's trailers-only answer, which every client reads.
+  return [
+    `    location @${name} {`,
+    `      set $gw_refusal "${refusal}";`,
+    `      default_type application/grpc;`,
+    `      add_header grpc-status ${code} always;`,
+    `      add_header grpc-message "${message}" always;`,
+    `      return 200 "";`,
+    `    }`,
+  ].join("\n");
+}
+
+/** A location answering with a Connect error: its HTTP status and {"code", "message"}. */
+function connectErrorLocation(name: string, status: number, code: string, message: string, refusal: string): string {
+  return [
+    `    location @${name} {`,
+    `      set $gw_refusal "${refusal}";`,
+    `      default_type application/json;`,
+    `      return ${status} '{"code":"${code}","message":"${message}"}';`,
+    `    }`,
+  ].join("\n");
+}
+
+/** The locations of one server: each routed method's service by prefix, each internal method refused exactly. */
+function routeLocations(services: readonly EdgeService[], pass: (upstream: UpstreamName) => string): string {
+  const lines: string[] = [];
+  for (const s of services) {
+    const routed = s.methods.filter((m) => m.routed);
+    const internal = s.methods.filter((m) => !m.routed);
+    if (routed.length === 0) {
+      lines.push(`    # ${s.typeName}: internal only, not routed (all of ${s.methods.map((m) => m.name).join(", ")})`);
+      continue;
+    }
+    for (const m of internal) {
+      lines.push(`    location = /${s.typeName}/${m.name} { return 404; }   # internal only`);
+    }
+    lines.push(`    location /${s.typeName}/ {\n${pass(s.upstream)}\n    }`);
+  }
+  return lines.join("\n");
+}
+
+const edgeCommon = (limits: GatewayLimits) => `
+    client_max_body_size ${limits.maxRequestBytes};
+    client_header_timeout ${ms(limits.clientTimeoutMs)};
+    client_body_timeout ${ms(limits.clientTimeoutMs)};
+    limit_req_status 429;
+    limit_req_log_level warn;`;
+
+/**
+ * What every routed location does before passing the call on: a bearer token must be present (without one the
+ * services would refuse the call anyway), and the caller must be within its rate limits.
+ */
+const admit = (limits: GatewayLimits) => `      if ($http_authorization !~* "^Bearer\\s+\\S") { return 401; }
+      limit_req zone=per_caller burst=${limits.burstPerCaller} nodelay;
+      limit_req zone=per_address burst=${limits.burstPerAddress} nodelay;`;
+
+function tlsLines(c: GatewayConfig): string {
+  if (!c.tls) return "";
+  return `
+    ssl_certificate ${c.tls.certFile};
+    ssl_certificate_key ${c.tls.keyFile};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:gateway_tls:10m;`;
+}
+
+function grpcServer(c: GatewayConfig, services: readonly EdgeService[]): string {
+  const scheme = c.upstreamTls ? "grpcs" : "grpc";
+  const upstreamTls = c.upstreamTls
+    ? `
+    grpc_ssl_trusted_certificate ${c.upstreamTls.caFile};
+    grpc_ssl_verify on;
+    grpc_ssl_server_name on;
+    grpc_ssl_session_reuse on;${c.upstreamTls.certFile ? `\n    grpc_ssl_certificate ${c.upstreamTls.certFile};\n    grpc_ssl_certificate_key ${c.upstreamTls.keyFile};` : ""}`
+    : "";
+  const pass = (u: UpstreamName) => `${admit(c.limits)}\n      grpc_pass ${scheme}://${upstreamName(u, "grpc")};`;
+  return `
+  # gRPC: HTTP/2${c.tls ? " over TLS" : " (h2c)"}.
+  server {
+    listen ${c.host}:${c.grpcPort}${c.tls ? " ssl" : ""} http2;
+    set $gw_protocol grpc;
+    set $gw_refusal "";${tlsLines(c)}${edgeCommon(c.limits)}
+    grpc_connect_timeout ${ms(c.limits.connectTimeoutMs)};
+    grpc_read_timeout ${ms(c.limits.upstreamTimeoutMs)};
+    grpc_send_timeout ${ms(c.limits.upstreamTimeoutMs)};
+    grpc_next_upstream error timeout;
+    grpc_set_header traceparent $gw_traceparent;
+    grpc_set_header x-forwarded-for $proxy_add_x_forwarded_for;
+    grpc_set_header x-request-id $request_id;${upstreamTls}
+
+    error_page 401 = @unauthenticated;
+    error_page 404 = @unimplemented;
+    error_page 413 = @too_large;
+    error_page 429 = @rate_limited;
+    error_page 500 502 503 = @unavailable;
+    error_page 504 = @deadline;
+
+${routeLocations(services, pass)}
+    location / { return 404; }
+
+${grpcErrorLocation("unauthenticated", 16, "unauthenticated: no bearer token: send the header authorization: Bearer <token>", "unauthenticated")}
+${grpcErrorLocation("unimplemented", 12, "unimplemented: the gateway does not serve this method", "not_routed")}
+${grpcErrorLocation("too_large", 8, `resource exhausted: the request is larger than ${c.limits.maxRequestBytes} bytes`, "too_large")}
+${grpcErrorLocation("rate_limited", 8, "resource exhausted: rate limit exceeded, retry later", "rate_limited")}
+${grpcErrorLocation("unavailable", 14, "unavailable: no replica of the service answered", "")}
+${grpcErrorLocation("deadline", 4, "deadline exceeded: the service did not answer in time", "")}
+  }`;
+}
+
+function connectServer(c: GatewayConfig, services: readonly EdgeService[]): string {
+  const scheme = c.upstreamTls ? "https" : "http";
+  const upstreamTls = c.upstreamTls
+    ? `
+    proxy_ssl_trusted_certificate ${c.upstreamTls.caFile};
+    proxy_ssl_verify on;
+    proxy_ssl_server_name on;
+    proxy_ssl_session_reuse on;${c.upstreamTls.certFile ? `\n    proxy_ssl_certificate ${c.upstreamTls.certFile};\n    proxy_ssl_certificate_key ${c.upstreamTls.keyFile};` : ""}`
+    : "";
+  const pass = (u: UpstreamName) => `${admit(c.limits)}\n      proxy_pass ${scheme}://${upstreamName(u, "http")};`;
+  return `
+  # Connect JSON: HTTP/1.1${c.tls ? " and HTTP/2 over TLS" : ""}.
+  server {
+    listen ${c.host}:${c.httpPort}${c.tls ? " ssl http2" : ""};
+    set $gw_protocol connect;
+    set $gw_refusal "";${tlsLines(c)}${edgeCommon(c.limits)}
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $host;
+    proxy_set_header traceparent $gw_traceparent;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Request-Id $request_id;
+    proxy_connect_timeout ${ms(c.limits.connectTimeoutMs)};
+    proxy_read_timeout ${ms(c.limits.upstreamTimeoutMs)};
+    proxy_send_timeout ${ms(c.limits.upstreamTimeoutMs)};
+    proxy_next_upstream error timeout;
+    proxy_buffering off;${upstreamTls}
+
+    error_page 401 = @unauthenticated;
+    error_page 404 = @unimplemented;
+    error_page 413 = @too_large;
+    error_page 429 = @rate_limited;
+    error_page 500 502 503 = @unavailable;
+    error_page 504 = @deadline;
+
+    # The gateway's own health, for load balancers and probes: it answers without asking a service.
+    location = /healthz {
+      default_type text/plain;
+      return 200 "ok\\n";
+    }
+
+${routeLocations(services, pass)}
+    location / { return 404; }
+
+${connectErrorLocation("unauthenticated", 401, "unauthenticated", "unauthenticated: no bearer token: send the header authorization: Bearer <token>", "unauthenticated")}
+${connectErrorLocation("unimplemented", 404, "unimplemented", "unimplemented: the gateway does not serve this method", "not_routed")}
+${connectErrorLocation("too_large", 413, "resource_exhausted", `resource exhausted: the request is larger than ${c.limits.maxRequestBytes} bytes`, "too_large")}
+${connectErrorLocation("rate_limited", 429, "resource_exhausted", "resource exhausted: rate limit exceeded, retry later", "rate_limited")}
+${connectErrorLocation("unavailable", 503, "unavailable", "unavailable: no replica of the service answered", "")}
+${connectErrorLocation("deadline", 504, "deadline_exceeded", "deadline exceeded: the service did not answer in time", "")}
+  }`;
+}
+
+/** Renders nginx.conf for these settings; routes default to every service's (routes.ts). */
+export function renderNginxConf(c: GatewayConfig, services: readonly EdgeService[] = EDGE_SERVICES): string {
+  const l = c.limits;
+  for (const [name, value] of Object.entries(l)) {
+    if (!Number.isInteger(value) || value < 0) throw new Error(`gateway limit ${name} must be a whole number ≥ 0, not ${value}`);
+  }
+  if (l.ratePerCaller < 1 || l.ratePerAddress < 1) throw new Error("gateway rates must be at least 1 request a second");
+  const p = c.paths;
+  const upstreams = UPSTREAMS.flatMap((u) => [
+    upstreamBlock(upstreamName(u, "grpc"), c.upstreams[u].grpc, l),
+    upstreamBlock(upstreamName(u, "http"), c.upstreams[u].http, l),
+  ]).join("\n");
+  return `# The API gateway's nginx.conf, rendered by gateway/src/render.ts (npm run gateway:render): do not edit by hand.
+${p.njsModule ? `load_module ${p.njsModule};\n` : ""}${c.user ? `user ${c.user};\n` : ""}worker_processes ${c.workers};
+pid ${p.pidFile};
+error_log ${p.errorLog} notice;
+
+events {
+  worker_connections 4096;
+}
+
+http {
+  server_tokens off;
+  client_body_temp_path ${p.tempDir}/client_body;
+  proxy_temp_path ${p.tempDir}/proxy;
+  fastcgi_temp_path ${p.tempDir}/fastcgi;
+  uwsgi_temp_path ${p.tempDir}/uwsgi;
+  scgi_temp_path ${p.tempDir}/scgi;
+
+  # Who is calling (the bearer token's subject, unverified: the services verify it) and the trace to forward.
+  js_path ${p.njsDir};
+  js_import caller from caller.js;
+  js_set $gw_subject caller.subject;
+  js_set $gw_traceparent caller.traceparent;
+
+  # Rate limits: per caller (its subject, else its address) and per address whatever the tokens say.
+  map $gw_subject $gw_caller_key {
+    "" "address:$binary_remote_addr";
+    default "subject:$gw_subject";
+  }
+  limit_req_zone $gw_caller_key zone=per_caller:10m rate=${l.ratePerCaller}r/s;
+  limit_req_zone $binary_remote_addr zone=per_address:10m rate=${l.ratePerAddress}r/s;
+
+  map $gw_traceparent $gw_trace_id {
+    "~^00-(?<id>[0-9a-f]{32})-" $id;
+    default "";
+  }
+  # The gRPC status of the answer: the service's (a trailer, or a header for trailers-only answers), else the gateway's own.
+  map $upstream_trailer_grpc_status $gw_grpc_status {
+    "" $sent_http_grpc_status;
+    default $upstream_trailer_grpc_status;
+  }
+
+  log_format gateway_json escape=json '{"time":"$time_iso8601","protocol":"$gw_protocol","remote":"$remote_addr",'
+    '"caller":"$gw_subject","method":"$request_method","path":"$uri","status":$status,"grpcStatus":"$gw_grpc_status",'
+    '"refusal":"$gw_refusal","requestBytes":$request_length,"responseBytes":$bytes_sent,"seconds":$request_time,'
+    '"upstream":"$upstream_addr","upstreamStatus":"$upstream_status","upstreamSeconds":"$upstream_response_time",'
+    '"traceId":"$gw_trace_id","requestId":"$request_id"}';
+  access_log ${p.accessLog} gateway_json;
+
+  keepalive_timeout 75s;
+  http2_max_concurrent_streams 256;
+
+${upstreams}
+${grpcServer(c, services)}
+${connectServer(c, services)}
+}
+`;
+}
