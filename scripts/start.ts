@@ -8,8 +8,10 @@
  * its carrier worker on the delayed carrier, and the relay that reports
  * shipment events to the order service) and the order service (with its relay
  * for vouchers, charges, refunds and shipment requests; paid orders are
- * shipped) as child processes, their output prefixed with their name. Ctrl-C
- * stops the services gracefully, then the databases; a second Ctrl-C forces.
+ * shipped) as child processes, their output prefixed with their name; then,
+ * when nginx is installed, the API gateway in front of them (TLS with a local
+ * CA, one port for gRPC and one for Connect JSON). Ctrl-C stops the gateway
+ * and the services gracefully, then the databases; a second Ctrl-C forces.
  *
  * Every port it will use is checked before anything starts, and "Ready." is
  * printed only once every process, the reconciler's scheduler included,
@@ -23,6 +25,10 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { jwksJson, newSigningKey, signingKeyFromJwk, signingKeyToJwk, tokenForRole, type Role } from "@shop/platform/auth";
 import { MariaDbServer } from "@shop/testkit/mariadb";
+import { ConfigError } from "@shop/platform/config";
+import { loadGatewaySettings, type GatewaySettings } from "@shop/gateway/config";
+import { localCertificates } from "@shop/gateway/local-tls";
+import { gatewayUnavailable, startGateway, type RunningGateway } from "@shop/gateway/nginx";
 
 const root = path.resolve(import.meta.dirname, "..");
 /** Where the local databases, keys, tokens and reconciler state live: LOCAL_DATA_DIR, default .data in the project. */
@@ -93,6 +99,33 @@ const delayedCarrier = {
 // so the port is checked before anything starts and the scheduler is awaited on it.
 const reconcilerMetricsPort = intSetting("RECONCILE_METRICS_PORT", 9464, 0);
 const reconcilerMetricsHost = process.env.RECONCILE_METRICS_HOST || "127.0.0.1";
+/**
+ * The API gateway: on unless GATEWAY=false, when nginx and its njs module are installed (said so, and skipped,
+ * when they are not). Its settings are the GATEWAY_* ones (gateway/src/config.ts); TLS with the local CA unless
+ * GATEWAY_TLS=false or GATEWAY_TLS_CERT_FILE/GATEWAY_TLS_KEY_FILE name certificates of your own.
+ */
+function gatewayPlan(): { settings: GatewaySettings; tls: boolean } | { skipped: string } {
+  const raw = (process.env.GATEWAY ?? "").trim().toLowerCase();
+  if (!["", "true", "false"].includes(raw)) fail(`GATEWAY=${process.env.GATEWAY} is not true or false`);
+  if (raw === "false") return { skipped: "GATEWAY=false" };
+  let settings: GatewaySettings;
+  try {
+    settings = loadGatewaySettings(process.env);
+  } catch (err) {
+    fail(err instanceof ConfigError ? err.message : String(err));
+  }
+  const tlsRaw = (process.env.GATEWAY_TLS ?? "").trim().toLowerCase();
+  if (!["", "true", "false"].includes(tlsRaw)) fail(`GATEWAY_TLS=${process.env.GATEWAY_TLS} is not true or false`);
+  const missing = gatewayUnavailable();
+  if (missing) {
+    if (raw === "true") fail(`GATEWAY=true but ${missing}`);
+    return { skipped: missing };
+  }
+  return { settings, tls: tlsRaw !== "false" };
+}
+const gatewayPlanned = gatewayPlan();
+const gatewayDir = path.join(dataDir, "gateway");
+let gateway: RunningGateway | undefined;
 /** The services' own database settings: all four given, or none (then private local servers). */
 const DATABASE_URL_SETTINGS = ["ORDER_DATABASE_URL", "VOUCHER_DATABASE_URL", "PAYMENT_DATABASE_URL", "DELIVERY_DATABASE_URL"] as const;
 const useLocalDatabases = DATABASE_URL_SETTINGS.every((name) => !process.env[name]);
@@ -143,6 +176,13 @@ function plannedPorts(): PortUse[] {
     { setting: "ORDER_GRPC_PORT", port: orderGrpcPort, host: orderHost, what: "the order service's gRPC" },
     { setting: "ORDER_HTTP_PORT", port: orderHttpPort, host: orderHost, what: "the order service's HTTP" },
   );
+  if ("settings" in gatewayPlanned) {
+    const g = gatewayPlanned.settings;
+    uses.push(
+      { setting: "GATEWAY_GRPC_PORT", port: g.grpcPort, host: g.host, what: "the gateway's gRPC" },
+      { setting: "GATEWAY_HTTP_PORT", port: g.httpPort, host: g.host, what: "the gateway's Connect JSON" },
+    );
+  }
   if (reconcilerMetricsPort !== 0) {
     uses.push({ setting: "RECONCILE_METRICS_PORT", port: reconcilerMetricsPort, host: reconcilerMetricsHost, what: "the reconciler's metrics" });
   }
@@ -422,6 +462,7 @@ async function stopService(service: Service, graceMs = 25_000): Promise<void> {
 }
 
 function killEverything(): void {
+  gateway?.process.kill("SIGKILL");
   for (const s of services) if (s.child?.exitCode === null && s.child.signalCode === null) s.child.kill("SIGKILL");
   // Private MariaDB servers are killed with SIGKILL when this process exits (see MariaDbServer); InnoDB recovers.
 }
@@ -432,6 +473,10 @@ let shuttingDown: Promise<void> | undefined;
 function shutdown(code: number): Promise<void> {
   shuttingDown ??= (async () => {
     stopping = true;
+    if (gateway) {
+      say("stopping the gateway…");
+      await gateway.stop().catch(() => undefined);
+    }
     say("stopping the services…");
     for (const s of [...services].reverse()) await stopService(s);
     if (databases.length) say("stopping the databases…");
@@ -512,6 +557,58 @@ function tokenLines(auth: LocalAuth | undefined): string[] {
   ];
 }
 
+/** The gateway's addresses and the CA its certificate chains to (undefined: plaintext, or certificates of your own). */
+interface GatewayShown {
+  grpc: string;
+  http: string;
+  tls: boolean;
+  caFile?: string;
+}
+let gatewayShown: GatewayShown | undefined;
+
+/**
+ * Starts nginx in front of the services (one replica each here), with TLS from the local CA unless told
+ * otherwise; its access log (JSON) and error log go to this terminal. Says why when there is no gateway.
+ */
+async function startLocalGateway(): Promise<void> {
+  if (!("settings" in gatewayPlanned)) {
+    say(`no API gateway: ${gatewayPlanned.skipped}; the services answer on their own ports`);
+    return;
+  }
+  const { settings } = gatewayPlanned;
+  let tls = settings.tls;
+  let caFile: string | undefined;
+  if (!tls && gatewayPlanned.tls) {
+    const certs = localCertificates(path.join(gatewayDir, "tls"));
+    tls = { certFile: certs.certFile, keyFile: certs.keyFile };
+    caFile = certs.caFile;
+  }
+  const replica = (host: string, port: number) => [{ host: reachableHost(host), port }];
+  const prefix = paint(92, `${"gateway".padEnd(10)}│`);
+  gateway = await startGateway({
+    dir: gatewayDir,
+    config: {
+      ...settings,
+      tls,
+      upstreams: {
+        order: { grpc: replica(orderHost, orderGrpcPort), http: replica(orderHost, orderHttpPort) },
+        voucher: { grpc: replica(voucherHost, voucherGrpcPort), http: replica(voucherHost, voucherHttpPort) },
+        payment: { grpc: replica(paymentHost, paymentGrpcPort), http: replica(paymentHost, paymentHttpPort) },
+        delivery: { grpc: replica(deliveryHost, deliveryGrpcPort), http: replica(deliveryHost, deliveryHttpPort) },
+      },
+    },
+    onLine: (line, stream) => (stream === "error" ? process.stderr : process.stdout).write(`${prefix} ${line}\n`),
+  });
+  gateway.process.once("exit", (code, signal) => {
+    if (stopping) return;
+    say(paint(31, `the gateway (nginx) exited unexpectedly (${signal ?? `code ${code}`}); stopping everything`));
+    void shutdown(1);
+  });
+  const host = reachableHost(settings.host);
+  gatewayShown = { grpc: `${host}:${settings.grpcPort}`, http: `${host}:${settings.httpPort}`, tls: Boolean(tls), caFile };
+  say(`gateway (nginx) in front of the services ${dim(`(config in ${shown(gatewayDir)}/nginx.conf)`)}`);
+}
+
 const ENV_FILE = path.join(dataDir, "env");
 
 /** A value for a POSIX shell, single-quoted. */
@@ -534,6 +631,13 @@ function writeEnvFile(databases: DatabaseUrls | undefined): void {
     ["PAYMENT_HTTP", `${reachableHost(paymentHost)}:${paymentHttpPort}`],
     ["DELIVERY_GRPC", `${reachableHost(deliveryHost)}:${deliveryGrpcPort}`],
     ["DELIVERY_HTTP", `${reachableHost(deliveryHost)}:${deliveryHttpPort}`],
+    ...(gatewayShown
+      ? ([
+          ["GATEWAY_GRPC", gatewayShown.grpc],
+          ["GATEWAY_HTTP", gatewayShown.http],
+          ...(gatewayShown.caFile ? [["GATEWAY_CA", gatewayShown.caFile]] : []),
+        ] as Array<[string, string]>)
+      : []),
     ...(databases
       ? ([
           ["ORDER_DB", databases.orderUrl],
@@ -568,6 +672,12 @@ function banner(auth: LocalAuth | undefined): string {
     `  voucher service  gRPC ${vg}   Connect/JSON http://${vh}   health http://${vh}/readyz`,
     `  payment service  gRPC ${pg}   Connect/JSON http://${ph}   health http://${ph}/readyz`,
     `  delivery service gRPC ${dg}   Connect/JSON http://${dh}   health http://${dh}/readyz`,
+    ...(gatewayShown
+      ? [
+          `  gateway          gRPC ${gatewayShown.grpc}   Connect/JSON ${gatewayShown.tls ? "https" : "http"}://${gatewayShown.http}   ` +
+            `(the shop's and customers' calls; ${gatewayShown.caFile ? `TLS, CA ${shown(gatewayShown.caFile)}` : gatewayShown.tls ? "TLS" : "plaintext"})`,
+        ]
+      : []),
     defaultCarrier === "delayed"
       ? `  Paid orders are shipped by the delayed carrier: confirmed ${delayedCarrier.confirmMs / 1000} s, shipped ${delayedCarrier.shipMs / 1000} s, delivered ${delayedCarrier.deliverMs / 1000} s after the shipment is created.`
       : `  Paid orders are shipped by the ${defaultCarrier} carrier.`,
@@ -688,6 +798,8 @@ async function main(): Promise<void> {
   services.push(reconciler);
   spawnService(reconciler);
   await waitReady(reconciler);
+  if (stopping) return;
+  await startLocalGateway();
   if (stopping) return;
   writeEnvFile(useLocalDatabases ? databaseUrls : undefined);
   process.stdout.write(banner(auth));

@@ -73,6 +73,33 @@ describe("docker-compose.yml", () => {
     expect(text).not.to.match(/MARIADB_USER/);
   });
 
+  it("puts the gateway in front of the four services: the official nginx image with the rendered config, TLS from ./tls, its two ports", () => {
+    const gateway = serviceBlock(text, "gateway");
+    expect(gateway).to.match(/image: nginx:1\.28\n/);
+    // The files npm run gateway:render writes (gateway/test checks they are current).
+    expect(gateway).to.include("./gateway/container/nginx.conf:/etc/nginx/nginx.conf:ro");
+    expect(gateway).to.include("./gateway/container/caller.js:/etc/nginx/njs/caller.js:ro");
+    expect(existsSync(path.join(root, "gateway/container/nginx.conf"))).to.equal(true);
+    const conf = readFileSync(path.join(root, "gateway/container/nginx.conf"), "utf8");
+    // What the config reads is what compose mounts.
+    expect(conf).to.include("ssl_certificate /etc/nginx/tls/tls.crt;");
+    expect(conf).to.include("js_path /etc/nginx/njs;");
+    expect(gateway).to.include("./tls/server.crt:/etc/nginx/tls/tls.crt:ro");
+    expect(gateway).to.include("./tls/server.key:/etc/nginx/tls/tls.key:ro");
+    expect(gateway).to.include('"50443:50443"');
+    expect(gateway).to.include('"8443:8443"');
+    for (const [service, grpc, http] of [
+      ["order-service", 50051, 8081],
+      ["voucher-service", 50052, 8082],
+      ["payment-service", 50053, 8083],
+      ["delivery-service", 50054, 8084],
+    ] as const) {
+      expect(gateway, service).to.match(new RegExp(`${service}:\\n\\s+condition: service_healthy`));
+      expect(conf, service).to.include(`server ${service}:${grpc} `);
+      expect(conf, service).to.include(`server ${service}:${http} `);
+    }
+  });
+
   describe("validated by the Compose client", function () {
     before(function () {
       if (!composeCommand()) {

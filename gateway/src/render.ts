@@ -281,7 +281,7 @@ export function renderNginxConf(c: GatewayConfig, services: readonly EdgeService
   return `# The API gateway's nginx.conf, rendered by gateway/src/render.ts (npm run gateway:render): do not edit by hand.
 ${p.njsModule ? `load_module ${p.njsModule};\n` : ""}${c.user ? `user ${c.user};\n` : ""}worker_processes ${c.workers};
 pid ${p.pidFile};
-error_log ${p.errorLog} notice;
+error_log ${p.errorLog} warn;
 
 events {
   worker_connections 4096;
