@@ -10,6 +10,7 @@ import { expect } from "chai";
 import { createOrderClient, createPaymentClient, createVoucherClient } from "@shop/sdk/clients";
 import { VoucherStatus } from "@shop/sdk/order";
 import { freePort } from "@shop/testkit/ports";
+import { gatewayUnavailable } from "@shop/gateway/nginx";
 
 /**
  * `npm start` as a user runs it (scripts/start.ts), on free ports and a
@@ -48,6 +49,8 @@ const PORT_SETTINGS = [
   "LOCAL_PAYMENT_DB_PORT",
   "LOCAL_DELIVERY_DB_PORT",
   "RECONCILE_METRICS_PORT",
+  "GATEWAY_GRPC_PORT",
+  "GATEWAY_HTTP_PORT",
 ];
 const tsx = createRequire(import.meta.url).resolve("tsx");
 
@@ -74,6 +77,8 @@ function startScript(ports: Record<string, number>, dataDir: string, extraEnv: N
   for (const name of ["SHIP_PAID_ORDERS", "RECONCILE_SHIPPING", "RECONCILE_PAYMENTS", "CARRIERS", "DEFAULT_CARRIER"]) delete env[name];
   for (const name of ["DELAYED_CARRIER_CONFIRM_MS", "DELAYED_CARRIER_SHIP_MS", "DELAYED_CARRIER_DELIVER_MS"]) delete env[name];
   for (const name of ["ORDER_HOST", "VOUCHER_HOST", "PAYMENT_HOST", "DELIVERY_HOST", "RECONCILE_METRICS_HOST"]) delete env[name];
+  // The gateway with its defaults (on when nginx is installed, TLS from the local CA) on the ports given above.
+  for (const name of Object.keys(env)) if (name.startsWith("GATEWAY") && !PORT_SETTINGS.includes(name)) delete env[name];
   Object.assign(env, { LOCAL_DATA_DIR: dataDir, NO_COLOR: "1", LOG_LEVEL: "warn" }, extraEnv);
   const child = spawn(process.execPath, ["--import", tsx, path.join(root, "scripts/start.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))) };
@@ -124,6 +129,14 @@ describe("npm start", function () {
     if (child && child.exitCode === null) {
       child.kill("SIGKILL");
       await exited;
+    }
+    // Killed mid-way, the script cannot stop what it started: the gateway (nginx -p <data>/gateway) among them.
+    for (const pid of processesUsing(dataDir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
     }
     rmSync(dataDir, { recursive: true, force: true });
   });
@@ -343,6 +356,82 @@ describe("npm start", function () {
     ]);
   });
 
+  // The README's "Through the gateway": the same calls on the gateway's two ports, over TLS with the local CA.
+  const GW_GRPC = `npx buf curl --schema proto --protocol grpc --cacert "$GATEWAY_CA"`;
+  const GW_CONNECT = `curl -s --cacert "$GATEWAY_CA" -H 'content-type: application/json'`;
+  const gatewayMissing = gatewayUnavailable();
+
+  /** Skips a gateway test where nginx is missing; CI installs nginx and its njs module (.ci/run), so there it fails. */
+  const needGateway = (ctx: Mocha.Context) => {
+    if (!gatewayMissing) return;
+    if (process.env.CI === "true") throw new Error(`the gateway cannot run under CI: ${gatewayMissing}`);
+    console.log(`      (skipped: ${gatewayMissing})`);
+    ctx.skip();
+  };
+  {
+
+    it("says where the gateway listens, with TLS from its local CA", function () {
+      needGateway(this);
+      expect(output).to.match(new RegExp(`gateway +gRPC 127\\.0\\.0\\.1:${ports.GATEWAY_GRPC_PORT} +Connect/JSON https://127\\.0\\.0\\.1:${ports.GATEWAY_HTTP_PORT}`));
+    });
+
+    it("walkthrough: reads the shipped order over gRPC and alice's vouchers over Connect JSON through the gateway", async function () {
+      needGateway(this);
+      const { order } = await answer(`${GW_GRPC} -H "$AUTH" -d '{"order_id":"${shipped}"}' https://$GATEWAY_GRPC/shop.order.v1.OrderService/GetOrder`);
+      expect(order).to.include({ id: shipped, status: "ORDER_STATUS_DELIVERED" });
+      const { vouchers } = await answer(`${GW_CONNECT} ${ALICE_AUTH} -d '{"customer_id":"alice"}' https://$GATEWAY_HTTP/shop.voucher.v1.VoucherService/ListVouchers`);
+      // Hers only (the customer token), the shipped order's among them once.
+      expect(vouchers.map((v: { customerId: string }) => v.customerId)).to.satisfy((ids: string[]) => ids.every((c) => c === "alice"));
+      expect(vouchers.filter((v: { orderId: string }) => v.orderId === shipped)).to.have.length(1);
+    });
+
+    it("walkthrough: sells through the gateway: an order of 130.00 EUR created over gRPC, marked sent over Connect JSON, gets its voucher", async function () {
+      needGateway(this);
+      const created = await answer(
+        `${GW_GRPC} -H "$AUTH" -d '{"customer_id":"alice","total_cents":13000,"currency":"EUR","request_id":"walkthrough-gateway-1"}' https://$GATEWAY_GRPC/shop.order.v1.OrderService/CreateOrder`,
+      );
+      expect(created.created).to.equal(true);
+      const id = created.order.id as string;
+      const sent = await answer(`${GW_CONNECT} -H "$AUTH" -d '{"order_id":"${id}"}' https://$GATEWAY_HTTP/shop.order.v1.OrderService/MarkOrderSent`);
+      expect(sent.order.status).to.equal("ORDER_STATUS_SENT");
+      const withVoucher = await until(id, (o) => o.voucher.status === "VOUCHER_STATUS_ISSUED", "given its voucher");
+      expect(withVoucher.voucher.voucherId).to.be.a("string").and.not.equal("");
+    });
+
+    it("walkthrough: the gateway does not route the internal RPCs, even for a token that may call them", async function () {
+      needGateway(this);
+      const r = await shell(
+        `${GW_GRPC} -H "authorization: Bearer $(cat "$DATA"/auth/relay.token)" -d '{"order_id":"01M8GATEWAYREFUSED000000000","customer_id":"alice","order_total_cents":12000,"currency":"EUR"}' https://$GATEWAY_GRPC/shop.voucher.v1.VoucherService/IssueVoucher`,
+      );
+      expect(r.code).to.not.equal(0);
+      expect(JSON.parse(r.stdout + r.stderr)).to.deep.equal({ code: "unimplemented", message: "unimplemented: the gateway does not serve this method" });
+      const connect = await shell(
+        `${GW_CONNECT} -w ' HTTP %{http_code}' -H "authorization: Bearer $(cat "$DATA"/auth/relay.token)" -d '{"order_id":"${shipped}"}' https://$GATEWAY_HTTP/shop.payment.v1.PaymentService/ChargeOrder`,
+      );
+      expect(connect.stdout).to.equal('{"code":"unimplemented","message":"unimplemented: the gateway does not serve this method"} HTTP 404');
+    });
+
+    it("logs each call through the gateway as one JSON line with the caller and the trace id", async function () {
+      needGateway(this);
+      const accessLines = () =>
+        output
+          .split("\n")
+          .filter((l) => l.startsWith("gateway   │ {"))
+          .map((l) => JSON.parse(l.slice("gateway   │ ".length)) as Record<string, string | number>);
+      // npm start prints the access log as nginx writes it (read every 100 ms): wait for the last call's line.
+      const deadline = Date.now() + 5_000;
+      while (!accessLines().some((l) => l.path === "/shop.payment.v1.PaymentService/ChargeOrder") && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const lines = accessLines();
+      const refused = lines.find((l) => l.path === "/shop.voucher.v1.VoucherService/IssueVoucher");
+      expect(refused, JSON.stringify(lines.slice(-5))).to.include({ protocol: "grpc", caller: "relay", refusal: "not_routed", grpcStatus: "12" });
+      const read = lines.find((l) => l.path === "/shop.voucher.v1.VoucherService/ListVouchers");
+      expect(read).to.include({ protocol: "connect", caller: "customer:alice", status: 200, refusal: "" });
+      expect(read!.traceId).to.match(/^[0-9a-f]{32}$/);
+    });
+  }
+
   it("has the reconciler's scheduler serving its metrics port by the time it says Ready", async () => {
     const res = await fetch(`http://127.0.0.1:${ports.RECONCILE_METRICS_PORT}/metrics`);
     expect(res.status).to.equal(200);
@@ -404,6 +493,15 @@ describe("npm start", function () {
     expect(shipments.status).to.equal(200);
   });
 
+  it("writes the gateway's addresses and its CA to the shell variables", async function () {
+    needGateway(this);
+    const { stdout } = await promisify(execFile)("sh", ["-c", '. "$1" && printf "%s\\n" "$GATEWAY_GRPC" "$GATEWAY_HTTP" "$GATEWAY_CA"', "sh", path.join(dataDir, "env")]);
+    const [grpc, http, ca] = stdout.split("\n");
+    expect([grpc, http]).to.deep.equal([`127.0.0.1:${ports.GATEWAY_GRPC_PORT}`, `127.0.0.1:${ports.GATEWAY_HTTP_PORT}`]);
+    expect(ca).to.equal(path.join(dataDir, "gateway", "tls", "ca.crt"));
+    expect(readFileSync(ca!, "utf8")).to.match(/^-----BEGIN CERTIFICATE-----/);
+  });
+
   it("stops the services and the four databases on Ctrl-C", async () => {
     child!.kill("SIGINT");
     const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("timeout"), 60_000))]);
@@ -451,6 +549,15 @@ describe("npm start with a port it needs taken", function () {
       setting: "DELIVERY_HTTP_PORT",
       expected: (p) => `port ${p} for the delivery service's HTTP is in use on 127.0.0.1; free it or set DELIVERY_HTTP_PORT to another port`,
     },
+    ...(gatewayUnavailable() && process.env.CI !== "true"
+      ? []
+      : [
+          {
+            title: "the gateway's gRPC port",
+            setting: "GATEWAY_GRPC_PORT",
+            expected: (p: number) => `port ${p} for the gateway's gRPC is in use on 127.0.0.1; free it or set GATEWAY_GRPC_PORT to another port`,
+          },
+        ]),
     {
       title: "one port given to two settings",
       setting: "VOUCHER_HTTP_PORT",
