@@ -401,7 +401,7 @@ describe("npm start", function () {
     it("walkthrough: the gateway does not route the internal RPCs, even for a token that may call them", async function () {
       needGateway(this);
       const r = await shell(
-        `${GW_GRPC} -H "authorization: Bearer $(cat "$DATA"/auth/relay.token)" -d '{"order_id":"01M8GATEWAYREFUSED000000000","customer_id":"alice","order_total_cents":12000,"currency":"EUR"}' https://$GATEWAY_GRPC/shop.voucher.v1.VoucherService/IssueVoucher`,
+        `${GW_GRPC} -H "authorization: Bearer $(cat "$DATA"/auth/relay.token)" -d '{"order_id":"01M857EKDVR7NPENZW03FFTYKB","customer_id":"alice","order_total_cents":12000,"currency":"EUR"}' https://$GATEWAY_GRPC/shop.voucher.v1.VoucherService/IssueVoucher`,
       );
       expect(r.code).to.not.equal(0);
       expect(JSON.parse(r.stdout + r.stderr)).to.deep.equal({ code: "unimplemented", message: "unimplemented: the gateway does not serve this method" });
