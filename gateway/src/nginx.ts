@@ -128,6 +128,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<RunningGa
     }
   });
   const tail = tailFile(path.join(dir, "access.log"), (line) => opts.onLine?.(line, "access"));
+  watchParent(child.pid!);
   const stop = async (graceMs = 5_000) => {
     if (!exited) {
       child.kill("SIGQUIT");
@@ -149,6 +150,15 @@ export async function startGateway(opts: StartGatewayOptions): Promise<RunningGa
     await new Promise((r) => setTimeout(r, 50));
   }
   return { grpcPort: opts.config.grpcPort, httpPort: opts.config.httpPort, dir, process: child, stop };
+}
+
+/**
+ * nginx outlives a parent that is killed with SIGKILL (no exit handler runs): a small shell loop, detached, stops it
+ * gracefully within a second of this process disappearing, and ends by itself when nginx does.
+ */
+function watchParent(nginxPid: number): void {
+  const loop = `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${nginxPid} 2>/dev/null; do sleep 1; done; kill -QUIT ${nginxPid} 2>/dev/null`;
+  spawn("sh", ["-c", loop], { detached: true, stdio: "ignore" }).unref();
 }
 
 /** Calls onLine for each line appended to file from now on, polling every 100 ms, until stop (which reads the rest). */
