@@ -1,8 +1,9 @@
 import { spawnSync } from "node:child_process";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
-import { parse, parseAllDocuments } from "yaml";
+import { parse, parseAllDocuments, stringify } from "yaml";
 import * as monitoringV1 from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 import * as appsV1 from "kubernetes-models/apps/v1";
 import * as autoscalingV2 from "kubernetes-models/autoscaling/v2";
@@ -23,7 +24,16 @@ import { staleFiles } from "../scripts/kubernetes/generate.js";
 
 const root = path.resolve(import.meta.dirname, "..");
 const deployDir = path.join(root, "deploy/kubernetes");
-const overlays = ["local", "production"] as const;
+/**
+ * What is rendered and checked: each overlay, and production with the component
+ * that moves the relays into the service pods (as docs/deploy.md says to use it:
+ * an overlay of one's own on top of production).
+ */
+const variants: Array<{ name: string; overlay: "local" | "production"; components: string[]; inProcessRelays: boolean }> = [
+  { name: "overlays/local", overlay: "local", components: [], inProcessRelays: false },
+  { name: "overlays/production", overlay: "production", components: [], inProcessRelays: false },
+  { name: "overlays/production + components/in-process-relays", overlay: "production", components: ["in-process-relays"], inProcessRelays: true },
+];
 const projectImage = "ghcr.io/shop/shop-exactly-once";
 
 // Loose shapes of the rendered objects: the schema check below is what types them.
@@ -51,12 +61,35 @@ function kubectlAvailable(): boolean {
   return spawnSync("kubectl", ["version", "--client"], { stdio: "ignore" }).status === 0;
 }
 
-function render(overlay: string): K8sObject[] {
-  const out = spawnSync("kubectl", ["kustomize", path.join(deployDir, "overlays", overlay)], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
-  if (out.status !== 0) throw new Error(`kubectl kustomize overlays/${overlay} failed:\n${out.stderr}`);
+function render(overlay: string, components: string[]): K8sObject[] {
+  let dir = path.join(deployDir, "overlays", overlay);
+  let scratch: string | undefined;
+  if (components.length > 0) {
+    // An overlay of one's own: the overlay plus the components (kustomize wants relative paths).
+    scratch = mkdtempSync(path.join(tmpdir(), "shop-kustomize-"));
+    const rel = (p: string) => path.relative(scratch!, p);
+    writeFileSync(
+      path.join(scratch, "kustomization.yaml"),
+      stringify({
+        apiVersion: "kustomize.config.k8s.io/v1beta1",
+        kind: "Kustomization",
+        resources: [rel(dir)],
+        components: components.map((c) => rel(path.join(deployDir, "components", c))),
+      }),
+    );
+    dir = scratch;
+  }
+  let out;
+  try {
+    out = spawnSync("kubectl", ["kustomize", dir], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  } finally {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  }
+  const name = [`overlays/${overlay}`, ...components.map((c) => `components/${c}`)].join(" + ");
+  if (out.status !== 0) throw new Error(`kubectl kustomize ${name} failed:\n${out.stderr}`);
   return parseAllDocuments(out.stdout)
     .map((d) => {
-      if (d.errors.length > 0) throw new Error(`overlays/${overlay} renders YAML that does not parse: ${d.errors[0]!.message}`);
+      if (d.errors.length > 0) throw new Error(`${name} renders YAML that does not parse: ${d.errors[0]!.message}`);
       return d.toJS() as K8sObject | null;
     })
     .filter((o): o is K8sObject => o !== null);
@@ -167,6 +200,15 @@ describe("Kubernetes manifests' generated copies", () => {
   });
 });
 
+describe("Kubernetes manifests: what the test renders", () => {
+  it("renders every overlay and uses every component", () => {
+    const overlaysFound = readdirSync(path.join(deployDir, "overlays")).sort();
+    expect([...new Set(variants.map((v) => v.overlay))].sort()).to.deep.equal(overlaysFound);
+    const componentsFound = readdirSync(path.join(deployDir, "components")).sort();
+    expect([...new Set(variants.flatMap((v) => v.components))].sort()).to.deep.equal(componentsFound);
+  });
+});
+
 describe("Kubernetes manifests (deploy/kubernetes)", function () {
   // kubectl kustomize and the schema validators take a few seconds for both overlays.
   this.timeout(120_000);
@@ -178,12 +220,12 @@ describe("Kubernetes manifests (deploy/kubernetes)", function () {
       console.log("      (skipped: kubectl is not installed; `kubectl kustomize` renders the overlays offline)");
       this.skip();
     }
-    for (const overlay of overlays) rendered.set(overlay, render(overlay));
+    for (const v of variants) rendered.set(v.name, render(v.overlay, v.components));
   });
 
-  for (const overlay of overlays) {
-    describe(`overlays/${overlay}`, () => {
-      const objects = () => rendered.get(overlay)!;
+  for (const variant of variants) {
+    describe(variant.name, () => {
+      const objects = () => rendered.get(variant.name)!;
       const byKind = (kind: string) => objects().filter((o) => o.kind === kind);
       const find = (kind: string, name: string) => {
         const o = objects().find((x) => x.kind === kind && x.metadata.name === name);
@@ -378,21 +420,47 @@ describe("Kubernetes manifests (deploy/kubernetes)", function () {
         }
       });
 
-      it("runs the relays standalone and switches the services' in-process relays off", () => {
-        const setting = (deployment: string, name: string) =>
-          find("Deployment", deployment).spec.template.spec.containers[0].env.find((e: any) => e.name === name)?.value;
-        expect(find("Deployment", "order-relay").spec.template.spec.containers[0].args).to.deep.equal(["order-service/dist/relay-main.js"]);
-        expect(find("Deployment", "payment-relay").spec.template.spec.containers[0].args).to.deep.equal(["payment-service/dist/relay-main.js"]);
-        expect(find("Deployment", "delivery-relay").spec.template.spec.containers[0].args).to.deep.equal(["delivery-service/dist/relay-main.js"]);
-        expect(setting("order-service", "RELAY_ENABLED")).to.equal("false");
-        expect(setting("payment-service", "PAYMENT_RELAY_ENABLED")).to.equal("false");
-        expect(setting("delivery-service", "DELIVERY_RELAY_ENABLED")).to.equal("false");
-        // Their health and metrics port is on, on every address of the pod.
-        expect(setting("order-relay", "RELAY_METRICS_PORT")).to.equal("9464");
-        expect(setting("order-relay", "RELAY_METRICS_HOST")).to.equal("0.0.0.0");
-        expect(setting("payment-relay", "PAYMENT_RELAY_METRICS_PORT")).to.equal("9464");
-        expect(setting("delivery-relay", "DELIVERY_RELAY_METRICS_PORT")).to.equal("9464");
-      });
+      it(
+        variant.inProcessRelays
+          ? "runs the relays in the service pods, with their tokens, and scales the standalone relays to 0"
+          : "runs the relays standalone and switches the services' in-process relays off",
+        () => {
+          const setting = (deployment: string, name: string) =>
+            find("Deployment", deployment).spec.template.spec.containers[0].env.find((e: any) => e.name === name)?.value;
+          expect(find("Deployment", "order-relay").spec.template.spec.containers[0].args).to.deep.equal(["order-service/dist/relay-main.js"]);
+          expect(find("Deployment", "payment-relay").spec.template.spec.containers[0].args).to.deep.equal(["payment-service/dist/relay-main.js"]);
+          expect(find("Deployment", "delivery-relay").spec.template.spec.containers[0].args).to.deep.equal(["delivery-service/dist/relay-main.js"]);
+          const inProcess = String(variant.inProcessRelays);
+          expect(setting("order-service", "RELAY_ENABLED")).to.equal(inProcess);
+          expect(setting("payment-service", "PAYMENT_RELAY_ENABLED")).to.equal(inProcess);
+          expect(setting("delivery-service", "DELIVERY_RELAY_ENABLED")).to.equal(inProcess);
+          for (const relay of ["order-relay", "payment-relay", "delivery-relay"]) {
+            const replicas = find("Deployment", relay).spec.replicas;
+            if (variant.inProcessRelays) expect(replicas, relay).to.equal(0);
+            else expect(replicas, relay).to.be.greaterThan(0);
+          }
+          if (variant.inProcessRelays) {
+            // The token each in-process relay presents, as a file from its Secret, and the addresses it delivers to.
+            const tokenFile = (deployment: string, name: string, secret: string) => {
+              const pod = find("Deployment", deployment).spec.template.spec;
+              const file = setting(deployment, name) as string;
+              const mount = pod.containers[0].volumeMounts.find((m: any) => file?.startsWith(m.mountPath + "/"));
+              expect(pod.volumes.find((v: any) => v.name === mount?.name)?.secret?.secretName, `${deployment} ${name}`).to.equal(secret);
+            };
+            tokenFile("order-service", "RELAY_TOKEN_FILE", "relay-token");
+            tokenFile("payment-service", "PAYMENT_RELAY_TOKEN_FILE", "payment-relay-token");
+            tokenFile("delivery-service", "DELIVERY_RELAY_TOKEN_FILE", "delivery-relay-token");
+            expect(setting("order-service", "DELIVERY_SERVICE_URL")).to.equal("http://delivery-service:50054");
+            expect(setting("payment-service", "ORDER_SERVICE_URL")).to.equal("http://order-service:50051");
+            expect(setting("delivery-service", "ORDER_SERVICE_URL")).to.equal("http://order-service:50051");
+          }
+          // Their health and metrics port is on, on every address of the pod.
+          expect(setting("order-relay", "RELAY_METRICS_PORT")).to.equal("9464");
+          expect(setting("order-relay", "RELAY_METRICS_HOST")).to.equal("0.0.0.0");
+          expect(setting("payment-relay", "PAYMENT_RELAY_METRICS_PORT")).to.equal("9464");
+          expect(setting("delivery-relay", "DELIVERY_RELAY_METRICS_PORT")).to.equal("9464");
+        },
+      );
 
       it("commits no Secret and makes every Secret it references in docs/deploy.md, with its keys", () => {
         expect(byKind("Secret").map(id), "Secrets are created by hand (docs/deploy.md), never rendered").to.deep.equal([]);
@@ -463,11 +531,14 @@ describe("Kubernetes manifests (deploy/kubernetes)", function () {
             );
           });
         const everyone = ["gateway", "order-service", "voucher-service", "payment-service", "delivery-service", "order-relay", "payment-relay", "delivery-relay", "reconciler", "order-migrate", "stranger"];
+        // In-process relays live in the service pods: then the order service's pods call the other
+        // three, and the payment and delivery services' pods call the order service.
+        const inProcess = (...names: string[]) => (variant.inProcessRelays ? names : []);
         const expected: Record<string, string[]> = {
-          "order-service": ["gateway", "payment-relay", "delivery-relay", "reconciler"],
-          "voucher-service": ["gateway", "order-relay", "reconciler"],
-          "payment-service": ["gateway", "order-relay", "reconciler"],
-          "delivery-service": ["gateway", "order-relay", "reconciler"],
+          "order-service": ["gateway", "payment-relay", "delivery-relay", "reconciler", ...inProcess("payment-service", "delivery-service")],
+          "voucher-service": ["gateway", "order-relay", "reconciler", ...inProcess("order-service")],
+          "payment-service": ["gateway", "order-relay", "reconciler", ...inProcess("order-service")],
+          "delivery-service": ["gateway", "order-relay", "reconciler", ...inProcess("order-service")],
         };
         for (const [svc, callers] of Object.entries(expected)) {
           const labels = find("Deployment", svc).spec.template.metadata.labels;
@@ -544,8 +615,8 @@ describe("Kubernetes manifests (deploy/kubernetes)", function () {
   }
 
   it("runs in-cluster databases only in the local overlay, each with its volume and the least-privilege users", () => {
-    const local = rendered.get("local")!;
-    const production = rendered.get("production")!;
+    const local = rendered.get("overlays/local")!;
+    const production = rendered.get("overlays/production")!;
     expect(production.filter((o) => o.kind === "StatefulSet")).to.have.length(0);
     const dbs = local.filter((o) => o.kind === "StatefulSet");
     expect(dbs.map((d) => d.metadata.name)).to.have.members(["order-db", "voucher-db", "payment-db", "delivery-db"]);
