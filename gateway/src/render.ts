@@ -327,6 +327,10 @@ http {
   access_log ${p.accessLog} gateway_json;
 
   keepalive_timeout 75s;
+  # nginx closes a client connection after this many requests (default 1000); on HTTP/2 that is a GOAWAY, and a
+  # call a client starts on the connection at that moment is refused (REFUSED_STREAM), which not every client
+  # retries. Rarely, then.
+  keepalive_requests 1000000;
   http2_max_concurrent_streams 256;
 
 ${upstreams}
