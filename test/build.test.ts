@@ -200,11 +200,15 @@ describe("the production build and image (npm run build, the Dockerfile's stages
     for (const entry of [
       "order-service/dist/main.js",
       "order-service/dist/relay-main.js",
+      "order-service/dist/migrate-main.js",
       "voucher-service/dist/main.js",
+      "voucher-service/dist/migrate-main.js",
       "payment-service/dist/main.js",
       "payment-service/dist/relay-main.js",
+      "payment-service/dist/migrate-main.js",
       "delivery-service/dist/main.js",
       "delivery-service/dist/relay-main.js",
+      "delivery-service/dist/migrate-main.js",
       "reconciler/dist/main.js",
     ]) {
       expect(existsSync(path.join(build.dir, entry)), entry).to.equal(true);
@@ -242,18 +246,30 @@ describe("the production build and image (npm run build, the Dockerfile's stages
       "payment-service/drizzle/meta/_journal.json",
       "delivery-service/drizzle/meta/_journal.json",
     ]);
-    for (const entry of ["delivery-service/dist/main.js", "delivery-service/dist/relay-main.js", "payment-service/dist/main.js"]) {
+    for (const entry of [
+      "delivery-service/dist/main.js",
+      "delivery-service/dist/relay-main.js",
+      "payment-service/dist/main.js",
+      "order-service/dist/migrate-main.js",
+      "voucher-service/dist/migrate-main.js",
+      "payment-service/dist/migrate-main.js",
+      "delivery-service/dist/migrate-main.js",
+    ]) {
       expect(files, entry).to.include(entry);
     }
   });
 
-  it("loads every module of the standalone relays, the delivery service and the reconciler (they get as far as refusing an empty configuration)", async () => {
+  it("loads every module of the standalone relays, the migration jobs, the delivery service and the reconciler (they get as far as refusing an empty configuration)", async () => {
     for (const entry of [
       "order-service/dist/relay-main.js",
       "payment-service/dist/relay-main.js",
       "delivery-service/dist/main.js",
       "delivery-service/dist/relay-main.js",
       "reconciler/dist/main.js",
+      "order-service/dist/migrate-main.js",
+      "voucher-service/dist/migrate-main.js",
+      "payment-service/dist/migrate-main.js",
+      "delivery-service/dist/migrate-main.js",
     ]) {
       const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
         const child = spawn(process.execPath, [...runtime.entrypoint!.slice(1), entry], {

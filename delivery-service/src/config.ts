@@ -25,6 +25,14 @@ export interface DeliveryServiceConfig {
   databaseUrl: string;
   /** DELIVERY_MIGRATION_DATABASE_URL, optional: a user that may change the schema, for migrations only. */
   migrationDatabaseUrl?: string;
+  /**
+   * DELIVERY_MIGRATE_ON_START, default true: apply pending migrations at start.
+   * False: only check that every migration is applied and refuse to start
+   * when one is not; the migration job (`node delivery-service/dist/migrate-main.js`)
+   * applies them, and the service's user needs no schema rights. Optional so
+   * configs built in code may leave it out (true then).
+   */
+  migrateOnStart?: boolean;
   /** DELIVERY_HOST, default 127.0.0.1: listen on loopback unless told otherwise. */
   host: string;
   /** DELIVERY_GRPC_PORT, default 50054. */
@@ -82,6 +90,7 @@ export function loadDeliveryServiceConfig(env: NodeJS.ProcessEnv = process.env):
   const config: DeliveryServiceConfig = {
     databaseUrl: r.databaseUrl("DELIVERY_DATABASE_URL"),
     migrationDatabaseUrl: r.optionalDatabaseUrl("DELIVERY_MIGRATION_DATABASE_URL"),
+    migrateOnStart: r.bool("DELIVERY_MIGRATE_ON_START", true),
     host: r.string("DELIVERY_HOST", "127.0.0.1"),
     grpcPort: r.port("DELIVERY_GRPC_PORT", 50054),
     httpPort: r.port("DELIVERY_HTTP_PORT", 8084),

@@ -2,7 +2,7 @@ import { runStandaloneRelay } from "@shop/engine/standalone";
 import { traceContextInterceptor } from "@shop/platform/tracing";
 import { createShipmentEventClient } from "@shop/sdk/clients";
 import { readDeliveryRelaySettings } from "./config.js";
-import { migrateDeliveryDatabase } from "./db/migrate.js";
+import { DELIVERY_MIGRATIONS } from "./db/migrate.js";
 import { createDeliveryRelayMetrics } from "./metrics.js";
 import { DeliveryRelay } from "./outbox/relay.js";
 
@@ -10,14 +10,14 @@ import { DeliveryRelay } from "./outbox/relay.js";
  * The delivery relay as its own process (`npm run start:delivery-relay`): delivers
  * shipment events to the order service beside, or instead of, the relays inside
  * delivery service processes (DELIVERY_RELAY_ENABLED=false there). Reads
- * DELIVERY_DATABASE_URL, DELIVERY_MIGRATION_DATABASE_URL, the relay's settings and
+ * DELIVERY_DATABASE_URL, DELIVERY_MIGRATION_DATABASE_URL, DELIVERY_MIGRATE_ON_START, the relay's settings and
  * DELIVERY_RELAY_METRICS_PORT / _HOST (see @shop/engine/standalone).
  */
 await runStandaloneRelay({
   name: "delivery-relay",
   prefix: "DELIVERY",
   readSettings: readDeliveryRelaySettings,
-  migrate: migrateDeliveryDatabase,
+  migrations: DELIVERY_MIGRATIONS,
   create({ pool, logger, settings, registry }) {
     const orders = createShipmentEventClient({
       baseUrl: settings.orderServiceUrl,

@@ -6,7 +6,7 @@ import type { CarrierPlugin } from "./carriers/plugin.js";
 import { createCarrierRegistry, type CarrierSettings } from "./carriers/registry.js";
 import { CarrierWorker } from "./carriers/worker.js";
 import type { DeliveryRelaySettings } from "./config.js";
-import { migrateDeliveryDatabase } from "./db/migrate.js";
+import { DELIVERY_MIGRATIONS } from "./db/migrate.js";
 import { CARRIER_SERVICE_ACCESS, DELIVERY_SERVICE_ACCESS } from "./grpc/access.js";
 import { createCarrierServiceImpl, createDeliveryServiceImpl } from "./grpc/routes.js";
 import { createDeliveryServiceMetrics, type DeliveryServiceMetrics } from "./metrics.js";
@@ -44,7 +44,7 @@ export type RunningDeliveryService = RunningDatabaseService<DeliveryServiceMetri
  */
 export function startDeliveryService(opts: DeliveryServiceOptions): Promise<RunningDeliveryService> {
   const { logger } = opts;
-  return startDatabaseService(opts, migrateDeliveryDatabase, (pool) => {
+  return startDatabaseService(opts, DELIVERY_MIGRATIONS, (pool) => {
     const metrics = createDeliveryServiceMetrics({ pool, logger, outboxCacheMs: opts.outboxMetricsCacheMs });
     const registry = createCarrierRegistry(opts.carriers, opts.extraCarriers);
     let relay: { start(): void; wake(): void; stop(): Promise<void> } | undefined;

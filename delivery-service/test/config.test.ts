@@ -38,6 +38,7 @@ describe("delivery service configuration", () => {
     expect(rest).to.deep.equal({
       databaseUrl: url,
       migrationDatabaseUrl: undefined,
+      migrateOnStart: true,
       host: "127.0.0.1",
       grpcPort: 50054,
       httpPort: 8084,

@@ -15,6 +15,14 @@ export interface OrderServiceConfig {
    * Default: ORDER_DATABASE_URL does both.
    */
   migrationDatabaseUrl?: string;
+  /**
+   * ORDER_MIGRATE_ON_START, default true: apply pending migrations at start.
+   * False: only check that every migration is applied and refuse to start
+   * when one is not; the migration job (`node order-service/dist/migrate-main.js`)
+   * applies them, and the service's user needs no schema rights. Optional so
+   * configs built in code may leave it out (true then).
+   */
+  migrateOnStart?: boolean;
   /** ORDER_HOST, default 127.0.0.1: listen on loopback unless told otherwise. */
   host: string;
   /** ORDER_GRPC_PORT, default 50051. */
@@ -114,6 +122,7 @@ export function readOrderServiceConfig(r: EnvReader): OrderServiceConfig {
   return {
     databaseUrl: r.databaseUrl("ORDER_DATABASE_URL"),
     migrationDatabaseUrl: r.optionalDatabaseUrl("ORDER_MIGRATION_DATABASE_URL"),
+    migrateOnStart: r.bool("ORDER_MIGRATE_ON_START", true),
     host: r.string("ORDER_HOST", "127.0.0.1"),
     grpcPort: r.port("ORDER_GRPC_PORT", 50051),
     httpPort: r.port("ORDER_HTTP_PORT", 8081),

@@ -1,14 +1,15 @@
 import { readCallerToken } from "@shop/platform/auth";
 import { envReader } from "@shop/platform/config";
-import { createPool, waitForDatabase, withMigrationPool } from "@shop/platform/db";
+import { createPool, waitForDatabase } from "@shop/platform/db";
 import { createLogger } from "@shop/platform/logger";
 import { createMetrics, startMetricsServer } from "@shop/platform/metrics";
+import { prepareSchema } from "@shop/platform/migrations";
 import { dieOnStartupError, exitOnSignals } from "@shop/platform/shutdown";
 import { checkClientTlsUrls, readClientTls } from "@shop/platform/tls";
 import { initTracing, traceContextInterceptor } from "@shop/platform/tracing";
 import { createVoucherClient } from "@shop/sdk/clients";
 import { readDeliveryServiceUrl } from "./config.js";
-import { migrateOrderDatabase } from "./db/migrate.js";
+import { ORDER_MIGRATIONS } from "./db/migrate.js";
 import { createPaymentRelayMetrics, createRelayMetrics, createShipmentRelayMetrics } from "./metrics.js";
 import { startPaymentRelays } from "./outbox/payment-relays.js";
 import { startShipmentRelay } from "./outbox/shipment-relay.js";
@@ -26,6 +27,8 @@ async function main(): Promise<void> {
     const env = envReader();
     const databaseUrl = env.databaseUrl("ORDER_DATABASE_URL");
     const migrationDatabaseUrl = env.optionalDatabaseUrl("ORDER_MIGRATION_DATABASE_URL");
+    // False: check that the schema is current instead of migrating (the migration job migrates).
+    const migrateOnStart = env.bool("ORDER_MIGRATE_ON_START", true);
     const voucherUrl = env.string("VOUCHER_SERVICE_URL", "http://127.0.0.1:50052");
     if (!/^https?:\/\/[^/]+/.test(voucherUrl)) env.problem(`VOUCHER_SERVICE_URL=${JSON.stringify(voucherUrl)} must look like http://host:port`);
     const paymentUrl = env.string("PAYMENT_SERVICE_URL", "http://127.0.0.1:50053");
@@ -52,7 +55,7 @@ async function main(): Promise<void> {
     const relays = deliveryUrl ? 4 : 3;
     const pool = createPool({ url: databaseUrl, connectionLimit: relays * config.concurrency + 1 });
     await waitForDatabase(pool, logger);
-    await withMigrationPool(migrationDatabaseUrl, pool, (p) => migrateOrderDatabase(p, logger));
+    await prepareSchema(pool, ORDER_MIGRATIONS, { migrateOnStart, migrationDatabaseUrl }, logger);
 
     const voucher = createVoucherClient({
       baseUrl: voucherUrl,

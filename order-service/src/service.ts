@@ -1,12 +1,13 @@
-import { createPool, waitForDatabase, withMigrationPool, type Pool } from "@shop/platform/db";
+import { createPool, waitForDatabase, type Pool } from "@shop/platform/db";
 import type { Logger } from "@shop/platform/logger";
+import { prepareSchema } from "@shop/platform/migrations";
 import { startServers, type RunningServers } from "@shop/platform/servers";
 import { traceContextInterceptor } from "@shop/platform/tracing";
 import { createVoucherClient } from "@shop/sdk/clients";
 import { OrderService, PaymentOutcomeService, ShipmentEventService } from "@shop/sdk/order";
 import { OrderAdminService } from "@shop/sdk/order-admin";
 import { DEFAULT_PAYMENT_SERVICE_URL, type OrderServiceConfig } from "./config.js";
-import { migrateOrderDatabase } from "./db/migrate.js";
+import { ORDER_MIGRATIONS } from "./db/migrate.js";
 import { OrderStore } from "./db/order-store.js";
 import { ORDER_ADMIN_ACCESS, ORDER_SERVICE_ACCESS, PAYMENT_OUTCOME_ACCESS, SHIPMENT_EVENT_ACCESS } from "./grpc/access.js";
 import { createPaymentOutcomeServiceImpl } from "./grpc/payment-outcome-routes.js";
@@ -81,7 +82,7 @@ export async function startOrderService(opts: StartOrderServiceOptions): Promise
 
   try {
     await waitForDatabase(pool, logger);
-    await withMigrationPool(config.migrationDatabaseUrl, pool, (p) => migrateOrderDatabase(p, logger));
+    await prepareSchema(pool, ORDER_MIGRATIONS, config, logger);
     if (opts.relay !== false) {
       // Loaded only by processes that run the relay.
       const { Relay } = await import("./outbox/relay.js");

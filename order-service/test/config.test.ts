@@ -23,6 +23,7 @@ describe("order service settings", () => {
     expect(rest).to.deep.equal({
       databaseUrl: URL_OK,
       migrationDatabaseUrl: undefined,
+      migrateOnStart: true,
       host: "127.0.0.1",
       grpcPort: 50051,
       httpPort: 8081,

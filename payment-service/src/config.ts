@@ -24,6 +24,14 @@ export interface PaymentServiceConfig {
   databaseUrl: string;
   /** PAYMENT_MIGRATION_DATABASE_URL, optional: a user that may change the schema, for migrations only. */
   migrationDatabaseUrl?: string;
+  /**
+   * PAYMENT_MIGRATE_ON_START, default true: apply pending migrations at start.
+   * False: only check that every migration is applied and refuse to start
+   * when one is not; the migration job (`node payment-service/dist/migrate-main.js`)
+   * applies them, and the service's user needs no schema rights. Optional so
+   * configs built in code may leave it out (true then).
+   */
+  migrateOnStart?: boolean;
   /** PAYMENT_HOST, default 127.0.0.1: listen on loopback unless told otherwise. */
   host: string;
   /** PAYMENT_GRPC_PORT, default 50053. */
@@ -67,6 +75,7 @@ export function loadPaymentServiceConfig(env: NodeJS.ProcessEnv = process.env): 
   const config: PaymentServiceConfig = {
     databaseUrl: r.databaseUrl("PAYMENT_DATABASE_URL"),
     migrationDatabaseUrl: r.optionalDatabaseUrl("PAYMENT_MIGRATION_DATABASE_URL"),
+    migrateOnStart: r.bool("PAYMENT_MIGRATE_ON_START", true),
     host: r.string("PAYMENT_HOST", "127.0.0.1"),
     grpcPort: r.port("PAYMENT_GRPC_PORT", 50053),
     httpPort: r.port("PAYMENT_HTTP_PORT", 8083),

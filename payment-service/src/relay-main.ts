@@ -2,7 +2,7 @@ import { runStandaloneRelay } from "@shop/engine/standalone";
 import { traceContextInterceptor } from "@shop/platform/tracing";
 import { createPaymentOutcomeClient } from "@shop/sdk/clients";
 import { readPaymentRelaySettings } from "./config.js";
-import { migratePaymentDatabase } from "./db/migrate.js";
+import { PAYMENT_MIGRATIONS } from "./db/migrate.js";
 import { createPaymentRelayMetrics } from "./metrics.js";
 import { PaymentRelay } from "./outbox/relay.js";
 
@@ -10,14 +10,14 @@ import { PaymentRelay } from "./outbox/relay.js";
  * The payment relay as its own process (`npm run start:payment-relay`): delivers
  * payment outcomes to the order service beside, or instead of, the relays inside
  * payment service processes (PAYMENT_RELAY_ENABLED=false there). Reads
- * PAYMENT_DATABASE_URL, PAYMENT_MIGRATION_DATABASE_URL, the relay's settings and
+ * PAYMENT_DATABASE_URL, PAYMENT_MIGRATION_DATABASE_URL, PAYMENT_MIGRATE_ON_START, the relay's settings and
  * PAYMENT_RELAY_METRICS_PORT / _HOST (see @shop/engine/standalone).
  */
 await runStandaloneRelay({
   name: "payment-relay",
   prefix: "PAYMENT",
   readSettings: readPaymentRelaySettings,
-  migrate: migratePaymentDatabase,
+  migrations: PAYMENT_MIGRATIONS,
   create({ pool, logger, settings, registry }) {
     const orders = createPaymentOutcomeClient({
       baseUrl: settings.orderServiceUrl,

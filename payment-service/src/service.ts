@@ -3,7 +3,7 @@ import { traceContextInterceptor } from "@shop/platform/tracing";
 import { createPaymentOutcomeClient } from "@shop/sdk/clients";
 import { PaymentService } from "@shop/sdk/payment";
 import type { PaymentRelaySettings } from "./config.js";
-import { migratePaymentDatabase } from "./db/migrate.js";
+import { PAYMENT_MIGRATIONS } from "./db/migrate.js";
 import { PAYMENT_SERVICE_ACCESS } from "./grpc/access.js";
 import { createPaymentServiceImpl } from "./grpc/routes.js";
 import { createPaymentMetrics, type PaymentMetrics } from "./metrics.js";
@@ -33,7 +33,7 @@ export type RunningPaymentService = RunningDatabaseService<PaymentMetrics>;
  */
 export function startPaymentService(opts: PaymentServiceOptions): Promise<RunningPaymentService> {
   const { logger } = opts;
-  return startDatabaseService(opts, migratePaymentDatabase, (pool) => {
+  return startDatabaseService(opts, PAYMENT_MIGRATIONS, (pool) => {
     const metrics = createPaymentMetrics({ pool, logger, outboxCacheMs: opts.outboxMetricsCacheMs });
     let relay: { start(): void; wake(): void; stop(): Promise<void> } | undefined;
     let closeClient: (() => void) | undefined;

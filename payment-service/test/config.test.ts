@@ -32,6 +32,7 @@ describe("payment service configuration", () => {
     expect(rest).to.deep.equal({
       databaseUrl: url,
       migrationDatabaseUrl: undefined,
+      migrateOnStart: true,
       host: "127.0.0.1",
       grpcPort: 50053,
       httpPort: 8083,

@@ -9,6 +9,14 @@ export interface VoucherServiceConfig {
   databaseUrl: string;
   /** VOUCHER_MIGRATION_DATABASE_URL, optional: a user that may change the schema, for migrations only (see the order service's). */
   migrationDatabaseUrl?: string;
+  /**
+   * VOUCHER_MIGRATE_ON_START, default true: apply pending migrations at start.
+   * False: only check that every migration is applied and refuse to start
+   * when one is not; the migration job (`node voucher-service/dist/migrate-main.js`)
+   * applies them, and the service's user needs no schema rights. Optional so
+   * configs built in code may leave it out (true then).
+   */
+  migrateOnStart?: boolean;
   /** VOUCHER_HOST, default 127.0.0.1: listen on loopback unless told otherwise. */
   host: string;
   /** VOUCHER_GRPC_PORT, default 50052. */
@@ -46,6 +54,7 @@ export function loadVoucherServiceConfig(env: NodeJS.ProcessEnv = process.env): 
   const config: VoucherServiceConfig = {
     databaseUrl: r.databaseUrl("VOUCHER_DATABASE_URL"),
     migrationDatabaseUrl: r.optionalDatabaseUrl("VOUCHER_MIGRATION_DATABASE_URL"),
+    migrateOnStart: r.bool("VOUCHER_MIGRATE_ON_START", true),
     host: r.string("VOUCHER_HOST", "127.0.0.1"),
     grpcPort: r.port("VOUCHER_GRPC_PORT", 50052),
     httpPort: r.port("VOUCHER_HTTP_PORT", 8082),

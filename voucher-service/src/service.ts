@@ -1,6 +1,6 @@
 import { startDatabaseService, type DatabaseServiceOptions, type RunningDatabaseService } from "@shop/platform/database-service";
 import { VoucherService } from "@shop/sdk/voucher";
-import { migrateVoucherDatabase } from "./db/migrate.js";
+import { VOUCHER_MIGRATIONS } from "./db/migrate.js";
 import { VoucherStore } from "./db/voucher-store.js";
 import { VOUCHER_SERVICE_ACCESS } from "./grpc/access.js";
 import { createVoucherServiceImpl } from "./grpc/routes.js";
@@ -19,7 +19,7 @@ export type RunningVoucherService = RunningDatabaseService<VoucherMetrics>;
  * migrations, servers. main.ts runs it; other packages' tests run it in-process.
  */
 export function startVoucherService(opts: VoucherServiceOptions): Promise<RunningVoucherService> {
-  return startDatabaseService(opts, migrateVoucherDatabase, (pool) => {
+  return startDatabaseService(opts, VOUCHER_MIGRATIONS, (pool) => {
     const store = new VoucherStore(pool);
     const vouchers = createVouchers({ store, logger: opts.logger, maxBatch: opts.maxBatch });
     const metrics = createVoucherMetrics();

@@ -23,6 +23,7 @@ describe("voucher service configuration", () => {
     expect(rest).to.deep.equal({
       databaseUrl: url,
       migrationDatabaseUrl: undefined,
+      migrateOnStart: true,
       host: "127.0.0.1",
       grpcPort: 50052,
       httpPort: 8082,

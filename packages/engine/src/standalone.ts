@@ -1,6 +1,7 @@
 import { envReader } from "@shop/platform/config";
-import { createPool, waitForDatabase, withMigrationPool, type Pool } from "@shop/platform/db";
+import { createPool, waitForDatabase, type Pool } from "@shop/platform/db";
 import { createLogger, type Logger } from "@shop/platform/logger";
+import { prepareSchema, type ServiceMigrations } from "@shop/platform/migrations";
 import { createMetrics, startMetricsServer, type Registry } from "@shop/platform/metrics";
 import { dieOnStartupError, exitOnSignals } from "@shop/platform/shutdown";
 import { readCallerToken, type TokenSource } from "@shop/platform/auth";
@@ -16,13 +17,15 @@ export interface StandaloneRelay<Settings extends { config: RelayConfig }> {
   name: string;
   /**
    * The prefix of its own settings: <prefix>_DATABASE_URL (required),
-   * <prefix>_MIGRATION_DATABASE_URL, <prefix>_RELAY_METRICS_PORT (default 0:
-   * none; the service's /metrics has the outbox gauges) and _METRICS_HOST.
+   * <prefix>_MIGRATION_DATABASE_URL, <prefix>_MIGRATE_ON_START (default true;
+   * false: check the schema instead of migrating), <prefix>_RELAY_METRICS_PORT
+   * (default 0: none; the service's /metrics has the outbox gauges) and _METRICS_HOST.
    */
   prefix: string;
   /** Reads the relay's own settings into `env` (problems recorded there, reported together). */
   readSettings(env: EnvReader): Settings;
-  migrate(pool: Pool, logger: Logger): Promise<void>;
+  /** The service's migrations: applied at start, or checked when <prefix>_MIGRATE_ON_START=false. */
+  migrations: ServiceMigrations;
   /** Builds the relay on the pool; `close` releases what it holds (its client). `describe` goes in the start-up line. */
   create(deps: { pool: Pool; logger: Logger; settings: Settings; registry: Registry }): {
     relay: { start(): void; stop(): Promise<void> };
@@ -45,6 +48,7 @@ export async function runStandaloneRelay<Settings extends { config: RelayConfig 
     const env = envReader();
     const databaseUrl = env.databaseUrl(`${spec.prefix}_DATABASE_URL`);
     const migrationDatabaseUrl = env.optionalDatabaseUrl(`${spec.prefix}_MIGRATION_DATABASE_URL`);
+    const migrateOnStart = env.bool(`${spec.prefix}_MIGRATE_ON_START`, true);
     const settings = spec.readSettings(env);
     const metricsPort = env.int(`${spec.prefix}_RELAY_METRICS_PORT`, 0, { min: 0, max: 65535 });
     const metricsHost = env.string(`${spec.prefix}_RELAY_METRICS_HOST`, "127.0.0.1");
@@ -54,7 +58,7 @@ export async function runStandaloneRelay<Settings extends { config: RelayConfig 
     // One connection per loop, plus one so a claim never waits behind an ack.
     const pool = createPool({ url: databaseUrl, connectionLimit: settings.config.concurrency + 1 });
     await waitForDatabase(pool, logger);
-    await withMigrationPool(migrationDatabaseUrl, pool, (p) => spec.migrate(p, logger));
+    await prepareSchema(pool, spec.migrations, { migrateOnStart, migrationDatabaseUrl }, logger);
 
     const metrics = createMetrics();
     const { relay, close, describe } = spec.create({ pool, logger, settings, registry: metrics.registry });

@@ -1,7 +1,8 @@
 import type { AuthSettings } from "./auth.js";
-import { createPool, waitForDatabase, withMigrationPool, type Pool } from "./db.js";
+import { createPool, waitForDatabase, type Pool } from "./db.js";
 import type { Logger } from "./logger.js";
 import type { ProcessMetrics } from "./metrics.js";
+import { prepareSchema, type ServiceMigrations } from "./migrations.js";
 import { startServers, type ServiceBinding } from "./servers.js";
 import type { ServerTls } from "./tls.js";
 
@@ -10,6 +11,12 @@ export interface DatabaseServiceOptions {
   databaseUrl: string;
   /** A user that may change the schema, for migrations only; default databaseUrl. */
   migrationDatabaseUrl?: string;
+  /**
+   * <P>_MIGRATE_ON_START: migrate at start (default true), or, when false,
+   * only check that every migration is applied and refuse to start when one
+   * is not (the migration job applies them; see prepareSchema).
+   */
+  migrateOnStart?: boolean;
   host: string;
   /** 0 picks a free port (tests). */
   grpcPort: number;
@@ -60,13 +67,13 @@ export interface RunningDatabaseService<M extends ProcessMetrics> {
 
 /**
  * Starts a service that owns one database, in this process: pool, wait for
- * the database, migrations, the service's parts, servers, then the parts'
- * background work. A failure on the way stops the parts built and closes the
- * pool before it is thrown.
+ * the database, migrations (or the check that they are applied), the
+ * service's parts, servers, then the parts' background work. A failure on the
+ * way stops the parts built and closes the pool before it is thrown.
  */
 export async function startDatabaseService<M extends ProcessMetrics>(
   opts: DatabaseServiceOptions,
-  migrate: (pool: Pool, logger: Logger) => Promise<void>,
+  migrations: ServiceMigrations,
   build: (pool: Pool) => DatabaseServiceParts<M> | Promise<DatabaseServiceParts<M>>,
 ): Promise<RunningDatabaseService<M>> {
   const { logger } = opts;
@@ -74,7 +81,7 @@ export async function startDatabaseService<M extends ProcessMetrics>(
   let parts: DatabaseServiceParts<M> | undefined;
   try {
     await waitForDatabase(pool, logger);
-    await withMigrationPool(opts.migrationDatabaseUrl, pool, (p) => migrate(p, logger));
+    await prepareSchema(pool, migrations, opts, logger);
     parts = await build(pool);
     const { services, metrics, isReady } = parts;
     const servers = await startServers({

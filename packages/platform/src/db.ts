@@ -157,17 +157,23 @@ export async function withMigrationPool(migrationUrl: string | undefined, pool: 
 
 /**
  * Applies drizzle-kit migrations under a named lock, so replicas starting
- * together do not race each other through the same migration.
+ * together do not race each other through the same migration. What `run`
+ * returns (what it applied, say) goes into the "up to date" log line.
  */
-export async function migrateWithLock(pool: Pool, lockName: string, run: () => Promise<void>, logger: Logger): Promise<void> {
+export async function migrateWithLock(
+  pool: Pool,
+  lockName: string,
+  run: () => Promise<void | Record<string, unknown>>,
+  logger: Logger,
+): Promise<void> {
   const conn = await pool.getConnection();
   try {
     const [rows] = await conn.query("SELECT GET_LOCK(?, 60) AS got", [lockName]);
     if ((rows as Array<{ got: number }>)[0]?.got !== 1) throw new Error(`could not take migration lock ${lockName} within 60 s`);
     try {
       const started = Date.now();
-      await run();
-      logger.info({ ms: Date.now() - started }, "database schema is up to date");
+      const details = await run();
+      logger.info({ ...details, ms: Date.now() - started }, "database schema is up to date");
     } finally {
       await conn.query("SELECT RELEASE_LOCK(?)", [lockName]);
     }
