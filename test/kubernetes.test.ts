@@ -196,7 +196,7 @@ function sourceDefaultMs(file: string, pattern: RegExp): number {
 describe("Kubernetes manifests' generated copies", () => {
   // Needs no kubectl: the files themselves.
   it("keeps the PrometheusRule (from ops/prometheus/alerts.yml) and least-privilege.sh in sync with their sources", () => {
-    expect(staleFiles(), "run npx tsx scripts/kubernetes/generate.ts").to.deep.equal([]);
+    expect(staleFiles(), "run npm run kubernetes:generate").to.deep.equal([]);
   });
 });
 

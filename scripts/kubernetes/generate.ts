@@ -5,8 +5,8 @@
  *   ops/prometheus/alerts.yml     -> deploy/kubernetes/base/monitoring/prometheus-rule.yaml (PrometheusRule shop-alerts)
  *   ops/mariadb/least-privilege.sh -> deploy/kubernetes/overlays/local/mariadb/least-privilege.sh (byte for byte)
  *
- *   npx tsx scripts/kubernetes/generate.ts           # write them
- *   npx tsx scripts/kubernetes/generate.ts --check   # exit 1 naming each copy that is out of date
+ *   npm run kubernetes:generate           # write them
+ *   npm run kubernetes:generate -- --check   # exit 1 naming each copy that is out of date
  *
  * Edit the sources, never the copies; test/kubernetes.test.ts fails while a copy differs.
  */
@@ -28,7 +28,7 @@ export function prometheusRuleFromAlerts(alertsYaml: string): string {
   };
   return (
     "# GENERATED from ops/prometheus/alerts.yml by scripts/kubernetes/generate.ts: edit that file, then run\n" +
-    "# `npx tsx scripts/kubernetes/generate.ts`. The rules' comments (why each threshold) are there.\n" +
+    "# `npm run kubernetes:generate`. The rules' comments (why each threshold) are there.\n" +
     stringify(rule, { lineWidth: 0 })
   );
 }
@@ -64,7 +64,7 @@ export function staleFiles(): string[] {
 if (process.argv[1] && path.resolve(process.argv[1]) === import.meta.filename) {
   if (process.argv.includes("--check")) {
     const stale = staleFiles();
-    for (const file of stale) console.error(`${file} is out of date: run npx tsx scripts/kubernetes/generate.ts`);
+    for (const file of stale) console.error(`${file} is out of date: run npm run kubernetes:generate`);
     process.exit(stale.length === 0 ? 0 : 1);
   }
   for (const { file, content } of generatedFiles()) {
