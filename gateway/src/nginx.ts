@@ -5,7 +5,7 @@
  * then starts nginx in the foreground and waits until both ports listen.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { renderNginxConf, type GatewayConfig } from "./render.js";
@@ -163,14 +163,9 @@ function watchParent(nginxPid: number): void {
 
 /** Calls onLine for each line appended to file from now on, polling every 100 ms, until stop (which reads the rest). */
 function tailFile(file: string, onLine: (line: string) => void): { stop(): void } {
-  let offset = 0;
+  // From the end: a folder used before keeps its earlier runs' lines, which are not this run's.
+  let offset = existsSync(file) ? statSync(file).size : 0;
   let rest = "";
-  try {
-    const fd = openSync(file, "a+");
-    closeSync(fd);
-  } catch {
-    // nginx makes it at start; until then there is nothing to read.
-  }
   const read = () => {
     let fd: number;
     try {
