@@ -40,6 +40,9 @@ export function loadGatewaySettings(env: NodeJS.ProcessEnv = process.env, defaul
     r.problem("GATEWAY_UPSTREAM_TLS_CERT_FILE and GATEWAY_UPSTREAM_TLS_KEY_FILE go together: set both or neither");
   }
   if (clientCert && !caFile) r.problem("GATEWAY_UPSTREAM_TLS_CERT_FILE needs GATEWAY_UPSTREAM_TLS_CA_FILE (TLS to the services)");
+  const serverName = r.optionalString("GATEWAY_UPSTREAM_TLS_SERVER_NAME");
+  if (serverName && !caFile) r.problem("GATEWAY_UPSTREAM_TLS_SERVER_NAME needs GATEWAY_UPSTREAM_TLS_CA_FILE (TLS to the services)");
+  if (serverName && !/^[A-Za-z0-9.-]{1,253}$/.test(serverName)) r.problem(`GATEWAY_UPSTREAM_TLS_SERVER_NAME=${JSON.stringify(serverName)} is not a DNS name`);
   const workersRaw = r.string("GATEWAY_WORKERS", String(defaults.workers ?? "auto"));
   let workers: number | "auto" = "auto";
   if (workersRaw !== "auto") {
@@ -51,7 +54,7 @@ export function loadGatewaySettings(env: NodeJS.ProcessEnv = process.env, defaul
     grpcPort: r.port("GATEWAY_GRPC_PORT", defaults.grpcPort ?? DEFAULT_GATEWAY_GRPC_PORT),
     httpPort: r.port("GATEWAY_HTTP_PORT", defaults.httpPort ?? DEFAULT_GATEWAY_HTTP_PORT),
     tls: certFile && keyFile ? { certFile, keyFile } : defaults.tls,
-    upstreamTls: caFile ? { caFile, certFile: clientCert, keyFile: clientKey } : defaults.upstreamTls,
+    upstreamTls: caFile ? { caFile, certFile: clientCert, keyFile: clientKey, serverName } : defaults.upstreamTls,
     limits,
     workers,
   };

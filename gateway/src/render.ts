@@ -65,7 +65,17 @@ export interface GatewayConfig {
    * must chain to, and the certificate the gateway presents when they require
    * mutual TLS. Absent: plaintext to the replicas.
    */
-  upstreamTls?: { caFile: string; certFile?: string; keyFile?: string };
+  upstreamTls?: {
+    caFile: string;
+    certFile?: string;
+    keyFile?: string;
+    /**
+     * The name every service's certificate is checked against (and sent as SNI). Default: the host of each
+     * service's first replica, its DNS name in compose and Kubernetes. nginx matches DNS names only, so replicas
+     * addressed by IP need one (e.g. "localhost" with a certificate for it).
+     */
+    serverName?: string;
+  };
   /** Each service's replicas: their gRPC and their HTTP (Connect) endpoints. */
   upstreams: Record<UpstreamName, { grpc: Endpoint[]; http: Endpoint[] }>;
   limits: GatewayLimits;
@@ -169,16 +179,30 @@ function tlsLines(c: GatewayConfig): string {
     ssl_session_cache shared:gateway_tls:10m;`;
 }
 
+/**
+ * TLS to the replicas, for grpc_* or proxy_* directives: their certificates checked against the CA, and the
+ * client certificate for mutual TLS. Server-level lines, and per location the name to check (and send as SNI):
+ * serverName, else the host of the service's first replica; never the upstream group's name, nginx's default.
+ */
+function upstreamTlsLines(c: GatewayConfig, prefix: "grpc" | "proxy"): { server: string; location: (u: UpstreamName, protocol: "grpc" | "http") => string } {
+  const t = c.upstreamTls;
+  if (!t) return { server: "", location: () => "" };
+  const client = t.certFile ? `\n    ${prefix}_ssl_certificate ${t.certFile};\n    ${prefix}_ssl_certificate_key ${t.keyFile};` : "";
+  return {
+    server: `
+    ${prefix}_ssl_trusted_certificate ${t.caFile};
+    ${prefix}_ssl_verify on;
+    ${prefix}_ssl_server_name on;
+    ${prefix}_ssl_session_reuse on;${client}`,
+    location: (u, protocol) => `\n      ${prefix}_ssl_name ${t.serverName ?? c.upstreams[u][protocol][0]!.host};`,
+  };
+}
+
 function grpcServer(c: GatewayConfig, services: readonly EdgeService[]): string {
   const scheme = c.upstreamTls ? "grpcs" : "grpc";
-  const upstreamTls = c.upstreamTls
-    ? `
-    grpc_ssl_trusted_certificate ${c.upstreamTls.caFile};
-    grpc_ssl_verify on;
-    grpc_ssl_server_name on;
-    grpc_ssl_session_reuse on;${c.upstreamTls.certFile ? `\n    grpc_ssl_certificate ${c.upstreamTls.certFile};\n    grpc_ssl_certificate_key ${c.upstreamTls.keyFile};` : ""}`
-    : "";
-  const pass = (u: UpstreamName) => `${admit(c.limits)}\n      grpc_pass ${scheme}://${upstreamName(u, "grpc")};`;
+  const tls = upstreamTlsLines(c, "grpc");
+  const upstreamTls = tls.server;
+  const pass = (u: UpstreamName) => `${admit(c.limits)}${tls.location(u, "grpc")}\n      grpc_pass ${scheme}://${upstreamName(u, "grpc")};`;
   return `
   # gRPC: HTTP/2${c.tls ? " over TLS" : " (h2c)"}.
   server {
@@ -214,14 +238,9 @@ ${grpcErrorLocation("deadline", 4, "deadline exceeded: the service did not answe
 
 function connectServer(c: GatewayConfig, services: readonly EdgeService[]): string {
   const scheme = c.upstreamTls ? "https" : "http";
-  const upstreamTls = c.upstreamTls
-    ? `
-    proxy_ssl_trusted_certificate ${c.upstreamTls.caFile};
-    proxy_ssl_verify on;
-    proxy_ssl_server_name on;
-    proxy_ssl_session_reuse on;${c.upstreamTls.certFile ? `\n    proxy_ssl_certificate ${c.upstreamTls.certFile};\n    proxy_ssl_certificate_key ${c.upstreamTls.keyFile};` : ""}`
-    : "";
-  const pass = (u: UpstreamName) => `${admit(c.limits)}\n      proxy_pass ${scheme}://${upstreamName(u, "http")};`;
+  const tls = upstreamTlsLines(c, "proxy");
+  const upstreamTls = tls.server;
+  const pass = (u: UpstreamName) => `${admit(c.limits)}${tls.location(u, "http")}\n      proxy_pass ${scheme}://${upstreamName(u, "http")};`;
   return `
   # Connect JSON: HTTP/1.1${c.tls ? " and HTTP/2 over TLS" : ""}.
   server {

@@ -221,6 +221,14 @@ describe("renderNginxConf", () => {
     expect(mutual).to.include("grpc_ssl_certificate_key /tls/gw.key;");
     expect(mutual).to.include("proxy_ssl_certificate /tls/gw.crt;");
     expect(mutual).to.include("proxy_ssl_certificate_key /tls/gw.key;");
+    // The name checked is the service's host (nginx would otherwise check the upstream group's name), or the one given.
+    const orderHost = config().upstreams.order.grpc[0]!.host;
+    expect(verify).to.include(`grpc_ssl_name ${orderHost};`);
+    expect(verify).to.not.include("_ssl_name order_grpc;");
+    const named = renderNginxConf(config({ upstreamTls: { caFile: "/tls/ca.crt", serverName: "services.shop.internal" } }));
+    expect(named.match(/grpc_ssl_name services\.shop\.internal;/g)?.length).to.be.greaterThan(0);
+    expect(named).to.not.include(`grpc_ssl_name ${orderHost};`);
+    expect(conf).to.not.include("_ssl_name");
   });
 
   it("loads the njs module only when given its path, and sets the user only when given one", () => {
@@ -282,6 +290,7 @@ describe("gateway settings (GATEWAY_*)", () => {
         GATEWAY_UPSTREAM_TLS_CA_FILE: "/ca.crt",
         GATEWAY_UPSTREAM_TLS_CERT_FILE: "/gw.crt",
         GATEWAY_UPSTREAM_TLS_KEY_FILE: "/gw.key",
+        GATEWAY_UPSTREAM_TLS_SERVER_NAME: "services.shop.internal",
         GATEWAY_RATE_PER_CALLER: "5",
         GATEWAY_BURST_PER_CALLER: "0",
         GATEWAY_MAX_REQUEST_BYTES: "4096",
@@ -294,7 +303,7 @@ describe("gateway settings (GATEWAY_*)", () => {
       grpcPort: 6000,
       httpPort: 6001,
       tls: { certFile: "/b.crt", keyFile: "/b.key" },
-      upstreamTls: { caFile: "/ca.crt", certFile: "/gw.crt", keyFile: "/gw.key" },
+      upstreamTls: { caFile: "/ca.crt", certFile: "/gw.crt", keyFile: "/gw.key", serverName: "services.shop.internal" },
       limits: { ...DEFAULT_LIMITS, ratePerCaller: 5, burstPerCaller: 0, maxRequestBytes: 4096 },
       workers: 3,
     });
