@@ -278,7 +278,11 @@ describe("outbox relay", () => {
     const m = metered();
     relay({ concurrency: 1, maxAttempts: 3 }, { logger, metrics: m.metrics }).start(); // one loop: the first claim holds all eight
 
-    await eventually("the poison row is dead", async () => (await outboxRow(o.pool, poison)).status === "dead");
+    // The relay counts a row after the UPDATE that settles it commits: wait for the count too, not the row alone.
+    await eventually(
+      "the poison row is dead, and counted",
+      async () => (await outboxRow(o.pool, poison)).status === "dead" && (await m.value("relay_deliveries_total", { result: "dead" })) >= 1,
+    );
     const rows = await outboxRows(o.pool);
     for (const r of rows.filter((x) => x.orderId !== poison)) {
       // Delivered in the first round, by the split: never retried behind the poison row.
