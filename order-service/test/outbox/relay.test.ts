@@ -281,7 +281,7 @@ describe("outbox relay", () => {
     // The relay counts a row after the UPDATE that settles it commits: wait for the count too, not the row alone.
     await eventually(
       "the poison row is dead, and counted",
-      async () => (await outboxRow(o.pool, poison)).status === "dead" && (await m.value("relay_deliveries_total", { result: "dead" })) >= 1,
+      async () => (await outboxRow(o.pool, poison)).status === "dead" && ((await m.value("relay_deliveries_total", { result: "dead" })) ?? 0) >= 1,
     );
     const rows = await outboxRows(o.pool);
     for (const r of rows.filter((x) => x.orderId !== poison)) {
