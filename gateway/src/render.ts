@@ -112,29 +112,43 @@ function upstreamBlock(name: string, endpoints: Endpoint[], limits: GatewayLimit
   return `  upstream ${name} {\n    zone ${name} 64k;\n${servers}\n    keepalive 32;\n  }`;
 }
 
-/** A location answering every request with a gRPC status the gateway sets itself. */
-function grpcErrorLocation(name: string, code: number, message: string, refusal: string): string {
-  // 200 with the status in the headers and no body is gRPC's trailers-only answer, which every client reads.
-  return [
-    `    location @${name} {`,
-    `      set $gw_refusal "${refusal}";`,
-    `      default_type application/grpc;`,
-    `      add_header grpc-status ${code} always;`,
-    `      add_header grpc-message "${message}" always;`,
-    `      return 200 "";`,
-    `    }`,
-  ].join("\n");
-}
+/**
+ * The answers the gateway makes itself: which of nginx's own statuses each takes (error_page), and how it is said
+ * on each port: a gRPC status, or a Connect error with its HTTP status. `refusal` goes to the access log.
+ */
+const EDGE_ERRORS = [
+  { name: "unauthenticated", catches: "401", grpc: 16, http: 401, connect: "unauthenticated", refusal: "unauthenticated",
+    message: () => "unauthenticated: no bearer token: send the header authorization: Bearer <token>" },
+  { name: "unimplemented", catches: "404", grpc: 12, http: 404, connect: "unimplemented", refusal: "not_routed",
+    message: () => "unimplemented: the gateway does not serve this method" },
+  { name: "too_large", catches: "413", grpc: 8, http: 413, connect: "resource_exhausted", refusal: "too_large",
+    message: (l: GatewayLimits) => `resource exhausted: the request is larger than ${l.maxRequestBytes} bytes` },
+  { name: "rate_limited", catches: "429", grpc: 8, http: 429, connect: "resource_exhausted", refusal: "rate_limited",
+    message: () => "resource exhausted: rate limit exceeded, retry later" },
+  { name: "unavailable", catches: "500 502 503", grpc: 14, http: 503, connect: "unavailable", refusal: "",
+    message: () => "unavailable: no replica of the service answered" },
+  { name: "deadline", catches: "504", grpc: 4, http: 504, connect: "deadline_exceeded", refusal: "",
+    message: () => "deadline exceeded: the service did not answer in time" },
+];
 
-/** A location answering with a Connect error: its HTTP status and {"code", "message"}. */
-function connectErrorLocation(name: string, status: number, code: string, message: string, refusal: string): string {
-  return [
-    `    location @${name} {`,
-    `      set $gw_refusal "${refusal}";`,
-    `      default_type application/json;`,
-    `      return ${status} '{"code":"${code}","message":"${message}"}';`,
-    `    }`,
-  ].join("\n");
+/** The error_page lines of a server: each of nginx's statuses to its named location. */
+const errorPages = () => EDGE_ERRORS.map((e) => `    error_page ${e.catches} = @${e.name};`).join("\n");
+
+/** The named locations that answer them, in the protocol's terms. */
+function errorLocations(protocol: "grpc" | "connect", limits: GatewayLimits): string {
+  return EDGE_ERRORS.map((e) => {
+    // gRPC: 200 with the status in the headers and no body, the trailers-only answer every client reads.
+    const answer =
+      protocol === "grpc"
+        ? [
+            `default_type application/grpc;`,
+            `add_header grpc-status ${e.grpc} always;`,
+            `add_header grpc-message "${e.message(limits)}" always;`,
+            `return 200 "";`,
+          ]
+        : [`default_type application/json;`, `return ${e.http} '{"code":"${e.connect}","message":"${e.message(limits)}"}';`];
+    return [`    location @${e.name} {`, `      set $gw_refusal "${e.refusal}";`, ...answer.map((line) => `      ${line}`), `    }`].join("\n");
+  }).join("\n");
 }
 
 /** The locations of one server: each routed method's service by prefix, each internal method refused exactly. */
@@ -201,7 +215,6 @@ function upstreamTlsLines(c: GatewayConfig, prefix: "grpc" | "proxy"): { server:
 function grpcServer(c: GatewayConfig, services: readonly EdgeService[]): string {
   const scheme = c.upstreamTls ? "grpcs" : "grpc";
   const tls = upstreamTlsLines(c, "grpc");
-  const upstreamTls = tls.server;
   const pass = (u: UpstreamName) => `${admit(c.limits)}${tls.location(u, "grpc")}\n      grpc_pass ${scheme}://${upstreamName(u, "grpc")};`;
   return `
   # gRPC: HTTP/2${c.tls ? " over TLS" : " (h2c)"}.
@@ -215,31 +228,20 @@ function grpcServer(c: GatewayConfig, services: readonly EdgeService[]): string 
     grpc_next_upstream error timeout;
     grpc_set_header traceparent $gw_traceparent;
     grpc_set_header x-forwarded-for $proxy_add_x_forwarded_for;
-    grpc_set_header x-request-id $request_id;${upstreamTls}
+    grpc_set_header x-request-id $request_id;${tls.server}
 
-    error_page 401 = @unauthenticated;
-    error_page 404 = @unimplemented;
-    error_page 413 = @too_large;
-    error_page 429 = @rate_limited;
-    error_page 500 502 503 = @unavailable;
-    error_page 504 = @deadline;
+${errorPages()}
 
 ${routeLocations(services, pass)}
     location / { return 404; }
 
-${grpcErrorLocation("unauthenticated", 16, "unauthenticated: no bearer token: send the header authorization: Bearer <token>", "unauthenticated")}
-${grpcErrorLocation("unimplemented", 12, "unimplemented: the gateway does not serve this method", "not_routed")}
-${grpcErrorLocation("too_large", 8, `resource exhausted: the request is larger than ${c.limits.maxRequestBytes} bytes`, "too_large")}
-${grpcErrorLocation("rate_limited", 8, "resource exhausted: rate limit exceeded, retry later", "rate_limited")}
-${grpcErrorLocation("unavailable", 14, "unavailable: no replica of the service answered", "")}
-${grpcErrorLocation("deadline", 4, "deadline exceeded: the service did not answer in time", "")}
+${errorLocations("grpc", c.limits)}
   }`;
 }
 
 function connectServer(c: GatewayConfig, services: readonly EdgeService[]): string {
   const scheme = c.upstreamTls ? "https" : "http";
   const tls = upstreamTlsLines(c, "proxy");
-  const upstreamTls = tls.server;
   const pass = (u: UpstreamName) => `${admit(c.limits)}${tls.location(u, "http")}\n      proxy_pass ${scheme}://${upstreamName(u, "http")};`;
   return `
   # Connect JSON: HTTP/1.1${c.tls ? " and HTTP/2 over TLS" : ""}.
@@ -258,14 +260,9 @@ function connectServer(c: GatewayConfig, services: readonly EdgeService[]): stri
     proxy_read_timeout ${ms(c.limits.upstreamTimeoutMs)};
     proxy_send_timeout ${ms(c.limits.upstreamTimeoutMs)};
     proxy_next_upstream error timeout;
-    proxy_buffering off;${upstreamTls}
+    proxy_buffering off;${tls.server}
 
-    error_page 401 = @unauthenticated;
-    error_page 404 = @unimplemented;
-    error_page 413 = @too_large;
-    error_page 429 = @rate_limited;
-    error_page 500 502 503 = @unavailable;
-    error_page 504 = @deadline;
+${errorPages()}
 
     # The gateway's own health, for load balancers and probes: it answers without asking a service.
     location = /healthz {
@@ -276,12 +273,7 @@ function connectServer(c: GatewayConfig, services: readonly EdgeService[]): stri
 ${routeLocations(services, pass)}
     location / { return 404; }
 
-${connectErrorLocation("unauthenticated", 401, "unauthenticated", "unauthenticated: no bearer token: send the header authorization: Bearer <token>", "unauthenticated")}
-${connectErrorLocation("unimplemented", 404, "unimplemented", "unimplemented: the gateway does not serve this method", "not_routed")}
-${connectErrorLocation("too_large", 413, "resource_exhausted", `resource exhausted: the request is larger than ${c.limits.maxRequestBytes} bytes`, "too_large")}
-${connectErrorLocation("rate_limited", 429, "resource_exhausted", "resource exhausted: rate limit exceeded, retry later", "rate_limited")}
-${connectErrorLocation("unavailable", 503, "unavailable", "unavailable: no replica of the service answered", "")}
-${connectErrorLocation("deadline", 504, "deadline_exceeded", "deadline exceeded: the service did not answer in time", "")}
+${errorLocations("connect", c.limits)}
   }`;
 }
 
