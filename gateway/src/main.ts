@@ -6,11 +6,11 @@
  * `-- --check` writes nothing and exits 1 when a committed file differs from
  * what the settings render (the tests run it with the defaults).
  */
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { ConfigError } from "@shop/platform/config";
 import { loadGatewaySettings } from "./config.js";
-import { CALLER_JS, writeContainerConfig } from "./nginx.js";
+import { CALLER_JS } from "./nginx.js";
 import { renderNginxConf, type GatewayConfig } from "./render.js";
 import { UPSTREAMS, type UpstreamName } from "./routes.js";
 
@@ -64,17 +64,19 @@ function main(): void {
     process.stderr.write(`${err instanceof ConfigError ? err.message : String(err)}\n`);
     process.exit(2);
   }
+  // What the containers read, rendered once: written, or compared with the committed files.
+  const files = { "nginx.conf": renderNginxConf(config), "caller.js": readFileSync(CALLER_JS, "utf8") };
   if (!check) {
     for (const dir of CONTAINER_CONFIG_DIRS) {
-      writeContainerConfig(dir, config);
+      mkdirSync(dir, { recursive: true });
+      for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
       process.stdout.write(`wrote ${path.relative(root, dir)}/nginx.conf and caller.js\n`);
     }
     return;
   }
-  const want = { "nginx.conf": renderNginxConf(config), "caller.js": readFileSync(CALLER_JS, "utf8") };
   const stale: string[] = [];
   for (const dir of CONTAINER_CONFIG_DIRS) {
-    for (const [name, text] of Object.entries(want)) {
+    for (const [name, text] of Object.entries(files)) {
       let have = "";
       try {
         have = readFileSync(path.join(dir, name), "utf8");

@@ -196,10 +196,3 @@ function tailFile(file: string, onLine: (line: string) => void): { stop(): void 
     },
   };
 }
-
-/** Writes the configuration a container runs (compose, Kubernetes): nginx.conf and caller.js into dir. */
-export function writeContainerConfig(dir: string, config: GatewayConfig): void {
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(path.join(dir, "nginx.conf"), renderNginxConf(config));
-  copyFileSync(CALLER_JS, path.join(dir, "caller.js"));
-}
