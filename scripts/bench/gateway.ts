@@ -22,7 +22,7 @@ import { roleToken } from "@shop/testkit/auth";
 import { MariaDbServer } from "@shop/testkit/mariadb";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
-import { closedLoop, type ClosedLoopResult } from "./load.js";
+import { cleanupOnExit, closedLoop, type ClosedLoopResult } from "./load.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -41,20 +41,7 @@ const CONCURRENCY = positive("concurrency", args.concurrency);
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const say = (m: string) => process.stdout.write(`bench:gateway │ ${m}\n`);
 
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-let cleaning: Promise<void> | undefined;
-function cleanUp(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((err) => say(`cleanup failed: ${String(err)}`));
-  })();
-  return cleaning;
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    say(`${sig}: stopping everything`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+const { cleanups, cleanUp } = cleanupOnExit(say);
 
 async function main(): Promise<void> {
   const db = new MariaDbServer({ args: ["--innodb-buffer-pool-size=256M", "--innodb-flush-log-at-trx-commit=1", "--max-connections=300"] });

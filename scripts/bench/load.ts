@@ -118,3 +118,25 @@ export function peakRssMb(pid: number | undefined): number | undefined {
     return undefined;
   }
 }
+
+/**
+ * What a benchmark started, stopped in reverse order once: by `cleanUp()` at its end (or on failure), and on
+ * Ctrl-C or SIGTERM, after which the process exits 130. A step that fails is reported and the rest still run.
+ */
+export function cleanupOnExit(say: (message: string) => void): { cleanups: Array<() => Promise<unknown> | unknown>; cleanUp: () => Promise<void> } {
+  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+  let cleaning: Promise<void> | undefined;
+  const cleanUp = () => {
+    cleaning ??= (async () => {
+      for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((err) => say(`cleanup failed: ${String(err)}`));
+    })();
+    return cleaning;
+  };
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      say(`${sig}: stopping what was started`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
+  return { cleanups, cleanUp };
+}

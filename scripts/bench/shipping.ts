@@ -33,7 +33,7 @@ import { allScopesToken, roleToken } from "@shop/testkit/auth";
 import { MariaDbServer } from "@shop/testkit/mariadb";
 import { freePort } from "@shop/testkit/ports";
 import { ServiceProcess } from "@shop/testkit/service-process";
-import { openLoop, peakRssMb, round, summarize } from "./load.js";
+import { cleanupOnExit, openLoop, peakRssMb, round, summarize } from "./load.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -83,20 +83,7 @@ async function byChunks(pool: Pool, sql: string, ids: string[]): Promise<RowData
   return out;
 }
 
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-let cleaning: Promise<void> | undefined;
-function cleanUp(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((err) => say(`cleanup failed: ${String(err)}`));
-  })();
-  return cleaning;
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    say(`${sig}: stopping the services and database servers`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+const { cleanups, cleanUp } = cleanupOnExit(say);
 
 async function main(): Promise<void> {
   const results: Record<string, unknown> = { node: process.version, offeredPerSecond: RATE, seconds: SECONDS, accounts: ACCOUNTS, carrierMs: CARRIER_MS };
