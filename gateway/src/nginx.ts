@@ -27,7 +27,7 @@ export function findNginx(): string | undefined {
   return undefined;
 }
 
-/** The njs module to load_module, or an explanation of why the gateway cannot run. */
+/** The njs module for load_module, or undefined when it is not installed. */
 export function findNjsModule(): string | undefined {
   return NJS_MODULE_PATHS.find((p) => existsSync(p));
 }
